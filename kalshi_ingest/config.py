@@ -1,0 +1,217 @@
+"""Market sets: what to record, how long, and which alerts to raise (``deployments/market_sets.yaml``).
+
+A market set names markets directly (``tickers``) and/or by ``series`` or ``events``, which are expanded
+to the markets open at the start of each session through REST. The file is validated completely before
+anything connects; an error names the file, the market set and the key, for example::
+
+    deployments/market_sets.yaml: market set 'cpi': key 'channels[2]': unknown channel 'ticker_v2'
+    (removed 2026-02-12)
+
+File shape::
+
+    defaults:            # optional; merged into every market set (a set's own keys win)
+      channels: [orderbook_delta, ticker, trade]
+    market_sets:
+      cpi:
+        series: [KXCPI]
+        session_seconds: 3600
+        alerts:
+          - {kind: spread_above, threshold: 0.10}
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kalshi_ws.messages import CHANNELS, REMOVED_CHANNELS
+
+
+class ConfigError(ValueError):
+    """The market-set file is unreadable or invalid; the message names the file, the set and the key."""
+
+
+def _known_channel(name: str) -> str:
+    if name in REMOVED_CHANNELS:
+        raise ValueError(f"unknown channel {name!r} ({REMOVED_CHANNELS[name]})")
+    if name not in CHANNELS:
+        raise ValueError(f"unknown channel {name!r} (known: {', '.join(sorted(CHANNELS))})")
+    return name
+
+
+Channel = Annotated[str, AfterValidator(_known_channel)]
+Dollars = Annotated[Decimal, Field(ge=0, le=1)]
+
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Overrides the generated rule name (used in messages and to avoid repeating the same alert).
+    name: str | None = None
+
+
+class PriceMoveRule(_Rule):
+    """The last price moved by ``threshold`` dollars or more, within ``window_seconds`` or, if that is
+    omitted, since the end of the previous session of this market set."""
+
+    kind: Literal["price_move"]
+    threshold: Dollars
+    window_seconds: float | None = Field(default=None, gt=0)
+
+
+class SpreadRule(_Rule):
+    """The YES spread (best ask - best bid) at the end of the session is above/below ``threshold``."""
+
+    kind: Literal["spread_above", "spread_below"]
+    threshold: Dollars
+
+
+class DepthBelowRule(_Rule):
+    """Resting contracts within ``within`` dollars of the touch (both sides) fell below ``threshold``."""
+
+    kind: Literal["depth_below"]
+    threshold: Decimal = Field(gt=0)
+    within: Dollars = Decimal("0.05")
+
+
+class MarketStaleRule(_Rule):
+    """No data at all for a market during the last ``seconds`` of the session."""
+
+    kind: Literal["market_stale"]
+    seconds: float = Field(gt=0)
+
+
+class SessionUnhealthyRule(_Rule):
+    """The session had more gaps or reconnects than allowed, or spilled data to local files."""
+
+    kind: Literal["session_unhealthy"]
+    max_gaps: int = Field(default=0, ge=0)
+    max_reconnects: int = Field(default=0, ge=0)
+
+
+AlertRule = Annotated[
+    PriceMoveRule | SpreadRule | DepthBelowRule | MarketStaleRule | SessionUnhealthyRule,
+    Field(discriminator="kind"),
+]
+RULE_KINDS = frozenset({"price_move", "spread_above", "spread_below", "depth_below", "market_stale",
+                        "session_unhealthy"})
+
+
+class MarketSet(BaseModel):
+    """One market set; every key is documented in ``deployments/market_sets.yaml``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    tickers: list[str] = []
+    series: list[str] = []
+    events: list[str] = []
+    channels: list[Channel] = ["orderbook_delta", "ticker", "trade"]
+    session_seconds: float = Field(default=3600, gt=0)
+    use_yes_price: bool = False
+    #: Name of a Prefect notification block (SlackWebhook, CustomWebhookNotificationBlock, ...).
+    notify_block: str | None = None
+    alerts: list[AlertRule] = []
+    depth_bucket_seconds: float = Field(default=60, gt=0)
+    #: Distances from the touch (dollars) at which resting depth is summed.
+    depth_distances: list[Dollars] = [Decimal("0.01"), Decimal("0.02"), Decimal("0.05"), Decimal("0.10")]
+    #: Upper bound on markets after series/event expansion (Kalshi limits subscriptions per connection).
+    max_markets: int = Field(default=500, gt=0)
+
+    @model_validator(mode="after")
+    def _has_markets(self) -> MarketSet:
+        if not (self.tickers or self.series or self.events):
+            raise ValueError("names no markets: give at least one of 'tickers', 'series' or 'events'")
+        if not self.channels:
+            raise ValueError("subscribes to no channel: 'channels' is empty")
+        return self
+
+    def rule_names(self) -> list[str]:
+        return [rule_name(rule) for rule in self.alerts]
+
+
+def rule_name(rule: _Rule) -> str:
+    if rule.name:
+        return rule.name
+    fields = rule.model_dump(exclude={"name", "kind"}, exclude_none=True)
+    detail = ",".join(f"{k}={v}" for k, v in sorted(fields.items()))
+    return f"{rule.kind}({detail})"  # type: ignore[attr-defined]
+
+
+class MarketSetsFile(BaseModel):
+    path: Path
+    sets: dict[str, MarketSet]
+
+    def get(self, name: str) -> MarketSet:
+        try:
+            return self.sets[name]
+        except KeyError:
+            known = ", ".join(sorted(self.sets)) or "none"
+            raise ConfigError(f"{self.path}: no market set {name!r} (defined: {known})") from None
+
+
+def load_config(path: str | Path) -> MarketSetsFile:
+    """Read and validate every market set in ``path``; :class:`ConfigError` on the first bad file/key."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the market-set file ({exc.strerror}); "
+                          "set KALSHI_INGEST_CONFIG to its location") from None
+    try:
+        document = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"{p}:{line} not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    return parse_config(document, p)
+
+
+def parse_config(document: Any, path: Path) -> MarketSetsFile:
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a mapping with a 'market_sets' key")
+    unknown = set(document) - {"defaults", "market_sets"}
+    if unknown:
+        raise ConfigError(f"{path}: key {sorted(unknown)[0]!r}: unknown top-level key "
+                          "(allowed: defaults, market_sets)")
+    defaults = document.get("defaults") or {}
+    raw_sets = document.get("market_sets")
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{path}: key 'defaults': expected a mapping")
+    if not isinstance(raw_sets, dict) or not raw_sets:
+        raise ConfigError(f"{path}: key 'market_sets': expected a non-empty mapping of name -> market set")
+    sets: dict[str, MarketSet] = {}
+    for name, body in raw_sets.items():
+        where = f"{path}: market set {name!r}"
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}: expected a mapping of keys, got {type(body).__name__}")
+        if "name" in body:
+            raise ConfigError(f"{where}: key 'name': not allowed (the mapping key is the name)")
+        try:
+            sets[str(name)] = MarketSet.model_validate({**defaults, **body, "name": str(name)})
+        except ValidationError as exc:
+            raise ConfigError(f"{where}: {_describe(exc)}") from None
+    return MarketSetsFile(path=path, sets=sets)
+
+
+def _describe(exc: ValidationError) -> str:
+    """The first error as ``key 'alerts[0].threshold': <what is wrong>``."""
+    error = exc.errors(include_url=False)[0]
+    key = ""
+    for part in error["loc"]:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        elif part in RULE_KINDS and key.endswith("]"):
+            continue  # the discriminator pydantic inserts into the path of a union member
+        else:
+            key += f".{part}" if key else str(part)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    if error["type"] == "union_tag_invalid":
+        message = f"unknown alert kind {error['input'].get('kind')!r} (known: {', '.join(sorted(RULE_KINDS))})"
+    return f"key {key!r}: {message}" if key else message

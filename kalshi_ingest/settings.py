@@ -1,0 +1,166 @@
+"""Process settings, read from the environment (and nothing else) with pydantic-settings.
+
+Every variable is optional until something needs it: a missing credential is reported only when a
+session has to sign a request, and the error names the variable to set. Secrets (the PEM, a database
+password) are ``SecretStr`` so they never appear in a ``repr``, a log line or a Prefect parameter.
+
+=============================  ====================================================================
+``KALSHI_ENV``                 ``production``, ``demo``, ``production-shared``, ``demo-shared``,
+                               ``simulator`` (the local simulator, the default) or a base URL
+``KALSHI_API_KEY_ID``          the API key id (a UUID shown in Kalshi's UI)
+``KALSHI_PRIVATE_KEY_PATH``    a PEM file (mode 0600) with the RSA private key
+``KALSHI_PRIVATE_KEY_PEM``     the PEM text itself (for containers that inject secrets as env)
+``KALSHI_PRIVATE_KEY_BLOCK``   the name of a Prefect ``Secret`` block holding the PEM
+``KALSHI_WS_URL``              overrides the environment's WebSocket URL
+``KALSHI_REST_URL``            overrides the environment's REST URL
+``DATABASE_URL``               ``postgresql://...``; unset -> an embedded PostgreSQL in the data dir
+``KALSHI_INGEST_DATA_DIR``     where the embedded database, spill files and simulator keys live
+``KALSHI_INGEST_CONFIG``       the market-set file (``deployments/market_sets.yaml``)
+=============================  ====================================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kalshi_ws.auth import PrivateKeyError, Signer
+from kalshi_ws.environments import Environment, resolve
+
+#: Where ``kalshi-ingest simulate`` listens unless told otherwise.
+SIMULATOR_URL: Final = "http://127.0.0.1:8765"
+#: The folder (inside the data dir) where a local simulator publishes its key id and private key.
+SIMULATOR_KEYS_DIR: Final = "simulator-keys"
+
+
+class CredentialsError(RuntimeError):
+    """No usable API key: the message names the environment variable(s) to set."""
+
+
+class Settings(BaseSettings):
+    """The process environment, typed. Build one with ``Settings()``; every field maps to an env var."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
+
+    kalshi_env: str = Field(default="simulator", description="environment name or base URL")
+    kalshi_api_key_id: str | None = None
+    kalshi_private_key_path: Path | None = None
+    kalshi_private_key_pem: SecretStr | None = None
+    kalshi_private_key_block: str | None = None
+    kalshi_ws_url: str | None = None
+    kalshi_rest_url: str | None = None
+    database_url: SecretStr | None = None
+    kalshi_ingest_data_dir: Path = Path(".data")
+    kalshi_ingest_config: Path = Path("deployments/market_sets.yaml")
+
+    @property
+    def data_dir(self) -> Path:
+        return self.kalshi_ingest_data_dir
+
+    @property
+    def config_path(self) -> Path:
+        return self.kalshi_ingest_config
+
+    @property
+    def is_simulator(self) -> bool:
+        return self.kalshi_env == "simulator"
+
+    def environment(self) -> Environment:
+        """Where to connect; ``ValueError`` names ``KALSHI_ENV`` when it is not understood."""
+        name = SIMULATOR_URL if self.is_simulator else self.kalshi_env
+        try:
+            env = resolve(name, ws_url=self.kalshi_ws_url, rest_url=self.kalshi_rest_url)
+        except ValueError as exc:
+            raise ValueError(f"KALSHI_ENV: {exc}") from None
+        if self.is_simulator:
+            env = Environment("simulator", env.ws_url, env.rest_url)
+        return env
+
+    def database(self) -> str | None:
+        """``DATABASE_URL`` or ``None`` (then the caller starts the embedded PostgreSQL)."""
+        return self.database_url.get_secret_value() if self.database_url else None
+
+    async def signer(self) -> Signer:
+        """The request signer, from the first key source that is set (file, PEM, Prefect Secret block).
+
+        Against the local simulator with no key configured, the key the simulator published in the data
+        dir is used. Raises :class:`CredentialsError` naming the variable to set; the key never appears
+        in a message.
+        """
+        key_id = self.kalshi_api_key_id
+        published = self._simulator_key() if key_id is None else None
+        if published is not None:
+            return _from_file(published[0], published[1], f"the simulator key published in {self.data_dir}")
+        if not key_id:
+            raise CredentialsError(
+                f"KALSHI_API_KEY_ID is not set: set it to your API key id for {self.kalshi_env!r} "
+                "(and one of KALSHI_PRIVATE_KEY_PATH, KALSHI_PRIVATE_KEY_PEM or KALSHI_PRIVATE_KEY_BLOCK)"
+            )
+        if self.kalshi_private_key_path is not None:
+            return _from_file(key_id, self.kalshi_private_key_path, "KALSHI_PRIVATE_KEY_PATH")
+        if self.kalshi_private_key_pem is not None:
+            try:
+                return Signer.from_pem(key_id, self.kalshi_private_key_pem.get_secret_value(),
+                                       source="KALSHI_PRIVATE_KEY_PEM")
+            except PrivateKeyError as exc:
+                raise CredentialsError(f"KALSHI_PRIVATE_KEY_PEM: {exc}") from None
+        if self.kalshi_private_key_block:
+            return Signer.from_pem(key_id, await _secret_block(self.kalshi_private_key_block),
+                                   source=f"Prefect Secret block {self.kalshi_private_key_block!r}")
+        raise CredentialsError(
+            "no private key configured: set KALSHI_PRIVATE_KEY_PATH (a PEM file), KALSHI_PRIVATE_KEY_PEM "
+            "(the PEM text) or KALSHI_PRIVATE_KEY_BLOCK (a Prefect Secret block name)"
+        )
+
+    def _simulator_key(self) -> tuple[str, Path] | None:
+        if not self.is_simulator and "127.0.0.1" not in self.kalshi_env and "localhost" not in self.kalshi_env:
+            return None
+        return read_simulator_key(self.data_dir)
+
+
+def publish_simulator_key(data_dir: Path, key_id: str, private_key_path: Path) -> Path:
+    """Record where a running local simulator's key is, so ``Settings.signer()`` can find it."""
+    folder = data_dir / SIMULATOR_KEYS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "key_id").write_text(key_id)
+    (folder / "private_key_path").write_text(str(Path(private_key_path).resolve()))
+    return folder
+
+
+def read_simulator_key(data_dir: Path) -> tuple[str, Path] | None:
+    folder = data_dir / SIMULATOR_KEYS_DIR
+    try:
+        return (folder / "key_id").read_text().strip(), Path((folder / "private_key_path").read_text().strip())
+    except OSError:
+        return None
+
+
+def _from_file(key_id: str, path: Path, variable: str) -> Signer:
+    try:
+        return Signer.from_file(key_id, path)
+    except PrivateKeyError as exc:
+        raise CredentialsError(f"{variable}: {exc}") from None
+
+
+async def _secret_block(name: str) -> str:
+    from prefect.blocks.system import Secret
+
+    try:
+        block = await Secret.aload(name)
+    except ValueError as exc:
+        raise CredentialsError(f"KALSHI_PRIVATE_KEY_BLOCK: Prefect Secret block {name!r} not found ({exc})") from None
+    value = block.get()
+    if not isinstance(value, str):
+        raise CredentialsError(f"KALSHI_PRIVATE_KEY_BLOCK: Secret block {name!r} must hold the PEM text as a string")
+    return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """``Settings()`` plus explicit overrides (CLI flags win over the environment)."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+
+
+__all__ = ["CredentialsError", "Settings", "load_settings", "publish_simulator_key", "read_simulator_key"]
