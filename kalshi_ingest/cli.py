@@ -1,0 +1,192 @@
+"""``kalshi-ingest``: the command line (demo, run, simulate, db, report, bench).
+
+Heavy imports (Prefect, pandas, the database driver) happen inside the command that needs them, so
+``kalshi-ingest --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from kalshi_ingest.settings import Settings
+
+EPILOG = """\
+environment:
+  KALSHI_ENV                production | demo | production-shared | demo-shared | simulator | a base URL
+  KALSHI_API_KEY_ID         your API key id
+  KALSHI_PRIVATE_KEY_PATH   PEM file with the RSA private key (or KALSHI_PRIVATE_KEY_PEM,
+                            or KALSHI_PRIVATE_KEY_BLOCK = a Prefect Secret block name)
+  DATABASE_URL              postgresql://...; unset -> embedded PostgreSQL in KALSHI_INGEST_DATA_DIR
+  KALSHI_INGEST_DATA_DIR    default ./.data
+  KALSHI_INGEST_CONFIG      default deployments/market_sets.yaml
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kalshi-ingest",
+        description="Record Kalshi market data (WebSocket) into PostgreSQL, orchestrated by Prefect.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = commands.add_parser(
+        "demo", help="embedded PostgreSQL + simulator + one recorded session, with a live display",
+        description="Start an embedded PostgreSQL and the local Kalshi simulator, record the 'demo' market "
+                    "set for --duration seconds through the Prefect flow, then print what was stored.")
+    demo.add_argument("--duration", type=float, default=60.0, help="session length in seconds (default 60)")
+    demo.add_argument("--market-set", default="demo", help="market set to record (default: demo)")
+    demo.add_argument("--data-dir", type=Path, help="data folder (default: KALSHI_INGEST_DATA_DIR or ./.data)")
+    demo.add_argument("--no-live", action="store_true", help="no live display (plain log lines instead)")
+    demo.set_defaults(handler=_demo)
+
+    run = commands.add_parser(
+        "run", help="record one market set now (one flow run)",
+        description="Run the ingest flow once for MARKET_SET, in this process. Uses PREFECT_API_URL if set "
+                    "(the run then shows in your Prefect UI), otherwise a temporary local Prefect server.")
+    run.add_argument("market_set", metavar="MARKET_SET", help="a name from the market-set file")
+    run.add_argument("--duration", type=float, help="session length in seconds (default: the set's session_seconds)")
+    run.add_argument("--config", type=Path, help="market-set file (default: KALSHI_INGEST_CONFIG)")
+    run.set_defaults(handler=_run)
+
+    simulate = commands.add_parser(
+        "simulate", help="run the local Kalshi simulator (arguments go to the simulator; try: simulate --help)",
+        add_help=False)
+    simulate.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    simulate.set_defaults(handler=_simulate)
+
+    db = commands.add_parser("db", help="database maintenance: migrate | replay | retention",
+                             description="Database maintenance on DATABASE_URL (or the embedded database).")
+    db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
+    migrate = db_commands.add_parser("migrate", help="apply sql/NNN_*.sql migrations (idempotent)",
+                                     description="Create the database if it is embedded, then apply migrations.")
+    migrate.set_defaults(handler=_db_migrate)
+    replay = db_commands.add_parser(
+        "replay", help="load spilled files (written while the database was away) into PostgreSQL",
+        description="Replay spill files into the database; rows already stored are skipped.")
+    replay.add_argument("--dir", type=Path, help="spill folder (default: DATA_DIR/spill)")
+    replay.set_defaults(handler=_db_replay)
+    retention = db_commands.add_parser("retention", help="delete recorded data older than --keep-days",
+                                       description="Delete market data older than --keep-days days.")
+    retention.add_argument("--keep-days", type=float, required=True, help="days of data to keep")
+    retention.set_defaults(handler=_db_retention)
+
+    report = commands.add_parser("report", help="reports from the recorded data (see: report --help)",
+                                 add_help=False)
+    report.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    report.set_defaults(handler=_report)
+
+    bench = commands.add_parser("bench", help="run the benchmark in bench/ (see: bench --help)", add_help=False)
+    bench.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    bench.set_defaults(handler=_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, RuntimeError, OSError) as exc:
+        # ConfigError, CredentialsError and friends: their message is the whole story.
+        print(f"kalshi-ingest: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from kalshi_ingest.demo import run_demo
+
+    settings = Settings() if args.data_dir is None else Settings(kalshi_ingest_data_dir=args.data_dir)
+    return asyncio.run(run_demo(settings, market_set=args.market_set, duration=args.duration, live=not args.no_live))
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = Settings() if args.config is None else Settings(kalshi_ingest_config=args.config)
+    from kalshi_ingest.config import load_config
+
+    load_config(settings.config_path).get(args.market_set)  # fail before importing Prefect or connecting
+    if args.config is not None:
+        os.environ["KALSHI_INGEST_CONFIG"] = str(args.config)
+    from flows.ingest import ingest_market_set
+
+    state = asyncio.run(ingest_market_set(args.market_set, args.duration, return_state=True))
+    print(f"{state.name}: {state.message or ''}".rstrip(": "))
+    return 0 if state.is_completed() else 1
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    simulator_main = _entry_point(("kalshi_ws.simulator", "kalshi_ws.simulator.cli", "kalshi_ws.simulator.__main__"),
+                                  "main", "the simulator")
+    return int(simulator_main(list(args.args)) or 0)
+
+
+def _db_migrate(args: argparse.Namespace) -> int:
+    from kalshi_store import ensure_database, migrate
+
+    settings = Settings()
+    url = ensure_database(settings.database(), settings.data_dir)
+    migrate(url)
+    print("database migrated")
+    return 0
+
+
+def _db_replay(args: argparse.Namespace) -> int:
+    from kalshi_store import ensure_database, replay_spill
+
+    settings = Settings()
+    url = ensure_database(settings.database(), settings.data_dir)
+    result = replay_spill(url, args.dir or settings.data_dir / "spill")
+    print(f"replayed: {result}")
+    return 0
+
+
+def _db_retention(args: argparse.Namespace) -> int:
+    from kalshi_ingest.retention import apply_retention
+    from kalshi_store import ensure_database
+
+    settings = Settings()
+    url = ensure_database(settings.database(), settings.data_dir)
+    for table, deleted in apply_retention(url, args.keep_days).items():
+        print(f"{table}: {deleted} rows deleted")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    report_main = _entry_point(("kalshi_ingest.report",), "main", "reporting (kalshi_ingest/report.py)")
+    return int(report_main(list(args.args)) or 0)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    bench_main = _entry_point(("bench", "bench.run", "bench.__main__"), "main", "the benchmark (bench/)")
+    return int(bench_main(list(args.args)) or 0)
+
+
+def _entry_point(modules: Sequence[str], attribute: str, what: str) -> Callable[[list[str]], int | None]:
+    """The first ``module.main`` found; a clear error if the part is not installed in this checkout."""
+    root = str(Path.cwd())
+    if root not in sys.path:
+        sys.path.append(root)  # bench/ lives in the checkout, not in the installed package
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue
+            raise
+        function = getattr(module, attribute, None)
+        if callable(function):
+            return function  # type: ignore[no-any-return]
+    raise RuntimeError(f"{what} is not available in this checkout (looked for {attribute}() in {', '.join(modules)})")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
