@@ -1,0 +1,566 @@
+"""KalshiWebSocketClient: the thin asyncio driver around :class:`~kalshi_ws.protocol.SessionProtocol`.
+
+The protocol object decides everything about the Kalshi session (what to subscribe, sequence checks,
+books, recovery). This module only owns the socket:
+
+* **Connect** with freshly signed ``KALSHI-ACCESS-*`` headers on every attempt (headers are never reused,
+  so a long retry loop cannot drift outside the exchange's timestamp window).
+* **Handshake failures**: any answer other than ``101`` is a failed attempt. ``401``/``403`` emit
+  :class:`~kalshi_ws.events.AuthRejected`; after ``ClientOptions.max_auth_rejections`` consecutive
+  rejections the client stops with :class:`AuthenticationError` instead of hammering the exchange.
+* **Backoff**: capped exponential with full jitter (``uniform(0, min(cap, initial * factor**n))`` for the
+  ``n``-th consecutive failure). ``n`` resets once a connection has stayed up for ``healthy_after``.
+* **Liveness**, two layers:
+
+  1. the stale-stream watchdog. Kalshi pings every 10 s, so a live connection hears *something* (a data
+     frame, a server ping or a close frame) at least every 10 s. The client stamps the arrival of every
+     such frame in the websockets connection itself (``_WatchedConnection.process_event``, which sees
+     control frames that ``recv()`` never returns). Pongs answering *our* pings do not count: a server
+     that answers pings but has stopped sending data and heartbeats is exactly the "silent stall" peer
+     systems suffer from. No frame for ``stale_after`` (30 s = three missed heartbeats) emits
+     :class:`~kalshi_ws.events.StaleStream` and reconnects.
+  2. websockets' own keepalive (``keepalive_interval``/``keepalive_timeout``): our pings detect a dead
+     TCP path quickly even when the server's heartbeat is late; the library closes such a connection
+     and the client reconnects.
+
+  While the sink applies backpressure the watchdog is suspended (we are not reading, so silence is ours).
+* **Deadline**: ``run(deadline=...)`` stops at a wall-clock time (epoch seconds or an aware ``datetime``).
+  It is converted once, at the start of ``run``, to a ``time.monotonic()`` target, so NTP steps during the
+  session cannot stretch or cut it. At the deadline the client stops reading, sends no further command,
+  closes with code 1000 and emits :class:`~kalshi_ws.events.Stopped` (``reason="deadline"``).
+* **Backpressure**: before every read, ``if sink.paused: await sink.wait_resumed()``. websockets then
+  stops reading the socket once ``max_queue`` frames are buffered; the TCP window closes and the server
+  slows down (or, at Kalshi, eventually kills the subscription with error 25, which the protocol repairs).
+* **Generations**: one connection at a time; the reader of connection ``N`` is finished and its socket
+  closed before connection ``N + 1`` is opened, so no frame of ``N`` can be delivered after ``N + 1``
+  started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.frames import Frame, Opcode
+
+from . import events, messages
+from .auth import Signer
+from .errors import AuthenticationError, KalshiError
+from .messages import MAX_FRAME_BYTES
+
+if TYPE_CHECKING:
+    from .orderbook import BookSet
+    from .protocol import SessionProtocol, Subscription
+
+__all__ = ["AuthenticationError", "ClientOptions", "ConnectionGaveUp", "KalshiWebSocketClient", "MessageSink"]
+
+log = logging.getLogger(__name__)
+
+StopReason = Literal["deadline", "requested", "auth_rejected", "fatal"]
+
+
+class MessageSink(Protocol):
+    """Where the client delivers data and session events (``kalshi_store.recorder.Recorder``)."""
+
+    def on_message(self, message: messages.AnyMessage, generation: int, received_ns: int) -> None: ...
+
+    def on_event(self, event: events.SessionEvent) -> None: ...
+
+    @property
+    def paused(self) -> bool: ...
+
+    async def wait_resumed(self) -> None: ...
+
+
+class ConnectionGaveUp(KalshiError, ConnectionError):
+    """``ClientOptions.max_connect_failures`` consecutive connection attempts failed."""
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Connection policy. Every default is chosen for Kalshi's production WebSocket."""
+
+    #: First reconnect delay bound (s). The n-th consecutive failure waits ``uniform(0, bound)``.
+    backoff_initial: float = 0.5
+    #: Growth of the bound per consecutive failure.
+    backoff_factor: float = 2.0
+    #: The bound never exceeds this (s), so a long outage is retried at least every 30 s.
+    backoff_cap: float = 30.0
+    #: A connection that stayed up this long (s) resets the failure count (the next reconnect is quick).
+    #: Shorter-lived connections keep growing the backoff, so accept-then-drop servers cause no storm.
+    healthy_after: float = 10.0
+    #: No frame and no server ping for this long (s) = a dead stream: 3 missed 10-s heartbeats.
+    stale_after: float = 30.0
+    #: Our own keepalive pings (websockets ``ping_interval``/``ping_timeout``); ``None`` disables them.
+    keepalive_interval: float | None = 10.0
+    keepalive_timeout: float | None = 20.0
+    #: Largest accepted frame: Kalshi's server-side limit (big ``ok`` replies exceed websockets' 1 MiB).
+    max_size: int | None = MAX_FRAME_BYTES
+    #: Frames buffered by websockets before it stops reading the socket (backpressure high-water mark).
+    max_queue: int = 256
+    #: TCP connect + TLS + upgrade must finish within this (s).
+    open_timeout: float = 10.0
+    #: Wait this long (s) for the server's close frame when we close.
+    close_timeout: float = 5.0
+    #: Offer permessage-deflate (large saving on all-market ``ticker``/``trade`` streams).
+    compression: bool = True
+    #: Consecutive 401/403 handshakes before the client gives up with :class:`AuthenticationError`.
+    max_auth_rejections: int = 3
+    #: Consecutive failed attempts of any kind before giving up (``None``: retry until the deadline).
+    max_connect_failures: int | None = None
+    #: How often (s) ``SessionProtocol.poll()`` runs and the watchdog/deadline are checked.
+    poll_interval: float = 0.25
+
+    def backoff_bound(self, failures: int) -> float:
+        """Upper bound of the delay after ``failures`` consecutive failures (0 = after a healthy run)."""
+        return min(self.backoff_cap, self.backoff_initial * self.backoff_factor ** min(failures, 64))
+
+
+class _WatchedConnection(ClientConnection):
+    """A websockets connection that stamps when the server was last heard (data, ping or close frame)."""
+
+    last_heard: float = 0.0
+
+    def process_event(self, event: Any) -> None:
+        if isinstance(event, Frame) and event.opcode is not Opcode.PONG:
+            self.last_heard = time.monotonic()
+        super().process_event(event)
+
+
+class _Connection:
+    """One live connection: its socket, generation and why it ended."""
+
+    __slots__ = ("ws", "generation", "opened_at", "resumed_at", "end_reason", "reader")
+
+    def __init__(self, ws: _WatchedConnection, generation: int) -> None:
+        self.ws = ws
+        self.generation = generation
+        self.opened_at = time.monotonic()
+        self.resumed_at = self.opened_at
+        self.end_reason: str | None = None
+        self.reader: asyncio.Task[str] | None = None
+
+    def end(self, reason: str) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+        if self.reader is not None:
+            self.reader.cancel()
+
+
+class KalshiWebSocketClient:
+    """Records one Kalshi WebSocket session into a :class:`MessageSink`, reconnecting until stopped.
+
+    ``subscriptions`` build a default ``SessionProtocol``; pass ``protocol`` instead to configure it.
+    ``signer=None`` connects without ``KALSHI-ACCESS-*`` headers (only a simulator accepts that).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        sink: MessageSink,
+        subscriptions: Iterable[Subscription] = (),
+        *,
+        signer: Signer | None = None,
+        options: ClientOptions | None = None,
+        protocol: SessionProtocol | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if protocol is None:
+            from .protocol import SessionProtocol
+
+            protocol = SessionProtocol(tuple(subscriptions))
+        elif tuple(subscriptions):
+            raise ValueError("pass either subscriptions or a protocol, not both")
+        self.url = url
+        self._sink = sink
+        self._signer = signer
+        self.options = options or ClientOptions()
+        self._protocol = protocol
+        self._rng = rng or random.Random()
+        self._conn: _Connection | None = None
+        self._stop_reason: StopReason | None = None
+        self._stop_detail = ""
+        self._stop_event = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._deadline: float | None = None
+        self._runner: asyncio.Task[None] | None = None
+        #: Connection attempts made and handshakes that succeeded (for tests and session manifests).
+        self.attempts = 0
+        self.connections = 0
+
+    # ------------------------------------------------------------------------------------------------
+    # Public surface
+
+    @property
+    def protocol(self) -> SessionProtocol:
+        return self._protocol
+
+    @property
+    def books(self) -> BookSet:
+        return self._protocol.books
+
+    @property
+    def generation(self) -> int:
+        return self._protocol.generation
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    def update_markets(self, channel: str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
+        """Add/remove markets on a channel; sent on the live connection now, and kept for reconnects."""
+        self._protocol.update_markets(channel, add=tuple(add), remove=tuple(remove))
+        self._kick.set()
+
+    def stop(self) -> None:
+        """Ask a running client to close cleanly; ``run()`` returns after ``Stopped(reason="requested")``."""
+        self._request_stop("requested")
+
+    def set_deadline(self, deadline: float | datetime | None) -> None:
+        """Stop at ``deadline``: epoch seconds (``time.time()`` scale) or an aware ``datetime``.
+
+        Converted now to a monotonic target, so later wall-clock steps do not move it.
+        """
+        if deadline is None:
+            self._deadline = None
+            return
+        wall = deadline.timestamp() if isinstance(deadline, datetime) else float(deadline)
+        self._deadline = time.monotonic() + (wall - time.time())
+        self._kick.set()
+
+    async def run(self, *, deadline: float | datetime | None = None) -> None:
+        """Connect, record and reconnect until the deadline, ``stop()`` or a fatal error.
+
+        Raises :class:`AuthenticationError` after too many consecutive 401/403 handshakes; in every case
+        the last event delivered is :class:`~kalshi_ws.events.Stopped`.
+        """
+        if deadline is not None:
+            self.set_deadline(deadline)
+        reason: StopReason = "fatal"
+        try:
+            await self._run_loop()
+            reason = self._stop_reason or "requested"
+        except AuthenticationError as exc:
+            reason, self._stop_detail = "auth_rejected", str(exc)
+            raise
+        except ConnectionGaveUp as exc:
+            reason, self._stop_detail = "fatal", str(exc)
+            raise
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                reason, self._stop_detail = "requested", "cancelled"
+            else:
+                reason, self._stop_detail = "fatal", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self._deliver_events()
+            self._sink.on_event(events.Stopped(generation=self.generation, at_ns=time.time_ns(),
+                                               reason=reason, detail=self._stop_detail))
+
+    async def __aenter__(self) -> KalshiWebSocketClient:
+        self._runner = asyncio.create_task(self.run(), name="kalshi-ws-client")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.stop()
+        if self._runner is not None:
+            await self._runner
+
+    # ------------------------------------------------------------------------------------------------
+    # Connection loop
+
+    def _request_stop(self, reason: StopReason, detail: str = "") -> None:
+        if self._stop_reason is None:
+            self._stop_reason, self._stop_detail = reason, detail
+        self._stop_event.set()
+        self._kick.set()
+        if self._conn is not None:
+            self._conn.end("deadline" if reason == "deadline" else "client stopped")
+
+    def _remaining(self) -> float | None:
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
+    def _check_deadline(self) -> bool:
+        remaining = self._remaining()
+        if remaining is not None and remaining <= 0:
+            self._request_stop("deadline")
+            return True
+        return False
+
+    async def _run_loop(self) -> None:
+        failures = 0
+        auth_rejections = 0
+        while self._stop_reason is None and not self._check_deadline():
+            self.attempts += 1
+            try:
+                ws = await self._open()
+            except InvalidStatus as exc:
+                failures += 1
+                status = exc.response.status_code
+                detail = _body_excerpt(exc.response.body) or exc.response.reason_phrase
+                if status in (401, 403):
+                    auth_rejections += 1
+                    self._emit(events.AuthRejected(generation=self.generation, at_ns=time.time_ns(),
+                                                   status=status, detail=detail))
+                    if auth_rejections >= self.options.max_auth_rejections:
+                        self._connect_failed(failures, f"HTTP {status}", status, retry_in=None)
+                        raise self._auth_error(status, detail, auth_rejections) from None
+                else:
+                    auth_rejections = 0
+                await self._back_off(failures, f"HTTP {status}: {detail}", status)
+                continue
+            except InvalidURI:
+                raise
+            except _StoppedWhileConnecting:
+                break
+            except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
+                failures += 1
+                await self._back_off(failures, f"{type(exc).__name__}: {exc}", None)
+                continue
+            auth_rejections = 0
+            conn = await self._serve(ws)
+            if time.monotonic() - conn.opened_at >= self.options.healthy_after:
+                failures = 0
+            else:
+                failures += 1
+            if self._stop_reason is None and not self._check_deadline():
+                await self._sleep(self._rng.uniform(0.0, self.options.backoff_bound(failures)))
+
+    async def _open(self) -> _WatchedConnection:
+        """One connection attempt with freshly signed headers; raises _StoppedWhileConnecting if stopped meanwhile."""
+        opts = self.options
+        timeout = opts.open_timeout
+        remaining = self._remaining()
+        if remaining is not None:
+            timeout = max(0.0, min(timeout, remaining))
+        headers = self._signer.websocket_headers() if self._signer is not None else None
+        attempt = connect(
+            self.url,
+            additional_headers=headers,
+            compression="deflate" if opts.compression else None,
+            open_timeout=timeout,
+            ping_interval=opts.keepalive_interval,
+            ping_timeout=opts.keepalive_timeout,
+            close_timeout=opts.close_timeout,
+            max_size=opts.max_size,
+            max_queue=opts.max_queue,
+            user_agent_header=_USER_AGENT,
+            create_connection=_WatchedConnection,
+        )
+        task: asyncio.Task[ClientConnection] = asyncio.create_task(_awaited(attempt))
+        stopper = asyncio.ensure_future(self._stop_event.wait())
+        try:
+            await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if not task.done():
+            task.cancel()
+            try:
+                ws = await task
+            except BaseException:
+                raise _StoppedWhileConnecting() from None
+            await ws.close()
+            raise _StoppedWhileConnecting()
+        ws = task.result()
+        assert isinstance(ws, _WatchedConnection)
+        return ws
+
+    def _auth_error(self, status: int, detail: str, attempts: int) -> AuthenticationError:
+        who = f"API key id {self._signer.key_id}" if self._signer else "no API key configured"
+        said = f"; server said {detail!r}" if detail else ""
+        return AuthenticationError(status, f"{who}, {attempts} consecutive rejections at {self.url}{said}")
+
+    def _connect_failed(self, failures: int, reason: str, status: int | None, retry_in: float | None) -> None:
+        self._emit(events.ConnectFailed(generation=self.generation, at_ns=time.time_ns(), attempt=failures,
+                                        reason=reason, status=status, retry_in=retry_in))
+
+    async def _back_off(self, failures: int, reason: str, status: int | None) -> None:
+        limit = self.options.max_connect_failures
+        if limit is not None and failures >= limit:
+            self._connect_failed(failures, reason, status, retry_in=None)
+            raise ConnectionGaveUp(f"gave up on {self.url} after {failures} consecutive failed connection "
+                                   f"attempts; last: {reason}")
+        delay = self._rng.uniform(0.0, self.options.backoff_bound(failures - 1))
+        self._connect_failed(failures, reason, status, retry_in=delay)
+        log.warning("connection attempt %d to %s failed (%s); retrying in %.2f s", failures, self.url,
+                    reason, delay)
+        await self._sleep(delay)
+
+    async def _sleep(self, delay: float) -> None:
+        """Wait ``delay`` seconds, cut short by ``stop()`` or the deadline."""
+        remaining = self._remaining()
+        if remaining is not None:
+            delay = min(delay, max(0.0, remaining))
+        if delay > 0:
+            try:
+                async with asyncio.timeout(delay):
+                    await self._stop_event.wait()
+            except TimeoutError:
+                pass
+        self._check_deadline()
+
+    # ------------------------------------------------------------------------------------------------
+    # One connection
+
+    async def _serve(self, ws: _WatchedConnection) -> _Connection:
+        proto = self._protocol
+        proto.connection_opened(self.url)
+        self.connections += 1
+        conn = _Connection(ws, proto.generation)
+        self._conn = conn
+        ws.last_heard = conn.opened_at
+        ticker: asyncio.Task[None] | None = None
+        try:
+            await self._drain(conn)
+            if self._stop_reason is not None:
+                conn.end("client stopped")
+            else:
+                conn.reader = asyncio.create_task(self._read(conn), name=f"kalshi-ws-read-{conn.generation}")
+                ticker = asyncio.create_task(self._tick(conn), name=f"kalshi-ws-tick-{conn.generation}")
+                await asyncio.wait((conn.reader, ticker), return_when=asyncio.FIRST_COMPLETED)
+                for task in (conn.reader, ticker):
+                    task.cancel()
+                results = await asyncio.gather(conn.reader, ticker, return_exceptions=True)
+                for result in results:
+                    if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                        raise result
+                if isinstance(results[0], str):
+                    conn.end(results[0])
+        except BaseException as exc:
+            if self._stop_reason is None:  # a failing sink or protocol ends the session: never reconnect
+                self._stop_reason = "requested" if isinstance(exc, asyncio.CancelledError) else "fatal"
+            conn.end(f"client stopped: {type(exc).__name__}")
+            raise
+        finally:
+            self._conn = None
+            for task in (conn.reader, ticker):
+                if task is not None and not task.done():
+                    task.cancel()
+            await self._close(conn, conn.end_reason or "connection ended")
+        return conn
+
+    async def _close(self, conn: _Connection, reason: str) -> None:
+        will_reconnect = self._stop_reason is None and not self._check_deadline()
+        try:
+            await conn.ws.close()
+        except Exception:  # the socket may already be gone; closing is best effort
+            log.debug("error while closing the connection", exc_info=True)
+        self._protocol.connection_lost(reason, will_reconnect)
+        self._protocol.take_commands()  # nothing may be sent on a closed connection
+        self._deliver_events()
+        log.info("connection %d closed: %s", conn.generation, reason)
+
+    async def _read(self, conn: _Connection) -> str:
+        """The hot loop: read bytes, hand them to the protocol, deliver what it returns."""
+        ws = conn.ws
+        recv = ws.recv
+        proto = self._protocol
+        receive = proto.receive
+        sink = self._sink
+        on_message = sink.on_message
+        generation = conn.generation
+        time_ns = time.time_ns
+        try:
+            while True:
+                if sink.paused:
+                    await sink.wait_resumed()
+                    conn.resumed_at = time.monotonic()
+                frame = await recv(False)
+                received_ns = time_ns()
+                message = receive(frame, received_ns)
+                if message is not None:
+                    on_message(message, generation, received_ns)
+                if proto.has_output:
+                    await self._drain(conn)
+                    if proto.reconnect_requested:
+                        return f"reconnect requested: {proto.reconnect_requested}"
+        except ConnectionClosed as exc:
+            return _describe_close(exc)
+
+    async def _tick(self, conn: _Connection) -> None:
+        """Timer: protocol timeouts, watchdog, deadline, kicked commands. Never per frame."""
+        proto = self._protocol
+        opts = self.options
+        while conn.end_reason is None:
+            timeout = opts.poll_interval
+            remaining = self._remaining()
+            if remaining is not None:
+                timeout = max(0.0, min(timeout, remaining))
+            if not self._kick.is_set():
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._kick.wait()
+                except TimeoutError:
+                    pass
+            self._kick.clear()
+            if self._stop_reason is not None or self._check_deadline():
+                return
+            proto.poll()
+            await self._drain(conn)
+            if proto.reconnect_requested:
+                conn.end(f"reconnect requested: {proto.reconnect_requested}")
+                return
+            now = time.monotonic()
+            if self._sink.paused:
+                conn.resumed_at = now
+                continue
+            silent = now - max(conn.ws.last_heard, conn.resumed_at)
+            if silent >= opts.stale_after:
+                self._emit(events.StaleStream(generation=conn.generation, at_ns=time.time_ns(),
+                                              silent_for=round(silent, 3)))
+                conn.end(f"stale stream: nothing heard for {silent:.1f} s")
+                return
+
+    async def _drain(self, conn: _Connection) -> None:
+        """Deliver the protocol's events, then send its commands (unless the connection is ending)."""
+        self._deliver_events()
+        commands = self._protocol.take_commands()
+        if conn.end_reason is not None or self._stop_reason is not None:
+            return
+        send = conn.ws.send
+        for command in commands:
+            await send(command, text=True)
+
+    def _deliver_events(self) -> None:
+        on_event = self._sink.on_event
+        for event in self._protocol.take_events():
+            on_event(event)
+
+    def _emit(self, event: events.SessionEvent) -> None:
+        self._deliver_events()  # keep the protocol's earlier events first
+        self._sink.on_event(event)
+
+
+class _StoppedWhileConnecting(Exception):
+    """Internal: the client was stopped while a connection attempt was in flight."""
+
+
+async def _awaited(attempt: Awaitable[ClientConnection]) -> ClientConnection:
+    return await attempt
+
+
+_USER_AGENT = f"kalshi-ingest/0.1 (websockets/{websockets.__version__})"
+
+
+def _body_excerpt(body: bytes | bytearray | None, limit: int = 300) -> str:
+    if not body:
+        return ""
+    text = bytes(body[:limit]).decode("utf-8", "replace").strip()
+    return text + ("..." if len(body) > limit else "")
+
+
+def _describe_close(exc: ConnectionClosed) -> str:
+    if exc.rcvd is not None:
+        return f"closed by server: code {exc.rcvd.code} {exc.rcvd.reason!r}".rstrip()
+    if exc.sent is not None:
+        return f"closed by client: code {exc.sent.code} {exc.sent.reason!r}"
+    return "connection lost without a close frame"
