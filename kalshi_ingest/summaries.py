@@ -1,0 +1,237 @@
+"""Depth summaries: replay one session's stored books and summarise them per market and time bucket.
+
+The session's ``orderbook_snapshots`` and ``orderbook_deltas`` are replayed in wire order (per
+connection generation and subscription, by ``seq``) through :class:`kalshi_ws.orderbook.OrderBook`, the
+same book the client keeps. The book is sampled at most once per second of updates per market and at the
+end of every bucket; pandas then aggregates the samples per (market, bucket): best bid/ask, spread, mid,
+depth within several distances of the touch, and imbalance. The result goes to
+``kalshi.depth_summaries`` (tidy: one row per distance) and to a Prefect table artifact.
+
+Everything here is synchronous (psycopg + pandas); the flow runs it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import pandas as pd
+import psycopg
+
+from kalshi_ws.orderbook import OrderBook
+
+#: The book is sampled at most this often (seconds of receive time) per market, plus at every bucket end.
+SAMPLE_SECONDS = 1.0
+
+_EVENTS_SQL = """
+select 's' as kind, generation, sid, seq, market_ticker, received_at, use_yes_price,
+       yes_prices, yes_sizes, no_prices, no_sizes, null::text as side, null::numeric as price, null::numeric as delta
+from kalshi.orderbook_snapshots where session_id = %(session_id)s
+union all
+select 'd', generation, sid, seq, market_ticker, received_at, null,
+       null, null, null, null, side, price, delta
+from kalshi.orderbook_deltas where session_id = %(session_id)s
+order by generation, sid, seq
+"""
+
+_GAPS_SQL = """
+select markets, started_at, ended_at, outcome from kalshi.gap_ledger
+where session_id = %(session_id)s and kind in ('gap', 'disconnect')
+"""
+
+
+@dataclass(frozen=True)
+class _Gap:
+    markets: frozenset[str]
+    start: datetime
+    end: datetime | None
+
+    def covers(self, market: str, at: datetime) -> bool:
+        return (not self.markets or market in self.markets) and self.start <= at and (self.end is None or at <= self.end)
+
+
+class _Sampler:
+    """Replays book events and records samples (dicts) at most once per SAMPLE_SECONDS and at bucket ends."""
+
+    def __init__(self, bucket_seconds: float, distances: Sequence[Decimal], gaps: Sequence[_Gap]) -> None:
+        self.bucket = timedelta(seconds=bucket_seconds)
+        self.distances = list(distances)
+        self.gaps = gaps
+        self.books: dict[str, OrderBook] = {}
+        self.generation: dict[str, int] = {}
+        self.next_sample: dict[str, datetime] = {}
+        self.bucket_of: dict[str, datetime] = {}
+        self.updates: dict[tuple[str, datetime], int] = {}
+        self.untrusted: set[tuple[str, datetime]] = set()
+        self.samples: list[dict[str, Any]] = []
+
+    def bucket_start(self, at: datetime) -> datetime:
+        seconds = self.bucket.total_seconds()
+        epoch = at.timestamp()
+        return datetime.fromtimestamp(math.floor(epoch / seconds) * seconds, tz=at.tzinfo)
+
+    def apply(self, row: dict[str, Any]) -> None:
+        market: str = row["market_ticker"]
+        at: datetime = row["received_at"]
+        bucket = self.bucket_start(at)
+        previous = self.bucket_of.get(market)
+        if previous is not None and bucket != previous:
+            self._sample(market, previous + self.bucket - timedelta(microseconds=1), previous)
+        self.bucket_of[market] = bucket
+        key = (market, bucket)
+        self.updates[key] = self.updates.get(key, 0) + 1
+        book = self.books.get(market)
+        if row["kind"] == "s":
+            book = OrderBook(market, use_yes_price=bool(row["use_yes_price"]))
+            book.apply_snapshot(zip(row["yes_prices"], row["yes_sizes"], strict=False),
+                                zip(row["no_prices"], row["no_sizes"], strict=False))
+            self.books[market] = book
+            self.generation[market] = row["generation"]
+        elif book is None or self.generation.get(market) != row["generation"]:
+            self.untrusted.add(key)  # a delta without a snapshot on this connection: the book is unknown
+            return
+        else:
+            book.apply_delta(row["side"], row["price"], row["delta"])
+        if any(gap.covers(market, at) for gap in self.gaps):
+            self.untrusted.add(key)
+        if at >= self.next_sample.get(market, at):
+            self._sample(market, at, bucket)
+            self.next_sample[market] = at + timedelta(seconds=SAMPLE_SECONDS)
+
+    def finish(self) -> None:
+        for market, bucket in self.bucket_of.items():
+            self._sample(market, bucket + self.bucket - timedelta(microseconds=1), bucket)
+
+    def _sample(self, market: str, at: datetime, bucket: datetime) -> None:
+        book = self.books.get(market)
+        if book is None:
+            return
+        sample: dict[str, Any] = {
+            "market_ticker": market, "at": at, "bucket_start": bucket,
+            "best_bid": book.best_yes_bid, "best_ask": book.best_yes_ask, "spread": book.spread, "mid": book.mid,
+        }
+        for i, distance in enumerate(self.distances):
+            depth = book.depth_within(distance * 100)
+            sample[f"bid_{i}"] = float(depth.yes)
+            sample[f"ask_{i}"] = float(depth.no)
+        self.samples.append(sample)
+
+
+def replay_depth(events: Iterable[dict[str, Any]], *, bucket_seconds: float, distances: Sequence[Decimal],
+                 gaps: Sequence[_Gap] = ()) -> pd.DataFrame:
+    """Summaries (tidy, one row per market x bucket x distance) from book events in wire order."""
+    sampler = _Sampler(bucket_seconds, distances, gaps)
+    for row in events:
+        sampler.apply(row)
+    sampler.finish()
+    return _aggregate(sampler, bucket_seconds)
+
+
+def _aggregate(sampler: _Sampler, bucket_seconds: float) -> pd.DataFrame:
+    columns = ["market_ticker", "bucket_start", "bucket_seconds", "distance", "samples", "updates", "best_bid",
+               "best_ask", "spread", "spread_mean", "mid", "bid_depth", "ask_depth", "bid_depth_min",
+               "ask_depth_min", "imbalance", "trusted"]
+    if not sampler.samples:
+        return pd.DataFrame(columns=columns)
+    samples = pd.DataFrame(sampler.samples).sort_values(["market_ticker", "at"], kind="stable")
+    samples["spread_f"] = pd.to_numeric(samples["spread"].map(_float), errors="coerce")
+    grouped = samples.groupby(["market_ticker", "bucket_start"], sort=True)
+    last = grouped[["best_bid", "best_ask", "spread", "mid"]].last()
+    base = pd.DataFrame({"samples": grouped.size(), "spread_mean": grouped["spread_f"].mean()}).join(last)
+    frames = []
+    for i, distance in enumerate(sampler.distances):
+        depth = grouped.agg(bid_depth=(f"bid_{i}", "mean"), ask_depth=(f"ask_{i}", "mean"),
+                            bid_depth_min=(f"bid_{i}", "min"), ask_depth_min=(f"ask_{i}", "min"))
+        total = depth["bid_depth"] + depth["ask_depth"]
+        depth["imbalance"] = ((depth["bid_depth"] - depth["ask_depth"]) / total).where(total > 0)
+        depth["distance"] = distance
+        frames.append(base.join(depth))
+    out = pd.concat(frames).reset_index()
+    keys = list(zip(out["market_ticker"], out["bucket_start"], strict=True))
+    out["updates"] = [sampler.updates.get(k, 0) for k in keys]
+    out["trusted"] = [k not in sampler.untrusted for k in keys]
+    out["bucket_seconds"] = float(bucket_seconds)
+    return out[columns].sort_values(["market_ticker", "bucket_start", "distance"], kind="stable").reset_index(drop=True)
+
+
+def _float(value: Decimal | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def load_gaps(conn: psycopg.Connection[Any], session_id: UUID | str) -> list[_Gap]:
+    with conn.cursor() as cur:
+        cur.execute(_GAPS_SQL, {"session_id": session_id})
+        return [_Gap(frozenset(markets or ()), start, end if outcome != "abandoned" else None)
+                for markets, start, end, outcome in cur.fetchall()]
+
+
+def compute_depth_summaries(database_url: str, session_id: UUID | str, market_set: str, *,
+                            bucket_seconds: float, distances: Sequence[Decimal]) -> pd.DataFrame:
+    """Replay the session's books from PostgreSQL, store the summary, return it."""
+    with psycopg.connect(database_url) as conn:
+        gaps = load_gaps(conn, session_id)
+        with conn.cursor(row_factory=psycopg.rows.dict_row, name="depth_replay") as cur:
+            cur.itersize = 5000
+            cur.execute(_EVENTS_SQL, {"session_id": session_id})
+            summary = replay_depth(cur, bucket_seconds=bucket_seconds, distances=distances, gaps=gaps)
+        store_depth_summaries(conn, session_id, market_set, summary)
+    return summary
+
+
+_INSERT_SQL = """
+insert into kalshi.depth_summaries (session_id, market_set, market_ticker, bucket_start, bucket_seconds, distance,
+    samples, updates, best_bid, best_ask, spread, spread_mean, mid, bid_depth, ask_depth, bid_depth_min,
+    ask_depth_min, imbalance, trusted)
+values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+on conflict (session_id, market_ticker, bucket_start, distance) do update set
+    samples = excluded.samples, updates = excluded.updates, best_bid = excluded.best_bid,
+    best_ask = excluded.best_ask, spread = excluded.spread, spread_mean = excluded.spread_mean, mid = excluded.mid,
+    bid_depth = excluded.bid_depth, ask_depth = excluded.ask_depth, bid_depth_min = excluded.bid_depth_min,
+    ask_depth_min = excluded.ask_depth_min, imbalance = excluded.imbalance, trusted = excluded.trusted,
+    computed_at = now()
+"""
+
+
+def store_depth_summaries(conn: psycopg.Connection[Any], session_id: UUID | str, market_set: str,
+                          summary: pd.DataFrame) -> int:
+    """Upsert the summary rows (a retried task rewrites the same keys); returns the row count."""
+    rows = [
+        (session_id, market_set, r.market_ticker, r.bucket_start, r.bucket_seconds, r.distance, int(r.samples),
+         int(r.updates), r.best_bid, r.best_ask, r.spread, _number(r.spread_mean), r.mid, _number(r.bid_depth),
+         _number(r.ask_depth), _number(r.bid_depth_min), _number(r.ask_depth_min), _number(r.imbalance),
+         bool(r.trusted))
+        for r in summary.itertuples(index=False)
+    ]
+    with conn.cursor() as cur:
+        cur.executemany(_INSERT_SQL, rows)
+    conn.commit()
+    return len(rows)
+
+
+def _number(value: float) -> Decimal | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else Decimal(repr(round(value, 6)))
+
+
+def artifact_table(summary: pd.DataFrame, *, max_rows: int = 200) -> list[dict[str, Any]]:
+    """The latest bucket of every market at the first distance, JSON-friendly, for a Prefect table artifact."""
+    if summary.empty:
+        return []
+    first = summary[summary["distance"] == summary["distance"].min()]
+    latest = first.sort_values("bucket_start").groupby("market_ticker").tail(1)
+    rows = []
+    for r in latest.head(max_rows).itertuples(index=False):
+        rows.append({"market": r.market_ticker, "bucket_start": r.bucket_start.isoformat(),
+                     "best_bid": _text(r.best_bid), "best_ask": _text(r.best_ask), "spread": _text(r.spread),
+                     f"bid_depth_{r.distance}": _text(_number(r.bid_depth)),
+                     f"ask_depth_{r.distance}": _text(_number(r.ask_depth)),
+                     "imbalance": _text(_number(r.imbalance)), "trusted": bool(r.trusted)})
+    return rows
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
