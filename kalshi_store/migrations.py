@@ -1,0 +1,139 @@
+"""Schema migrations: the numbered files in ``sql/`` applied in order, each exactly once.
+
+A migration file is ``sql/NNN_name.sql``. :func:`migrate` applies the files the database has not seen yet, in
+number order, each in its own transaction, while holding a PostgreSQL advisory lock so two processes starting
+together never apply the same file twice. Each applied file is recorded in ``kalshi.schema_migrations`` with a
+SHA-256 checksum of its bytes; a released file must never change, so if an applied file's checksum differs,
+:func:`migrate` refuses to run (:class:`MigrationChecksumError`) instead of leaving the database and the code
+disagreeing. After the files, :func:`migrate` creates the day partitions for the coming week
+(``kalshi.ensure_partitions``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import psycopg
+
+__all__ = [
+    "SQL_DIR",
+    "Migration",
+    "MigrationChecksumError",
+    "MigrationError",
+    "applied_migrations",
+    "discover",
+    "migrate",
+]
+
+log = logging.getLogger(__name__)
+
+#: The repository's ``sql/`` folder.
+SQL_DIR: Final = Path(__file__).resolve().parent.parent / "sql"
+#: Advisory lock key held while migrating (an arbitrary constant: "kalshi_m" in ASCII).
+LOCK_KEY: Final = 0x6B616C7368695F6D
+_NAME: Final = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+class MigrationError(RuntimeError):
+    """The migrations could not be applied (bad file name, duplicate number, SQL error)."""
+
+
+class MigrationChecksumError(MigrationError):
+    """A migration file that was already applied has changed since."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+    sql: bytes
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql).hexdigest()
+
+
+def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
+    """Every migration file in ``sql_dir``, in version order."""
+    found: dict[int, Migration] = {}
+    for path in sorted(sql_dir.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if match is None:
+            raise MigrationError(f"{path}: migration files must be named NNN_lower_case_name.sql")
+        version = int(match.group(1))
+        if version in found:
+            raise MigrationError(f"{path} and {found[version].path} have the same number {version:03d}")
+        found[version] = Migration(version, path.name, path, path.read_bytes())
+    return [found[v] for v in sorted(found)]
+
+
+_CREATE_LEDGER: Final = b"""
+create schema if not exists kalshi;
+create table if not exists kalshi.schema_migrations (
+    version     integer primary key,
+    name        text not null,
+    checksum    text not null,
+    applied_at  timestamptz not null default now()
+);
+comment on table kalshi.schema_migrations is 'Migration files (sql/NNN_*.sql) applied to this database, with the SHA-256 of each.';
+"""
+
+
+def applied_migrations(conn: psycopg.Connection) -> dict[int, tuple[str, str]]:
+    """``version -> (name, checksum)`` of the migrations recorded in the database."""
+    rows = conn.execute("select version, name, checksum from kalshi.schema_migrations").fetchall()
+    return {version: (name, checksum) for version, name, checksum in rows}
+
+
+def migrate(url: str, *, sql_dir: Path = SQL_DIR, partition_days_ahead: int = 7) -> list[str]:
+    """Apply pending migrations to the database at ``url``; returns the names of the files applied.
+
+    Safe to run concurrently and repeatedly (a second run applies nothing). Raises
+    :class:`MigrationChecksumError` if a file applied earlier has changed.
+    """
+    migrations = discover(sql_dir)
+    applied_now: list[str] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("select pg_advisory_lock(%s)", (LOCK_KEY,))
+        try:
+            with conn.transaction():
+                conn.execute(_CREATE_LEDGER)
+            applied = applied_migrations(conn)
+            for migration in migrations:
+                if migration.version in applied:
+                    name, checksum = applied[migration.version]
+                    if checksum != migration.checksum:
+                        raise MigrationChecksumError(
+                            f"{migration.path} was changed after it was applied to this database as {name} "
+                            f"(recorded sha256 {checksum[:12]}..., file now {migration.checksum[:12]}...). "
+                            "Released migrations must never change: restore the file and put the change in a new "
+                            "numbered file."
+                        )
+                    continue
+                log.info("applying migration %s", migration.name)
+                try:
+                    with conn.transaction():
+                        conn.execute(migration.sql)
+                        conn.execute(
+                            "insert into kalshi.schema_migrations (version, name, checksum) values (%s, %s, %s)",
+                            (migration.version, migration.name, migration.checksum),
+                        )
+                except psycopg.Error as exc:
+                    raise MigrationError(f"{migration.path}: {exc}") from exc
+                applied_now.append(migration.name)
+            has_partitions = conn.execute(
+                "select to_regprocedure('kalshi.ensure_partitions(integer, integer)') is not null"
+            ).fetchone()
+            if has_partitions and has_partitions[0]:
+                with conn.transaction():
+                    conn.execute("select kalshi.ensure_partitions(%s)", (partition_days_ahead,))
+        finally:
+            if not conn.closed:
+                conn.execute("select pg_advisory_unlock(%s)", (LOCK_KEY,))
+    return applied_now
