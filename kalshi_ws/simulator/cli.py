@@ -1,0 +1,59 @@
+"""``python -m kalshi_ws.simulator`` / ``kalshi-ingest simulate``: run the simulator until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kalshi-ingest simulate", description="Run a local Kalshi exchange simulator.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--markets", type=int, default=8, help="number of simulated markets")
+    p.add_argument("--tickers", default="", help="comma-separated market tickers (overrides --markets)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rate", type=float, default=50.0, help="messages per second (0 = idle, inf = max)")
+    p.add_argument("--heartbeat-interval", type=float, default=10.0)
+    p.add_argument("--public-key", action="append", default=[], metavar="KEY_ID=PATH",
+                   help="register a public key (PEM); repeatable")
+    p.add_argument("--data-dir", type=Path, default=None, help="where the generated key pair is written")
+    p.add_argument("--rest-auth", choices=["required", "optional", "off"], default="required")
+    return p
+
+
+async def _run(args: argparse.Namespace) -> None:
+    from .server import Simulator
+
+    keys: dict[str, Path] = {}
+    for item in args.public_key:
+        kid, sep, path = item.partition("=")
+        if not sep or not kid or not path:
+            raise SystemExit(f"--public-key expects KEY_ID=PATH, got {item!r}")
+        keys[kid] = Path(path)
+    markets: int | list[str] = [t for t in args.tickers.split(",") if t] or args.markets
+    data_dir = args.data_dir or Path.cwd() / ".kalshi-sim"
+    rate = math.inf if args.rate == math.inf else args.rate
+    async with Simulator(markets=markets, seed=args.seed, rate=rate, host=args.host, port=args.port,
+                         data_dir=data_dir, heartbeat_interval=args.heartbeat_interval, public_keys=keys,
+                         rest_auth=args.rest_auth) as sim:
+        print(f"simulator listening on {sim.base_url}  (ws: {sim.ws_url})", flush=True)
+        if not keys:
+            print(f"key id: {sim.key_id}", flush=True)
+            print(f"private key: {sim.private_key_path}", flush=True)
+        else:
+            print(f"registered keys: {', '.join(keys)} (plus generated {sim.key_id} at {sim.private_key_path})",
+                  flush=True)
+        print(f"markets: {', '.join(sim.tickers)}", flush=True)
+        await asyncio.Event().wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_run(args))
+    return 0
