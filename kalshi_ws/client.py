@@ -355,6 +355,7 @@ class KalshiWebSocketClient:
             max_queue=opts.max_queue,
             user_agent_header=_USER_AGENT,
             create_connection=_WatchedConnection,
+            logger=_WS_LOG,
         )
         task: asyncio.Task[ClientConnection] = asyncio.create_task(_awaited(attempt))
         stopper = asyncio.ensure_future(self._stop_event.wait())
@@ -549,6 +550,21 @@ async def _awaited(attempt: Awaitable[ClientConnection]) -> ClientConnection:
 
 
 _USER_AGENT = f"kalshi-ingest/0.1 (websockets/{websockets.__version__})"
+
+
+class _RedactSignature(logging.Filter):
+    """websockets logs every handshake header at DEBUG; never let the signature reach a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 2 and str(args[0]).lower() == "kalshi-access-signature":
+            record.args = (args[0], "<redacted>")
+        return True
+
+
+#: The logger websockets uses for our connections (instead of ``websockets.client``).
+_WS_LOG = logging.getLogger("kalshi_ws.client.websockets")
+_WS_LOG.addFilter(_RedactSignature())
 
 
 def _body_excerpt(body: bytes | bytearray | None, limit: int = 300) -> str:
