@@ -27,6 +27,37 @@ _ZERO: Final = Decimal(0)
 _ONE: Final = Decimal(1)
 _CENT: Final = Decimal("0.01")
 
+#: Book keys are prices in micro-dollars (``int``). Hashing a fresh ``Decimal`` costs about 0.5 µs, more
+#: than everything else a delta does, so prices are mapped to exact integer keys through a cache indexed
+#: by their text. Kalshi prices have at most 4 decimals; finer than 1e-6 is rejected as off the grid.
+SCALE: Final = 1_000_000
+_SCALE_DEC: Final = Decimal(SCALE)
+_OFF_GRID: Final = -1
+_KEY_CACHE_LIMIT: Final = 200_000
+_keys: dict[str, int] = {}
+_text = Decimal.to_eng_string
+
+
+def price_key(price: Decimal) -> int:
+    """The exact integer key (micro-dollars) of a price; :data:`_OFF_GRID` (-1) if it is finer than 1e-6."""
+    text = _text(price)
+    key = _keys.get(text)
+    if key is None:
+        scaled = price * _SCALE_DEC
+        key = int(scaled) if scaled == scaled.to_integral_value() else _OFF_GRID
+        if len(_keys) >= _KEY_CACHE_LIMIT:
+            _keys.clear()
+        _keys[text] = key
+    return key
+
+
+def key_price(key: int) -> Decimal:
+    """The price of a key, with Kalshi's 4 decimals when exact (``390000`` -> ``Decimal("0.3900")``)."""
+    if key % 100 == 0:
+        return Decimal(key // 100).scaleb(-4)
+    return Decimal(key).scaleb(-6)
+
+
 ProblemKind = Literal["crossed", "negative_size", "price_out_of_range"]
 Problem = tuple[ProblemKind, str]
 """``(kind, detail)``: what a check found, ready for a :class:`~kalshi_ws.events.BookInconsistency`."""
@@ -54,18 +85,18 @@ class OrderBook:
     snapshot until a gap, a disconnect or a failed subscription makes it doubtful.
     """
 
-    __slots__ = ("_yes_priced", "best_no", "best_yes", "crossed", "generation", "market", "no",
+    __slots__ = ("_yes_priced", "best_no_key", "best_yes_key", "crossed", "generation", "market", "no",
                  "trusted", "yes")
 
     def __init__(self, market: str, *, use_yes_price: bool = False) -> None:
         self.market = market
         self._yes_priced = use_yes_price
-        #: YES bids: price -> size.
-        self.yes: dict[Decimal, Decimal] = {}
-        #: NO bids in no-leg prices: price -> size.
-        self.no: dict[Decimal, Decimal] = {}
-        self.best_yes: Decimal | None = None
-        self.best_no: Decimal | None = None
+        #: YES bids: price key (micro-dollars) -> size.
+        self.yes: dict[int, Decimal] = {}
+        #: NO bids in no-leg prices: price key (micro-dollars) -> size.
+        self.no: dict[int, Decimal] = {}
+        self.best_yes_key: int | None = None
+        self.best_no_key: int | None = None
         #: The book was crossed at the last touch change (reported once per crossing, not per delta).
         self.crossed = False
         self.trusted = False
@@ -79,150 +110,159 @@ class OrderBook:
         problems: list[Problem] = []
         self.yes = self._ladder("yes", yes, problems)
         self.no = self._ladder("no", no, problems)
-        self.best_yes = max(self.yes) if self.yes else None
-        self.best_no = max(self.no) if self.no else None
+        self.best_yes_key = max(self.yes) if self.yes else None
+        self.best_no_key = max(self.no) if self.no else None
         self.crossed = False
         crossed = self._touch_changed()
         if crossed is not None:
             problems.append(crossed)
         return problems
 
-    def _ladder(self, side: str, levels: Iterable[Sequence[Decimal]], problems: list[Problem]) -> dict[
-            Decimal, Decimal]:
-        ladder: dict[Decimal, Decimal] = {}
+    def _ladder(self, side: str, levels: Iterable[Sequence[Decimal]], problems: list[Problem]) -> dict[int, Decimal]:
+        ladder: dict[int, Decimal] = {}
         convert = side == "no" and self._yes_priced
         for price, size in levels:
-            if not _ZERO <= price <= _ONE:
-                problems.append(("price_out_of_range", f"snapshot {side} level at {price} is outside [0, 1]"))
+            key = price_key(price)
+            if not 0 <= key <= SCALE:
+                problems.append(("price_out_of_range", f"snapshot {side} level at {price} is outside [0, 1] "
+                                 "or off the price grid; ignored"))
                 continue
             if convert:
-                price = _ONE - price
+                key = SCALE - key
             if size < _ZERO:
-                problems.append(("negative_size", f"snapshot {side} level at {price} has size {size}"))
+                problems.append(("negative_size", f"snapshot {side} level at {price} has size {size}; ignored"))
                 continue
             if size > _ZERO:
                 # Levels are aggregated on the wire; a repeated price is added rather than lost.
-                ladder[price] = ladder.get(price, _ZERO) + size
+                ladder[key] = ladder.get(key, _ZERO) + size
         return ladder
 
     def apply_delta(self, side: str, price: Decimal, delta: Decimal) -> Problem | None:
         """Apply one signed size change; ``None`` when nothing is wrong."""
+        key = _keys.get(_text(price))
+        if key is None:
+            key = price_key(price)
         if side == "yes":
             ladder = self.yes
-            best = self.best_yes
+            best = self.best_yes_key
         else:
             if self._yes_priced:
-                price = _ONE - price
+                key = SCALE - key
             ladder = self.no
-            best = self.best_no
-        old = ladder.get(price)
+            best = self.best_no_key
+        old = ladder.get(key)
         if old is None:
-            if not _ZERO <= price <= _ONE:
-                return self._out_of_range(side, price)
+            if not 0 <= key <= SCALE:  # off-grid keys (-1) land outside too, in both conventions
+                return ("price_out_of_range", f"{side} delta at {price} is outside [0, 1] or off the price grid; "
+                        "ignored")
             size = delta
         else:
             size = old + delta
         if size > _ZERO:
-            ladder[price] = size
-            if best is None or price > best:
+            ladder[key] = size
+            if best is None or key > best:
                 if side == "yes":
-                    self.best_yes = price
+                    self.best_yes_key = key
                 else:
-                    self.best_no = price
+                    self.best_no_key = key
                 return self._touch_changed()
             return None
         if old is not None:
-            del ladder[price]
-        if price == best:
+            del ladder[key]
+        if key == best:
             if side == "yes":
-                self.best_yes = max(ladder) if ladder else None
+                self.best_yes_key = max(ladder) if ladder else None
             else:
-                self.best_no = max(ladder) if ladder else None
-            problem = self._touch_changed()
-            if problem is not None:
-                return problem
+                self.best_no_key = max(ladder) if ladder else None
+            self.crossed = False  # a best bid moved down: the book cannot have become crossed
         if size < _ZERO:
             return ("negative_size",
                     f"{side} level at {price} went to {size} (was {old if old is not None else 0}, "
                     f"delta {delta}); the level was removed")
         return None
 
-    def _out_of_range(self, side: str, price: Decimal) -> Problem:
-        wire = _ONE - price if side == "no" and self._yes_priced else price
-        return ("price_out_of_range", f"{side} delta at {wire} is outside [0, 1]; ignored")
-
     def _touch_changed(self) -> Problem | None:
-        """Crossed-book check, run only when a best bid moved."""
-        by = self.best_yes
-        bn = self.best_no
-        if by is not None and bn is not None and by + bn >= _ONE:
+        """Crossed-book check, run only when a best bid moved up."""
+        by = self.best_yes_key
+        bn = self.best_no_key
+        if by is not None and bn is not None and by + bn >= SCALE:
             if self.crossed:
                 return None
             self.crossed = True
-            return ("crossed", f"best YES bid {by} >= best YES ask {_ONE - bn} (best NO bid {bn})")
+            return ("crossed", f"best YES bid {key_price(by)} >= best YES ask {key_price(SCALE - bn)} "
+                    f"(best NO bid {key_price(bn)})")
         self.crossed = False
         return None
 
     def clear(self) -> None:
         self.yes = {}
         self.no = {}
-        self.best_yes = self.best_no = None
+        self.best_yes_key = self.best_no_key = None
         self.crossed = False
 
     # ------------------------------------------------------------------------------------------ metrics
 
+    def size(self, side: str, price: Decimal) -> Decimal:
+        """Resting size at a price (``side`` ``"no"`` in no-leg prices); zero when there is no level."""
+        ladder = self.yes if side == "yes" else self.no
+        return ladder.get(price_key(price), _ZERO)
+
     @property
     def best_yes_bid(self) -> Decimal | None:
-        return self.best_yes
+        return None if self.best_yes_key is None else key_price(self.best_yes_key)
 
     @property
     def best_no_bid(self) -> Decimal | None:
-        return self.best_no
+        return None if self.best_no_key is None else key_price(self.best_no_key)
 
     @property
     def best_yes_ask(self) -> Decimal | None:
         """``1 - best NO bid``: buying YES means selling to the best NO bidder."""
-        return None if self.best_no is None else _ONE - self.best_no
+        return None if self.best_no_key is None else key_price(SCALE - self.best_no_key)
 
     @property
     def best_no_ask(self) -> Decimal | None:
-        return None if self.best_yes is None else _ONE - self.best_yes
+        return None if self.best_yes_key is None else key_price(SCALE - self.best_yes_key)
 
     @property
     def spread(self) -> Decimal | None:
-        """YES ask - YES bid (``None`` when a side is empty)."""
-        if self.best_yes is None or self.best_no is None:
+        """YES ask - YES bid (``None`` when a side is empty; negative when crossed)."""
+        if self.best_yes_key is None or self.best_no_key is None:
             return None
-        return _ONE - self.best_no - self.best_yes
+        return key_price(SCALE - self.best_no_key - self.best_yes_key)
 
     @property
     def mid(self) -> Decimal | None:
         """Mid YES price (``None`` when a side is empty)."""
-        if self.best_yes is None or self.best_no is None:
+        if self.best_yes_key is None or self.best_no_key is None:
             return None
-        return (self.best_yes + _ONE - self.best_no) / 2
+        return (key_price(self.best_yes_key) + key_price(SCALE - self.best_no_key)) / 2
 
     def levels(self) -> Ladders:
         """Both ladders, best first (NO in no-leg prices)."""
-        return Ladders(sorted(self.yes.items(), reverse=True), sorted(self.no.items(), reverse=True))
+        return Ladders([(key_price(k), s) for k, s in sorted(self.yes.items(), reverse=True)],
+                       [(key_price(k), s) for k, s in sorted(self.no.items(), reverse=True)])
 
     def yes_asks(self) -> list[tuple[Decimal, Decimal]]:
         """The NO ladder seen as YES asks (``1 - no_price``), best (lowest) first."""
-        return [(_ONE - price, size) for price, size in sorted(self.no.items(), reverse=True)]
+        return [(key_price(SCALE - k), s) for k, s in sorted(self.no.items(), reverse=True)]
 
     def depth_within(self, cents: int | Decimal) -> Depth:
         """Contracts resting within ``cents`` of each side's best bid (the touch included)."""
-        window = Decimal(cents) * _CENT
-        yes = sum((s for p, s in self.yes.items() if self.best_yes is not None and p >= self.best_yes - window),
-                  _ZERO)
-        no = sum((s for p, s in self.no.items() if self.best_no is not None and p >= self.best_no - window),
-                 _ZERO)
-        return Depth(yes, no)
+        window = price_key(Decimal(cents) * _CENT)
+
+        def side(ladder: dict[int, Decimal], best: int | None) -> Decimal:
+            if best is None:
+                return _ZERO
+            return sum((s for k, s in ladder.items() if k >= best - window), _ZERO)
+
+        return Depth(side(self.yes, self.best_yes_key), side(self.no, self.best_no_key))
 
     def depth_top(self, levels: int) -> Depth:
         """Contracts resting in the best ``levels`` price levels of each side."""
-        ladders = self.levels()
-        return Depth(sum((s for _, s in ladders.yes[:levels]), _ZERO), sum((s for _, s in ladders.no[:levels]), _ZERO))
+        yes = sorted(self.yes.items(), reverse=True)[:levels]
+        no = sorted(self.no.items(), reverse=True)[:levels]
+        return Depth(sum((s for _, s in yes), _ZERO), sum((s for _, s in no), _ZERO))
 
     def imbalance(self, levels: int = 1) -> Decimal | None:
         """``(yes - no) / (yes + no)`` over the top ``levels``: +1 all YES bids, -1 all NO bids."""
@@ -234,19 +274,19 @@ class OrderBook:
         """Full consistency scan (all levels): what :meth:`apply_delta` checks incrementally, and more."""
         problems: list[Problem] = []
         for side, ladder in (("yes", self.yes), ("no", self.no)):
-            for price, size in ladder.items():
-                if not _ZERO <= price <= _ONE:
-                    problems.append(("price_out_of_range", f"{side} level at {price} is outside [0, 1]"))
+            for key, size in ladder.items():
+                if not 0 <= key <= SCALE:
+                    problems.append(("price_out_of_range", f"{side} level at {key_price(key)} is outside [0, 1]"))
                 if size <= _ZERO:
-                    problems.append(("negative_size", f"{side} level at {price} has size {size}"))
+                    problems.append(("negative_size", f"{side} level at {key_price(key)} has size {size}"))
         by = max(self.yes) if self.yes else None
         bn = max(self.no) if self.no else None
-        if by is not None and bn is not None and by + bn >= _ONE:
-            problems.append(("crossed", f"best YES bid {by} >= best YES ask {_ONE - bn}"))
+        if by is not None and bn is not None and by + bn >= SCALE:
+            problems.append(("crossed", f"best YES bid {key_price(by)} >= best YES ask {key_price(SCALE - bn)}"))
         return problems
 
     def __repr__(self) -> str:
-        return (f"OrderBook({self.market!r}, yes_bid={self.best_yes}, yes_ask={self.best_yes_ask}, "
+        return (f"OrderBook({self.market!r}, yes_bid={self.best_yes_bid}, yes_ask={self.best_yes_ask}, "
                 f"levels={len(self.yes)}/{len(self.no)}, trusted={self.trusted})")
 
 

@@ -32,7 +32,7 @@ class SequenceTracker:
     Plain ints on purpose: :meth:`observe` is on the hot path of every sequenced frame.
     """
 
-    __slots__ = ("gaps", "last", "sid", "stale")
+    __slots__ = ("expected_before_gap", "gaps", "last", "sid", "stale")
 
     def __init__(self, sid: int) -> None:
         self.sid = sid
@@ -42,6 +42,8 @@ class SequenceTracker:
         self.stale = 0
         #: Gaps seen on this sid.
         self.gaps = 0
+        #: The ``seq`` that was due when the last gap was seen (``None`` before any gap).
+        self.expected_before_gap: int | None = None
 
     def observe(self, seq: int) -> int:
         """Judge a data frame: :data:`ACCEPT`, :data:`STALE` or :data:`GAP`.
@@ -55,6 +57,7 @@ class SequenceTracker:
         if seq <= last:
             self.stale += 1
             return STALE
+        self.expected_before_gap = last + 1
         self.last = seq
         self.gaps += 1
         return GAP

@@ -1,0 +1,732 @@
+"""The Kalshi WebSocket session, without I/O.
+
+:class:`SessionProtocol` takes text frames in (:meth:`~SessionProtocol.receive`), and gives back the
+messages to record, the command frames to send (:meth:`~SessionProtocol.take_commands`) and the session
+events that say what happened (:meth:`~SessionProtocol.take_events`). It owns everything that is protocol:
+subscriptions and their acks, ``sid``/``seq`` tracking, the local order books and the recovery decisions.
+It never touches a socket, a clock it was not given, or asyncio; ``kalshi_ws.client`` is the thin driver
+that moves bytes between it and a WebSocket. So every path below is unit-tested with lists of frames.
+
+Driver loop (what ``client.py`` does)::
+
+    proto.connection_opened(url)             # after the upgrade returned 101
+    send(proto.take_commands())              # the subscribes
+    for frame in socket:
+        message = proto.receive(frame, time.time_ns())
+        if message is not None: sink.on_message(message, proto.generation, received_ns)
+        if proto.has_output: send(proto.take_commands()); emit(proto.take_events())
+        if proto.reconnect_requested: close and reconnect (connection_lost + connection_opened)
+    # and every ~0.5 s: proto.poll() (timeouts), then the same output handling.
+
+Recovery (spec 5.3). A gap on an ``orderbook_delta`` sid cannot be pinned to one market (all markets of a
+sid share one ``seq`` stream), so every market of the sid becomes untrusted, a ``SequenceGap`` opens an
+incident and the ladder below runs until every market has a fresh snapshot, which closes it with
+``Recovered(outcome=...)`` naming the step that worked:
+
+1. ``update_subscription get_snapshot`` for all the sid's markets (``SnapshotRequested``, attempt 1), then
+   again for the markets still missing each time ``snapshot_timeout`` passes, ``snapshot_attempts`` requests
+   in all -> outcome ``"snapshot"``;
+2. ``unsubscribe`` + ``subscribe`` (new sid, fresh snapshots; ``Resubscribed``), at most
+   ``resubscribe_attempts`` times -> ``"resubscribed"``;
+3. :attr:`~SessionProtocol.reconnect_requested` is set; the driver reconnects, every subscription is
+   re-sent with the current market lists -> ``"reconnected"``.
+
+Another gap during a recovery joins it (new ``SequenceGap``, all markets pending again) and moves it one
+step up the ladder at once, so recurring gaps escalate to a reconnect.
+
+Deltas that arrive for an untrusted market are still returned by :meth:`~SessionProtocol.receive` (they
+are real exchange events; the gap ledger says the book was untrusted then) but not applied to its book.
+
+Gaps on the other sequenced channels (``trade``, lifecycle, ``communications``, ``order_group_updates``,
+reference data) cannot be repaired over the WebSocket: Kalshi does not re-send and these channels have no
+snapshot. The gap is reported (``SequenceGap``) and closed at once with ``Recovered(outcome="abandoned")``:
+the stream continues from the new ``seq``; the storage layer backfills trades over REST.
+
+A disconnect (:meth:`~SessionProtocol.connection_lost`) opens an incident (``Disconnected``); the next
+connection's ``Connected`` names it and it is closed with ``Recovered(outcome="reconnected")`` when every
+subscription has been acknowledged again and every book has its new snapshot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+
+from kalshi_ws import events, messages
+from kalshi_ws.commands import RESERVED_PARAMS, CommandTracker, Reply
+from kalshi_ws.errors import describe_error
+from kalshi_ws.orderbook import BookSet, Problem
+from kalshi_ws.sequence import GAP, STALE, SequenceTracker
+
+__all__ = ["BOOK_CHANNEL", "SessionProtocol", "Subscription"]
+
+BOOK_CHANNEL: Final = "orderbook_delta"
+
+#: Channels without a market filter (the server ignores or rejects ``market_tickers``).
+UNFILTERED_CHANNELS: Final = frozenset({
+    "market_lifecycle_v2", "multivariate_market_lifecycle", "communications", "order_group_updates",
+    "cfbenchmarks_value", "cfbenchmarks_value_5hz", "pyth_value",
+})
+
+#: Data messages that carry ``seq`` (spec 4.0), i.e. whose sid is gap-checked.
+_SEQUENCED: Final = frozenset({
+    messages.Trade, messages.MarketLifecycle, messages.MultivariateMarketLifecycle, messages.EventLifecycle,
+    messages.EventFeeUpdate, messages.RfqCreated, messages.RfqDeleted, messages.QuoteCreated,
+    messages.QuoteAccepted, messages.QuoteExecuted, messages.OrderGroupUpdate, messages.CfbenchmarksValue,
+    messages.CfbenchmarksValue5hz, messages.PythValue, messages.CfbenchmarksIndexList,
+    messages.CfbenchmarksIndexList5hz, messages.PythUnderlyingList,
+})
+_CONTROL: Final = frozenset({messages.Subscribed, messages.Unsubscribed, messages.Ok, messages.Error})
+_UNTYPED: Final = frozenset({messages.UnknownMessage, messages.LegacyMessage, messages.MalformedFrame})
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What the caller wants recorded: one channel, optionally limited to some markets.
+
+    Several :class:`Subscription` objects of the same channel are merged into one server subscription
+    (Kalshi's advice: one subscription per channel per connection, grown with ``add_markets``).
+    """
+
+    #: A name from :data:`kalshi_ws.messages.CHANNELS`.
+    channel: str
+    #: ``()`` = every market, where the channel allows it (``orderbook_delta`` requires tickers).
+    market_tickers: tuple[str, ...] = ()
+    #: Extra subscribe params: ``send_initial_snapshot``, ``skip_ticker_ack``, ``user_filter``,
+    #: ``shard_factor``, ``shard_key``, ``index_ids``, ``underlying_tickers`` ...
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.market_tickers, str):
+            raise ValueError(f"market_tickers must be a sequence of tickers, not the string "
+                             f"{self.market_tickers!r}")
+        object.__setattr__(self, "market_tickers", tuple(dict.fromkeys(self.market_tickers)))
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+        channel = self.channel
+        if channel in messages.REMOVED_CHANNELS:
+            replacement = {"ticker_v2": "ticker", "multivariate": "multivariate_market_lifecycle and "
+                           "communications"}.get(channel, "another channel")
+            raise ValueError(f"channel {channel!r} was {messages.REMOVED_CHANNELS[channel]} by Kalshi "
+                             f"(subscribing yields error 8); use {replacement}")
+        if channel not in messages.CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}; known channels: {', '.join(sorted(messages.CHANNELS))}")
+        if channel in messages.MARKET_REQUIRED_CHANNELS and not self.market_tickers:
+            raise ValueError(f"channel {channel!r} needs market_tickers (Kalshi answers error 14 without them)")
+        if channel in UNFILTERED_CHANNELS and self.market_tickers:
+            raise ValueError(f"channel {channel!r} has no market filter (it always covers every market); "
+                             "drop market_tickers")
+        bad = RESERVED_PARAMS.intersection(self.params)
+        if bad:
+            hint = (" (the session pins use_yes_price: pass SessionProtocol(use_yes_price=...))"
+                    if "use_yes_price" in bad else " (use Subscription.channel / market_tickers)")
+            raise ValueError(f"params may not set {', '.join(sorted(bad))}{hint}")
+
+
+class _Channel:
+    """One server subscription (per channel) and what the caller wants it to cover."""
+
+    __slots__ = ("failed_subscribes", "markets", "name", "params", "recovery", "sid", "subscribe_id")
+
+    def __init__(self, name: str, markets: Iterable[str], params: Mapping[str, Any]) -> None:
+        self.name = name
+        #: Desired markets, in order (a dict used as an ordered set); empty = all markets.
+        self.markets: dict[str, None] = dict.fromkeys(markets)
+        self.params = dict(params)
+        #: Live sid on this connection (``None`` while (re)subscribing or disconnected).
+        self.sid: int | None = None
+        self.subscribe_id: int | None = None
+        self.failed_subscribes = 0
+        self.recovery: _Recovery | None = None
+
+
+class _Sid:
+    """A live sid: its channel and its sequence."""
+
+    __slots__ = ("channel", "seq", "sid")
+
+    def __init__(self, sid: int, channel: _Channel) -> None:
+        self.sid = sid
+        self.channel = channel
+        self.seq = SequenceTracker(sid)
+
+
+class _Recovery:
+    """Books of one channel being re-synchronised, with the incidents that close when they are."""
+
+    __slots__ = ("deadline", "gap_incidents", "markets", "outcome", "pending", "reconnect_incident",
+                 "resubscribes", "snapshot_requests")
+
+    def __init__(self, markets: tuple[str, ...]) -> None:
+        self.markets = markets
+        #: Markets still waiting for a fresh snapshot.
+        self.pending: set[str] = set(markets)
+        self.gap_incidents: list[int] = []
+        #: The disconnect incident whose reconnect this recovery completes, if any.
+        self.reconnect_incident: int | None = None
+        self.outcome: events.RecoveryOutcome = "snapshot"
+        self.snapshot_requests = 0
+        self.resubscribes = 0
+        self.deadline: float | None = None
+
+    @property
+    def incident(self) -> int | None:
+        """The incident to name in ``SnapshotRequested`` / ``Resubscribed``."""
+        return self.gap_incidents[-1] if self.gap_incidents else self.reconnect_incident
+
+
+class SessionProtocol:
+    """Sans-I/O Kalshi WebSocket session: frames in; messages, commands and events out.
+
+    ``use_yes_price`` is pinned explicitly on every ``orderbook_delta`` subscription (the server default
+    will flip); the books convert so their metrics are the same either way.
+    ``snapshot_timeout`` is how long a requested snapshot may take before the next recovery step;
+    ``snapshot_attempts`` is the number of ``get_snapshot`` requests per incident (the first included)
+    before falling back to ``resubscribe_attempts`` unsubscribe+subscribe cycles, and then to a reconnect.
+    ``command_timeout``: a ``subscribe`` or ``add/delete_markets`` without any reply for this long leaves the
+    subscription state unknown, so a reconnect is requested.
+    ``clock`` (monotonic seconds) drives the timeouts; ``wall_ns`` stamps events not caused by a frame.
+    """
+
+    def __init__(self, subscriptions: Sequence[Subscription], *, use_yes_price: bool = False,
+                 snapshot_timeout: float = 5.0, snapshot_attempts: int = 3, resubscribe_attempts: int = 2,
+                 command_timeout: float = 10.0, clock: Callable[[], float] = time.monotonic,
+                 wall_ns: Callable[[], int] = time.time_ns) -> None:
+        if snapshot_attempts < 1:
+            raise ValueError("snapshot_attempts must be at least 1")
+        if resubscribe_attempts < 0:
+            raise ValueError("resubscribe_attempts must be >= 0")
+        self.use_yes_price = use_yes_price
+        self.snapshot_timeout = snapshot_timeout
+        self.snapshot_attempts = snapshot_attempts
+        self.resubscribe_attempts = resubscribe_attempts
+        self.command_timeout = command_timeout
+        self._clock = clock
+        self._wall_ns = wall_ns
+
+        self._channels: dict[str, _Channel] = {}
+        for sub in subscriptions:
+            self._add_subscription(sub)
+        self.generation = 0
+        self.books = BookSet(use_yes_price=use_yes_price)
+        for market in self._book_markets():
+            self.books.book(market)
+        self.has_output = False
+        self.reconnect_requested: str | None = None
+
+        self._tracker = CommandTracker(clock)
+        self._sids: dict[int, _Sid] = {}
+        self._sid_channels: dict[int, str] = {}
+        self._commands: list[bytes] = []
+        self._events: list[events.SessionEvent] = []
+        self._incidents = 0
+        self._disconnect_incident: int | None = None
+        self._awaiting_subscribed: set[str] = set()
+        #: Markets already reported as ``delta_before_snapshot`` in the current incident/connection.
+        self._warned: set[str] = set()
+        # Hot-path shortcut: the BookSet's dict (BookSet never rebinds it).
+        self._books_get = self.books._books.get
+
+    def _add_subscription(self, sub: Subscription) -> None:
+        channel = self._channels.get(sub.channel)
+        if channel is None:
+            self._channels[sub.channel] = _Channel(sub.channel, sub.market_tickers, sub.params)
+            return
+        for key, value in sub.params.items():
+            if key in channel.params and channel.params[key] != value:
+                raise ValueError(f"two subscriptions to {sub.channel!r} disagree on {key!r} "
+                                 f"({channel.params[key]!r} vs {value!r}); they share one server subscription")
+            channel.params[key] = value
+        if not channel.markets or not sub.market_tickers:
+            channel.markets.clear()  # one of them wants every market
+        else:
+            channel.markets.update(dict.fromkeys(sub.market_tickers))
+
+    def _book_markets(self) -> list[str]:
+        channel = self._channels.get(BOOK_CHANNEL)
+        return list(channel.markets) if channel is not None else []
+
+    # ------------------------------------------------------------------------------------------ output
+
+    def _send(self, frame: bytes) -> None:
+        self._commands.append(frame)
+        self.has_output = True
+
+    def _emit(self, event: events.SessionEvent) -> None:
+        self._events.append(event)
+        self.has_output = True
+
+    def take_commands(self) -> list[bytes]:
+        """Command frames to send now, in order (drained)."""
+        out = self._commands
+        self._commands = []
+        self.has_output = bool(self._events)
+        return out
+
+    def take_events(self) -> list[events.SessionEvent]:
+        """Session events for the sink, in order (drained)."""
+        out = self._events
+        self._events = []
+        self.has_output = bool(self._commands)
+        return out
+
+    def sid_channel(self, sid: int) -> str | None:
+        """The channel of a sid seen on the current connection (also after it was unsubscribed)."""
+        return self._sid_channels.get(sid)
+
+    def _new_incident(self) -> int:
+        self._incidents += 1
+        return self._incidents
+
+    # ------------------------------------------------------------------------------------ connection
+
+    def connection_opened(self, url: str = "") -> None:
+        """A new connection is up: subscribe everything again with the current market lists."""
+        self.generation += 1
+        self._tracker = CommandTracker(self._clock)
+        self._sids = {}
+        self._sid_channels = {}
+        self._commands = []
+        self.reconnect_requested = None
+        self.books.mark_untrusted()
+        self._warned.clear()
+        incident = self._disconnect_incident
+        self._emit(events.Connected(generation=self.generation, at_ns=self._wall_ns(), url=url,
+                                    incident_id=incident))
+        now = self._clock()
+        for channel in self._channels.values():
+            channel.sid = None
+            channel.failed_subscribes = 0
+            self._subscribe(channel)
+        if incident is not None:
+            self._awaiting_subscribed = set(self._channels)
+        book = self._channels.get(BOOK_CHANNEL)
+        if book is not None and (incident is not None or book.recovery is not None):
+            recovery = book.recovery
+            if recovery is None:
+                recovery = book.recovery = _Recovery(tuple(book.markets))
+            recovery.markets = tuple(book.markets)
+            recovery.pending = set(book.markets)
+            recovery.reconnect_incident = incident
+            recovery.outcome = "reconnected"
+            recovery.snapshot_requests = 0
+            recovery.resubscribes = 0
+            recovery.deadline = now + self.command_timeout + self.snapshot_timeout
+        if incident is not None:
+            self._check_reconnect_closed()
+
+    def connection_lost(self, reason: str, will_reconnect: bool) -> None:
+        """The connection ended: every sid is void and every book untrusted until re-snapshotted."""
+        if self._disconnect_incident is None:
+            self._disconnect_incident = self._new_incident()
+        at_ns = self._wall_ns()
+        self._emit(events.Disconnected(generation=self.generation, at_ns=at_ns,
+                                       incident_id=self._disconnect_incident, reason=reason,
+                                       will_reconnect=will_reconnect))
+        self.books.mark_untrusted()
+        self._sids = {}
+        self._commands = []
+        self._tracker = CommandTracker(self._clock)
+        self.reconnect_requested = None
+        self._awaiting_subscribed = set()
+        for channel in self._channels.values():
+            channel.sid = None
+            channel.subscribe_id = None
+            recovery = channel.recovery
+            if recovery is None:
+                continue
+            recovery.deadline = None
+            recovery.outcome = "reconnected"
+            if not will_reconnect:
+                channel.recovery = None
+                for incident in recovery.gap_incidents:
+                    self._emit(events.Recovered(generation=self.generation, at_ns=at_ns, incident_id=incident,
+                                                outcome="abandoned", markets=recovery.markets))
+
+    def _check_reconnect_closed(self) -> None:
+        incident = self._disconnect_incident
+        if incident is None or self._awaiting_subscribed:
+            return
+        book = self._channels.get(BOOK_CHANNEL)
+        if book is not None and book.recovery is not None and book.recovery.reconnect_incident == incident:
+            return
+        self._disconnect_incident = None
+        self._emit(events.Recovered(generation=self.generation, at_ns=self._wall_ns(), incident_id=incident,
+                                    outcome="reconnected", markets=tuple(self._book_markets())))
+
+    # ------------------------------------------------------------------------------------ commands
+
+    def _subscribe(self, channel: _Channel) -> None:
+        command = self._tracker.subscribe(
+            channel.name, channel.markets,
+            use_yes_price=self.use_yes_price if channel.name == BOOK_CHANNEL else None,
+            params=channel.params)
+        channel.subscribe_id = command.id
+        self._send(command.frame)
+
+    def _update(self, channel: _Channel, action: Any, markets: Sequence[str]) -> None:
+        assert channel.sid is not None
+        params = None
+        if action == "add_markets" and "send_initial_snapshot" in channel.params:
+            params = {"send_initial_snapshot": channel.params["send_initial_snapshot"]}
+        command = self._tracker.update_subscription(channel.sid, action, markets, channel=channel.name,
+                                                    params=params)
+        self._send(command.frame)
+
+    def update_markets(self, channel: str, add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
+        """Grow or shrink a channel's market list on the live subscription (``add_markets`` /
+        ``delete_markets``). The new list is remembered: resubscribes and reconnects use it."""
+        state = self._channels.get(channel)
+        if state is None:
+            raise ValueError(f"channel {channel!r} is not part of this session's subscriptions")
+        if channel in UNFILTERED_CHANNELS:
+            raise ValueError(f"channel {channel!r} has no market filter; it always covers every market")
+        if isinstance(add, str) or isinstance(remove, str):
+            raise ValueError("add/remove take sequences of tickers, not a single string")
+        if not state.markets and channel != BOOK_CHANNEL:
+            raise ValueError(f"channel {channel!r} is subscribed to every market; there is no list to change")
+        added = [m for m in dict.fromkeys(add) if m not in state.markets]
+        removed = [m for m in dict.fromkeys(remove) if m in state.markets and m not in added]
+        if channel == BOOK_CHANNEL and len(state.markets) + len(added) - len(removed) <= 0:
+            raise ValueError("orderbook_delta needs at least one market; remove the subscription's last market "
+                             "by ending the session instead")
+        for market in added:
+            state.markets[market] = None
+        for market in removed:
+            del state.markets[market]
+        if state.sid is not None:
+            if added:
+                self._update(state, "add_markets", added)
+            if removed:
+                self._update(state, "delete_markets", removed)
+        if channel == BOOK_CHANNEL:
+            for market in added:
+                self.books.book(market)
+            for market in removed:
+                self.books.discard(market)
+            recovery = state.recovery
+            if recovery is not None and removed:
+                recovery.markets = tuple(m for m in recovery.markets if m in state.markets)
+                recovery.pending.difference_update(removed)
+                if not recovery.pending:
+                    self._recovered(state, recovery, self._wall_ns())
+
+    # ------------------------------------------------------------------------------------ receive
+
+    def receive(self, frame: bytes, received_ns: int) -> messages.AnyMessage | None:
+        """Handle one text frame. Returns the message to deliver to the sink, or ``None`` for control
+        replies and for duplicate/stale sequenced frames."""
+        message = messages.decode(frame)
+        cls = message.__class__
+        if cls is messages.OrderbookDelta:
+            state = self._sids.get(message.sid)  # type: ignore[union-attr]
+            if state is None:
+                return message  # a sid of an old subscription: real data, nothing to maintain
+            seq = message.seq  # type: ignore[union-attr]
+            if seq is not None:
+                verdict = state.seq.observe(seq)
+                if verdict:
+                    if verdict == STALE:
+                        return None
+                    self._gap(state, seq, received_ns)
+            payload = message.msg  # type: ignore[union-attr]
+            book = self._books_get(payload.market_ticker)
+            if book is not None and book.trusted:
+                problem = book.apply_delta(payload.side, payload.price_dollars, payload.delta_fp)
+                if problem is not None:
+                    self._inconsistent(book.market, problem, received_ns)
+            else:
+                self._untrusted_delta(payload.market_ticker, received_ns)
+            return message
+        if cls is messages.OrderbookSnapshot:
+            return self._snapshot(message, received_ns)  # type: ignore[arg-type]
+        if cls in _SEQUENCED:
+            seq = message.seq  # type: ignore[union-attr]
+            if seq is not None:
+                state = self._sids.get(message.sid)  # type: ignore[union-attr]
+                if state is not None:
+                    verdict = state.seq.observe(seq)
+                    if verdict:
+                        if verdict == STALE:
+                            return None
+                        self._gap(state, seq, received_ns)
+            return message
+        if cls in _CONTROL:
+            self._control(message, received_ns)  # type: ignore[arg-type]
+            return None
+        if cls in _UNTYPED:
+            # An unknown or undecodable frame may still have consumed a number of its sid's stream.
+            sid = message.sid  # type: ignore[union-attr]
+            seq = message.seq  # type: ignore[union-attr]
+            if sid is not None and seq is not None:
+                state = self._sids.get(sid)
+                if state is not None:
+                    state.seq.observe_control(seq)
+        return message
+
+    def _snapshot(self, message: messages.OrderbookSnapshot, at_ns: int) -> messages.AnyMessage | None:
+        if message.id:
+            self._tracker.match(message)
+        state = self._sids.get(message.sid)
+        if state is None:
+            return message
+        if message.seq is not None:
+            verdict = state.seq.observe(message.seq)
+            if verdict == STALE:
+                return None
+            if verdict == GAP:
+                self._gap(state, message.seq, at_ns)
+        if state.channel.name != BOOK_CHANNEL:
+            return message
+        payload = message.msg
+        market = payload.market_ticker
+        book = self.books.book(market)
+        for problem in book.apply_snapshot(payload.yes_dollars_fp, payload.no_dollars_fp):
+            self._inconsistent(market, problem, at_ns)
+        book.trusted = True
+        book.generation = self.generation
+        self._warned.discard(market)
+        channel = state.channel
+        recovery = channel.recovery
+        if recovery is not None and market in recovery.pending:
+            recovery.pending.discard(market)
+            if not recovery.pending:
+                self._recovered(channel, recovery, at_ns)
+        return message
+
+    def _inconsistent(self, market: str, problem: Problem, at_ns: int) -> None:
+        kind, detail = problem
+        self._emit(events.BookInconsistency(generation=self.generation, at_ns=at_ns, market=market, kind=kind,
+                                            detail=detail))
+
+    def _untrusted_delta(self, market: str, at_ns: int) -> None:
+        """A delta for a market whose book is not trusted: dropped for the book (still delivered)."""
+        book = self._books_get(market)
+        if book is not None and book.generation == self.generation:
+            return  # recovering after a gap: expected until its new snapshot arrives
+        if market in self._warned:
+            return
+        self._warned.add(market)
+        self._inconsistent(market, ("delta_before_snapshot",  # type: ignore[arg-type]
+                                    "delta for a market with no snapshot on this connection yet; "
+                                    "not applied until its snapshot arrives"), at_ns)
+
+    # ------------------------------------------------------------------------------------ gaps / recovery
+
+    def _gap(self, state: _Sid, received: int, at_ns: int) -> None:
+        """Numbers were skipped on ``state``'s sid; ``received`` is the ``seq`` that showed it."""
+        channel = state.channel
+        # observe() already moved ``last`` to ``received``; the frame before it is what was expected next.
+        expected = state.seq.expected_before_gap or 0
+        incident = self._new_incident()
+        markets = tuple(channel.markets)
+        self._emit(events.SequenceGap(generation=self.generation, at_ns=at_ns, incident_id=incident,
+                                      sid=state.sid, channel=channel.name, markets=markets, expected=expected,
+                                      received=received))
+        if channel.name != BOOK_CHANNEL:
+            self._emit(events.Recovered(generation=self.generation, at_ns=at_ns, incident_id=incident,
+                                        outcome="abandoned", sid=state.sid, markets=markets))
+            return
+        self.books.mark_untrusted(markets)
+        self._warned.difference_update(markets)
+        recovery = channel.recovery
+        if recovery is None:
+            recovery = channel.recovery = _Recovery(markets)
+        recovery.markets = markets
+        recovery.pending = set(markets)
+        recovery.gap_incidents.append(incident)
+        self._escalate(channel, recovery, f"gap on sid {state.sid}: expected seq {expected}, got {received}",
+                       self._clock(), at_ns)
+
+    def _escalate(self, channel: _Channel, recovery: _Recovery, reason: str, now: float, at_ns: int) -> None:
+        """Take the next step of the recovery ladder (see the module docstring)."""
+        if channel.sid is not None and recovery.snapshot_requests < self.snapshot_attempts:
+            recovery.snapshot_requests += 1
+            recovery.outcome = "snapshot"
+            markets = tuple(m for m in recovery.markets if m in recovery.pending)
+            self._update(channel, "get_snapshot", markets)
+            recovery.deadline = now + self.snapshot_timeout
+            self._emit(events.SnapshotRequested(generation=self.generation, at_ns=at_ns,
+                                                incident_id=recovery.incident or 0, sid=channel.sid,
+                                                markets=markets, attempt=recovery.snapshot_requests))
+        elif recovery.resubscribes < self.resubscribe_attempts:
+            recovery.resubscribes += 1
+            recovery.outcome = "resubscribed"
+            recovery.markets = tuple(channel.markets)
+            recovery.pending = set(channel.markets)
+            self.books.mark_untrusted(recovery.markets)
+            recovery.deadline = now + self.command_timeout + self.snapshot_timeout
+            self._resubscribe(channel, reason, recovery.incident, at_ns)
+        else:
+            recovery.outcome = "reconnected"
+            recovery.deadline = None
+            if self.reconnect_requested is None:
+                self.reconnect_requested = (f"{channel.name} books not recovered after {recovery.snapshot_requests} "
+                                            f"snapshot requests and {recovery.resubscribes} resubscribes ({reason})")
+
+    def _resubscribe(self, channel: _Channel, reason: str, incident: int | None, at_ns: int) -> None:
+        old_sid = channel.sid
+        if old_sid is not None:
+            self._send(self._tracker.unsubscribe((old_sid,), channel=channel.name).frame)
+            self._sids.pop(old_sid, None)
+            channel.sid = None
+        self._subscribe(channel)
+        self._emit(events.Resubscribed(generation=self.generation, at_ns=at_ns, channel=channel.name,
+                                       old_sid=old_sid, reason=reason, incident_id=incident))
+
+    def _recovered(self, channel: _Channel, recovery: _Recovery, at_ns: int) -> None:
+        channel.recovery = None
+        for incident in recovery.gap_incidents:
+            self._emit(events.Recovered(generation=self.generation, at_ns=at_ns, incident_id=incident,
+                                        outcome=recovery.outcome, sid=channel.sid, markets=recovery.markets))
+        if recovery.reconnect_incident is not None:
+            self._check_reconnect_closed()
+
+    def poll(self, now: float | None = None) -> None:
+        """Run the timeouts: recovery deadlines (next ladder step) and command acknowledgements."""
+        if now is None:
+            now = self._clock()
+        for command in self._tracker.expired(now, self.command_timeout):
+            if command.cmd == "subscribe" or command.action in ("add_markets", "delete_markets"):
+                if self.reconnect_requested is None:
+                    what = command.action or f"subscribe to {command.channel}"
+                    self.reconnect_requested = (f"{what} (command {command.id}) not acknowledged within "
+                                                f"{self.command_timeout:g}s")
+        for channel in self._channels.values():
+            recovery = channel.recovery
+            if recovery is not None and recovery.deadline is not None and now >= recovery.deadline:
+                if channel.sid is None and channel.subscribe_id is not None:
+                    continue  # the subscribe is in flight; its own timeout requests a reconnect
+                missing = len(recovery.pending)
+                self._escalate(channel, recovery,
+                               f"{missing} of {len(recovery.markets)} {channel.name} snapshots missing after "
+                               f"the {recovery.outcome} step", now, self._wall_ns())
+
+    # ------------------------------------------------------------------------------------ control replies
+
+    def _control(self, message: messages.ControlMessage, at_ns: int) -> None:
+        reply = self._tracker.match(message)
+        if isinstance(message, messages.Subscribed):
+            self._subscribed(message, reply)
+        elif isinstance(message, messages.Error):
+            self._error(message, reply, at_ns)
+        elif isinstance(message, messages.Unsubscribed):
+            state = self._sids.get(message.sid)
+            if state is not None:
+                if message.seq is not None:
+                    state.seq.observe_control(message.seq)
+                # The server dropped a sid we still consider live: re-create it.
+                del self._sids[message.sid]
+                if state.channel.sid == message.sid:
+                    state.channel.sid = None
+                    if reply is None:
+                        self._subscription_died(state, "the server ended the subscription (unsolicited "
+                                                "'unsubscribed')", at_ns)
+        elif message.sid is not None and message.seq is not None:  # ok
+            state = self._sids.get(message.sid)
+            if state is not None:
+                state.seq.observe_control(message.seq)
+
+    def _subscribed(self, message: messages.Subscribed, reply: Reply | None) -> None:
+        name = message.msg.channel
+        sid = message.msg.sid
+        channel = None
+        if reply is not None and reply.command.cmd == "subscribe":
+            channel = self._channels.get(reply.command.channel or "")
+        if channel is None:
+            channel = self._channels.get(name)
+        self._sid_channels[sid] = name
+        if channel is None:
+            return
+        if channel.sid is not None and channel.sid != sid:
+            self._sids.pop(channel.sid, None)
+        channel.sid = sid
+        channel.subscribe_id = None
+        if sid not in self._sids:
+            self._sids[sid] = _Sid(sid, channel)
+        sent = reply.command.markets if reply is not None else tuple(channel.markets)
+        if channel.markets:
+            added = [m for m in channel.markets if m not in sent]
+            removed = [m for m in sent if m not in channel.markets]
+            if added:
+                self._update(channel, "add_markets", added)
+            if removed:
+                self._update(channel, "delete_markets", removed)
+        recovery = channel.recovery
+        if recovery is not None and recovery.outcome in ("resubscribed", "reconnected"):
+            recovery.deadline = self._clock() + self.snapshot_timeout
+        self._awaiting_subscribed.discard(channel.name)
+        self._check_reconnect_closed()
+
+    def _error(self, message: messages.Error, reply: Reply | None, at_ns: int) -> None:
+        payload = message.msg
+        code = payload.code
+        _, meaning, terminal = describe_error(code)
+        command = reply.command if reply is not None else None
+        state = self._sids.get(message.sid) if message.sid is not None else None
+        if state is not None and message.seq is not None:
+            state.seq.observe_control(message.seq)
+        if payload.market_tickers:
+            markets = tuple(payload.market_tickers)
+        elif payload.market_ticker:
+            markets = (payload.market_ticker,)
+        else:
+            markets = command.markets if command is not None else ()
+        sid = message.sid if message.sid is not None else (command.sid if command is not None else None)
+        self._emit(events.SubscriptionFailed(generation=self.generation, at_ns=at_ns, code=code, meaning=meaning,
+                                             message=payload.msg, sid=sid, command_id=message.id,
+                                             terminal=terminal, markets=markets))
+        if terminal and state is not None:
+            self._sids.pop(state.sid, None)
+            if state.channel.sid == state.sid:
+                state.channel.sid = None
+                self._subscription_died(state, f"error {code}: {payload.msg or meaning}", at_ns)
+            return
+        if command is None:
+            return
+        if command.cmd == "subscribe":
+            channel = self._channels.get(command.channel or "")
+            if channel is None or channel.subscribe_id != command.id:
+                return
+            channel.subscribe_id = None
+            if terminal and channel.failed_subscribes < self.resubscribe_attempts:
+                channel.failed_subscribes += 1
+                self._resubscribe(channel, f"subscribe failed with error {code}", None, at_ns)
+                return
+            # Not retried on this connection (a user error such as 8 or 9 would fail again).
+            self._awaiting_subscribed.discard(channel.name)
+            self._check_reconnect_closed()
+        elif command.action == "add_markets" and code not in (18, 27):
+            # The markets were not added: forget them so reconnects do not fail the same way.
+            channel = self._channels.get(command.channel or "")
+            if channel is None:
+                return
+            for market in command.markets:
+                if market in channel.markets and len(channel.markets) > 1:
+                    del channel.markets[market]
+                    if channel.name == BOOK_CHANNEL:
+                        self.books.discard(market)
+
+    def _subscription_died(self, state: _Sid, reason: str, at_ns: int) -> None:
+        """The server killed ``state``'s subscription: re-create it (outside the recovery budget)."""
+        channel = state.channel
+        incident = None
+        if channel.name == BOOK_CHANNEL:
+            markets = tuple(channel.markets)
+            self.books.mark_untrusted(markets)
+            self._warned.difference_update(markets)
+            incident = self._new_incident()
+            recovery = channel.recovery
+            if recovery is None:
+                recovery = channel.recovery = _Recovery(markets)
+            recovery.markets = markets
+            recovery.pending = set(markets)
+            recovery.gap_incidents.append(incident)
+            recovery.outcome = "resubscribed"
+            recovery.deadline = self._clock() + self.command_timeout + self.snapshot_timeout
+        channel.sid = None
+        self._subscribe(channel)
+        self._emit(events.Resubscribed(generation=self.generation, at_ns=at_ns, channel=channel.name,
+                                       old_sid=state.sid, reason=reason, incident_id=incident))
