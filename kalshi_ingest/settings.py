@@ -32,8 +32,6 @@ from kalshi_ws.environments import Environment, resolve
 
 #: Where ``kalshi-ingest simulate`` listens unless told otherwise.
 SIMULATOR_URL: Final = "http://127.0.0.1:8765"
-#: The folder (inside the data dir) where a local simulator publishes its key id and private key.
-SIMULATOR_KEYS_DIR: Final = "simulator-keys"
 
 
 class CredentialsError(RuntimeError):
@@ -55,6 +53,11 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     kalshi_ingest_data_dir: Path = Path(".data")
     kalshi_ingest_config: Path = Path("deployments/market_sets.yaml")
+    #: Where ``kalshi-ingest simulate`` writes its generated key pair (its ``--data-dir``).
+    kalshi_simulator_dir: Path = Path(".kalshi-sim")
+    #: Name of a Prefect global concurrency limit that every session holds one slot of (e.g. one limit per
+    #: API key, ``prefect gcl create kalshi-ws-sessions --limit 4``); unset = no limit.
+    kalshi_session_limit: str | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -63,6 +66,10 @@ class Settings(BaseSettings):
     @property
     def config_path(self) -> Path:
         return self.kalshi_ingest_config
+
+    @property
+    def simulator_dir(self) -> Path:
+        return self.kalshi_simulator_dir
 
     @property
     def is_simulator(self) -> bool:
@@ -87,13 +94,13 @@ class Settings(BaseSettings):
         """The request signer, from the first key source that is set (file, PEM, Prefect Secret block).
 
         Against the local simulator with no key configured, the key the simulator published in the data
-        dir is used. Raises :class:`CredentialsError` naming the variable to set; the key never appears
+        dir (``.kalshi-sim/keys``) is used. Raises :class:`CredentialsError` naming the variable to set; the key never appears
         in a message.
         """
         key_id = self.kalshi_api_key_id
         published = self._simulator_key() if key_id is None else None
         if published is not None:
-            return _from_file(published[0], published[1], f"the simulator key published in {self.data_dir}")
+            return _from_file(published[0], published[1], f"the key of the local simulator in {published[1].parent}")
         if not key_id:
             raise CredentialsError(
                 f"KALSHI_API_KEY_ID is not set: set it to your API key id for {self.kalshi_env!r} "
@@ -116,26 +123,15 @@ class Settings(BaseSettings):
         )
 
     def _simulator_key(self) -> tuple[str, Path] | None:
-        if not self.is_simulator and "127.0.0.1" not in self.kalshi_env and "localhost" not in self.kalshi_env:
+        if not self.is_simulator:
             return None
-        return read_simulator_key(self.data_dir)
+        return newest_simulator_key(self.simulator_dir)
 
 
-def publish_simulator_key(data_dir: Path, key_id: str, private_key_path: Path) -> Path:
-    """Record where a running local simulator's key is, so ``Settings.signer()`` can find it."""
-    folder = data_dir / SIMULATOR_KEYS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "key_id").write_text(key_id)
-    (folder / "private_key_path").write_text(str(Path(private_key_path).resolve()))
-    return folder
-
-
-def read_simulator_key(data_dir: Path) -> tuple[str, Path] | None:
-    folder = data_dir / SIMULATOR_KEYS_DIR
-    try:
-        return (folder / "key_id").read_text().strip(), Path((folder / "private_key_path").read_text().strip())
-    except OSError:
-        return None
+def newest_simulator_key(simulator_dir: Path) -> tuple[str, Path] | None:
+    """The key pair ``kalshi-ingest simulate`` generated last (``<dir>/keys/<key_id>.key``)."""
+    keys = sorted((simulator_dir / "keys").glob("*.key"), key=lambda p: p.stat().st_mtime)
+    return (keys[-1].stem, keys[-1]) if keys else None
 
 
 def _from_file(key_id: str, path: Path, variable: str) -> Signer:
@@ -158,9 +154,4 @@ async def _secret_block(name: str) -> str:
     return value
 
 
-def load_settings(**overrides: object) -> Settings:
-    """``Settings()`` plus explicit overrides (CLI flags win over the environment)."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
-
-
-__all__ = ["CredentialsError", "Settings", "load_settings", "publish_simulator_key", "read_simulator_key"]
+__all__ = ["CredentialsError", "Settings", "newest_simulator_key"]

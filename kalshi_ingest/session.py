@@ -1,0 +1,324 @@
+"""One recording session: resolve markets, record the WebSocket into PostgreSQL until the deadline, close.
+
+:func:`run_recording_session` is everything a flow run does to the socket and the database, in one
+coroutine, so the socket, the REST client and the recorder share one event loop (Prefect tasks started
+with ``.submit()`` would each get another loop):
+
+1. resolve the market set's markets (explicit tickers, then the open markets of its events and series);
+2. open the session row (``kalshi.sessions``) through the :class:`~kalshi_store.recorder.Recorder`;
+3. backfill trades from REST since the last trade stored by a previous session (continuity between
+   sessions), and again after every reconnect, from the moment the connection was lost;
+4. run :class:`~kalshi_ws.client.KalshiWebSocketClient` with the recorder as its sink until the deadline
+   (the client's own graceful time box), calling ``on_progress`` every ``progress_interval`` seconds;
+5. flush, and close the session row with a status that tells the truth: ``completed``; ``cancelled``
+   (SIGTERM / flow cancellation, after a flush); ``degraded`` when rows were spilled to local files or a
+   gap was never repaired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kalshi_ingest.config import MarketSet
+from kalshi_ingest.settings import Settings
+from kalshi_ws import events, messages
+from kalshi_ws.auth import Signer
+from kalshi_ws.client import KalshiWebSocketClient
+from kalshi_ws.protocol import UNFILTERED_CHANNELS, SessionProtocol, Subscription
+from kalshi_ws.rest import KalshiRestClient, MarketTrade
+
+log = logging.getLogger(__name__)
+
+#: A REST trade window overlaps the last stored trade by this much (REST filters have 1-second resolution).
+BACKFILL_OVERLAP = timedelta(seconds=2)
+#: Above this many markets, backfill asks for every trade of the exchange and keeps ours (one paginated
+#: query) instead of one query per market.
+PER_MARKET_BACKFILL_LIMIT = 20
+
+
+class NoMarketsError(RuntimeError):
+    """The market set resolved to no open market; there is nothing to record."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A periodic snapshot of a running session (for log lines, the progress artifact, the live display)."""
+
+    market_set: str
+    session_id: str
+    elapsed: float
+    duration: float
+    #: Messages received per message type since the session started, and per second over the last interval.
+    messages: dict[str, int]
+    rates: dict[str, float]
+    rows_written: int
+    rows_spilled: int
+    #: Seconds between the exchange time of the newest message and its receipt (None: no timed message yet).
+    lag: float | None
+    reconnects: int
+    gaps: int
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.elapsed / self.duration) if self.duration > 0 else 1.0
+
+    def line(self) -> str:
+        rates = ", ".join(f"{kind} {rate:.1f}/s" for kind, rate in sorted(self.rates.items())) or "no messages"
+        lag = "n/a" if self.lag is None else f"{self.lag * 1000:.0f} ms"
+        return (f"[{self.market_set}] {self.elapsed:.0f}/{self.duration:.0f} s: {rates}; rows written "
+                f"{self.rows_written}, spilled {self.rows_spilled}; lag {lag}; reconnects {self.reconnects}, "
+                f"gaps {self.gaps}")
+
+
+ProgressCallback = Callable[[Progress], Awaitable[None] | None]
+
+
+@dataclass
+class SessionSummary:
+    """What a session did. ``status`` is the session row's final status."""
+
+    session_id: str
+    market_set: str
+    environment: str
+    markets: list[str]
+    channels: list[str]
+    started_at: datetime
+    ended_at: datetime
+    status: str
+    status_message: str
+    messages: dict[str, int] = field(default_factory=dict)
+    rows_written: dict[str, int] = field(default_factory=dict)
+    rows_spilled: int = 0
+    reconnects: int = 0
+    gaps: int = 0
+    unrecovered_gaps: int = 0
+    rest_backfilled: int = 0
+    stop_reason: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        return self.status == "completed"
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["started_at"] = self.started_at.isoformat()
+        out["ended_at"] = self.ended_at.isoformat()
+        return out
+
+
+class _SessionSink:
+    """Forwards to the recorder, counting what passes and noticing reconnects (for the REST backfill)."""
+
+    def __init__(self, recorder: Any, on_reconnect: Callable[[datetime], None]) -> None:
+        self._recorder = recorder
+        self._on_message = recorder.on_message
+        self._on_reconnect = on_reconnect
+        self.counts: Counter[str] = Counter()
+        self.last_lag: float | None = None
+        self.reconnects = 0
+        self.gaps = 0
+        self.open_gaps: set[int] = set()
+        self.stop_reason = ""
+        self._lost_at: dict[int, int] = {}
+
+    def on_message(self, message: messages.AnyMessage, generation: int, received_ns: int) -> None:
+        self.counts[getattr(message, "type", None) or type(message).__name__] += 1
+        ts_ms = getattr(getattr(message, "msg", None), "ts_ms", None)
+        if ts_ms:
+            self.last_lag = received_ns / 1e9 - ts_ms / 1000
+        self._on_message(message, generation, received_ns)
+
+    def on_event(self, event: events.SessionEvent) -> None:
+        if isinstance(event, events.Disconnected):
+            self._lost_at[event.incident_id] = event.at_ns
+        elif isinstance(event, events.Connected) and event.incident_id is not None:
+            self.reconnects += 1
+            lost_ns = self._lost_at.pop(event.incident_id, event.at_ns)
+            self._on_reconnect(datetime.fromtimestamp(lost_ns / 1e9, tz=UTC))
+        elif isinstance(event, events.SequenceGap):
+            self.gaps += 1
+            self.open_gaps.add(event.incident_id)
+        elif isinstance(event, events.Recovered) and event.outcome != "abandoned":
+            self.open_gaps.discard(event.incident_id)
+        elif isinstance(event, events.Stopped):
+            self.stop_reason = event.reason
+        self._recorder.on_event(event)
+
+    @property
+    def paused(self) -> bool:
+        return bool(self._recorder.paused)
+
+    async def wait_resumed(self) -> None:
+        await self._recorder.wait_resumed()
+
+
+def subscriptions_for(market_set: MarketSet, markets: Sequence[str]) -> list[Subscription]:
+    """One subscription per configured channel; channels without a market filter cover every market."""
+    return [Subscription(channel) if channel in UNFILTERED_CHANNELS else Subscription(channel, tuple(markets))
+            for channel in market_set.channels]
+
+
+async def resolve_markets(rest: KalshiRestClient, market_set: MarketSet) -> list[str]:
+    markets = await rest.resolve_markets(series=market_set.series, events=market_set.events,
+                                         tickers=market_set.tickers)
+    if not markets:
+        raise NoMarketsError(f"market set {market_set.name!r} resolved to no open market "
+                             f"(tickers={market_set.tickers}, series={market_set.series}, events={market_set.events})")
+    if len(markets) > market_set.max_markets:
+        log.warning("market set %r resolved to %d markets; recording the first %d (max_markets)",
+                    market_set.name, len(markets), market_set.max_markets)
+    return markets[: market_set.max_markets]
+
+
+async def fetch_trades(rest: KalshiRestClient, markets: Sequence[str], since: datetime) -> list[MarketTrade]:
+    """Trades of ``markets`` since ``since`` (minus the overlap), oldest first."""
+    min_ts = int((since - BACKFILL_OVERLAP).timestamp())
+    if len(markets) <= PER_MARKET_BACKFILL_LIMIT:
+        found: list[MarketTrade] = []
+        for market in markets:
+            found += await rest.get_trades(ticker=market, min_ts=min_ts)
+    else:
+        wanted = set(markets)
+        found = [t for t in await rest.get_trades(min_ts=min_ts) if t.ticker in wanted]
+    return sorted(found, key=lambda t: (t.created_time, t.trade_id))
+
+
+async def run_recording_session(
+    settings: Settings,
+    market_set: MarketSet,
+    database_url: str,
+    *,
+    duration: float | None = None,
+    on_progress: ProgressCallback | None = None,
+    progress_interval: float = 10.0,
+    flow_run_id: str | None = None,
+    signer: Signer | None = None,
+) -> SessionSummary:
+    """Record ``market_set`` for ``duration`` seconds (default: its ``session_seconds``); see the module doc."""
+    from kalshi_store.recorder import Recorder
+
+    duration = float(duration if duration is not None else market_set.session_seconds)
+    environment = settings.environment()
+    signer = signer if signer is not None else await settings.signer()
+    async with KalshiRestClient(environment.rest_url, signer) as rest:
+        markets = await resolve_markets(rest, market_set)
+        started = datetime.now(UTC)
+        deadline = time.time() + duration
+        recorder = Recorder(database_url, spill_dir=settings.data_dir / "spill")
+        session_id = str(await recorder.open_session(
+            market_set=market_set.name, environment=environment.name, markets=markets,
+            channels=list(market_set.channels), use_yes_price=market_set.use_yes_price,
+            planned_start=started, planned_end=started + timedelta(seconds=duration), flow_run_id=flow_run_id))
+        backfills: list[asyncio.Task[int]] = []
+        backfilled = 0
+
+        async def backfill(since: datetime) -> int:
+            trades = await fetch_trades(rest, markets, since)
+            return int(await recorder.add_rest_trades(trades) or 0) if trades else 0
+
+        def on_reconnect(lost_at: datetime) -> None:
+            backfills.append(asyncio.create_task(backfill(lost_at), name="kalshi-rest-backfill"))
+
+        sink = _SessionSink(recorder, on_reconnect)
+        protocol = SessionProtocol(subscriptions_for(market_set, markets), use_yes_price=market_set.use_yes_price)
+        client = KalshiWebSocketClient(environment.ws_url, sink, protocol=protocol, signer=signer)
+        status, message = "completed", ""
+        reporter = asyncio.create_task(_report_progress(
+            sink, recorder, market_set.name, session_id, duration, progress_interval, on_progress))
+        try:
+            previous = await recorder.last_trade_time(markets)
+            if previous is not None:
+                backfilled += await backfill(previous)
+            await client.run(deadline=deadline)
+            for done in await asyncio.gather(*backfills, return_exceptions=True):
+                if isinstance(done, BaseException):
+                    log.warning("REST backfill after a reconnect failed: %s", done)
+                else:
+                    backfilled += done
+        except asyncio.CancelledError:
+            status, message = "cancelled", "cancelled before the deadline (flow cancelled or SIGTERM); data flushed"
+            raise
+        except Exception as exc:
+            status, message = "failed", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            reporter.cancel()
+            for task in backfills:
+                task.cancel()
+            summary = await _close(recorder, sink, status, message, session_id=session_id,
+                                   market_set=market_set, environment=environment.name, markets=markets,
+                                   started=started, backfilled=backfilled)
+    return summary
+
+
+async def _close(recorder: Any, sink: _SessionSink, status: str, message: str, *, session_id: str,
+                 market_set: MarketSet, environment: str, markets: list[str], started: datetime,
+                 backfilled: int) -> SessionSummary:
+    """Flush and close the session row, shielded so a cancellation cannot interrupt it halfway."""
+
+    async def close() -> SessionSummary:
+        await recorder.flush()
+        stats = recorder.stats
+        spilled = int(getattr(stats, "rows_spilled", 0) or 0)
+        final_status, final_message = status, message
+        problems = []
+        if spilled:
+            problems.append(f"{spilled} rows spilled to {recorder.spill_dir} (run: kalshi-ingest db replay)")
+        if sink.open_gaps:
+            problems.append(f"{len(sink.open_gaps)} sequence gaps never repaired")
+        if problems and status == "completed":
+            final_status = "degraded"
+        if problems:
+            final_message = "; ".join(p for p in (message, *problems) if p)
+        await recorder.close_session(final_status, final_message)
+        return SessionSummary(
+            session_id=session_id, market_set=market_set.name, environment=environment, markets=markets,
+            channels=list(market_set.channels), started_at=started, ended_at=datetime.now(UTC),
+            status=final_status, status_message=final_message or "recorded until the deadline",
+            messages=dict(sink.counts), rows_written=dict(getattr(stats, "written", {}) or {}),
+            rows_spilled=spilled, reconnects=sink.reconnects, gaps=sink.gaps,
+            unrecovered_gaps=len(sink.open_gaps), rest_backfilled=backfilled, stop_reason=sink.stop_reason)
+
+    task = asyncio.ensure_future(close())
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task  # finish closing even when cancelled again, then let the cancellation through
+        raise
+
+
+async def _report_progress(sink: _SessionSink, recorder: Any, market_set: str, session_id: str, duration: float,
+                           interval: float, callback: ProgressCallback | None) -> None:
+    start = time.monotonic()
+    previous: Counter[str] = Counter()
+    last = start
+    while True:
+        await asyncio.sleep(interval)
+        now = time.monotonic()
+        counts = Counter(sink.counts)
+        span = max(now - last, 1e-9)
+        rates = {kind: (counts[kind] - previous[kind]) / span for kind in counts}
+        previous, last = counts, now
+        stats = recorder.stats
+        progress = Progress(
+            market_set=market_set, session_id=session_id, elapsed=now - start, duration=duration,
+            messages=dict(counts), rates=rates, rows_written=sum((getattr(stats, "written", {}) or {}).values()),
+            rows_spilled=int(getattr(stats, "rows_spilled", 0) or 0), lag=sink.last_lag,
+            reconnects=sink.reconnects, gaps=sink.gaps)
+        log.info(progress.line())
+        if callback is not None:
+            try:
+                result = callback(progress)
+                if result is not None:
+                    await result
+            except Exception:  # a broken display must not end the recording
+                log.exception("progress callback failed")
