@@ -443,9 +443,9 @@ class KalshiWebSocketClient:
             raise
         finally:
             self._conn = None
-            for task in (conn.reader, ticker):
-                if task is not None and not task.done():
-                    task.cancel()
+            for leftover in (conn.reader, ticker):
+                if leftover is not None and not leftover.done():
+                    leftover.cancel()
             await self._close(conn, conn.end_reason or "connection ended")
         return conn
 

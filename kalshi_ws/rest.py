@@ -86,7 +86,7 @@ class _Struct(msgspec.Struct, frozen=True, kw_only=True):
     pass
 
 
-class Market(_Struct, kw_only=True):
+class Market(_Struct, frozen=True, kw_only=True):
     """A market as ``GET /markets`` returns it (the fields a recorder uses; unknown keys are ignored)."""
 
     ticker: str
@@ -127,7 +127,7 @@ class Market(_Struct, kw_only=True):
     can_close_early: bool | None = None
 
 
-class MarketTrade(_Struct, kw_only=True):
+class MarketTrade(_Struct, frozen=True, kw_only=True):
     """A trade from ``GET /markets/trades`` (REST names: ``ticker``, ``created_time``; WS: ``market_ticker``, ``ts_ms``)."""
 
     trade_id: str
@@ -147,7 +147,7 @@ class MarketTrade(_Struct, kw_only=True):
         return int(self.created_time.timestamp() * 1000)
 
 
-class RestOrderbook(_Struct, kw_only=True):
+class RestOrderbook(_Struct, frozen=True, kw_only=True):
     """``GET /markets/{ticker}/orderbook``: bids only, ascending by price (best bid last); NO in no-leg prices."""
 
     ticker: str
@@ -155,7 +155,7 @@ class RestOrderbook(_Struct, kw_only=True):
     no_dollars: list[PriceLevel] = []
 
 
-class ExchangeIndexStatus(_Struct, kw_only=True):
+class ExchangeIndexStatus(_Struct, frozen=True, kw_only=True):
     exchange_index: int
     description: str = ""
     exchange_active: bool = False
@@ -163,7 +163,7 @@ class ExchangeIndexStatus(_Struct, kw_only=True):
     intra_exchange_transfers_active: bool | None = None
 
 
-class ExchangeStatus(_Struct, kw_only=True):
+class ExchangeStatus(_Struct, frozen=True, kw_only=True):
     exchange_active: bool
     trading_active: bool
     intra_exchange_transfers_active: bool | None = None
@@ -171,7 +171,7 @@ class ExchangeStatus(_Struct, kw_only=True):
     exchange_index_statuses: list[ExchangeIndexStatus] = []
 
 
-class MarketEvent(_Struct, kw_only=True):
+class MarketEvent(_Struct, frozen=True, kw_only=True):
     """An event from ``GET /events`` (with its markets when asked for ``with_nested_markets``)."""
 
     event_ticker: str
@@ -184,31 +184,31 @@ class MarketEvent(_Struct, kw_only=True):
     markets: list[Market] = []
 
 
-class _MarketsPage(_Struct):
+class _MarketsPage(_Struct, frozen=True):
     markets: list[Market] | None = None
     cursor: str | None = None
 
 
-class _TradesPage(_Struct):
+class _TradesPage(_Struct, frozen=True):
     trades: list[MarketTrade] | None = None
     cursor: str | None = None
 
 
-class _EventsPage(_Struct):
+class _EventsPage(_Struct, frozen=True):
     events: list[MarketEvent] | None = None
     cursor: str | None = None
 
 
-class _MarketReply(_Struct):
+class _MarketReply(_Struct, frozen=True):
     market: Market
 
 
-class _OrderbookFp(_Struct):
+class _OrderbookFp(_Struct, frozen=True):
     yes_dollars: list[PriceLevel] | None = None
     no_dollars: list[PriceLevel] | None = None
 
 
-class _OrderbookReply(_Struct):
+class _OrderbookReply(_Struct, frozen=True):
     orderbook_fp: _OrderbookFp | None = None
 
 

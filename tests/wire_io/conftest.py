@@ -23,8 +23,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from kalshi_ws import events, messages
 from kalshi_ws.auth import WS_PATH, Signer, generate_key_pair, load_public_key, verify_signature
+from kalshi_ws.events import SessionEvent
+from kalshi_ws.messages import AnyMessage
 
 
 @dataclass(frozen=True)
@@ -204,22 +205,22 @@ class CollectingSink:
         self._resumed.set()
 
     @property
-    def messages(self) -> list[tuple[messages.AnyMessage, int]]:
+    def messages(self) -> list[tuple[AnyMessage, int]]:
         return [(m, g) for kind, m, g in self.items if kind == "msg"]
 
     @property
-    def events(self) -> list[events.SessionEvent]:
+    def events(self) -> list[SessionEvent]:
         return [e for kind, e, _ in self.items if kind == "event"]
 
     def of(self, kind: type) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
 
-    def on_message(self, message: messages.AnyMessage, generation: int, received_ns: int) -> None:
+    def on_message(self, message: AnyMessage, generation: int, received_ns: int) -> None:
         assert received_ns <= time.time_ns()
         self.items.append(("msg", message, generation))
         self._notify()
 
-    def on_event(self, event: events.SessionEvent) -> None:
+    def on_event(self, event: SessionEvent) -> None:
         self.items.append(("event", event, event.generation))
         self._notify()
 

@@ -1,0 +1,100 @@
+"""The client against the exchange simulator over real sockets, with injected gaps, drops and stalls.
+
+At the end every local book equals the exchange's REST book, and every fault that damaged the stream is
+visible as a session event whose incident was closed.
+"""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+from typing import Any
+
+from kalshi_ws import events
+from kalshi_ws.auth import Signer
+from kalshi_ws.client import ClientOptions, KalshiWebSocketClient
+from kalshi_ws.protocol import Subscription
+from kalshi_ws.rest import KalshiRestClient
+from kalshi_ws.simulator import Simulator
+
+
+def _levels(rows: list[list[str]]) -> list[tuple[Decimal, Decimal]]:
+    return [(Decimal(p), Decimal(s)) for p, s in rows]
+
+
+def _book_matches(client: KalshiWebSocketClient, sim: Simulator, ticker: str) -> bool:
+    book = client.books.get(ticker)
+    if book is None or not book.trusted:
+        return False
+    truth = sim.book(ticker)
+    return (sorted(book.yes.items()) == _levels(truth["yes_dollars"])
+            and sorted(book.no.items()) == _levels(truth["no_dollars"]))
+
+
+async def test_books_equal_rest_after_gaps_disconnects_stalls_and_auth_rejection(sink: Any) -> None:
+    async with Simulator(markets=4, seed=5, rate=400) as sim:
+        signer = Signer.from_file(sim.key_id, sim.private_key_path)
+        subscriptions = [Subscription("orderbook_delta", tuple(sim.tickers)), Subscription("trade"),
+                         Subscription("ticker")]
+        options = ClientOptions(backoff_initial=0.02, backoff_cap=0.1, poll_interval=0.05, stale_after=0.6,
+                                close_timeout=1.0)
+        client = KalshiWebSocketClient(sim.ws_url, sink, subscriptions, signer=signer, options=options,
+                                       rng=random.Random(2))
+
+        def recovered(kind: str) -> bool:
+            return any(isinstance(e, events.Recovered) and e.outcome == kind for e in sink.events)
+
+        def count(kind: type) -> int:
+            return len(sink.of(kind))
+
+        def all_trusted() -> bool:
+            return all(client.books.is_trusted(t) for t in sim.tickers)
+
+        async with client:
+            await sink.wait_for(all_trusted)
+
+            sim.inject("drop", channel="orderbook_delta")  # a gap: repaired with get_snapshot
+            await sink.wait_for(lambda: count(events.SequenceGap) == 1 and recovered("snapshot"))
+            sim.inject("duplicate", channel="orderbook_delta")  # dropped silently, no gap
+            sim.inject("reorder", channel="orderbook_delta")  # a gap, then a stale frame
+            await sink.wait_for(lambda: count(events.SequenceGap) == 2 and all_trusted()
+                                and sum(isinstance(e, events.Recovered) and e.outcome == "snapshot"
+                                        for e in sink.events) == 2)
+
+            sim.inject("close", mode="abort")  # the TCP connection vanishes
+            await sink.wait_for(lambda: client.generation == 2 and recovered("reconnected"))
+
+            sim.inject("stall_all", duration=3.0)  # no data, no heartbeat: the watchdog must notice
+            await sink.wait_for(lambda: count(events.StaleStream) == 1 and client.generation == 3
+                                and all_trusted())
+
+            sim.inject("auth_reject", count=1)  # the next handshake is refused once
+            sim.inject("close", mode="close")
+            await sink.wait_for(lambda: count(events.AuthRejected) == 1 and client.generation == 4
+                                and all_trusted())
+
+            await sim.pause_market_activity()
+            await sink.wait_for(lambda: all(_book_matches(client, sim, t) for t in sim.tickers))
+
+            async with KalshiRestClient(sim.rest_url, signer) as rest:
+                for ticker in sim.tickers:
+                    rest_book = await rest.get_orderbook(ticker)
+                    local = client.books[ticker]
+                    assert sorted(local.yes.items()) == rest_book.yes_dollars, ticker
+                    assert sorted(local.no.items()) == rest_book.no_dollars, ticker
+
+    kinds = [f["kind"] for f in sim.faults_injected]
+    assert kinds.count("drop") == 1 and kinds.count("reorder") == 1
+    assert count(events.SequenceGap) == 2  # drop + reorder; the duplicate is not a gap
+    disconnects = sink.of(events.Disconnected)
+    assert len(disconnects) == 4 and [d.will_reconnect for d in disconnects] == [True, True, True, False]
+    assert "stale stream" in disconnects[1].reason
+    # Every incident that was opened (gap or disconnect) was closed, except the final shutdown.
+    opened = {e.incident_id for e in sink.events if isinstance(e, events.SequenceGap | events.Disconnected)}
+    closed = {e.incident_id for e in sink.events if isinstance(e, events.Recovered)}
+    assert opened - closed == {disconnects[-1].incident_id}
+    assert isinstance(sink.events[-1], events.Stopped) and sink.events[-1].reason == "requested"
+    # Data of one generation never follows the next connection.
+    generations = [g for kind, _, g in sink.items if kind == "msg"]
+    assert generations == sorted(generations) and set(generations) == {1, 2, 3, 4}
+    assert [u["status"] for u in sim.handshakes].count(401) == 1
