@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(handler=_db_replay)
     retention = db_commands.add_parser("retention", help="delete recorded data older than --keep-days",
                                        description="Delete market data older than --keep-days days.")
-    retention.add_argument("--keep-days", type=float, required=True, help="days of data to keep")
+    retention.add_argument("--keep-days", type=int, required=True,
+                           help="whole days of market data to keep (0 = today only)")
     retention.set_defaults(handler=_db_retention)
 
     report = commands.add_parser("report", help="reports from the recorded data (see: report --help)",
@@ -89,8 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands whose arguments belong to another part's own parser (argparse's REMAINDER cannot pass options).
+PASSTHROUGH: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASSTHROUGH:
+        args = argparse.Namespace(command=argv[0], args=argv[1:], handler=PASSTHROUGH[argv[0]])
+    else:
+        args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
@@ -130,34 +139,47 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _db_migrate(args: argparse.Namespace) -> int:
-    from kalshi_store import ensure_database, migrate
+    from kalshi_store.migrations import migrate
 
-    settings = Settings()
-    url = ensure_database(settings.database(), settings.data_dir)
+    url = _database_url()
     migrate(url)
-    print("database migrated")
+    print(f"database migrated: {_redacted(url)}")
     return 0
 
 
 def _db_replay(args: argparse.Namespace) -> int:
-    from kalshi_store import ensure_database, replay_spill
+    from kalshi_store.spill import replay_spill
 
-    settings = Settings()
-    url = ensure_database(settings.database(), settings.data_dir)
-    result = replay_spill(url, args.dir or settings.data_dir / "spill")
+    result = replay_spill(_database_url(), args.dir or Settings().data_dir / "spill")
     print(f"replayed: {result}")
     return 0
 
 
+def _redacted(url: str) -> str:
+    """The URL without its password (safe to print)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(url)
+    return f"postgresql://{params.get('user', '')}@{params.get('host', '')}:{params.get('port', '')}/{params.get('dbname', '')}"
+
+
 def _db_retention(args: argparse.Namespace) -> int:
-    from kalshi_ingest.retention import apply_retention
-    from kalshi_store import ensure_database
+    from kalshi_store.retention import apply_retention
+
+    changes = apply_retention(_database_url(), args.keep_days)
+    for table, action, rows in changes:
+        print(f"{table}: {action} ({rows} rows)")
+    if not changes:
+        print(f"nothing older than {args.keep_days} days")
+    return 0
+
+
+def _database_url() -> str:
+    """DATABASE_URL, or the embedded server (started if needed) in the data dir."""
+    from kalshi_store.embedded import ensure_database
 
     settings = Settings()
-    url = ensure_database(settings.database(), settings.data_dir)
-    for table, deleted in apply_retention(url, args.keep_days).items():
-        print(f"{table}: {deleted} rows deleted")
-    return 0
+    return ensure_database(settings.database(), settings.data_dir)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -187,6 +209,8 @@ def _entry_point(modules: Sequence[str], attribute: str, what: str) -> Callable[
             return function  # type: ignore[no-any-return]
     raise RuntimeError(f"{what} is not available in this checkout (looked for {attribute}() in {', '.join(modules)})")
 
+
+PASSTHROUGH.update(simulate=_simulate, report=_report, bench=_bench)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -79,6 +79,19 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], Awaitable[None] | None]
+
+#: Process-wide progress listeners (the ``demo`` command's live display watches a flow run in this process).
+_listeners: list[ProgressCallback] = []
+
+
+@contextlib.contextmanager
+def progress_listener(callback: ProgressCallback) -> Iterator[None]:
+    """Call ``callback`` with the progress of every session recorded in this process while inside."""
+    _listeners.append(callback)
+    try:
+        yield
+    finally:
+        _listeners.remove(callback)
 
 
 @dataclass
@@ -315,9 +328,9 @@ async def _report_progress(sink: _SessionSink, recorder: Any, market_set: str, s
             rows_spilled=int(getattr(stats, "rows_spilled", 0) or 0), lag=sink.last_lag,
             reconnects=sink.reconnects, gaps=sink.gaps)
         log.info(progress.line())
-        if callback is not None:
+        for listener in [*_listeners, *([callback] if callback is not None else [])]:
             try:
-                result = callback(progress)
+                result = listener(progress)
                 if result is not None:
                     await result
             except Exception:  # a broken display must not end the recording

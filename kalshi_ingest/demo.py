@@ -1,0 +1,155 @@
+"""``kalshi-ingest demo``: embedded PostgreSQL + the local simulator + one real ingest flow run.
+
+Everything runs in this process except PostgreSQL (its own server, in the data dir) and Prefect's
+temporary API server (or the one ``PREFECT_API_URL`` points at, where the run then shows in the UI).
+The simulator listens on a free loopback port with a freshly generated key; the flow reads it through
+the same environment variables a production run uses (``KALSHI_ENV``, ``KALSHI_API_KEY_ID``,
+``KALSHI_PRIVATE_KEY_PATH``, ``DATABASE_URL``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+
+from kalshi_ingest.session import Progress, progress_listener
+from kalshi_ingest.settings import Settings
+
+_TABLES_SQL = """
+select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
+join pg_attribute a on a.attrelid = c.oid and a.attname = 'session_id' and not a.attisdropped
+where n.nspname = 'kalshi' and c.relkind in ('r', 'p') and not c.relispartition
+order by c.relname
+"""
+
+
+async def run_demo(settings: Settings, *, market_set: str, duration: float, live: bool) -> int:
+    from kalshi_store.embedded import ensure_database
+    from kalshi_store.migrations import migrate
+    from kalshi_ws.simulator import Simulator
+
+    console = Console()
+    _quiet_prefect(live)
+    console.print(f"[bold]kalshi-ingest demo[/]: data in {settings.data_dir.resolve()}")
+    started = time.monotonic()
+    url = await asyncio.to_thread(ensure_database, settings.database(), settings.data_dir)
+    await asyncio.to_thread(migrate, url)
+    console.print(f"PostgreSQL ready ({time.monotonic() - started:.1f} s)")
+    async with Simulator(seed=int(time.time()) % 10_000, rate=50.0, data_dir=settings.data_dir / "simulator") as sim:
+        console.print(f"simulator on {sim.base_url}: {len(sim.tickers)} markets in series {', '.join(sim.series)}")
+        os.environ.update({
+            "KALSHI_ENV": sim.base_url, "KALSHI_API_KEY_ID": sim.key_id,
+            "KALSHI_PRIVATE_KEY_PATH": str(sim.private_key_path), "DATABASE_URL": url,
+            "KALSHI_INGEST_DATA_DIR": str(settings.data_dir), "KALSHI_INGEST_CONFIG": str(settings.config_path),
+        })
+        from flows.ingest import ingest_market_set
+
+        console.print(f"starting flow run ingest-market-set({market_set!r}, {duration:g} s) ...")
+        state = await _with_display(console, live, duration, ingest_market_set(
+            market_set, duration, return_state=True))
+    _closing_summary(console, url, market_set, state, time.monotonic() - started)
+    return 0 if state.is_completed() else 1
+
+
+async def _with_display(console: Console, live: bool, duration: float, run: Any) -> Any:
+    latest: list[Progress] = []
+
+    def on_progress(progress: Progress) -> None:
+        latest[:] = [progress]
+        if not live:
+            console.print(progress.line())
+
+    with progress_listener(on_progress):
+        if not live:
+            return await run
+        task = asyncio.ensure_future(run)
+        with Live(_panel(None, duration), console=console, refresh_per_second=4, transient=False) as display:
+            while not task.done():
+                await asyncio.wait({task}, timeout=0.5)
+                display.update(_panel(latest[0] if latest else None, duration))
+        return task.result()
+
+
+def _panel(progress: Progress | None, duration: float) -> Panel:
+    if progress is None:
+        return Panel("connecting (resolving markets, opening the session) ...", title="recording")
+    table = Table(box=None, expand=False)
+    table.add_column("message type")
+    table.add_column("total", justify="right")
+    table.add_column("per second", justify="right")
+    for kind in sorted(progress.messages):
+        table.add_row(kind, str(progress.messages[kind]), f"{progress.rates.get(kind, 0.0):.1f}")
+    lag = "n/a" if progress.lag is None else f"{progress.lag * 1000:.0f} ms"
+    facts = (f"rows written {progress.rows_written}   spilled {progress.rows_spilled}   lag {lag}   "
+             f"reconnects {progress.reconnects}   gaps {progress.gaps}")
+    bar = ProgressBar(total=100, completed=progress.fraction * 100, width=60)
+    return Panel(Group(bar, f"{progress.elapsed:.0f} / {progress.duration:.0f} s", table, facts),
+                 title=f"recording {progress.market_set} (session {progress.session_id[:8]})")
+
+
+def _closing_summary(console: Console, url: str, market_set: str, state: Any, elapsed: float) -> None:
+    with psycopg.connect(url) as conn:
+        session = conn.execute(
+            "select session_id, status, status_message, started_at, ended_at, reconnects, gaps, rows_spilled, "
+            "cardinality(markets) from kalshi.sessions where market_set = %s order by started_at desc limit 1",
+            (market_set,)).fetchone()
+        if session is None:
+            console.print(f"[red]no session was recorded[/]: {state.name}: {state.message}")
+            return
+        session_id = session[0]
+        tables = [name for (name,) in conn.execute(_TABLES_SQL).fetchall()]
+        counts = {}
+        for name in tables:
+            query = sql.SQL("select count(*) from kalshi.{} where session_id = %s").format(sql.Identifier(name))
+            counts[name] = conn.execute(query, (session_id,)).fetchone()[0]  # type: ignore[index]
+        depth = conn.execute(
+            "select distinct on (market_ticker) market_ticker, best_bid, best_ask, spread, bid_depth, ask_depth, "
+            "imbalance from kalshi.depth_summaries where session_id = %s "
+            "order by market_ticker, bucket_start desc, distance", (session_id,)).fetchall()
+        alerts = conn.execute("select kind, message, notified from kalshi.alerts where last_session_id = %s "
+                              "order by fired_at", (session_id,)).fetchall()
+    colour = "green" if state.is_completed() else "red"
+    console.print(f"\n[bold {colour}]flow run {state.name}[/]: {state.message}")
+    console.print(f"session {session_id}: status {session[1]}, {session[8]} markets, "
+                  f"{(session[4] - session[3]).total_seconds() if session[4] else 0:.0f} s recorded; "
+                  f"reconnects {session[5]}, gaps {session[6]}, rows spilled {session[7]}; demo took {elapsed:.0f} s")
+    rows = Table(title="rows stored by this session")
+    rows.add_column("table")
+    rows.add_column("rows", justify="right")
+    for name, count in counts.items():
+        if count:
+            rows.add_row(name, str(count))
+    rows.add_row("[bold]total[/]", f"[bold]{sum(counts.values())}[/]")
+    console.print(rows)
+    book = Table(title="depth at the end of the session (nearest distance)")
+    for column in ("market", "bid", "ask", "spread", "bid depth", "ask depth", "imbalance"):
+        book.add_column(column, justify="left" if column == "market" else "right")
+    for market, bid, ask, spread, bid_depth, ask_depth, imbalance in depth:
+        book.add_row(market, str(bid), str(ask), str(spread), f"{bid_depth or 0:.0f}", f"{ask_depth or 0:.0f}",
+                     "" if imbalance is None else f"{imbalance:+.2f}")
+    console.print(book)
+    console.print(f"alerts fired: {len(alerts)}")
+    for kind, message, notified in alerts:
+        console.print(f"  [yellow]{kind}[/] {message}{'' if notified else ' (no notification block configured)'}")
+    console.print("\nexplore: psql with DATABASE_URL from `kalshi-ingest db migrate`, tables in schema kalshi; "
+                  "the Prefect UI: `prefect server start` (then set PREFECT_API_URL and run `kalshi-ingest demo` again)")
+
+
+def _quiet_prefect(live: bool) -> None:
+    defaults = {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "PREFECT_LOGGING_LEVEL": "WARNING" if live else "INFO",
+    }
+    for name, value in defaults.items():
+        os.environ.setdefault(name, value)
