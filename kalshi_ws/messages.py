@@ -674,11 +674,42 @@ def decode(frame: bytes | str) -> AnyMessage:
         return MalformedFrame(error=f"frame of {len(frame)} bytes exceeds the {MAX_FRAME_BYTES} limit",
                               raw=frame[:4096])
     try:
-        return _decoder.decode(frame)
+        message: Message = _decoder.decode(frame)
     except msgspec.ValidationError as exc:
         return _classify(frame, str(exc))
     except msgspec.DecodeError as exc:
         return MalformedFrame(error=f"invalid JSON: {exc}", raw=frame)
+    cls = message.__class__
+    # Where every fixed-point field is optional, a legacy frame decodes "successfully" as an empty
+    # message (a snapshot with no levels would wipe a book); look closer when they are all missing.
+    if cls is OrderbookSnapshot:
+        if not message.msg.yes_dollars_fp and not message.msg.no_dollars_fp:  # type: ignore[union-attr]
+            return _legacy_or(message, frame)
+    elif cls is Ticker:
+        payload = message.msg
+        if payload.price_dollars is None and payload.yes_bid_dollars is None and payload.volume_fp is None:  # type: ignore[union-attr]
+            return _legacy_or(message, frame)
+    return message
+
+
+def _legacy_or(message: Message, frame: bytes) -> AnyMessage:
+    """``message``, or a :class:`LegacyMessage` if the frame has the pre-2026-03-12 integer keys."""
+    obj = _generic.decode(frame)
+    payload = obj.get("msg")
+    kind = obj["type"]
+    if isinstance(payload, dict):
+        reason = _legacy_reason(kind, payload)
+        if reason:
+            return LegacyMessage(type=kind, reason=reason, raw=frame, sid=obj.get("sid"), seq=obj.get("seq"))
+    return message
+
+
+def _legacy_reason(kind: str, payload: dict[str, Any]) -> str | None:
+    legacy = [old for old, new in _LEGACY_TWINS.get(kind, {}).items() if old in payload and new not in payload]
+    if not legacy:
+        return None
+    return (f"{kind} in the pre-2026-03-12 integer shape (has {', '.join(legacy)}, "
+            "lacks the fixed-point fields)")
 
 
 def _classify(frame: bytes, error: str) -> AnyMessage:
@@ -705,14 +736,9 @@ def _classify(frame: bytes, error: str) -> AnyMessage:
         return UnknownMessage(type=kind, raw=frame, sid=sid, seq=seq)
     payload = obj.get("msg")
     if isinstance(payload, dict):
-        legacy = [old for old, new in _LEGACY_TWINS.get(kind, {}).items() if old in payload and new not in payload]
-        if legacy:
-            return LegacyMessage(
-                type=kind,
-                reason=f"{kind} in the pre-2026-03-12 integer shape (has {', '.join(legacy)}, "
-                "lacks the fixed-point fields)",
-                raw=frame, sid=sid, seq=seq,
-            )
+        reason = _legacy_reason(kind, payload)
+        if reason:
+            return LegacyMessage(type=kind, reason=reason, raw=frame, sid=sid, seq=seq)
         # Observed in the wild: "" for a never-traded market's price. Treat empty decimals as absent.
         lenient = {key: value for key, value in payload.items()
                    if not (value == "" and (key.endswith("_dollars") or key.endswith("_fp")))}
