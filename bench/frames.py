@@ -9,8 +9,9 @@ the touch. Frames are built from bytes templates (about 2 µs each), not through
 source can generate them on the fly; ``tests/bench`` decodes them with :func:`kalshi_ws.messages.decode`.
 
 Sequencing (per sid, as Kalshi does): sid 1 ``orderbook_delta`` (snapshots then deltas, seq 1, 2, ...),
-sid 2 ``ticker`` (no seq), sid 3 ``trade`` (seq 1, 2, ...). ``run`` shifts the exchange times and the
-trade ids, so two runs into the same database never collide on a natural key.
+sid 2 ``ticker`` (no seq), sid 3 ``trade`` (seq 1, 2, ...). Exchange times advance 1 ms per frame from
+``start_ms``; ``run`` changes the trade ids, so two runs into the same database never collide on a natural key
+(as long as their exchange-time windows do not overlap, which ``bench.run`` ensures).
 """
 
 from __future__ import annotations
@@ -104,6 +105,9 @@ class StreamSpec:
     markets: int = 300
     seed: int = 20261125
     run: int = 0
+    #: Exchange time (ms) of the first frame; 0 = a fixed base shifted by ``run``. The orchestrator passes
+    #: "now", so rows land in the daily partitions a live session would use.
+    start_ms: int = 0
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -124,7 +128,7 @@ class FrameGenerator:
     def __init__(self, spec: StreamSpec) -> None:
         self.spec = spec
         self._rng = random.Random(f"{spec.seed}/{spec.kind}/{spec.markets}")
-        self._ts = _BASE_TS_MS + spec.run * _RUN_SPAN_MS
+        self._ts = spec.start_ms or _BASE_TS_MS + spec.run * _RUN_SPAN_MS
         self._trade_no = 0
         self.counts: dict[str, int] = {"orderbook_snapshot": 0, "orderbook_delta": 0, "ticker": 0, "trade": 0}
         self.seq: dict[int, int] = {sid: 0 for sid in SIDS.values()}

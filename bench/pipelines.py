@@ -256,6 +256,22 @@ async def _bare(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# receive only (for the per-stage breakdown): the websockets client's cost per frame, nothing else
+
+
+async def _recv(cfg: dict[str, Any]) -> dict[str, Any]:
+    want = cfg["frames"] + len(cfg["channels"])  # the acks come first
+    cpu0 = time.process_time()
+    async with _connect(cfg) as ws:
+        await ws.send(_subscribe_command(cfg))
+        recv = ws.recv
+        for _ in range(want):
+            await recv(False)
+        done_ns = time.time_ns()
+    return {"done_ns": done_ns, **_child_stats(cpu0)}
+
+
+# ---------------------------------------------------------------------------------------------------
 # (c) production
 
 
@@ -269,6 +285,7 @@ PIPELINES: dict[str, Callable[[dict[str, Any]], Any]] = {
     "naive": _naive,
     "bare": _bare,
     "production": _production,
+    "recv": _recv,
 }
 
 

@@ -33,3 +33,8 @@ def truncate(conn: Any) -> None:
 def measure_queries() -> tuple[Any, Any]:
     """(end-trade commit time query, rows with received_ns and xmin) for the recorder's schema (placeholder)."""
     raise NotImplementedError("production pipeline not plugged in yet")
+
+
+def breakdown_stages(msgs: list[Any], dsn: str, n: int, timer: Callable[..., float]) -> dict[str, float]:
+    """Storage stages per frame for bench.breakdown (placeholder until the recorder lands)."""
+    return {}

@@ -204,7 +204,9 @@ def _measure_db(dsn: str, kind: str, end_trade_id: str, commit_ts: bool, skip_s:
 def run_once(db: Database, src: FrameSource, kind: str, spec: StreamSpec, n: int, *, rate: float | None = None,
              profile: str | None = None, timeout: float | None = None, latency_skip_s: float = 1.0) -> RunResult:
     res = RunResult(pipeline=kind, stream=spec.kind, frames=n, rate=rate)
-    _truncate(db.dsn, kind)
+    uses_db = kind != "recv"
+    if uses_db:
+        _truncate(db.dsn, kind)
     info = src.prepare(spec, n, rate)
     cfg = {"ws_url": src.ws_url, "base_url": src.base_url, "key_id": src.key_id,
            "private_key_path": str(src.private_key_path), "channels": list(spec.channels), "tickers": spec.tickers,
@@ -249,7 +251,7 @@ def run_once(db: Database, src: FrameSource, kind: str, spec: StreamSpec, n: int
     res.child = {k: v for k, v in payload.items() if k not in ("cpu_s",)}
     res.cpu_us_per_msg = round(payload["cpu_s"] * 1e6 / n, 2)
     res.maxrss_mb = round(payload["maxrss_kb"] / 1024, 1)
-    dbm = _measure_db(db.dsn, kind, info["end_trade_id"], db.commit_ts, latency_skip_s)
+    dbm = _measure_db(db.dsn, kind, info["end_trade_id"], db.commit_ts, latency_skip_s) if uses_db else {}
     res.stored = dbm.get("stored")
     end_ns = dbm.get("end_commit_ns")
     res.end_source = "commit_ts"
@@ -437,12 +439,15 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     db = Database(args.database_url)
     results: list[RunResult] = []
-    run_no = int(time.time()) % 10_000 * 100  # distinct trade ids / exchange times per run and invocation
+    run_no = int(time.time()) % 10_000 * 100  # distinct trade ids per run and invocation
+    next_ms = 0  # exchange-time windows of runs never overlap (content-derived ticker keys stay distinct)
 
-    def spec(kind: str) -> StreamSpec:
-        nonlocal run_no
+    def spec(kind: str, n: int) -> StreamSpec:
+        nonlocal run_no, next_ms
         run_no += 1
-        return StreamSpec(kind=kind, markets=mode.markets, run=run_no)  # type: ignore[arg-type]
+        start = max(time.time_ns() // 1_000_000, next_ms)
+        next_ms = start + n + 1_000
+        return StreamSpec(kind=kind, markets=mode.markets, run=run_no, start_ms=start)  # type: ignore[arg-type]
 
     def log(r: RunResult) -> None:
         results.append(r)
@@ -467,24 +472,24 @@ def main(argv: list[str] | None = None) -> int:
                 for kind in kinds:
                     if kind == "naive":
                         if i < mode.naive_runs:
-                            log(run_once(db, src, kind, spec("mixed"), mode.naive_frames))
+                            log(run_once(db, src, kind, spec("mixed", mode.naive_frames), mode.naive_frames))
                     else:
-                        log(run_once(db, src, kind, spec("mixed"), mode.frames))
+                        log(run_once(db, src, kind, spec("mixed", mode.frames), mode.frames))
             if not args.no_trades:
                 for _ in range(mode.trades_runs):
                     for kind in kinds:
                         if kind != "naive":
-                            log(run_once(db, src, kind, spec("trades"), mode.frames))
+                            log(run_once(db, src, kind, spec("trades", mode.frames), mode.frames))
             if not args.no_paced:
                 for kind, seconds in (("production", mode.paced_seconds), ("bare", mode.bare_paced_seconds)):
                     if kind in kinds and seconds > 0:
                         n = int(mode.rate * seconds)
-                        log(run_once(db, src, kind, spec("mixed"), n, rate=mode.rate, timeout=seconds + 120,
+                        log(run_once(db, src, kind, spec("mixed", n), n, rate=mode.rate, timeout=seconds + 120,
                                      latency_skip_s=min(2.0, seconds / 4)))
             if args.profile and "production" in kinds:
                 RESULTS_DIR.mkdir(exist_ok=True)
                 prof = str(RESULTS_DIR / f"profile-{stamp}.txt")
-                r = run_once(db, src, "production", spec("mixed"), mode.frames, profile=prof)
+                r = run_once(db, src, "production", spec("mixed", mode.frames), mode.frames, profile=prof)
                 r.pipeline = "production(profiled)"
                 log(r)
                 print(f"  profile: {prof} (+ .html)")
