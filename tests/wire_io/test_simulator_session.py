@@ -27,8 +27,14 @@ def _book_matches(client: KalshiWebSocketClient, sim: Simulator, ticker: str) ->
     if book is None or not book.trusted:
         return False
     truth = sim.book(ticker)
-    return (sorted(book.yes.items()) == _levels(truth["yes_dollars"])
-            and sorted(book.no.items()) == _levels(truth["no_dollars"]))
+    yes, no = _ascending(client, ticker)
+    return yes == _levels(truth["yes_dollars"]) and no == _levels(truth["no_dollars"])
+
+
+def _ascending(client: KalshiWebSocketClient, ticker: str) -> tuple[list[tuple[Decimal, Decimal]], ...]:
+    """The local book in the REST layout: bids ascending by price, NO in no-leg prices."""
+    ladders = client.books[ticker].levels()
+    return ladders.yes[::-1], ladders.no[::-1]
 
 
 async def test_books_equal_rest_after_gaps_disconnects_stalls_and_auth_rejection(sink: Any) -> None:
@@ -79,9 +85,7 @@ async def test_books_equal_rest_after_gaps_disconnects_stalls_and_auth_rejection
             async with KalshiRestClient(sim.rest_url, signer) as rest:
                 for ticker in sim.tickers:
                     rest_book = await rest.get_orderbook(ticker)
-                    local = client.books[ticker]
-                    assert sorted(local.yes.items()) == rest_book.yes_dollars, ticker
-                    assert sorted(local.no.items()) == rest_book.no_dollars, ticker
+                    assert _ascending(client, ticker) == (rest_book.yes_dollars, rest_book.no_dollars), ticker
 
     kinds = [f["kind"] for f in sim.faults_injected]
     assert kinds.count("drop") == 1 and kinds.count("reorder") == 1
