@@ -1,0 +1,195 @@
+"""The ingest flow end to end: Prefect test server + the simulator over sockets + real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from flows.ingest import ingest_market_set
+from kalshi_ingest.config import load_config
+from kalshi_ingest.session import run_recording_session
+from kalshi_ingest.settings import Settings
+from kalshi_ws.simulator import Simulator
+
+pytestmark = pytest.mark.timeout(240)
+
+SESSION_SECONDS = 6.0
+
+
+def query(url: str, sql: str, *params: Any) -> Any:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql, params).fetchone()
+    return None if row is None else (row[0] if len(row) == 1 else row)
+
+
+def market_set_yaml(simulator: Simulator, *, extra: str = "", name: str = "sim") -> str:
+    return (
+        "market_sets:\n"
+        f"  {name}:\n"
+        f"    series: [{', '.join(simulator.series)}]\n"
+        "    channels: [orderbook_delta, ticker, trade, market_lifecycle_v2]\n"
+        "    session_seconds: 30\n"
+        "    depth_bucket_seconds: 2\n"
+        "    alerts:\n"
+        "      - {kind: spread_above, threshold: 0}\n"
+        "      - {kind: session_unhealthy}\n"
+        f"{extra}"
+    )
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await asyncio.to_thread(predicate):
+        if loop.time() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.1)
+
+
+async def test_session_stores_every_channel_and_completes_at_its_deadline(
+        simulator: Simulator, ingest_env: dict[str, Any], write_config: Callable[[str], Path]) -> None:
+    write_config(market_set_yaml(simulator))
+    url = ingest_env["DATABASE_URL"]
+
+    state = await ingest_market_set("sim", SESSION_SECONDS, return_state=True)
+
+    assert state.is_completed(), state.message
+    assert state.message.startswith("session completed")
+    status, seconds, markets, planned = query(
+        url, "select status, extract(epoch from ended_at - started_at), cardinality(markets), "
+             "extract(epoch from planned_end - planned_start) from kalshi.sessions where market_set = 'sim'")
+    assert status == "completed"
+    assert planned == pytest.approx(SESSION_SECONDS, abs=0.5)
+    assert SESSION_SECONDS - 0.5 <= float(seconds) <= SESSION_SECONDS + 10
+    assert markets == len(simulator.tickers)
+    for table in ("orderbook_snapshots", "orderbook_deltas", "tickers", "trades"):
+        assert query(url, f"select count(*) from kalshi.{table}") > 0, table  # noqa: S608 - fixed names
+    assert query(url, "select count(*) from kalshi.depth_summaries where market_set = 'sim'") > 0
+    assert query(url, "select count(*) from kalshi.depth_summaries where spread is not null and bid_depth > 0") > 0
+    # spread_above 0 holds for every two-sided book; session_unhealthy must not fire on a clean session
+    kinds = query(url, "select array_agg(distinct kind) from kalshi.alerts")
+    assert kinds == ["spread_above"]
+
+
+async def test_alert_reaches_a_webhook_once_per_condition(
+        simulator: Simulator, ingest_env: dict[str, Any], write_config: Callable[[str], Path]) -> None:
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    with webhook_server() as received:
+        await CustomWebhookNotificationBlock(
+            name="kalshi-test-alerts", url=f"http://127.0.0.1:{received.port}/hook",
+            json_data={"text": "{{subject}}: {{body}}"},
+        ).save("kalshi-test-alerts", overwrite=True)
+        write_config(market_set_yaml(simulator, extra="    notify_block: kalshi-test-alerts\n"))
+        url = ingest_env["DATABASE_URL"]
+
+        first = await ingest_market_set("sim", 3.0, return_state=True)
+        assert first.is_completed(), first.message
+        alerts = query(url, "select count(*) from kalshi.alerts where notified")
+        assert alerts > 0
+        assert len(received.bodies) == alerts
+        assert all("kalshi alert [sim] spread_above" in body["text"] for body in received.bodies)
+
+        second = await ingest_market_set("sim", 3.0, return_state=True)
+        assert second.is_completed(), second.message
+        # Conditions that still hold stay open episodes and are not sent again: every stored alert was
+        # notified exactly once, and at least one of them was seen again by the second session.
+        assert len(received.bodies) == query(url, "select count(*) from kalshi.alerts") == query(
+            url, "select count(*) from kalshi.alerts where notified")
+        assert query(url, "select count(*) from kalshi.alerts where last_session_id <> session_id") >= 1
+
+
+async def test_unreachable_database_spills_and_the_run_fails_honestly(
+        simulator: Simulator, ingest_env: dict[str, Any], write_config: Callable[[str], Path],
+        monkeypatch: pytest.MonkeyPatch, unused_tcp_port: int) -> None:
+    write_config(market_set_yaml(simulator))
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{unused_tcp_port}/kalshi?connect_timeout=2")
+
+    state = await ingest_market_set("sim", 3.0, return_state=True)
+
+    assert state.is_failed()
+    assert "spilled" in state.message
+    spill = Path(ingest_env["KALSHI_INGEST_DATA_DIR"]) / "spill"
+    assert any(p.is_file() and p.stat().st_size > 0 for p in spill.rglob("*"))
+
+
+async def test_cancelled_session_flushes_and_says_so(
+        simulator: Simulator, ingest_env: dict[str, Any], write_config: Callable[[str], Path]) -> None:
+    path = write_config(market_set_yaml(simulator))
+    url = ingest_env["DATABASE_URL"]
+    market_set = load_config(path).get("sim")
+    task = asyncio.ensure_future(run_recording_session(Settings(), market_set, url, duration=60))
+    await wait_until(lambda: (query(url, "select count(*) from kalshi.orderbook_deltas") or 0) > 0)
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    status, message, ended = query(url, "select status, status_message, ended_at from kalshi.sessions")
+    assert status == "cancelled" and ended is not None
+    assert "flushed" in message
+    assert query(url, "select count(*) from kalshi.orderbook_snapshots") > 0
+
+
+async def test_bad_config_fails_the_flow_before_connecting(
+        simulator: Simulator, ingest_env: dict[str, Any], write_config: Callable[[str], Path]) -> None:
+    path = write_config("market_sets:\n  sim:\n    series: [X]\n    channels: [ticker, ticker_v2]\n")
+    state = await ingest_market_set("sim", 3.0, return_state=True)
+    assert state.is_failed()
+    assert f"{path}: market set 'sim': key 'channels[1]': unknown channel 'ticker_v2'" in state.message
+    assert simulator.handshakes == []
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+class _Received(list[dict[str, Any]]):
+    port: int = 0
+
+    @property
+    def bodies(self) -> list[dict[str, Any]]:
+        return list(self)
+
+
+@pytest.fixture
+def unused_tcp_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class webhook_server:  # noqa: N801 - used as a context manager like a function
+    """A loopback HTTP server recording the JSON bodies POSTed to it."""
+
+    def __enter__(self) -> _Received:
+        received = _Received()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length", 0))
+                received.append(json.loads(self.rfile.read(length) or b"{}"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        received.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return received
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
