@@ -281,11 +281,18 @@ async def _production(cfg: dict[str, Any]) -> dict[str, Any]:
     return await production.run(cfg, _child_stats)
 
 
+async def _client_only(cfg: dict[str, Any]) -> dict[str, Any]:
+    from . import production
+
+    return await production.run_client_only(cfg, _child_stats)
+
+
 PIPELINES: dict[str, Callable[[dict[str, Any]], Any]] = {
     "naive": _naive,
     "bare": _bare,
     "production": _production,
     "recv": _recv,
+    "client": _client_only,
 }
 
 

@@ -1,13 +1,26 @@
-"""(c) The production pipeline: KalshiWebSocketClient -> Recorder -> PostgreSQL.
+"""(c) The production pipeline: KalshiWebSocketClient -> Recorder -> PostgreSQL, plus a client-only variant.
 
-Plugged in once ``kalshi_ws.protocol`` / ``kalshi_ws.client`` and ``kalshi_store.recorder`` exist.
+* ``production``: the real recording path: :class:`kalshi_ws.client.KalshiWebSocketClient` (signed
+  handshake, decode, per-sid sequence tracking, books) delivering into
+  :class:`kalshi_store.recorder.Recorder` (batching, COPY into staging, INSERT ... ON CONFLICT, session row,
+  gap ledger). Done when the stream's end trade is visible in ``kalshi.trades`` (polled on a separate
+  connection every 20 ms; the throughput uses that row's commit timestamp, not the poll time).
+* ``client``: the same client into a sink that only counts (no storage): the wire layer's own cost.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import time
 from collections.abc import Callable
 from typing import Any
+
+from psycopg import sql
+
+#: Tables the mixed and trades-only streams write, and the rest of the recorder's bookkeeping.
+DATA_TABLES = ("trades", "orderbook_snapshots", "orderbook_deltas", "tickers")
+BOOKKEEPING_TABLES = ("sessions", "gap_ledger", "dead_letter")
 
 
 def available() -> str | None:
@@ -18,21 +31,100 @@ def available() -> str | None:
     return f"not available yet: {', '.join(missing)}" if missing else None
 
 
+def client_available() -> str | None:
+    missing = [name for name in ("kalshi_ws.protocol", "kalshi_ws.client") if importlib.util.find_spec(name) is None]
+    return f"not available yet: {', '.join(missing)}" if missing else None
+
+
 def prepare(dsn: str) -> None:
-    """Apply the storage migrations (placeholder until kalshi_store lands)."""
+    """Apply the storage migrations (creates the ``kalshi`` schema and today's partitions)."""
+    from kalshi_store.migrations import migrate
+
+    migrate(dsn)
+
+
+def truncate(conn: Any) -> None:
+    """Empty the recorder's tables between runs, so every run starts from the same database size."""
+    names = [sql.Identifier("kalshi", t) for t in (*DATA_TABLES, *BOOKKEEPING_TABLES)]
+    existing = {r[0] for r in conn.execute("select tablename from pg_tables where schemaname = 'kalshi'")}
+    names = [n for n, t in zip(names, (*DATA_TABLES, *BOOKKEEPING_TABLES), strict=True) if t in existing]
+    if names:
+        conn.execute(sql.SQL("truncate {} cascade").format(sql.SQL(", ").join(names)))
+    conn.execute("checkpoint")
+
+
+def measure_queries() -> tuple[sql.Composable, sql.Composable]:
+    """(commit time of the end trade, every stored row's receive time in ns and xmin)."""
+    end_q = sql.SQL("select pg_xact_commit_timestamp(xmin) from kalshi.trades where trade_id = %s")
+    parts = [sql.SQL("select (extract(epoch from received_at) * 1e9)::bigint as received_ns, xmin from {}").format(
+        sql.Identifier("kalshi", t)) for t in DATA_TABLES]
+    return end_q, sql.SQL(" union all ").join(parts)
+
+
+def _subscriptions(cfg: dict[str, Any]) -> list[Any]:
+    from kalshi_ws.protocol import Subscription
+
+    tickers = tuple(cfg["tickers"])
+    return [Subscription(channel, tickers) for channel in cfg["channels"]]
+
+
+def _client(cfg: dict[str, Any], sink: Any) -> Any:
+    from kalshi_ws.auth import Signer
+    from kalshi_ws.client import ClientOptions, KalshiWebSocketClient
+
+    signer = Signer.from_file(cfg["key_id"], cfg["private_key_path"])
+    return KalshiWebSocketClient(cfg["ws_url"], sink, _subscriptions(cfg), signer=signer,
+                                 options=ClientOptions(max_connect_failures=3))
+
+
+class CountingSink:
+    """A MessageSink that stores nothing: counts messages and events, notices the end trade."""
+
+    def __init__(self, end_trade_id: str) -> None:
+        self.end_trade_id = end_trade_id
+        self.messages = 0
+        self.events: dict[str, int] = {}
+        self.done = asyncio.Event()
+        self.done_ns = 0
+        from kalshi_ws import messages as m
+
+        self._trade = m.Trade
+
+    def on_message(self, message: Any, generation: int, received_ns: int) -> None:
+        self.messages += 1
+        if type(message) is self._trade and message.msg.trade_id == self.end_trade_id:
+            self.done_ns = time.time_ns()
+            self.done.set()
+
+    def on_event(self, event: Any) -> None:
+        name = type(event).__name__
+        self.events[name] = self.events.get(name, 0) + 1
+
+    @property
+    def paused(self) -> bool:
+        return False
+
+    async def wait_resumed(self) -> None:
+        return None
+
+
+async def run_client_only(cfg: dict[str, Any], child_stats: Callable[[float], dict[str, Any]]) -> dict[str, Any]:
+    sink = CountingSink(cfg["end_trade_id"])
+    client = _client(cfg, sink)
+    cpu0 = time.process_time()
+    runner = asyncio.create_task(client.run())
+    done = asyncio.create_task(sink.done.wait())
+    await asyncio.wait((runner, done), return_when=asyncio.FIRST_COMPLETED)
+    stats = child_stats(cpu0)
+    client.stop()
+    await runner
+    if not sink.done.is_set():
+        raise RuntimeError(f"client stopped before the end of the stream; events {sink.events}")
+    return {"done_ns": sink.done_ns, "delivered": sink.messages, "events": sink.events, **stats}
 
 
 async def run(cfg: dict[str, Any], child_stats: Callable[[float], dict[str, Any]]) -> dict[str, Any]:
     raise NotImplementedError(available() or "production pipeline not plugged in yet")
-
-
-def truncate(conn: Any) -> None:
-    """Empty the recorder's tables between runs (placeholder)."""
-
-
-def measure_queries() -> tuple[Any, Any]:
-    """(end-trade commit time query, rows with received_ns and xmin) for the recorder's schema (placeholder)."""
-    raise NotImplementedError("production pipeline not plugged in yet")
 
 
 def breakdown_stages(msgs: list[Any], dsn: str, n: int, timer: Callable[..., float]) -> dict[str, float]:

@@ -204,7 +204,7 @@ def _measure_db(dsn: str, kind: str, end_trade_id: str, commit_ts: bool, skip_s:
 def run_once(db: Database, src: FrameSource, kind: str, spec: StreamSpec, n: int, *, rate: float | None = None,
              profile: str | None = None, timeout: float | None = None, latency_skip_s: float = 1.0) -> RunResult:
     res = RunResult(pipeline=kind, stream=spec.kind, frames=n, rate=rate)
-    uses_db = kind != "recv"
+    uses_db = kind not in ("recv", "client")
     if uses_db:
         _truncate(db.dsn, kind)
     info = src.prepare(spec, n, rate)
@@ -290,8 +290,10 @@ def _rss_summary(samples: list[tuple[float, float]]) -> dict[str, Any]:
 
 def summarize(results: list[RunResult]) -> dict[str, Any]:
     summary: dict[str, Any] = {"throughput": {}, "paced": {}}
+    order = ["production", "bare", "naive", "client", "recv"]
+    kinds = sorted({r.pipeline for r in results}, key=lambda k: order.index(k) if k in order else len(order))
     for stream in ("mixed", "trades"):
-        for kind in ("production", "bare", "naive"):
+        for kind in kinds:
             runs = [r for r in results if r.stream == stream and r.pipeline == kind and r.rate is None]
             if not runs:
                 continue
@@ -433,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     if "production" in kinds and (why := production.available()):
         print(f"production pipeline skipped: {why}", file=sys.stderr)
         kinds.remove("production")
+    if "client" in kinds and (why := production.client_available()):
+        print(f"client pipeline skipped: {why}", file=sys.stderr)
+        kinds.remove("client")
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     out = args.out or RESULTS_DIR / f"{stamp}.json"
