@@ -56,10 +56,10 @@ from . import events, messages
 from .auth import Signer
 from .errors import AuthenticationError, KalshiError
 from .messages import MAX_FRAME_BYTES
+from .protocol import SessionProtocol, Subscription
 
 if TYPE_CHECKING:
     from .orderbook import BookSet
-    from .protocol import SessionProtocol, Subscription
 
 __all__ = ["AuthenticationError", "ClientOptions", "ConnectionGaveUp", "KalshiWebSocketClient", "MessageSink"]
 
@@ -175,8 +175,6 @@ class KalshiWebSocketClient:
         rng: random.Random | None = None,
     ) -> None:
         if protocol is None:
-            from .protocol import SessionProtocol
-
             protocol = SessionProtocol(tuple(subscriptions))
         elif tuple(subscriptions):
             raise ValueError("pass either subscriptions or a protocol, not both")
@@ -193,6 +191,7 @@ class KalshiWebSocketClient:
         self._kick = asyncio.Event()
         self._deadline: float | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._started = False
         #: Connection attempts made and handshakes that succeeded (for tests and session manifests).
         self.attempts = 0
         self.connections = 0
@@ -240,9 +239,13 @@ class KalshiWebSocketClient:
     async def run(self, *, deadline: float | datetime | None = None) -> None:
         """Connect, record and reconnect until the deadline, ``stop()`` or a fatal error.
 
-        Raises :class:`AuthenticationError` after too many consecutive 401/403 handshakes; in every case
-        the last event delivered is :class:`~kalshi_ws.events.Stopped`.
+        Raises :class:`AuthenticationError` after too many consecutive 401/403 handshakes and
+        :class:`ConnectionGaveUp` after ``max_connect_failures``; in every case the last event delivered is
+        :class:`~kalshi_ws.events.Stopped`. A client runs once.
         """
+        if self._started:
+            raise RuntimeError("a KalshiWebSocketClient runs once; create a new one (the protocol can be reused)")
+        self._started = True
         if deadline is not None:
             self.set_deadline(deadline)
         reason: StopReason = "fatal"

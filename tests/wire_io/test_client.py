@@ -282,3 +282,47 @@ async def _until(predicate: Any, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(("healthy_after", "attempt"), [(0.0, 1), (60.0, 2)])
+async def test_a_healthy_connection_resets_the_backoff(exchange: Any, sink: Any, keys: Any,
+                                                       healthy_after: float, attempt: int) -> None:
+    """The attempt number after a drop says whether the failure count restarted (0: it did)."""
+    exchange.reject = lambda n: (403, "Forbidden\n") if n == 1 else None
+
+    async def script(peer: Any) -> None:
+        await peer.answer_subscribes(1)
+        await peer.ws.close()
+
+    exchange.script = script
+    options = ClientOptions(backoff_initial=0.01, backoff_cap=0.02, healthy_after=healthy_after)
+    client = _client(exchange, sink, keys, options)
+    task = asyncio.create_task(client.run())
+    await sink.wait_for(lambda: bool(sink.of(events.ConnectFailed)))
+    client.stop()
+    await task
+    assert sink.of(events.ConnectFailed)[0].attempt == attempt
+
+
+async def test_cancelling_run_closes_the_connection_and_reports_stopped(exchange: Any, sink: Any,
+                                                                         keys: Any) -> None:
+    close_codes: list[int | None] = []
+
+    async def script(peer: Any) -> None:
+        await peer.answer_subscribes(1)
+        await peer.ws.wait_closed()
+        close_codes.append(peer.ws.close_code)
+
+    exchange.script = script
+    client = _client(exchange, sink, keys)
+    task = asyncio.create_task(client.run())
+    await sink.wait_for(lambda: bool(sink.of(events.Connected)))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _until(lambda: bool(close_codes))
+    assert close_codes == [1000]
+    assert sink.of(events.Disconnected)[0].will_reconnect is False
+    assert sink.events[-1].reason == "requested" and sink.events[-1].detail == "cancelled"
+    with pytest.raises(RuntimeError):
+        await client.run()
