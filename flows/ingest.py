@@ -135,8 +135,8 @@ async def ingest_market_set(market_set: str, duration_seconds: float | None = No
     config = load_market_set(market_set)
     timeout = (duration_seconds or config.session_seconds) + RECORD_MARGIN_SECONDS
     summary = await record_session.with_options(timeout_seconds=timeout)(market_set, duration_seconds)
-    depth = await summarise_depth(summary, return_state=True)
-    alerts = await raise_alerts(summary, return_state=True)
+    depth = await summarise_depth(summary, return_state=True)  # type: ignore[misc]  # async task
+    alerts = await raise_alerts(summary, return_state=True)  # type: ignore[misc]
     problems = [f"{name} failed: {state.message}" for name, state in (("depth summary", depth), ("alerts", alerts))
                 if not state.is_completed()]
     fired = await alerts.aresult() if alerts.is_completed() else []

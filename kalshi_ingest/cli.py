@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from kalshi_ingest.settings import Settings
 
@@ -127,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
         os.environ["KALSHI_INGEST_CONFIG"] = str(args.config)
     from flows.ingest import ingest_market_set
 
-    state = asyncio.run(ingest_market_set(args.market_set, args.duration, return_state=True))
+    state: Any = asyncio.run(ingest_market_set(args.market_set, args.duration, return_state=True))  # type: ignore[arg-type]
     print(f"{state.name}: {state.message or ''}".rstrip(": "))
     return 0 if state.is_completed() else 1
 

@@ -22,7 +22,7 @@ password) are ``SecretStr`` so they never appear in a ``repr``, a log line or a 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -145,10 +145,10 @@ async def _secret_block(name: str) -> str:
     from prefect.blocks.system import Secret
 
     try:
-        block = await Secret.aload(name)
+        block: Secret[Any] = await Secret.aload(name)
     except ValueError as exc:
         raise CredentialsError(f"KALSHI_PRIVATE_KEY_BLOCK: Prefect Secret block {name!r} not found ({exc})") from None
-    value = block.get()
+    value: object = block.get()
     if not isinstance(value, str):
         raise CredentialsError(f"KALSHI_PRIVATE_KEY_BLOCK: Secret block {name!r} must hold the PEM text as a string")
     return value
