@@ -531,8 +531,11 @@ class KalshiWebSocketClient:
         if conn.end_reason is not None or self._stop_reason is not None:
             return
         send = conn.ws.send
-        for command in commands:
-            await send(command, text=True)
+        try:
+            for command in commands:
+                await send(command, text=True)
+        except ConnectionClosed as exc:  # the reader sees the same close; end the connection either way
+            conn.end(_describe_close(exc))
 
     def _deliver_events(self) -> None:
         on_event = self._sink.on_event

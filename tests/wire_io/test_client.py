@@ -326,3 +326,22 @@ async def test_cancelling_run_closes_the_connection_and_reports_stopped(exchange
     assert sink.events[-1].reason == "requested" and sink.events[-1].detail == "cancelled"
     with pytest.raises(RuntimeError):
         await client.run()
+
+
+async def test_a_server_that_hangs_up_at_once_is_retried_not_fatal(exchange: Any, sink: Any, keys: Any) -> None:
+    async def script(peer: Any) -> None:
+        if peer.number <= 3:
+            peer.ws.transport.abort()  # gone before the subscribe could be read (or even sent)
+            return
+        (sid,) = await peer.answer_subscribes(1)
+        await peer.send(_trade(sid, 1, 1))
+        await peer.ws.wait_closed()
+
+    exchange.script = script
+    client = _client(exchange, sink, keys)
+    task = asyncio.create_task(client.run())
+    await sink.wait_for(lambda: _trade_ids(sink) == ["t-1"])
+    client.stop()
+    await task
+    assert client.generation == 4 and len(sink.of(events.Disconnected)) == 4
+    assert sink.events[-1].reason == "requested"
