@@ -364,6 +364,9 @@ class KalshiWebSocketClient:
         stopper = asyncio.ensure_future(self._stop_event.wait())
         try:
             await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled while connecting: abandon the attempt
+            task.cancel()
+            raise
         finally:
             stopper.cancel()
         if not task.done():
@@ -427,7 +430,7 @@ class KalshiWebSocketClient:
             await self._drain(conn)
             if self._stop_reason is not None:
                 conn.end("client stopped")
-            else:
+            elif conn.end_reason is None:
                 conn.reader = asyncio.create_task(self._read(conn), name=f"kalshi-ws-read-{conn.generation}")
                 ticker = asyncio.create_task(self._tick(conn), name=f"kalshi-ws-tick-{conn.generation}")
                 await asyncio.wait((conn.reader, ticker), return_when=asyncio.FIRST_COMPLETED)
