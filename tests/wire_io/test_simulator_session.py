@@ -102,3 +102,28 @@ async def test_books_equal_rest_after_gaps_disconnects_stalls_and_auth_rejection
     generations = [g for kind, _, g in sink.items if kind == "msg"]
     assert generations == sorted(generations) and set(generations) == {1, 2, 3, 4}
     assert [u["status"] for u in sim.handshakes].count(401) == 1
+
+
+async def test_rest_client_reads_the_simulator_across_pages() -> None:
+    async with Simulator(markets=6, seed=3, rate=0) as sim:
+        sim.step(400)
+        signer = Signer.from_file(sim.key_id, sim.private_key_path)
+        async with KalshiRestClient(sim.rest_url, signer, page_limit=25) as rest:
+            trades = await rest.get_trades()
+            one = await rest.get_trades(sim.tickers[0])
+            markets = await rest.get_markets(status="open")
+            by_series = await rest.resolve_markets(series=sim.series, status=None)
+            events_ = await rest.get_events()
+            status = await rest.get_exchange_status()
+            market = await rest.get_market(sim.tickers[1])
+
+    tape = sim.trade_tape()
+    assert len(tape) > 50 and [t.trade_id for t in trades] == [
+        t["trade_id"] for t in sorted(tape, key=lambda t: (t["created_time"], t["trade_id"]))]
+    assert {t.trade_id for t in one} == {t["trade_id"] for t in sim.trade_tape(sim.tickers[0])}
+    assert set(sim.tickers) <= set(by_series) <= set(sim.model.markets) and len(set(by_series)) == len(by_series)
+    assert {m.ticker for m in markets} <= set(sim.model.markets)
+    nested = [m.ticker for e in events_ for m in e.markets]
+    assert set(nested) <= set(sim.model.markets) and len(set(nested)) == len(nested) > 0
+    assert status.exchange_active in (True, False) and market.ticker == sim.tickers[1]
+    assert all(isinstance(t.count_fp, Decimal) and t.created_time.tzinfo is not None for t in trades)
