@@ -686,8 +686,8 @@ def decode(frame: bytes | str) -> AnyMessage:
         if not message.msg.yes_dollars_fp and not message.msg.no_dollars_fp:  # type: ignore[union-attr]
             return _legacy_or(message, frame)
     elif cls is Ticker:
-        payload = message.msg
-        if payload.price_dollars is None and payload.yes_bid_dollars is None and payload.volume_fp is None:  # type: ignore[union-attr]
+        payload: Any = message.msg  # type: ignore[union-attr]
+        if payload.price_dollars is None and payload.yes_bid_dollars is None and payload.volume_fp is None:
             return _legacy_or(message, frame)
     return message
 

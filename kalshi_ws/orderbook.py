@@ -333,9 +333,9 @@ class BookSet:
                 book.trusted = False
             return
         for market in markets:
-            book = self._books.get(market)
-            if book is not None:
-                book.trusted = False
+            known = self._books.get(market)
+            if known is not None:
+                known.trusted = False
 
     def discard(self, market: str) -> None:
         self._books.pop(market, None)
