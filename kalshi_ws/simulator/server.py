@@ -244,7 +244,11 @@ class Simulator:
                 await t
         self._tasks.clear()
         if self._server is not None:
-            self._server.close()
+            self._server.close()  # close frames 1001 to every client...
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._server.wait_closed()), 1.0)
+            for c in list(self.connections.values()):  # ...but never wait on a client that stopped reading
+                c.ws.transport.abort()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
             self._server = None

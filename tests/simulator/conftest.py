@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from kalshi_ws.auth import Signer
 from kalshi_ws.simulator import Simulator
@@ -24,6 +26,18 @@ class Raw:
         self.raw: list[str] = []
         self._next_id = 0
         self._pos = 0
+
+    async def close(self) -> None:
+        """Close while still reading, so the server's close frame is not stuck behind unread data."""
+
+        async def drain() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                async for _ in self.ws:
+                    pass
+
+        task = asyncio.create_task(drain())
+        await self.ws.close()
+        await task
 
     async def send(self, cmd: str, params: dict[str, Any] | None = None, *, id: int | None = None) -> int:
         if id is None:
@@ -107,17 +121,17 @@ async def idle_sim() -> AsyncIterator[Simulator]:
 
 @pytest.fixture
 async def raw(sim: Simulator) -> AsyncIterator[Raw]:
-    ws = await connect(sim)
+    r = Raw(await connect(sim))
     try:
-        yield Raw(ws)
+        yield r
     finally:
-        await ws.close()
+        await r.close()
 
 
 @pytest.fixture
 async def idle_raw(idle_sim: Simulator) -> AsyncIterator[Raw]:
-    ws = await connect(idle_sim)
+    r = Raw(await connect(idle_sim))
     try:
-        yield Raw(ws)
+        yield r
     finally:
-        await ws.close()
+        await r.close()

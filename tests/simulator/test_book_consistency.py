@@ -82,8 +82,8 @@ async def test_rebuilt_books_match_rest_after_long_run() -> None:
                 apply(partial, f, False)
         for t in sim.tickers:
             assert as_rest(partial[t]) == sim.book_at(t, cut), t
-        await plain.ws.close()
-        await yes.ws.close()
+        await plain.close()
+        await yes.close()
 
 
 async def test_model_is_deterministic_and_exact() -> None:

@@ -84,7 +84,7 @@ async def test_market_limit_26_and_rate_limit_27() -> None:
         for _ in range(5):
             await raw.send("list_subscriptions")
         await raw.wait(err(27))
-        await raw.ws.close()
+        await raw.close()
 
 
 async def test_subscribe_one_subscribed_per_channel_fresh_sids(idle_sim: Simulator, idle_raw: Raw) -> None:
@@ -101,7 +101,7 @@ async def test_subscribe_one_subscribed_per_channel_fresh_sids(idle_sim: Simulat
     other = Raw(await connect(idle_sim))
     await other.send("subscribe", {"channels": ["fill"]})
     assert (await other.wait(lambda f: f["type"] == "subscribed"))["msg"]["sid"] == 1
-    await other.ws.close()
+    await other.close()
 
 
 async def test_resubscribe_is_idempotent_and_merges(idle_sim: Simulator, idle_raw: Raw) -> None:
@@ -148,7 +148,7 @@ async def test_ok_consumes_seq_option() -> None:
         i = await raw.send("update_subscription", {"sid": 1, "action": "add_markets", "market_tickers": sim.tickers[1:]})
         assert (await raw.reply(i))["seq"] == 2
         assert (await raw.wait(lambda f: f["type"] == "orderbook_snapshot"))["seq"] == 3
-        await raw.ws.close()
+        await raw.close()
 
 
 async def test_skip_ticker_ack_and_initial_ticker(idle_sim: Simulator, idle_raw: Raw) -> None:
@@ -198,8 +198,8 @@ async def test_use_yes_price_both_conventions(idle_sim: Simulator) -> None:
     db = await b.wait(lambda f: f["type"] == "orderbook_delta" and f["seq"] == da["seq"])
     assert db["msg"]["side"] == "no" and db["msg"]["delta_fp"] == da["msg"]["delta_fp"]
     assert Decimal(db["msg"]["price_dollars"]) == 1 - Decimal(da["msg"]["price_dollars"])
-    await a.ws.close()
-    await b.ws.close()
+    await a.close()
+    await b.close()
 
 
 async def test_list_and_unsubscribe_final_seq(idle_sim: Simulator, idle_raw: Raw) -> None:

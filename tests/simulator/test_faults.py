@@ -146,7 +146,7 @@ async def test_oversized(sim: Simulator) -> None:
     assert info.value.sent is not None and info.value.sent.code == 1009
     await big.drain_until(lambda: any(f["type"] == "sim_padding" for f in big.frames))
     assert len(big.raw[-1]) == 2 * 1024 * 1024
-    await big.ws.close()
+    await big.close()
 
 
 @pytest.mark.parametrize("code", [10, 25])
