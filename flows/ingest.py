@@ -83,7 +83,7 @@ async def record_session(market_set: str, duration_seconds: float | None) -> Ses
     return summary
 
 
-@task(name="depth-summary", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE, persist_result=False)
+@task(name="depth-summary", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE, persist_result=False)
 async def summarise_depth(summary: SessionSummary) -> pd.DataFrame:
     """Replay the session's books into per-bucket depth summaries; store them and publish a table."""
     settings = Settings()
@@ -99,7 +99,7 @@ async def summarise_depth(summary: SessionSummary) -> pd.DataFrame:
     return depth
 
 
-@task(name="alerts", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE, persist_result=False)
+@task(name="alerts", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE, persist_result=False)
 async def raise_alerts(summary: SessionSummary) -> list[alert_rules.Alert]:
     """Evaluate the rules, store alert episodes, notify each new one once, emit an event per alert."""
     settings = Settings()
@@ -135,17 +135,24 @@ async def ingest_market_set(market_set: str, duration_seconds: float | None = No
     config = load_market_set(market_set)
     timeout = (duration_seconds or config.session_seconds) + RECORD_MARGIN_SECONDS
     summary = await record_session.with_options(timeout_seconds=timeout)(market_set, duration_seconds)
+    depth, fired, problems = await _follow_ups(summary)
+    await acreate_markdown_artifact(key=f"session-{_slug(market_set)}", description=f"Session {summary.session_id}",
+                                    markdown=session_markdown(summary, depth, fired, problems))
+    emit_event(event=f"kalshi.session.{summary.status}", resource=_resource(market_set), payload=summary.as_dict())
+    message = "; ".join([f"session {summary.status}: {summary.status_message}", *problems])
+    return Completed(message=message, data=summary) if summary.healthy and not problems else Failed(message=message)
+
+
+async def _follow_ups(summary: SessionSummary) -> tuple[pd.DataFrame | None, list[alert_rules.Alert], list[str]]:
+    """Depth summary and alerts, each with its own retries; their failures are reported, not raised."""
+    if summary.rows_spilled and not sum(summary.rows_written.values()):
+        return None, [], ["depth summary and alerts skipped: nothing reached the database (replay the spill first)"]
     depth = await summarise_depth(summary, return_state=True)  # type: ignore[misc]  # async task
     alerts = await raise_alerts(summary, return_state=True)  # type: ignore[misc]
     problems = [f"{name} failed: {state.message}" for name, state in (("depth summary", depth), ("alerts", alerts))
                 if not state.is_completed()]
-    fired = await alerts.aresult() if alerts.is_completed() else []
-    frame = await depth.aresult() if depth.is_completed() else None
-    await acreate_markdown_artifact(key=f"session-{_slug(market_set)}", description=f"Session {summary.session_id}",
-                                    markdown=session_markdown(summary, frame, fired, problems))
-    emit_event(event=f"kalshi.session.{summary.status}", resource=_resource(market_set), payload=summary.as_dict())
-    message = "; ".join([f"session {summary.status}: {summary.status_message}", *problems])
-    return Completed(message=message, data=summary) if summary.healthy and not problems else Failed(message=message)
+    return (await depth.aresult() if depth.is_completed() else None,
+            await alerts.aresult() if alerts.is_completed() else [], problems)
 
 
 @contextlib.asynccontextmanager

@@ -111,7 +111,8 @@ class MarketSet(BaseModel):
     series: list[str] = []
     events: list[str] = []
     channels: list[Channel] = ["orderbook_delta", "ticker", "trade"]
-    session_seconds: float = Field(default=3600, gt=0)
+    #: At most 5 hours: the flow's hard backstop (flows/ingest.py BACKSTOP_SECONDS) is 6 hours.
+    session_seconds: float = Field(default=3600, gt=0, le=5 * 3600)
     use_yes_price: bool = False
     #: Name of a Prefect notification block (SlackWebhook, CustomWebhookNotificationBlock, ...).
     notify_block: str | None = None
