@@ -48,6 +48,7 @@ if __package__ in (None, ""):  # `python bench/run.py`
     __package__ = "bench"
 
 from . import pipelines, production  # noqa: E402
+from . import profile as bench_profile  # noqa: E402
 from .frames import StreamSpec  # noqa: E402
 from .source import FrameSource  # noqa: E402
 
@@ -202,7 +203,8 @@ def _measure_db(dsn: str, kind: str, end_trade_id: str, commit_ts: bool, skip_s:
 
 
 def run_once(db: Database, src: FrameSource, kind: str, spec: StreamSpec, n: int, *, rate: float | None = None,
-             profile: str | None = None, timeout: float | None = None, latency_skip_s: float = 1.0) -> RunResult:
+             profile: str | None = None, timeout: float | None = None, latency_skip_s: float = 1.0,
+             py_spy_out: Path | None = None) -> RunResult:
     res = RunResult(pipeline=kind, stream=spec.kind, frames=n, rate=rate)
     uses_db = kind not in ("recv", "client")
     if uses_db:
@@ -211,13 +213,17 @@ def run_once(db: Database, src: FrameSource, kind: str, spec: StreamSpec, n: int
     cfg = {"ws_url": src.ws_url, "base_url": src.base_url, "key_id": src.key_id,
            "private_key_path": str(src.private_key_path), "channels": list(spec.channels), "tickers": spec.tickers,
            "end_trade_id": info["end_trade_id"], "frames": n, "dsn": db.dsn, "profile": profile,
-           "stream": spec.kind}
+           "stream": spec.kind, "py_spy": py_spy_out is not None}
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=pipelines.child_main, args=(kind, cfg, child), name=f"bench-{kind}", daemon=True)
     proc.start()
     child.close()
     ps = psutil.Process(proc.pid)
+    spy = None
+    if py_spy_out is not None:
+        time.sleep(0.4)
+        spy = bench_profile.start(proc.pid, py_spy_out)
     limit = timeout or (60 + n / (rate or 1_000))
     t0 = time.monotonic()
     outcome: tuple[str, Any] | None = None
@@ -238,6 +244,11 @@ def run_once(db: Database, src: FrameSource, kind: str, spec: StreamSpec, n: int
     if proc.is_alive():
         proc.kill()
         proc.join(5)
+    if spy is not None:
+        try:
+            spy.wait(30)
+        except Exception:
+            spy.kill()
     try:
         sent = src.result(timeout=30)
     except TimeoutError:
@@ -406,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-paced", action="store_true", help="skip the paced (latency/RSS) runs")
     ap.add_argument("--profile", action="store_true",
                     help="also run the production pipeline once under pyinstrument (bench/results/profile-*.txt)")
+    ap.add_argument("--py-spy", default="", metavar="KINDS",
+                    help="also run these pipelines once under py-spy (comma-separated) and fold the samples into "
+                         "per-stage shares and us/frame")
     ap.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
                     help="use this PostgreSQL instead of a temporary embedded one (default: $DATABASE_URL)")
     ap.add_argument("--out", type=Path, help="JSON output path (default bench/results/<UTC time>.json)")
@@ -444,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     db = Database(args.database_url)
     results: list[RunResult] = []
+    profiles: dict[str, Any] = {}
     run_no = int(time.time()) % 10_000 * 100  # distinct trade ids per run and invocation
     next_ms = 0  # exchange-time windows of runs never overlap (content-derived ticker keys stay distinct)
 
@@ -498,7 +513,26 @@ def main(argv: list[str] | None = None) -> int:
                 r.pipeline = "production(profiled)"
                 log(r)
                 print(f"  profile: {prof} (+ .html)")
+            for kind in [k.strip() for k in args.py_spy.split(",") if k.strip() in kinds]:
+                RESULTS_DIR.mkdir(exist_ok=True)
+                raw = RESULTS_DIR / f"py-spy-{kind}-{stamp}.txt"
+                r = run_once(db, src, kind, spec("mixed", mode.frames), mode.frames, py_spy_out=raw)
+                r.pipeline = f"{kind}(profiled)"
+                log(r)
+                if raw.exists():
+                    shares = bench_profile.classify(raw)
+                    per_frame = r.cpu_us_per_msg or 0.0
+                    profiles[kind] = {"cpu_us_per_msg_profiled_run": per_frame, "raw": str(raw),
+                                      "stages": {k: {"share": v, "us_per_frame": round(v * per_frame, 2)}
+                                                 for k, v in shares.items()},
+                                      "top_functions": bench_profile.top_functions(raw)}
+                    print(f"  py-spy {kind}: {per_frame} us/frame CPU in the profiled run; by stage:")
+                    for k, v in shares.items():
+                        print(f"    {k:<48} {v * 100:5.1f} %  {v * per_frame:6.2f} us/frame")
+                else:
+                    print(f"  py-spy {kind}: no samples (is py-spy installed and allowed to attach?)")
         summary = summarize([r for r in results if not r.pipeline.endswith("(profiled)")])
+        summary["profiles"] = profiles
         summary["mode"] = mode.name
         summary["targets"] = _targets(summary)
         doc = {"started": started.isoformat(), "duration_s": round(time.monotonic() - t_start, 1),
