@@ -232,6 +232,8 @@ class KalshiWebSocketClient:
         if deadline is None:
             self._deadline = None
             return
+        if isinstance(deadline, datetime) and deadline.tzinfo is None:
+            raise ValueError("deadline must be a timezone-aware datetime (or epoch seconds)")
         wall = deadline.timestamp() if isinstance(deadline, datetime) else float(deadline)
         self._deadline = time.monotonic() + (wall - time.time())
         self._kick.set()
