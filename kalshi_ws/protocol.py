@@ -215,6 +215,8 @@ class SessionProtocol:
             self.books.book(market)
         self.has_output = False
         self.reconnect_requested: str | None = None
+        #: ``True`` once this connection's ``seq`` proved to count per connection, not per sid (spec 12.4).
+        self.seq_per_connection = False
 
         self._tracker = CommandTracker(clock)
         self._sids: dict[int, _Sid] = {}
@@ -285,6 +287,7 @@ class SessionProtocol:
     def connection_opened(self, url: str = "") -> None:
         """A new connection is up: subscribe everything again with the current market lists."""
         self.generation += 1
+        self.seq_per_connection = False
         self._tracker = CommandTracker(self._clock)
         self._sids = {}
         self._sid_channels = {}
@@ -518,6 +521,8 @@ class SessionProtocol:
 
     def _gap(self, state: _Sid, received: int, at_ns: int) -> None:
         """Numbers were skipped on ``state``'s sid; ``received`` is the ``seq`` that showed it."""
+        if self._explained_by_connection_numbering(state, received):
+            return
         channel = state.channel
         # observe() already moved ``last`` to ``received``; the frame before it is what was expected next.
         expected = state.seq.expected_before_gap or 0
@@ -540,6 +545,25 @@ class SessionProtocol:
         recovery.gap_incidents.append(incident)
         self._escalate(channel, recovery, f"gap on sid {state.sid}: expected seq {expected}, got {received}",
                        self._clock(), at_ns)
+
+    def _explained_by_connection_numbering(self, state: _Sid, received: int) -> bool:
+        """Spec section 12, question 4: ``seq`` is per sid (the spec's examples, every serious client), but
+        one write-up calls it per connection. Under that reading every interleaving of two sids looks like a
+        gap. The per-connection reading is adopted for the rest of the connection only on clear evidence:
+        the skipped number was the last one seen on another sid, and some sid did not start at 1 (per-sid
+        streams all start at 1). After that a "gap" whose preceding number belongs to another sid is not
+        one; a real loss still shows (no sid holds ``received - 1``), reported on the sid that noticed it.
+        """
+        previous = received - 1
+        others = [s for s in self._sids.values() if s is not state and s.seq.last is not None]
+        if not any(other.seq.last == previous for other in others):
+            return False
+        if not self.seq_per_connection:
+            if all(s.seq.first == 1 for s in (state, *others)):
+                return False
+            self.seq_per_connection = True
+        state.seq.gaps -= 1
+        return True
 
     def _escalate(self, channel: _Channel, recovery: _Recovery, reason: str, now: float, at_ns: int) -> None:
         """Take the next step of the recovery ladder (see the module docstring)."""

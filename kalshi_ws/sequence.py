@@ -32,12 +32,14 @@ class SequenceTracker:
     Plain ints on purpose: :meth:`observe` is on the hot path of every sequenced frame.
     """
 
-    __slots__ = ("expected_before_gap", "gaps", "last", "sid", "stale")
+    __slots__ = ("expected_before_gap", "first", "gaps", "last", "sid", "stale")
 
     def __init__(self, sid: int) -> None:
         self.sid = sid
         #: Last accepted ``seq`` (``None`` until the first sequenced frame).
         self.last: int | None = None
+        #: First ``seq`` seen (per-sid numbering starts at 1; see spec section 12, question 4).
+        self.first: int | None = None
         #: Frames dropped as duplicates or stale reorders.
         self.stale = 0
         #: Gaps seen on this sid.
@@ -51,7 +53,10 @@ class SequenceTracker:
         :meth:`check` also returns the number that was expected (for the gap report).
         """
         last = self.last
-        if last is None or seq == last + 1:
+        if last is None:
+            self.first = self.last = seq
+            return ACCEPT
+        if seq == last + 1:
             self.last = seq
             return ACCEPT
         if seq <= last:

@@ -674,3 +674,35 @@ def test_random_stream_through_the_session_matches_a_model(seed: int) -> None:
         expected_yes = sorted(model[market]["yes"].items(), reverse=True)
         expected_no = sorted(model[market]["no"].items(), reverse=True)
         assert book.levels() == (expected_yes, expected_no), market
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Spec 12.4: seq per sid (the spec) or per connection (one write-up); both readings are handled.
+
+
+def test_seq_counted_per_connection_is_recognised() -> None:
+    h = Harness([Subscription("orderbook_delta", (A, B)), Subscription("trade")])
+    h.open()
+    h.feed(subscribed(1, "orderbook_delta", 1), subscribed(2, "trade", 2))
+    h.events()
+    h.feed(snapshot(1, 1, A, YES_A, NO_A), snapshot(1, 2, B, YES_B, NO_B), trade(2, 3), delta(1, 4, A, "0.3800", "1"),
+           trade(2, 5), trade(2, 6), delta(1, 7, A, "0.3800", "1"))
+    assert h.events() == []
+    assert h.proto.seq_per_connection
+    assert h.book(A).trusted and h.book(A).size("yes", D("0.38")) == D("1252.00")
+    # A real loss is still a gap under that reading.
+    h.feed(delta(1, 9, A, "0.3800", "1"))
+    assert kinds(h.events()) == ["SequenceGap", "SnapshotRequested"]
+    # The next connection starts without the assumption.
+    h.proto.connection_lost("x", True)
+    h.open()
+    assert not h.proto.seq_per_connection
+
+
+def test_per_sid_numbering_is_not_mistaken_for_per_connection() -> None:
+    h = started(extra=(Subscription("trade"),))
+    h.feed(*(trade(2, seq) for seq in range(1, 8)), delta(1, 3, A, "0.3800", "1"), delta(1, 4, A, "0.3800", "1"))
+    # sid 1 jumps from 4 to 8 while sid 2 last saw 7: a coincidence, not evidence (every sid started at 1).
+    h.feed(delta(1, 8, A, "0.3800", "1"))
+    assert kinds(h.events()) == ["SequenceGap", "SnapshotRequested"]
+    assert not h.proto.seq_per_connection
