@@ -92,7 +92,7 @@ def measure(n: int, dsn: str | None, src_runner: Callable[[int], float] | None) 
     msgs = [decode(f) for f in frames]
     if dsn is not None:
         out.update(_bare_stages(msgs, dsn, n))
-        if production.available() is None:
+        if production.storage_available() is None:
             out.update(production.breakdown_stages(msgs, dsn, n, cpu_per_frame))
     return {k: round(v, 3) for k, v in out.items()}
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     db = Database(args.database_url)
     try:
-        if production.available() is None:
+        if production.storage_available() is None:
             production.prepare(db.dsn)
         with FrameSource() as src:
             def recv(n: int) -> float:
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     width = max(map(len, stages))
     print(f"client CPU per frame, mixed stream, {args.frames:,} frames (best of 3):")
     for name, us in stages.items():
-        print(f"  {name:<{width}}  {us:7.2f} us")
+        print(f"  {name:<{width}}  {us:7.2f}" + ("" if "ms" in name else " us"))
     return 0
 
 

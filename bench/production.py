@@ -127,6 +127,95 @@ async def run(cfg: dict[str, Any], child_stats: Callable[[float], dict[str, Any]
     raise NotImplementedError(available() or "production pipeline not plugged in yet")
 
 
+def storage_available() -> str | None:
+    missing = [name for name in ("kalshi_store.rows", "kalshi_store.writer", "kalshi_store.batch")
+               if importlib.util.find_spec(name) is None]
+    return f"not available yet: {', '.join(missing)}" if missing else None
+
+
 def breakdown_stages(msgs: list[Any], dsn: str, n: int, timer: Callable[..., float]) -> dict[str, float]:
-    """Storage stages per frame for bench.breakdown (placeholder until the recorder lands)."""
-    return {}
+    """Storage stages, client CPU per frame: row building (rows.py), COPY formatting into the staging tables,
+    and CopyWriter.write as a whole (COPY + INSERT ... ON CONFLICT + commit, the client's share only); plus the
+    wall time of the server-side merge per batch of 5 000 frames (not client CPU: the database's work)."""
+    import datetime as dt
+    import uuid
+
+    import psycopg
+
+    from kalshi_store.batch import Batch
+    from kalshi_store.rows import TABLES, RowBuilders
+    from kalshi_store.writer import CopyWriter
+
+    builders = RowBuilders(str(uuid.uuid4()), dt.datetime.now(dt.UTC).date())
+    dispatch = builders.dispatch
+    ns = time.time_ns()
+    out: dict[str, float] = {}
+    holder: dict[str, dict[str, list[Any]]] = {}
+
+    def build() -> None:
+        tables: dict[str, list[Any]] = {}
+        for msg in msgs:
+            table, fn = dispatch[type(msg)]
+            rows = tables.get(table)
+            if rows is None:
+                rows = tables[table] = []
+            rows.append(fn(msg, 1, ns))
+        holder["tables"] = tables
+
+    out["rows (RowBuilders.dispatch, per frame)"] = timer(build, n)
+    tables = holder["tables"]
+    with psycopg.connect(dsn) as conn:
+        for spec in TABLES.values():
+            conn.execute(spec.create_staging)
+        conn.commit()
+
+        def copy_only() -> None:
+            with conn.cursor() as cur:
+                for name, rows in tables.items():
+                    with cur.copy(TABLES[name].copy) as cp:
+                        write_row = cp.write_row
+                        for row in rows:
+                            write_row(row)
+            conn.rollback()
+
+        out["COPY formatting + send (write_row, per frame)"] = timer(copy_only, n)
+        for name, rows in tables.items():
+            holder[name] = {"rows": rows}
+            out[f"  COPY {name} (per row of that table)"] = timer(
+                lambda rows=rows, name=name: _copy_one(conn, TABLES[name], rows), len(rows))
+
+    async def write_batches() -> tuple[float, float]:
+        writer = await CopyWriter.connect(dsn)
+        try:
+            cpu = 0.0
+            wall = 0.0
+            batches = 0
+            step = 5_000
+            for i in range(0, n, step):
+                part: dict[str, list[Any]] = {}
+                for msg in msgs[i:i + step]:
+                    table, fn = dispatch[type(msg)]
+                    part.setdefault(table, []).append(fn(msg, 1, ns))
+                c0, w0 = time.process_time(), time.perf_counter()
+                await writer.write(Batch(batch_id=i, tables=part))
+                cpu += time.process_time() - c0
+                wall += time.perf_counter() - w0
+                batches += 1
+            return cpu * 1e6 / n, wall * 1e3 / batches
+        finally:
+            await writer.close()
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        truncate(conn)
+    cpu_us, wall_ms = asyncio.run(write_batches())
+    out["CopyWriter.write total, client CPU (per frame)"] = cpu_us
+    out["CopyWriter.write wall per 5000-frame batch (ms, incl. server)"] = wall_ms
+    return out
+
+
+def _copy_one(conn: Any, spec: Any, rows: list[Any]) -> None:
+    with conn.cursor() as cur, cur.copy(spec.copy) as cp:
+        write_row = cp.write_row
+        for row in rows:
+            write_row(row)
+    conn.rollback()
