@@ -711,6 +711,13 @@ class SessionProtocol:
             return
         if command is None:
             return
+        if code == 7 and command.sid is not None:
+            # "Unknown subscription ID" for a sid we consider live: the server lost it; re-create it.
+            dead = self._sids.pop(command.sid, None)
+            if dead is not None and dead.channel.sid == command.sid:
+                dead.channel.sid = None
+                self._subscription_died(dead, f"the server does not know sid {command.sid} (error 7)", at_ns)
+            return
         if command.cmd == "subscribe":
             channel = self._channels.get(command.channel or "")
             if channel is None or channel.subscribe_id != command.id:

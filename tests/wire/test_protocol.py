@@ -706,3 +706,19 @@ def test_per_sid_numbering_is_not_mistaken_for_per_connection() -> None:
     h.feed(delta(1, 8, A, "0.3800", "1"))
     assert kinds(h.events()) == ["SequenceGap", "SnapshotRequested"]
     assert not h.proto.seq_per_connection
+
+
+def test_unknown_sid_error_on_a_live_sid_recreates_the_subscription() -> None:
+    h = started()
+    h.feed(delta(1, 5, A, "0.3800", "1"))
+    h.events()
+    [command] = h.commands()
+    h.feed({"id": command["id"], "type": "error", "msg": {"code": 7, "msg": "Unknown subscription ID"}})
+    failed, resubscribed = h.events()
+    assert isinstance(failed, events.SubscriptionFailed) and failed.sid == 1 and not failed.terminal
+    assert isinstance(resubscribed, events.Resubscribed) and resubscribed.old_sid == 1
+    [subscribe] = h.commands()
+    h.feed(subscribed(subscribe["id"], "orderbook_delta", 2), snapshot(2, 1, A, YES_A, NO_A), snapshot(2, 2, B, YES_B, NO_B))
+    outcomes = [(e.incident_id, e.outcome) for e in h.events()]
+    assert [o for _, o in outcomes] == ["resubscribed", "resubscribed"]
+    assert h.book(A).trusted and h.book(B).trusted
