@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import time
 from collections.abc import Callable
@@ -124,7 +125,43 @@ async def run_client_only(cfg: dict[str, Any], child_stats: Callable[[float], di
 
 
 async def run(cfg: dict[str, Any], child_stats: Callable[[float], dict[str, Any]]) -> dict[str, Any]:
-    raise NotImplementedError(available() or "production pipeline not plugged in yet")
+    """The real path. Session bookkeeping included: open_session before, close_session after."""
+    import tempfile
+
+    import psycopg
+
+    from kalshi_store.recorder import Recorder
+
+    end_id = cfg["end_trade_id"]
+    with tempfile.TemporaryDirectory(prefix="kalshi-bench-spill-") as spill:
+        async with Recorder(cfg["dsn"], spill_dir=spill) as recorder:
+            await recorder.open_session("bench", "bench", cfg["tickers"], cfg["channels"])
+            client = _client(cfg, recorder)
+            poll = await psycopg.AsyncConnection.connect(cfg["dsn"], autocommit=True)
+            cpu0 = time.process_time()
+            runner = asyncio.create_task(client.run(), name="bench-client")
+            done_ns = 0
+            try:
+                while not runner.done():
+                    cur = await poll.execute("select 1 from kalshi.trades where trade_id = %s", (end_id,))
+                    if await cur.fetchone() is not None:
+                        done_ns = time.time_ns()
+                        break
+                    await asyncio.sleep(0.02)
+                stats = child_stats(cpu0)
+                rec = recorder.stats()
+            finally:
+                await poll.close()
+                client.stop()
+                with contextlib.suppress(Exception):
+                    await runner
+            if not done_ns:
+                raise RuntimeError(f"the client stopped before the end trade was stored: {runner.exception()!r}")
+            await recorder.close_session("completed")
+    return {"done_ns": done_ns, "recorder": {"received": rec.received, "written": rec.written,
+                                             "duplicates": rec.duplicates, "rows_spilled": rec.rows_spilled,
+                                             "paused": rec.paused, "lag_seconds": rec.lag_seconds},
+            **stats}
 
 
 def storage_available() -> str | None:
