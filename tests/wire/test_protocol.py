@@ -722,3 +722,26 @@ def test_unknown_sid_error_on_a_live_sid_recreates_the_subscription() -> None:
     outcomes = [(e.incident_id, e.outcome) for e in h.events()]
     assert [o for _, o in outcomes] == ["resubscribed", "resubscribed"]
     assert h.book(A).trusted and h.book(B).trusted
+
+
+def test_snapshot_of_a_trusted_market_replaces_its_book() -> None:
+    h = started()
+    h.feed(delta(1, 3, A, "0.3800", "1"), snapshot(1, 4, A, [("0.2000", "3.00")], [("0.7000", "4.00")]))
+    assert h.events() == []
+    book = h.book(A)
+    assert book.trusted and book.levels() == ([(D("0.20"), D("3.00"))], [(D("0.70"), D("4.00"))])
+    assert (book.best_yes_bid, book.best_yes_ask) == (D("0.20"), D("0.30"))
+
+
+def test_resubscribe_fallback_uses_the_current_market_list() -> None:
+    h = started(snapshot_attempts=1)
+    h.proto.update_markets("orderbook_delta", add=[C])
+    [add] = h.commands()
+    h.feed({"id": add["id"], "sid": 1, "type": "ok", "msg": {"market_tickers": [A, B, C]}},
+           snapshot(1, 3, C, [("0.0500", "5.00")]), delta(1, 9, A, "0.3800", "1"))
+    gap, requested = h.events()
+    assert gap.markets == (A, B, C) and requested.markets == (A, B, C)
+    h.commands()
+    h.poll_after(5.0)
+    _, subscribe = h.commands()
+    assert subscribe["params"]["market_tickers"] == [A, B, C]
