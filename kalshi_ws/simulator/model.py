@@ -600,7 +600,7 @@ class MarketModel:
         mk = self.markets[ticker]
         created = rfc3339(ts)
         if not self.rfqs or self.rng.random() < 0.4:
-            rfq = {"id": f"rfq_{self.rng.getrandbits(32):08x}", "ticker": ticker, "stage": 0,
+            rfq: dict[str, Any] = {"id": f"rfq_{self.rng.getrandbits(32):08x}", "ticker": ticker, "stage": 0,
                    "contracts": d2(Decimal(self.rng.randint(10, 1000)))}
             self.rfqs.append(rfq)
             return [Emit("communications", m.RfqCreated, m.RfqCreatedPayload(
@@ -702,9 +702,9 @@ class MarketModel:
             mk.status = "active" if kind == "activated" else "inactive"
             return [self._lc(mk, kind, is_deactivated=kind == "deactivated")]
         if r < 0.50:
-            ev = self.events[self.markets[self.rng.choice(self.tickers)].event_ticker] if self.tickers else None
-            if ev is None:
+            if not self.tickers:
                 return []
+            ev = self.events[self.markets[self.rng.choice(self.tickers)].event_ticker]
             if ev.fee_type_override is None:
                 ev.fee_type_override = "quadratic_with_maker_fees"
                 ev.fee_multiplier_override = Decimal(1)

@@ -31,7 +31,8 @@ import math
 import random
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ SEQUENCED_CHANNELS = frozenset({"orderbook_delta", "trade", "market_lifecycle_v2
 _AUTH_BODY = ('{"error":{"code":"authentication_error","message":"authentication_error",'
               '"details":"rpc error: code = Unauthenticated desc = %s"}}')
 _CLOSE = object()
+_RFQ_FRAMES = (m.RfqCreated, m.RfqDeleted)
 
 
 class _Stop(Exception):
@@ -95,7 +97,7 @@ class Sub:
     def wants(self, ticker: str | None) -> bool:
         if self.tickers is None or ticker is None or self.channel not in MARKET_FILTER_CHANNELS:
             if self.channel == "communications" and self.shard_factor and ticker is not None:
-                return (hash(ticker) % self.shard_factor) == self.shard_key
+                return (zlib.crc32(ticker.encode()) % self.shard_factor) == self.shard_key
             return True
         return ticker in self._set
 
@@ -160,6 +162,8 @@ class Simulator:
         compression: str | None = "deflate",
         high_water: int = 20_000,
         entitled: bool = False,
+        buffer_limit: int | None = None,
+        max_missed_pongs: int | None = None,
     ) -> None:
         self.model = MarketModel(list(markets) if not isinstance(markets, int) else markets, seed=seed)
         self.seed = seed
@@ -179,6 +183,8 @@ class Simulator:
         self.compression = compression
         self.high_water = high_water
         self.entitled = entitled
+        self.buffer_limit = buffer_limit
+        self.max_missed_pongs = max_missed_pongs
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="kalshi-sim-")
@@ -357,11 +363,15 @@ class Simulator:
                 sub = by_channel.get(e.channel)
                 if sub is None or not sub.wants(e.ticker):
                     continue
+                if sub.user_filter == "self" and e.frame in _RFQ_FRAMES and e.payload.creator_id != self.model.comm_id:
+                    continue
                 payload = e.yes_payload if (sub.use_yes_price and e.yes_payload is not None) else e.payload
                 if e.frame in UNSEQUENCED:
                     self._put_frame(conn, sub, e.frame(sid=sub.sid, msg=payload))
                 else:
                     self._put_seq(conn, sub, e.frame, payload)
+                if self.buffer_limit is not None and len(conn.queue) > self.buffer_limit:
+                    self._immediate(conn, "sub_error", sid=sub.sid, code=25, reason="buffer_limit")
 
     def _put_frame(self, conn: Conn, sub: Sub, frame: Any) -> None:
         kind = type(frame).__struct_config__.tag
@@ -532,13 +542,25 @@ class Simulator:
             return
 
     async def _pinger(self, conn: Conn) -> None:
+        """Ping ``heartbeat`` every interval; optionally close after ``max_missed_pongs`` unanswered pings."""
+        waiter: Any = None
+        missed = 0
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             if conn.pings_stalled_until > time.monotonic():
                 continue
             try:
-                async with conn.ws.send_context():
-                    conn.ws.protocol.send_ping(b"heartbeat")
+                if waiter is not None and not waiter.done():
+                    missed += 1
+                    if self.max_missed_pongs is not None and missed >= self.max_missed_pongs:
+                        self._record("pong_timeout", conn.id, missed=missed)
+                        await conn.ws.close(1011, "keepalive ping timeout")
+                        return
+                    async with conn.ws.send_context():  # same payload while the first is still unanswered
+                        conn.ws.protocol.send_ping(b"heartbeat")
+                else:
+                    missed = 0
+                    waiter = await conn.ws.ping(b"heartbeat")
                 conn.pings_sent += 1
                 conn.sent["ping"] += 1
             except ConnectionClosed:
@@ -914,7 +936,8 @@ class Simulator:
             if sub.sequenced:
                 err["seq"] = sub.seq
             err["msg"] = {"code": code, "msg": ERROR_TEXT.get(code, "error")}
-            self._record(kind, conn.id, sid=sub.sid, seq=sub.seq, channel=sub.channel, code=code)
+            self._record(kind, conn.id, sid=sub.sid, seq=sub.seq, channel=sub.channel, code=code,
+                         reason=params.get("reason", "injected"))
             self._reply(conn, err)
 
     def start_random_faults(self, rate: float, *, seed: int = 0, kinds: Sequence[str] | None = None) -> None:
@@ -1142,7 +1165,7 @@ class Simulator:
         if indices is not None:
             import bisect
             k = bisect.bisect_left(indices, end) - 1
-            cands = (indices[j] for j in range(k, -1, -1))
+            cands: Iterator[int] = (indices[j] for j in range(k, -1, -1))
         else:
             cands = iter(range(end - 1, -1, -1))
         last = None

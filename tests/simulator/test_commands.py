@@ -243,3 +243,26 @@ async def test_seq_per_sid_on_every_sequenced_channel(sim: Simulator, raw: Raw) 
             assert f["type"] in ("ticker", "fill", "user_order", "market_position")
     for sid, seqs in by_sid.items():
         assert seqs == list(range(1, len(seqs) + 1)), sid
+
+
+async def test_communications_user_filter_and_sharding(idle_sim: Simulator) -> None:
+    everyone, mine = Raw(await connect(idle_sim)), Raw(await connect(idle_sim))
+    shard0, shard1 = Raw(await connect(idle_sim)), Raw(await connect(idle_sim))
+    await everyone.send("subscribe", {"channels": ["communications"]})
+    await mine.send("subscribe", {"channels": ["communications"], "user_filter": "self"})
+    await shard0.send("subscribe", {"channels": ["communications"], "shard_factor": 2, "shard_key": 0})
+    await shard1.send("subscribe", {"channels": ["communications"], "shard_factor": 2, "shard_key": 1})
+    for r in (everyone, mine, shard0, shard1):
+        await r.wait(lambda f: f["type"] == "subscribed")
+    idle_sim.step(3000)
+    await everyone.drain_until(lambda: sum(1 for f in everyone.frames if f["type"] == "rfq_created") >= 3)
+    n = sum(1 for f in everyone.frames if f["type"] != "subscribed")
+    await shard0.drain_until(lambda: len(shard0.frames) + len(shard1.frames) - 2 >= n)
+    await shard1.drain_until(lambda: len(shard0.frames) + len(shard1.frames) - 2 >= n)
+    await mine.drain_until(lambda: any(f["type"].startswith("quote") for f in mine.frames))
+    assert not [f for f in mine.frames if f["type"] in ("rfq_created", "rfq_deleted")]
+    t0 = {f["msg"]["market_ticker"] for f in shard0.frames[1:]}
+    t1 = {f["msg"]["market_ticker"] for f in shard1.frames[1:]}
+    assert not t0 & t1
+    for r in (everyone, mine, shard0, shard1):
+        await r.close()

@@ -199,3 +199,35 @@ async def test_control_endpoint(sim: Simulator, raw: Raw) -> None:
         r = await client.get("/_sim/inject", params={"fault": "nonsense"})
         assert r.status_code == 400
     assert sim.sent_frames[1]["orderbook_delta"] > 0
+
+
+async def test_missed_pongs_close_the_connection() -> None:
+    import base64
+    import os
+
+    async with Simulator(markets=1, rate=0, heartbeat_interval=0.1, max_missed_pongs=2) as sim:
+        reader, writer = await asyncio.open_connection(sim.host, sim.port)
+        headers = signer(sim).websocket_headers()
+        lines = ["GET /trade-api/ws/v2 HTTP/1.1", f"Host: {sim.host}:{sim.port}", "Upgrade: websocket",
+                 "Connection: Upgrade", f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}",
+                 "Sec-WebSocket-Version: 13", *(f"{k}: {v}" for k, v in headers.items())]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        assert (await reader.readline()).startswith(b"HTTP/1.1 101")
+        # never answer the pings
+        await sim.wait_for(lambda: any(f["kind"] == "pong_timeout" for f in sim.faults_injected), timeout=5)
+        writer.close()
+
+
+async def test_buffer_limit_gives_error_25() -> None:
+    async with Simulator(markets=4, rate=0, buffer_limit=50) as sim:
+        raw = Raw(await connect(sim))
+        await raw.send("subscribe", {"channels": ["orderbook_delta"], "market_tickers": sim.tickers})
+        await raw.wait(lambda f: f["type"] == "subscribed")
+        sim.inject("stall", duration=30)
+        sim.step(500)
+        rec = await fired(sim, "sub_error")
+        assert rec["code"] == 25 and rec["reason"] == "buffer_limit"
+        sim.inject("stall", duration=0)  # un-stall
+        err = await raw.wait(lambda f: f["type"] == "error")
+        assert err["msg"]["code"] == 25 and err["sid"] == 1
+        await raw.close()
