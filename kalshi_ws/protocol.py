@@ -409,6 +409,7 @@ class SessionProtocol:
                 self.books.book(market)
             for market in removed:
                 self.books.discard(market)
+                self._warned.add(market)  # its deltas may still be in flight: not an inconsistency
             recovery = state.recovery
             if recovery is not None and removed:
                 recovery.markets = tuple(m for m in recovery.markets if m in state.markets)
@@ -482,10 +483,10 @@ class SessionProtocol:
                 return None
             if verdict == GAP:
                 self._gap(state, message.seq, at_ns)
-        if state.channel.name != BOOK_CHANNEL:
-            return message
         payload = message.msg
         market = payload.market_ticker
+        if state.channel.name != BOOK_CHANNEL or market not in state.channel.markets:
+            return message  # e.g. in flight when the market was removed: delivered, no book kept
         book = self.books.book(market)
         for problem in book.apply_snapshot(payload.yes_dollars_fp, payload.no_dollars_fp):
             self._inconsistent(market, problem, at_ns)

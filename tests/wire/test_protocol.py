@@ -745,3 +745,12 @@ def test_resubscribe_fallback_uses_the_current_market_list() -> None:
     h.poll_after(5.0)
     _, subscribe = h.commands()
     assert subscribe["params"]["market_tickers"] == [A, B, C]
+
+
+def test_frames_in_flight_for_a_removed_market_are_delivered_quietly() -> None:
+    h = started()
+    h.proto.update_markets("orderbook_delta", remove=[B])
+    h.commands()
+    out = h.feed(delta(1, 3, B, "0.1200", "1"), snapshot(1, 4, B, YES_B, NO_B))
+    assert all(m is not None for m in out)
+    assert h.events() == [] and B not in h.proto.books
