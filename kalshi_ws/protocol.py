@@ -81,6 +81,7 @@ _SEQUENCED: Final = frozenset({
 })
 _CONTROL: Final = frozenset({messages.Subscribed, messages.Unsubscribed, messages.Ok, messages.Error})
 _UNTYPED: Final = frozenset({messages.UnknownMessage, messages.LegacyMessage, messages.MalformedFrame})
+_BOOK_TYPES: Final = frozenset(messages.CHANNEL_MESSAGE_TYPES[BOOK_CHANNEL])
 
 
 @dataclass(frozen=True)
@@ -462,14 +463,26 @@ class SessionProtocol:
             self._control(message, received_ns)
             return None
         if cls in _UNTYPED:
-            # An unknown or undecodable frame may still have consumed a number of its sid's stream.
-            sid = message.sid
-            seq = message.seq
-            if sid is not None and seq is not None:
-                state = self._sids.get(sid)
-                if state is not None:
-                    state.seq.observe_control(seq)
+            self._untyped(message, received_ns)
         return message
+
+    def _untyped(self, message: messages.UnknownMessage | messages.LegacyMessage | messages.MalformedFrame,
+                 at_ns: int) -> None:
+        """An unknown, legacy or undecodable frame: delivered (dead-lettered by storage), and accounted for."""
+        sid = message.sid
+        state = self._sids.get(sid) if sid is not None else None
+        if state is None:
+            return
+        seq = message.seq
+        if seq is not None:
+            # It may have consumed a number of its sid's stream; never a gap by itself.
+            if state.seq.last is not None and seq <= state.seq.last:
+                return  # a stale copy
+            state.seq.observe_control(seq)
+        if message.type in _BOOK_TYPES and state.channel.name == BOOK_CHANNEL:
+            # A book update that cannot be applied is lost data for the book: recover as for a gap whose
+            # missing frame is this one (expected == received == its seq, 0 when it has none).
+            self._open_gap(state, seq or 0, seq or 0, at_ns)
 
     def _snapshot(self, message: messages.OrderbookSnapshot, at_ns: int) -> messages.AnyMessage | None:
         if message.id:
@@ -524,9 +537,11 @@ class SessionProtocol:
         """Numbers were skipped on ``state``'s sid; ``received`` is the ``seq`` that showed it."""
         if self._explained_by_connection_numbering(state, received):
             return
-        channel = state.channel
         # observe() already moved ``last`` to ``received``; the frame before it is what was expected next.
-        expected = state.seq.expected_before_gap or 0
+        self._open_gap(state, state.seq.expected_before_gap or 0, received, at_ns)
+
+    def _open_gap(self, state: _Sid, expected: int, received: int, at_ns: int) -> None:
+        channel = state.channel
         incident = self._new_incident()
         markets = tuple(channel.markets)
         self._emit(events.SequenceGap(generation=self.generation, at_ns=at_ns, incident_id=incident,

@@ -226,13 +226,32 @@ def test_control_replies_with_seq_never_gap_under_both_readings() -> None:
     assert C not in h.proto.books
 
 
-def test_unknown_and_malformed_frames_are_delivered_and_keep_the_sequence() -> None:
+def test_unknown_frames_are_delivered_and_keep_the_sequence() -> None:
+    h = started(extra=(Subscription("trade"),))
+    out = h.feed(b'{"type":"brand_new","sid":1,"seq":3,"msg":{}}', delta(1, 4, A, "0.3800", "1"),
+                 b'{"type":"trade","sid":2,"seq":1,"msg":{"trade_id":"t"}}', trade(2, 2),
+                 b'{"type":"brand_new","sid":1,"seq":3,"msg":{}}')
+    assert [type(m).__name__ for m in out] == ["UnknownMessage", "OrderbookDelta", "MalformedFrame", "Trade",
+                                               "UnknownMessage"]
+    assert h.events() == []
+    assert h.book(A).trusted and h.book(A).size("yes", D("0.38")) == D("1251.00")
+
+
+@pytest.mark.parametrize("frame", [
+    b'{"type":"orderbook_delta","sid":1,"seq":3,"msg":{"market_ticker":"X","price":43,"delta":1,"side":"yes"}}',
+    b'{"type":"orderbook_delta","sid":1,"seq":3,"msg":{"market_ticker":"X","price_dollars":"x","delta_fp":"1",'
+    b'"side":"yes"}}',
+    b'{"type":"orderbook_snapshot","sid":1,"seq":3,"msg":{"market_ticker":"X","yes":[[43,100]]}}',
+])
+def test_a_book_frame_that_cannot_be_used_is_lost_data(frame: bytes) -> None:
     h = started()
-    frames = [b'{"type":"brand_new","sid":1,"seq":3,"msg":{}}', b'{"type":"orderbook_delta","sid":1,"seq":4,',
-              b'{"type":"orderbook_delta","sid":1,"seq":4,"msg":{"market_ticker":"X","price":43,"delta":1,"side":"yes"}}',
-              json.dumps(delta(1, 5, A, "0.3800", "1")).encode()]
-    out = h.feed(*frames)
-    assert [type(m).__name__ for m in out] == ["UnknownMessage", "MalformedFrame", "LegacyMessage", "OrderbookDelta"]
+    [message] = h.feed(frame)
+    assert isinstance(message, (messages.MalformedFrame, messages.LegacyMessage))
+    gap, requested = h.events()
+    assert isinstance(gap, events.SequenceGap) and (gap.expected, gap.received) == (3, 3)
+    assert isinstance(requested, events.SnapshotRequested)
+    assert not h.book(A).trusted
+    h.feed(delta(1, 4, A, "0.3800", "1"))  # the stream itself continues without another gap
     assert h.events() == []
 
 
