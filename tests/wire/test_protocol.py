@@ -773,3 +773,22 @@ def test_frames_in_flight_for_a_removed_market_are_delivered_quietly() -> None:
     out = h.feed(delta(1, 3, B, "0.1200", "1"), snapshot(1, 4, B, YES_B, NO_B))
     assert all(m is not None for m in out)
     assert h.events() == [] and B not in h.proto.books
+
+
+def test_missing_snapshot_after_a_reconnect_is_requested() -> None:
+    h = started(snapshot_timeout=5.0)
+    h.proto.connection_lost("network", True)
+    disconnected = h.events()[0]
+    [subscribe] = h.open()
+    h.events()
+    h.feed(subscribed(subscribe["id"], "orderbook_delta", 3), snapshot(3, 1, A, YES_A, NO_A))
+    h.poll_after(5.0)
+    [requested] = h.events()
+    assert isinstance(requested, events.SnapshotRequested)
+    assert (requested.incident_id, requested.markets, requested.attempt, requested.sid) == (
+        disconnected.incident_id, (B,), 1, 3)
+    [command] = h.commands()
+    h.feed(snapshot(3, 2, B, YES_B, NO_B, command_id=command["id"]))
+    [recovered] = h.events()
+    assert (recovered.incident_id, recovered.outcome) == (disconnected.incident_id, "reconnected")
+    assert h.book(B).trusted
