@@ -1,0 +1,776 @@
+"""Recorder: the MessageSink the WebSocket client writes into (docs/ARCHITECTURE.md, "The client -> storage
+contract").
+
+Hot path: :meth:`Recorder.on_message` looks the message's type up in a dict, builds a plain tuple and appends
+it to that table's list; nothing else. A background task flushes the lists as one :class:`~kalshi_store.batch.Batch`
+every ``flush_interval`` seconds, or as soon as ``batch_rows`` rows are waiting, through a
+:class:`~kalshi_store.writer.CopyWriter` (one transaction per batch).
+
+When the database fails (connection refused, shut down, or a write that does not finish within its timeout) the
+batch goes to the durable :class:`~kalshi_store.spill.SpillBuffer` and recording continues; the recorder retries
+the database with capped exponential backoff and, when it is back, replays the spill in order before writing
+anything new. Nothing is lost and nothing is duplicated (batches are idempotent). Memory is bounded:
+when ``max_rows_in_memory`` rows are waiting (the database hangs, or the spill is full or failing) the recorder
+sets :attr:`Recorder.paused`; the client then stops reading the socket until :meth:`Recorder.wait_resumed`
+returns. Every pause is logged and recorded in the gap ledger (kind ``backpressure``).
+
+Session events become gap-ledger rows (incidents are opened and later closed by ``Recovered``); undecodable,
+legacy and unknown frames go to ``dead_letter``. The session manifest (``kalshi.sessions``) is written with every
+batch, so a session opened while the database was down appears as soon as it returns.
+
+Usage::
+
+    async with Recorder(url, spill_dir=data_dir / "spill") as recorder:
+        session_id = await recorder.open_session("weather", "demo", markets, channels, start, end)
+        ...  # the client calls recorder.on_message / on_event
+        await recorder.close_session("completed")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import psycopg
+
+from kalshi_ws import events as ev
+from kalshi_ws import messages as m
+
+from .batch import Batch, LedgerOp, SessionManifest, SessionProgress
+from .rows import TABLES, MissingSeqError, RestTradeLike, Row, RowBuilders, dead_letter_row, rest_trade_row
+from .spill import SpillBuffer, SpillFull, SpillLocked, _spill_folders, read_segment
+from .writer import CopyWriter, WriteResult, is_connection_error, ns_to_datetime
+
+__all__ = ["Recorder", "RecorderStats", "SessionStatus"]
+
+log = logging.getLogger(__name__)
+
+SessionStatus = Literal["running", "completed", "cancelled", "failed", "degraded"]
+_STATUSES: Final = frozenset({"running", "completed", "cancelled", "failed", "degraded"})
+
+# Where the exchange time (ms) and the receive time (ns) sit in a row, for the message-age statistic.
+_AGE_COLUMNS: Final = {"trades": (9, 12), "orderbook_deltas": (12, 13), "tickers": (12, 15)}
+
+
+@dataclass
+class RecorderStats:
+    """A snapshot for progress displays (:meth:`Recorder.stats`)."""
+
+    session_id: str | None
+    received: dict[str, int]
+    written: dict[str, int]
+    duplicates: dict[str, int]
+    pending_rows: int
+    rows_spilled: int
+    spill_bytes: int
+    database_available: bool
+    lag_seconds: float
+    paused: bool
+    paused_count: int
+    max_message_age_ms: int | None
+    batches_written: int
+    unstorable_rows: int
+    last_error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Recorder:
+    """Records one session at a time into PostgreSQL at ``url`` (see the module docstring).
+
+    Parameters (their consequences):
+
+    ``spill_dir``
+        Folder for spill files; each recorder works in its own sub-folder, and folders left by a dead process
+        are replayed when the database is reachable.
+    ``batch_rows``
+        Flush as soon as this many rows wait (bigger batches are cheaper per row, smaller ones commit sooner).
+    ``flush_interval``
+        Flush at least this often (s): the most a row waits in memory while the database is healthy.
+    ``max_rows_in_memory``
+        Rows held in memory before reading stops (``paused``): reached only when the database hangs or the
+        spill cannot take more. About 300 bytes per row.
+    ``spill_max_bytes``
+        Size limit of the spill folder.
+    ``write_timeout``
+        Seconds a batch write may take (plus 50 us per row) before the database is considered hung: the
+        connection is aborted and the batch spilled.
+    ``connect_timeout``, ``retry_initial``, ``retry_max``
+        Reconnection: each failed attempt doubles the wait from ``retry_initial`` up to ``retry_max`` seconds.
+    ``partition_days_ahead``
+        Day partitions created ahead at connect time (at least until the session's planned end).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        spill_dir: Path | str,
+        batch_rows: int = 5000,
+        flush_interval: float = 0.25,
+        max_rows_in_memory: int = 500_000,
+        spill_max_bytes: int = 8 * 1024**3,
+        write_timeout: float = 10.0,
+        connect_timeout: float = 3.0,
+        retry_initial: float = 0.2,
+        retry_max: float = 5.0,
+        partition_days_ahead: int = 2,
+    ) -> None:
+        self.url = url
+        self.spill_root = Path(spill_dir)
+        self.batch_rows = batch_rows
+        self.flush_interval = flush_interval
+        self.max_rows_in_memory = max_rows_in_memory
+        self.spill_max_bytes = spill_max_bytes
+        self.write_timeout = write_timeout
+        self.connect_timeout = connect_timeout
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.partition_days_ahead = partition_days_ahead
+
+        # Hot-path state: one list per table, and the type -> (list, builder) dispatch of the open session.
+        self._lists: dict[str, list[Row]] = {name: [] for name in TABLES}
+        self._dispatch: dict[type, tuple[list[Row], Any]] = {}
+        self._pending = 0
+        self._oldest_ns = 0
+        self._ledger: list[LedgerOp] = []
+
+        self._session: SessionManifest | None = None
+        self._session_day_span = 0
+        self._builders: RowBuilders | None = None
+        self._generation = 0
+        self._received: dict[str, int] = {}
+        self._written: dict[str, int] = {}
+        self._duplicates: dict[str, int] = {}
+        self._reconnects = 0
+        self._gaps = 0
+        self._max_age_ms: int | None = None
+        self._unstorable = 0
+        self._stop_reason: str | None = None
+
+        self._paused = False
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self._pause_started_ns = 0
+        self._pause_event_id: str | None = None
+        self._paused_count = 0
+        self._paused_seconds = 0.0
+
+        self._outbox: deque[Batch] = deque()
+        self._outbox_rows = 0
+        self._batch_counter = 0
+        self._durable_through = 0
+        self._spill: SpillBuffer | None = None
+        self._writer: CopyWriter | None = None
+        self._db_available = False
+        self._retry_at = 0.0
+        self._retry_delay = retry_initial
+        self._last_error: str | None = None
+        self._batches_written = 0
+        self._wake = asyncio.Event()
+        self._flushed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._io_lock = asyncio.Lock()
+        self._orphans_checked = False
+        self._stuck = False
+        self._closing: set[asyncio.Future[None]] = set()
+
+    # ===================================================================================== life cycle
+
+    async def __aenter__(self) -> Recorder:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: object) -> None:
+        if self._session is not None:
+            if exc is None:
+                await self.close_session("completed")
+            elif isinstance(exc, asyncio.CancelledError):
+                await self.close_session("cancelled", "the recording task was cancelled")
+            else:
+                await self.close_session("failed", f"{type(exc).__name__}: {exc}")
+        await self.stop()
+
+    async def start(self) -> None:
+        """Create this recorder's spill folder and start the flush loop."""
+        if self._task is not None:
+            return
+        folder = self.spill_root / f"recorder-{uuid.uuid4().hex[:12]}"
+        self._spill = SpillBuffer(folder, max_bytes=self.spill_max_bytes)
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="kalshi-recorder-flush")
+
+    async def stop(self) -> None:
+        """Flush everything (to the database, or to the spill when it is away) and release resources."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._writer.close(), 2.0)
+            self._writer = None
+        if self._spill is not None:
+            folder = self._spill.directory
+            empty = self._spill.is_empty
+            self._spill.close()
+            if empty:
+                with contextlib.suppress(OSError):
+                    (folder / ".lock").unlink()
+                    folder.rmdir()
+            else:
+                log.warning("recorder: %s still holds spilled batches; run `kalshi-ingest db replay`", folder)
+            self._spill = None
+
+    # ===================================================================================== session
+
+    async def open_session(
+        self,
+        market_set: str,
+        environment: str,
+        markets: Sequence[str],
+        channels: Sequence[str],
+        planned_start: datetime | None = None,
+        planned_end: datetime | None = None,
+        flow_run_id: str | None = None,
+        *,
+        use_yes_price: bool = False,
+    ) -> str:
+        """Start a session and return its id (a UUID made here, so it works while the database is down).
+
+        ``use_yes_price`` must say what the client's order book subscription pinned (it decides how NO-side
+        book prices read). The session row is written right away when the database is reachable, else with the
+        first batch that reaches it.
+        """
+        if self._task is None:
+            raise RuntimeError("Recorder is not started: use `async with Recorder(...)` or await start()")
+        if self._session is not None:
+            raise RuntimeError(f"session {self._session.session_id} is still open; close_session() it first")
+        session_id = str(uuid.uuid4())
+        started = datetime.now(UTC)
+        self._session = SessionManifest(
+            session_id=session_id, market_set=market_set, environment=environment, markets=list(markets),
+            channels=list(channels), use_yes_price=use_yes_price, planned_start=planned_start,
+            planned_end=planned_end, started_at=started, flow_run_id=flow_run_id, host=socket.gethostname(),
+        )
+        if planned_end is not None:
+            self._session_day_span = max(0, math.ceil((planned_end - started).total_seconds() / 86400))
+        self._builders = RowBuilders(session_id, started.date(), use_yes_price=use_yes_price)
+        self._dispatch = {cls: (self._lists[table], builder) for cls, (table, builder)
+                          in self._builders.dispatch.items()}
+        self._received, self._written, self._duplicates = {}, {}, {}
+        self._reconnects = self._gaps = self._paused_count = self._unstorable = 0
+        self._paused_seconds = 0.0
+        self._max_age_ms = None
+        self._stop_reason = None
+        self._generation = 0
+        if self._writer is not None:
+            async with self._io_lock:
+                with contextlib.suppress(psycopg.Error):
+                    await asyncio.wait_for(self._writer.ensure_partitions(self._days_ahead()), self.write_timeout)
+        self._take_batch(force=True)  # the session row, now (or as soon as the database is back)
+        await self.flush()
+        log.info("recording session %s (%s, %s): %d markets, channels %s", session_id, market_set, environment,
+                 len(markets), ", ".join(channels))
+        return session_id
+
+    async def close_session(self, status: SessionStatus = "completed", message: str | None = None) -> None:
+        """End the session: write everything (or spill it) and the final status.
+
+        ``completed`` becomes ``degraded`` when the recorder knows the record is damaged (rows it could not
+        store, reading paused by backpressure, or batches still in the spill because the database is away).
+        """
+        if self._session is None:
+            return
+        if status not in _STATUSES:
+            raise ValueError(f"unknown session status {status!r}; expected one of {sorted(_STATUSES)}")
+        if self._paused:
+            self._resume()
+        await self.flush()
+        damage = []
+        if self._unstorable:
+            damage.append(f"{self._unstorable} rows could not be stored (see dead_letter)")
+        if self._paused_count:
+            damage.append(f"reading paused {self._paused_count} times ({self._paused_seconds:.1f} s) by backpressure")
+        if self._spill is not None and not self._spill.is_empty or self._outbox:
+            damage.append("some batches are still in the local spill (database unavailable at close); "
+                          "run `kalshi-ingest db replay`")
+        if status == "completed" and damage:
+            status = "degraded"
+        parts = [p for p in (message, self._stop_reason, *damage) if p]
+        final_message = "; ".join(parts) if parts else None
+        self._take_batch(final=(status, final_message))
+        await self.flush()
+        if self._stuck:
+            log.error("session %s: %d rows could not be stored or spilled", self._session.session_id,
+                      self._outbox_rows + self._pending)
+        log.info("session %s closed: %s%s", self._session.session_id, status,
+                 f" ({final_message})" if final_message else "")
+        self._session = None
+        self._builders = None
+        self._dispatch = {}
+
+    # ===================================================================================== MessageSink
+
+    def on_message(self, message: m.AnyMessage, generation: int, received_ns: int) -> None:
+        """Append the message's row to its table's list (the client's hot path: no I/O, no allocation but the row)."""
+        entry = self._dispatch.get(type(message))
+        if entry is None:
+            self._dead_letter(message, generation, received_ns)
+            return
+        try:
+            entry[0].append(entry[1](message, generation, received_ns))
+        except Exception as exc:  # a row that cannot even be built must not kill the client
+            reason = "missing_seq" if isinstance(exc, MissingSeqError) else "unstorable"
+            self._dead_letter(message, generation, received_ns, reason=reason, error=str(exc))
+            return
+        if not self._pending:
+            self._oldest_ns = received_ns
+        self._pending += 1
+        if self._pending >= self.batch_rows:
+            self._wake.set()
+            if self._pending + self._outbox_rows >= self.max_rows_in_memory:
+                self._pause()
+
+    def _dead_letter(self, message: Any, generation: int, received_ns: int, *, reason: str | None = None,
+                     error: str | None = None) -> None:
+        session = self._require_session()
+        self._lists["dead_letter"].append(
+            dead_letter_row(message, generation, received_ns, session.session_id, reason=reason, error=error))
+        if not self._pending:
+            self._oldest_ns = received_ns
+        self._pending += 1
+
+    def on_event(self, event: ev.SessionEvent) -> None:
+        """Record a session event in the gap ledger (incidents open and close) and the session counters."""
+        session = self._require_session().session_id
+        add = self._ledger.append
+        at = event.at_ns
+        gen = event.generation
+        eid = str(uuid.uuid4())
+        if isinstance(event, ev.Connected):
+            self._generation = max(self._generation, gen)
+            if event.incident_id is not None:
+                self._reconnects += 1
+                add(LedgerOp(op="annotate_incident", event_id=eid, session_id=session, at_ns=at,
+                             incident_id=event.incident_id,
+                             detail={"reconnected_at": ns_to_datetime(at).isoformat(), "new_generation": gen}))
+        elif isinstance(event, ev.Disconnected):
+            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
+                         incident_id=event.incident_id, kind="disconnect",
+                         detail={"reason": event.reason, "will_reconnect": event.will_reconnect}))
+        elif isinstance(event, ev.ConnectFailed):
+            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
+                         kind="connect_failed", ended_ns=at,
+                         detail={"attempt": event.attempt, "reason": event.reason, "status": event.status,
+                                 "retry_in": event.retry_in}))
+        elif isinstance(event, ev.AuthRejected):
+            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
+                         kind="auth_rejected", ended_ns=at, detail={"status": event.status, "detail": event.detail}))
+        elif isinstance(event, ev.StaleStream):
+            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at - int(event.silent_for * 1e9),
+                         generation=gen, kind="stale", ended_ns=at, detail={"silent_for": event.silent_for}))
+        elif isinstance(event, ev.SequenceGap):
+            self._gaps += 1
+            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
+                         incident_id=event.incident_id, kind="gap", sid=event.sid, channel=event.channel,
+                         markets=list(event.markets), expected_seq=event.expected, received_seq=event.received))
+        elif isinstance(event, ev.SnapshotRequested):
+            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
+                         incident_id=event.incident_id, kind="recovery", sid=event.sid, markets=list(event.markets),
+                         ended_ns=at, outcome="snapshot_requested", detail={"attempt": event.attempt}))
+        elif isinstance(event, ev.Recovered):
+            add(LedgerOp(op="close_incident", event_id=eid, session_id=session, at_ns=at, generation=gen,
+                         incident_id=event.incident_id, kind="recovery", sid=event.sid, markets=list(event.markets),
+                         outcome=event.outcome))
+        elif isinstance(event, ev.Resubscribed):
+            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
+                         incident_id=event.incident_id, kind="resubscribe", sid=event.old_sid, channel=event.channel,
+                         ended_ns=at, detail={"reason": event.reason}))
+        elif isinstance(event, ev.SubscriptionFailed):
+            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
+                         kind="subscription_error", sid=event.sid, markets=list(event.markets), ended_ns=at,
+                         detail={"code": event.code, "meaning": event.meaning, "message": event.message,
+                                 "terminal": event.terminal, "command_id": event.command_id}))
+        elif isinstance(event, ev.BookInconsistency):
+            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
+                         kind="book_inconsistency", markets=[event.market], ended_ns=at,
+                         detail={"kind": event.kind, "detail": event.detail}))
+        elif isinstance(event, ev.Stopped):
+            self._stop_reason = f"client stopped: {event.reason}" + (f" ({event.detail})" if event.detail else "")
+        else:  # pragma: no cover - a new event type: keep it visible rather than drop it
+            log.warning("recorder: unhandled session event %r", event)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    async def wait_resumed(self) -> None:
+        await self._resumed.wait()
+
+    # ===================================================================================== REST, queries, stats
+
+    def add_rest_trades(self, trades: Iterable[RestTradeLike]) -> int:
+        """Queue trades fetched from REST (``source = 'rest'``; a trade already recorded is skipped by trade_id)."""
+        session = self._require_session()
+        now = time.time_ns()
+        rows = [rest_trade_row(trade, now, session.session_id) for trade in trades]
+        if rows:
+            self._lists["trades"].extend(rows)
+            if not self._pending:
+                self._oldest_ns = now
+            self._pending += len(rows)
+            self._wake.set()
+        return len(rows)
+
+    async def last_trade_time(self, markets: Sequence[str]) -> datetime | None:
+        """Time of the newest stored trade of any of ``markets`` (``None`` if none, or the database is away)."""
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                self.url, connect_timeout=max(1, round(self.connect_timeout))
+            ) as conn:
+                cur = await conn.execute("select max(exchange_ts) from kalshi.trades where market_ticker = any(%s)",
+                                         (list(markets),))
+                row = await cur.fetchone()
+        except psycopg.Error as exc:
+            log.warning("recorder: cannot read the last trade time (%s)", exc)
+            return None
+        return row[0] if row else None
+
+    def stats(self) -> RecorderStats:
+        received = dict(self._received)
+        for name, rows in self._lists.items():
+            if rows:
+                received[name] = received.get(name, 0) + len(rows)
+        lag = (time.time_ns() - self._oldest_ns) / 1e9 if self._pending or self._outbox_rows else 0.0
+        spill = self._spill
+        return RecorderStats(
+            session_id=self._session.session_id if self._session else None,
+            received=received, written=dict(self._written), duplicates=dict(self._duplicates),
+            pending_rows=self._pending + self._outbox_rows,
+            rows_spilled=spill.rows_appended if spill else 0, spill_bytes=spill.pending_bytes if spill else 0,
+            database_available=self._db_available, lag_seconds=max(lag, 0.0), paused=self._paused,
+            paused_count=self._paused_count, max_message_age_ms=self._max_age_ms,
+            batches_written=self._batches_written, unstorable_rows=self._unstorable, last_error=self._last_error,
+        )
+
+    # ===================================================================================== flushing
+
+    async def flush(self) -> None:
+        """Write (or spill) everything received so far; returns when it is durable.
+
+        Returns early only if neither the database nor the spill can take the rows (they stay in memory).
+        """
+        if self._pending or self._ledger:
+            self._take_batch()
+        target = self._batch_counter
+        self._wake.set()
+        async with self._flushed:
+            await self._flushed.wait_for(
+                lambda: self._task is None or self._task.done() or self._durable_through >= target or self._stuck)
+
+    async def _run(self) -> None:
+        last = time.monotonic()
+        while True:
+            timeout = max(0.0, self.flush_interval - (time.monotonic() - last))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            last = time.monotonic()
+            try:
+                await self._cycle()
+            except Exception:  # never let the loop die: the data would stop being stored
+                log.exception("recorder: unexpected error in the flush loop")
+                self._last_error = "unexpected error in the flush loop (see log)"
+                await asyncio.sleep(self.retry_initial)
+            async with self._flushed:
+                self._flushed.notify_all()
+            if self._stopping and not self._pending and not self._ledger and not self._outbox:
+                break
+            if self._stopping and not self._db_available and self._stuck:
+                log.error("recorder: stopping with %d rows that neither the database nor the spill could take",
+                          self._outbox_rows + self._pending)
+                break
+
+    async def _cycle(self) -> None:
+        self._take_batch()
+        async with self._io_lock:
+            if await self._database_ready():
+                if await self._replay_spills() and await self._write_outbox():
+                    self._set_available()
+            if self._outbox:
+                await self._spill_outbox()
+        if self._paused and self._pending + self._outbox_rows < self.max_rows_in_memory // 2:
+            self._resume()
+
+    def _take_batch(self, final: tuple[str, str | None] | None = None, *, force: bool = False) -> None:
+        """Move the rows and ledger ops waiting in memory into a batch in the outbox."""
+        if not self._pending and not self._ledger and final is None and not force:
+            return
+        session = self._session
+        tables: dict[str, list[Row]] = {}
+        for name, rows in self._lists.items():
+            if rows:
+                taken = rows[:]
+                rows.clear()
+                tables[name] = taken
+                self._received[name] = self._received.get(name, 0) + len(taken)
+                cols = _AGE_COLUMNS.get(name)
+                if cols is not None:
+                    self._track_age(taken, *cols)
+        ledger, self._ledger = self._ledger, []
+        self._pending = 0
+        self._batch_counter += 1
+        progress = None
+        if session is not None:
+            status, message = final if final is not None else (None, None)
+            progress = SessionProgress(
+                session_id=session.session_id, at=datetime.now(UTC), received=dict(self._received),
+                rows_spilled=self._spill.rows_appended if self._spill else 0,
+                reconnects=self._reconnects, gaps=self._gaps, max_message_age_ms=self._max_age_ms,
+                paused_count=self._paused_count, paused_seconds=self._paused_seconds, status=status,
+                status_message=message, ended_at=datetime.now(UTC) if final is not None else None,
+            )
+        batch = Batch(batch_id=self._batch_counter, session=session, tables=tables, ledger=ledger,
+                      progress=progress)
+        self._outbox.append(batch)
+        self._outbox_rows += batch.row_count
+
+    def _track_age(self, rows: list[Row], ms_index: int, ns_index: int) -> None:
+        ages = [r[ns_index] // 1_000_000 - r[ms_index] for r in rows if r[ms_index] is not None]
+        if ages:
+            oldest = max(ages)
+            if self._max_age_ms is None or oldest > self._max_age_ms:
+                self._max_age_ms = oldest
+
+    # -- database state -------------------------------------------------------------------------------
+
+    async def _database_ready(self) -> bool:
+        if self._writer is not None and not self._writer.closed:
+            return True
+        if time.monotonic() < self._retry_at:
+            return False
+        try:
+            writer = await asyncio.wait_for(CopyWriter.connect(self.url, connect_timeout=self.connect_timeout),
+                                            self.connect_timeout + 2)
+            with contextlib.suppress(psycopg.Error):
+                await asyncio.wait_for(writer.ensure_partitions(self._days_ahead()), self.write_timeout)
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            self._set_unavailable(exc)
+            return False
+        self._writer = writer
+        log.info("recorder: connected to the database")
+        return True
+
+    def _days_ahead(self) -> int:
+        return max(self.partition_days_ahead, self._session_day_span + 1)
+
+    def _set_available(self) -> None:
+        if not self._db_available:
+            self._db_available = True
+            self._retry_delay = self.retry_initial
+
+    def _set_unavailable(self, exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {str(exc).strip()}" or type(exc).__name__
+        if self._db_available or self._last_error != message:
+            log.warning("recorder: database unavailable (%s); spilling to %s, retrying in %.1f s", message,
+                        self._spill.directory if self._spill else "?", self._retry_delay)
+        self._last_error = message
+        self._db_available = False
+        self._retry_at = time.monotonic() + self._retry_delay
+        self._retry_delay = min(self.retry_max, self._retry_delay * 2)
+        self._orphans_checked = False
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            _abort(writer)
+            closing = asyncio.ensure_future(_close_quietly(writer))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+
+    async def _write(self, batch: Batch) -> bool:
+        """Write one batch; False (and the database marked unavailable) on a connection problem or timeout."""
+        writer = self._writer
+        if writer is None:
+            return False
+        timeout = self.write_timeout + batch.row_count * 50e-6
+        task = asyncio.ensure_future(writer.write(batch))
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            _abort(writer)  # unblocks the task with a connection error
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 5.0)
+            if not task.done():
+                task.cancel()
+            self._set_unavailable(TimeoutError(f"batch write took longer than {timeout:.1f} s"))
+            return False
+        try:
+            result = task.result()
+        except Exception as exc:
+            if not is_connection_error(exc):
+                log.error("recorder: batch %s failed (%s: %s); keeping it for retry", batch.batch_id,
+                          type(exc).__name__, exc)
+            self._set_unavailable(exc)
+            return False
+        self._account(result)
+        return True
+
+    def _account(self, result: WriteResult) -> None:
+        for name, n in result.inserted.items():
+            self._written[name] = self._written.get(name, 0) + n
+        for name, n in result.duplicates.items():
+            self._duplicates[name] = self._duplicates.get(name, 0) + n
+        self._unstorable += result.unstorable
+        self._batches_written += 1
+
+    async def _write_outbox(self) -> bool:
+        while self._outbox:
+            batch = self._outbox[0]
+            if not await self._write(batch):
+                return False
+            self._outbox.popleft()
+            self._outbox_rows -= batch.row_count
+            self._durable_through = max(self._durable_through, batch.batch_id)
+            self._stuck = False
+        return True
+
+    async def _spill_outbox(self) -> None:
+        spill = self._spill
+        assert spill is not None
+        while self._outbox:
+            batch = self._outbox[0]
+            try:
+                await asyncio.to_thread(spill.append, batch)
+            except (SpillFull, OSError) as exc:
+                self._stuck = True
+                if self._last_error != str(exc):
+                    log.error("recorder: cannot spill (%s); %d rows held in memory", exc,
+                              self._outbox_rows + self._pending)
+                self._last_error = str(exc)
+                if self._outbox_rows + self._pending >= self.max_rows_in_memory:
+                    self._pause()
+                return
+            self._outbox.popleft()
+            self._outbox_rows -= batch.row_count
+            self._durable_through = max(self._durable_through, batch.batch_id)
+            self._stuck = False
+
+    async def _replay_spills(self) -> bool:
+        """Write every spilled batch (ours, then folders left by dead processes) in order; True when all are stored."""
+        spill = self._spill
+        assert spill is not None
+        if not spill.is_empty:
+            spill.seal()
+            while True:
+                segments = spill.segments()
+                if not segments:
+                    break
+                for path in segments:
+                    read = await asyncio.to_thread(read_segment, path)
+                    for batch in read.batches:
+                        if not await self._write(batch):
+                            return False
+                        if self._pending >= self.batch_rows:
+                            # Keep memory bounded while catching up: new rows queue behind the spill.
+                            self._take_batch()
+                            spill.seal()
+                            await self._spill_outbox()
+                    spill.remove(path)
+                log.info("recorder: spilled batches replayed")
+        return await self._replay_orphans()
+
+    async def _replay_orphans(self) -> bool:
+        if self._orphans_checked:
+            return True
+        own = self._spill.directory if self._spill else None
+        for folder in _spill_folders(self.spill_root):
+            if folder == own:
+                continue
+            try:
+                orphan = SpillBuffer(folder)
+            except SpillLocked:
+                continue  # a live recorder's folder
+            with orphan:
+                log.info("recorder: replaying batches left in %s by an earlier process", folder)
+                for path in orphan.segments():
+                    read = await asyncio.to_thread(read_segment, path)
+                    for batch in read.batches:
+                        if not await self._write(batch):
+                            return False
+                    orphan.remove(path)
+            with contextlib.suppress(OSError):
+                (folder / ".lock").unlink()
+                folder.rmdir()
+        self._orphans_checked = True
+        return True
+
+    # -- backpressure ---------------------------------------------------------------------------------
+
+    def _pause(self) -> None:
+        if self._paused:
+            return
+        self._paused = True
+        self._resumed.clear()
+        self._paused_count += 1
+        self._pause_started_ns = time.time_ns()
+        log.warning("recorder: %d rows in memory and the database/spill cannot take more; the session stops "
+                    "reading the socket until they are stored", self._pending + self._outbox_rows)
+        if self._session is not None:
+            self._pause_event_id = str(uuid.uuid4())
+            self._ledger.append(LedgerOp(
+                op="open", event_id=self._pause_event_id, session_id=self._session.session_id,
+                at_ns=self._pause_started_ns, generation=self._generation or None, kind="backpressure",
+                detail={"rows_in_memory": self._pending + self._outbox_rows, "last_error": self._last_error}))
+
+    def _resume(self) -> None:
+        if not self._paused:
+            return
+        now = time.time_ns()
+        self._paused = False
+        self._paused_seconds += (now - self._pause_started_ns) / 1e9
+        self._resumed.set()
+        log.info("recorder: reading resumed after %.1f s", (now - self._pause_started_ns) / 1e9)
+        if self._session is not None and self._pause_event_id is not None:
+            self._ledger.append(LedgerOp(
+                op="close_event", event_id=str(uuid.uuid4()), session_id=self._session.session_id, at_ns=now,
+                target_event_id=self._pause_event_id, outcome="resumed"))
+        self._pause_event_id = None
+
+    def _require_session(self) -> SessionManifest:
+        if self._session is None:
+            raise RuntimeError("no open session: call `await recorder.open_session(...)` before delivering data")
+        return self._session
+
+
+def _abort(writer: CopyWriter) -> None:
+    """Cut the writer's connection at the socket, so a query blocked on a hung server fails at once."""
+    try:
+        fd = writer.conn.pgconn.socket
+    except psycopg.Error:
+        return
+    with contextlib.suppress(OSError):
+        dup = socket.socket(fileno=os.dup(fd))
+        try:
+            dup.shutdown(socket.SHUT_RDWR)
+        finally:
+            dup.close()
+
+
+async def _close_quietly(writer: CopyWriter) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(writer.close(), 2.0)
