@@ -746,6 +746,14 @@ class SessionProtocol:
             # Not retried on this connection (a user error such as 8 or 9 would fail again).
             self._awaiting_subscribed.discard(channel.name)
             self._check_reconnect_closed()
+        elif (code == 13 and command.action in ("add_markets", "delete_markets") and command.channel != BOOK_CHANNEL
+              and command.sid is not None):
+            # Spec 12.15: whether trade/market_positions accept add/delete_markets is not stated. If not,
+            # re-create the subscription with the new list (frames in between are duplicates, not gaps).
+            channel = self._channels.get(command.channel or "")
+            if channel is not None and channel.sid == command.sid:
+                self._resubscribe(channel, f"{command.action} is not supported on {channel.name} (error 13); "
+                                  "re-created with the new market list", None, at_ns)
         elif command.action == "add_markets" and code not in (18, 27):
             # The markets were not added: forget them so reconnects do not fail the same way.
             channel = self._channels.get(command.channel or "")

@@ -792,3 +792,17 @@ def test_missing_snapshot_after_a_reconnect_is_requested() -> None:
     [recovered] = h.events()
     assert (recovered.incident_id, recovered.outcome) == (disconnected.incident_id, "reconnected")
     assert h.book(B).trusted
+
+
+def test_channel_without_add_markets_is_recreated_with_the_new_list() -> None:
+    h = started(extra=(Subscription("trade", (A,)),))
+    h.proto.update_markets("trade", add=[C])
+    [add] = h.commands()
+    assert add["params"] == {"sid": 2, "action": "add_markets", "market_tickers": [C]}
+    h.feed({"id": add["id"], "type": "error", "msg": {"code": 13, "msg": "Unsupported action"}})
+    failed, resubscribed = h.events()
+    assert isinstance(failed, events.SubscriptionFailed) and failed.code == 13 and failed.markets == (C,)
+    assert isinstance(resubscribed, events.Resubscribed) and resubscribed.old_sid == 2
+    unsubscribe, subscribe = h.commands()
+    assert unsubscribe["params"] == {"sids": [2]}
+    assert subscribe["params"] == {"channels": ["trade"], "market_tickers": [A, C]}
