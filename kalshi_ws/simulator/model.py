@@ -210,15 +210,22 @@ class MarketModel:
         for i, t in enumerate(names):
             self._add_market(t, i, now)
         self.tickers = list(names)
-        # One multivariate (combo) market with lifecycle only.
-        mve_event = f"KXMVESIMCOMBO-S{seed:04d}{self.rng.getrandbits(24):06X}"
+        # One multivariate (combo) market at a time, lifecycle only; a settled one is replaced by a new one.
+        self._mve_count = 0
+        self.mve_ticker = self._new_mve(now)
+        self.markets[self.mve_ticker].status = "active"
+
+    def _new_mve(self, now: int) -> str:
+        self._mve_count += 1
+        mve_event = f"KXMVESIMCOMBO-S{self.seed % 10000:04d}{self._mve_count:03d}{self.rng.getrandbits(24):06X}"
         self.events[mve_event] = Event(mve_event, "KXMVESIMCOMBO", "Simulated combo", mve=True, exchange_index=1)
         mve_ticker = f"{mve_event}-{self.rng.getrandbits(40):010X}"
         mk = self._new_market(mve_ticker, mve_event, "KXMVESIMCOMBO", "center_deci_edge_centi_cent",
                               CENTER_DECI_EDGE_CENTI, now, trading=False)
         mk.mve = True
         mk.exchange_index = 1
-        self.mve_ticker = mve_ticker
+        mk.status = "initialized"
+        return mve_ticker
 
     # ------------------------------------------------------------------ setup
 
@@ -599,14 +606,14 @@ class MarketModel:
         ticker = self.rng.choice(self.tickers) if self.tickers else self.mve_ticker
         mk = self.markets[ticker]
         created = rfc3339(ts)
-        if not self.rfqs or self.rng.random() < 0.4:
+        if not self.rfqs or (len(self.rfqs) < 3 and self.rng.random() < 0.3):
             rfq: dict[str, Any] = {"id": f"rfq_{self.rng.getrandbits(32):08x}", "ticker": ticker, "stage": 0,
                    "contracts": d2(Decimal(self.rng.randint(10, 1000)))}
             self.rfqs.append(rfq)
             return [Emit("communications", m.RfqCreated, m.RfqCreatedPayload(
                 id=rfq["id"], creator_id="0", market_ticker=ticker, event_ticker=mk.event_ticker,
                 contracts_fp=rfq["contracts"], created_ts=created))]
-        rfq = self.rng.choice(self.rfqs)
+        rfq = self.rfqs[0]
         ticker = rfq["ticker"]
         mk = self.markets[ticker]
         stage = rfq["stage"]
@@ -689,18 +696,34 @@ class MarketModel:
             mk.status = "initialized"
             out.append(self._created(mk, "market_lifecycle_v2", m.MarketLifecycle))
             return out
-        if r < 0.40:  # multivariate market lifecycle
+        if r < 0.40:  # multivariate market lifecycle: a small state machine
             mk = self.markets[self.mve_ticker]
-            ev = self.events[mk.event_ticker]
-            kind = self.rng.choice(["created", "activated", "deactivated", "close_date_updated"])
-            if kind == "created":
-                return [self._event_created(ev, "multivariate_market_lifecycle"),
-                        self._created(mk, "multivariate_market_lifecycle", m.MultivariateMarketLifecycle)]
+            if mk.status == "initialized":
+                mk.status = "active"
+                return [self._lc(mk, "activated", is_deactivated=False)]
+            if mk.status == "inactive":
+                mk.status = "active"
+                return [self._lc(mk, "activated", is_deactivated=False)]
+            if mk.status == "determined":
+                mk.status = "finalized"
+                mk.settled_ts = ts // 1000
+                out = [self._lc(mk, "settled", settled_ts=ts // 1000)]
+                self.mve_ticker = self._new_mve(ts)
+                new = self.markets[self.mve_ticker]
+                return out + [self._event_created(self.events[new.event_ticker], "multivariate_market_lifecycle"),
+                              self._created(new, "multivariate_market_lifecycle", m.MultivariateMarketLifecycle)]
+            kind = self.rng.choice(["deactivated", "close_date_updated", "close_date_updated", "determined"])
             if kind == "close_date_updated":
                 mk.close_ts -= 60
                 return [self._lc(mk, kind, close_ts=mk.close_ts)]
-            mk.status = "active" if kind == "activated" else "inactive"
-            return [self._lc(mk, kind, is_deactivated=kind == "deactivated")]
+            if kind == "determined":
+                mk.status = "determined"
+                mk.result = self.rng.choice(["yes", "no"])
+                mk.settlement_value = ONE if mk.result == "yes" else ZERO
+                return [self._lc(mk, kind, result=mk.result, settlement_value=d4(mk.settlement_value),
+                                 determination_ts=ts // 1000)]
+            mk.status = "inactive"
+            return [self._lc(mk, kind, is_deactivated=True)]
         if r < 0.50:
             if not self.tickers:
                 return []

@@ -567,6 +567,8 @@ class Simulator:
                 return
 
     def _reply(self, conn: Conn, obj: dict[str, Any]) -> None:
+        if "id" in obj and not obj["id"]:  # id 0 / absent means "no id": do not echo it
+            del obj["id"]
         conn.put(obj["type"], json.dumps(obj, separators=(",", ":")).encode())
 
     def _error(self, conn: Conn, cmd_id: int | None, code: int, **extra: Any) -> None:
