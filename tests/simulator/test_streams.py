@@ -88,9 +88,9 @@ async def test_cli_prints_key_and_serves(tmp_path) -> None:
         key_path = lines[2].split(": ", 1)[1].strip()
         assert key_path == str(tmp_path / "keys" / f"{key_id}.key")
         base = lines[0].split()[3]
-        from kalshi_ws.auth import Signer
-
         import websockets
+
+        from kalshi_ws.auth import Signer
 
         signer = Signer.from_file(key_id, key_path)
         async with websockets.connect(Environment.at(base).ws_url, additional_headers=signer.websocket_headers()) as ws:
