@@ -302,6 +302,13 @@ PIPELINES: dict[str, Callable[[dict[str, Any]], Any]] = {
 def child_main(kind: str, cfg: dict[str, Any], result: Connection) -> None:
     """Entry point of a pipeline process: run once, send the stats (or the error) to the parent."""
     try:
+        if cfg.get("gc_threshold") is not None:  # experiment knob: --gc-threshold N (0 = gc disabled)
+            import gc
+
+            if cfg["gc_threshold"] == 0:
+                gc.disable()
+            else:
+                gc.set_threshold(cfg["gc_threshold"], 10, 10)
         if cfg.get("py_spy"):
             time.sleep(1.0)  # let the parent attach py-spy before the stream starts
         if cfg.get("profile"):

@@ -53,6 +53,8 @@ from .frames import StreamSpec  # noqa: E402
 from .source import FrameSource  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: Experiment knob (--gc-threshold): generation-0 threshold in the pipeline processes (None = Python's default).
+GC_THRESHOLD: int | None = None
 
 
 @dataclass
@@ -213,7 +215,7 @@ def run_once(db: Database, src: FrameSource, kind: str, spec: StreamSpec, n: int
     cfg = {"ws_url": src.ws_url, "base_url": src.base_url, "key_id": src.key_id,
            "private_key_path": str(src.private_key_path), "channels": list(spec.channels), "tickers": spec.tickers,
            "end_trade_id": info["end_trade_id"], "frames": n, "dsn": db.dsn, "profile": profile,
-           "stream": spec.kind, "py_spy": py_spy_out is not None}
+           "stream": spec.kind, "py_spy": py_spy_out is not None, "gc_threshold": GC_THRESHOLD}
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=pipelines.child_main, args=(kind, cfg, child), name=f"bench-{kind}", daemon=True)
@@ -417,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-paced", action="store_true", help="skip the paced (latency/RSS) runs")
     ap.add_argument("--profile", action="store_true",
                     help="also run the production pipeline once under pyinstrument (bench/results/profile-*.txt)")
+    ap.add_argument("--gc-threshold", type=int, help="experiment: gc generation-0 threshold in the pipeline "
+                    "processes (0 disables the cyclic GC)")
     ap.add_argument("--py-spy", default="", metavar="KINDS",
                     help="also run these pipelines once under py-spy (comma-separated) and fold the samples into "
                          "per-stage shares and us/frame")
@@ -441,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         mode.bare_paced_seconds = args.bare_paced_seconds
     if args.rate:
         mode.rate = args.rate
+    global GC_THRESHOLD
+    GC_THRESHOLD = args.gc_threshold
     kinds = [k.strip() for k in args.pipelines.split(",") if k.strip()]
     unknown = set(kinds) - set(pipelines.PIPELINES)
     if unknown:
