@@ -42,6 +42,22 @@ reference data) cannot be repaired over the WebSocket: Kalshi does not re-send a
 snapshot. The gap is reported (``SequenceGap``) and closed at once with ``Recovered(outcome="abandoned")``:
 the stream continues from the new ``seq``; the storage layer backfills trades over REST.
 
+Other decisions, each tested:
+
+* a ``orderbook_delta``/``orderbook_snapshot`` frame on a live book sid that cannot be decoded (malformed or
+  in the removed integer shape) is lost data for the books: recovered like a gap whose missing frame is
+  that one (``SequenceGap`` with ``expected == received``);
+* terminal errors (10, 25, 17) with a sid, an unsolicited ``unsubscribed`` and error 7 for a sid we believe
+  live all mean the subscription is dead: it is re-created at once (``Resubscribed``; for the book channel
+  under a new incident closed by ``Recovered(outcome="resubscribed")``), outside the recovery budget;
+* ``add_markets``/``delete_markets`` answered with 13 on a channel other than ``orderbook_delta`` (spec 12.15)
+  re-creates the subscription with the new list; other errors on ``add_markets`` drop those markets from
+  the remembered list (except 18/27, which are transient);
+* a ``subscribe`` or ``add/delete_markets`` without any reply within ``command_timeout`` requests a
+  reconnect (the server's view of the subscription is unknown);
+* ``seq`` counted per connection instead of per sid (spec 12.4) is recognised on clear evidence
+  (:attr:`~SessionProtocol.seq_per_connection`); control replies carrying ``seq`` never open a gap (12.5).
+
 A disconnect (:meth:`~SessionProtocol.connection_lost`) opens an incident (``Disconnected``); the next
 connection's ``Connected`` names it and it is closed with ``Recovered(outcome="reconnected")`` when every
 subscription has been acknowledged again and every book has its new snapshot.
