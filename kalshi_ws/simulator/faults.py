@@ -31,6 +31,7 @@ IMMEDIATE = frozenset({
     "oversized",          # a frame of `size` bytes (default 2 MiB: above websockets' 1 MiB default)
     "sub_error",          # asynchronous subscription error (code 10 or 25) with sid; subscription dropped
     "extra_key",          # a ticker frame carrying an undocumented key ("Clock")
+    "zero_delta",         # an orderbook_delta with delta_fp "0.00" (takes the next seq; book unchanged)
 })
 #: Handshake faults: apply to the next `count` connection attempts.
 HANDSHAKE = frozenset({"auth_reject"})  # mode="401" (default) or "403"

@@ -34,6 +34,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -928,6 +929,21 @@ class Simulator:
             obj["msg"]["Clock"] = 123456789
             self._record(kind, conn.id, sid=s_id)
             conn.put("ticker", json.dumps(obj).encode())
+        elif kind == "zero_delta":
+            ob = conn.by_channel.get("orderbook_delta")
+            if ob is None or not ob.tickers:
+                return
+            t = ob.tickers[0]
+            mk = self.model.markets[t]
+            side = "yes" if mk.yes else "no"
+            price = mk.best(side) or Decimal("0.5000")
+            if ob.use_yes_price and side == "no":
+                price = (1 - price).quantize(Decimal("0.0001"))
+            ts = self.model.now_ms()
+            payload = m.OrderbookDeltaPayload(market_ticker=t, market_id=mk.market_id, price_dollars=price,
+                                              delta_fp=Decimal("0.00"), side=side, ts_ms=ts)  # type: ignore[arg-type]
+            self._put_seq(conn, ob, m.OrderbookDelta, payload)
+            self._record(kind, conn.id, sid=ob.sid, seq=ob.seq, channel="orderbook_delta")
         elif kind == "sub_error":
             code = int(params.get("code", 25))
             if sub is None:

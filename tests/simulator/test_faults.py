@@ -231,3 +231,15 @@ async def test_buffer_limit_gives_error_25() -> None:
         err = await raw.wait(lambda f: f["type"] == "error")
         assert err["msg"]["code"] == 25 and err["sid"] == 1
         await raw.close()
+
+
+async def test_zero_delta_takes_a_seq(idle_sim: Simulator, idle_raw: Raw) -> None:
+    t = idle_sim.tickers[0]
+    await idle_raw.send("subscribe", {"channels": ["orderbook_delta"], "market_ticker": t})
+    await idle_raw.wait(lambda f: f["type"] == "orderbook_snapshot")
+    before = idle_sim.book(t)
+    idle_sim.inject("zero_delta")
+    f = await idle_raw.wait(lambda f: f["type"] == "orderbook_delta")
+    assert f["seq"] == 2 and f["msg"]["delta_fp"] == "0.00"
+    assert idle_sim.book(t) == before
+    assert idle_sim.faults_injected[-1]["kind"] == "zero_delta" and idle_sim.faults_injected[-1]["seq"] == 2
