@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections import Counter
@@ -226,6 +227,7 @@ async def run_recording_session(
         started = datetime.now(UTC)
         deadline = time.time() + duration
         recorder = Recorder(database_url, spill_dir=settings.data_dir / "spill")
+        await recorder.start()
         session_id = str(await recorder.open_session(
             market_set=market_set.name, environment=environment.name, markets=markets,
             channels=list(market_set.channels), use_yes_price=market_set.use_yes_price,
@@ -235,7 +237,10 @@ async def run_recording_session(
 
         async def backfill(since: datetime) -> int:
             trades = await fetch_trades(rest, markets, since)
-            return int(await recorder.add_rest_trades(trades) or 0) if trades else 0
+            if not trades:
+                return 0
+            added = recorder.add_rest_trades(trades)
+            return int((await added if inspect.isawaitable(added) else added) or 0)
 
         def on_reconnect(lost_at: datetime) -> None:
             backfills.append(asyncio.create_task(backfill(lost_at), name="kalshi-rest-backfill"))
@@ -272,6 +277,12 @@ async def run_recording_session(
     return summary
 
 
+def _stats(recorder: Any) -> Any:
+    """The recorder's statistics (``Recorder.stats()`` is a method)."""
+    stats = recorder.stats
+    return stats() if callable(stats) else stats
+
+
 async def _close(recorder: Any, sink: _SessionSink, status: str, message: str, *, session_id: str,
                  market_set: MarketSet, environment: str, markets: list[str], started: datetime,
                  backfilled: int) -> SessionSummary:
@@ -279,7 +290,7 @@ async def _close(recorder: Any, sink: _SessionSink, status: str, message: str, *
 
     async def close() -> SessionSummary:
         await recorder.flush()
-        stats = recorder.stats
+        stats = _stats(recorder)
         spilled = int(getattr(stats, "rows_spilled", 0) or 0)
         final_status, final_message = status, message
         problems = []
@@ -292,6 +303,7 @@ async def _close(recorder: Any, sink: _SessionSink, status: str, message: str, *
         if problems:
             final_message = "; ".join(p for p in (message, *problems) if p)
         await recorder.close_session(final_status, final_message)
+        await recorder.stop()
         return SessionSummary(
             session_id=session_id, market_set=market_set.name, environment=environment, markets=markets,
             channels=list(market_set.channels), started_at=started, ended_at=datetime.now(UTC),
@@ -321,7 +333,7 @@ async def _report_progress(sink: _SessionSink, recorder: Any, market_set: str, s
         span = max(now - last, 1e-9)
         rates = {kind: (counts[kind] - previous[kind]) / span for kind in counts}
         previous, last = counts, now
-        stats = recorder.stats
+        stats = _stats(recorder)
         progress = Progress(
             market_set=market_set, session_id=session_id, elapsed=now - start, duration=duration,
             messages=dict(counts), rates=rates, rows_written=sum((getattr(stats, "written", {}) or {}).values()),
