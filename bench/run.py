@@ -92,6 +92,8 @@ class RunResult:
     rss_samples: list[tuple[float, float]] = field(default_factory=list)  # (seconds, MB)
     latency_ms: dict[str, float] | None = None
     stored: int | None = None
+    db_cpu_us_per_msg: float | None = None  # all PostgreSQL processes (backends, WAL writer, checkpointer ...)
+    source_cpu_us_per_msg: float | None = None  # the frame source process
     end_source: str = ""
     error: str | None = None
     child: dict[str, Any] = field(default_factory=dict)
@@ -131,14 +133,21 @@ class Database:
         server._postmaster_info = PostmasterInfo.read_from_pgdata(server.pgdata)
         return str(server.get_uri())
 
-    def postgres_pids(self) -> list[int]:
+    def cpu_seconds(self) -> float | None:
+        """CPU time of the postmaster and all its children so far, live or exited (embedded server only)."""
         if self._server is None:
-            return []
-        pid = self._server.get_pid()
+            return None
+        total = 0.0
         with contextlib.suppress(psutil.Error):
-            proc = psutil.Process(pid)
-            return [pid, *(c.pid for c in proc.children())]
-        return []
+            root = psutil.Process(self._server.get_pid())
+            rt = root.cpu_times()
+            total += rt.children_user + rt.children_system  # backends that have exited (reaped by the postmaster)
+            for proc in (root, *root.children(recursive=True)):
+                with contextlib.suppress(psutil.Error):
+                    t = proc.cpu_times()
+                    total += t.user + t.system
+            return total
+        return None
 
     def close(self) -> None:
         if self._server is not None:
@@ -204,6 +213,28 @@ def _measure_db(dsn: str, kind: str, end_trade_id: str, commit_ts: bool, skip_s:
 # One run
 
 
+def _wait_backends_gone(dsn: str, timeout: float = 5.0) -> None:
+    """Wait until the pipeline's connections have ended (their CPU then counts in the postmaster's children)."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("select count(*) from pg_stat_activity where backend_type = 'client backend' "
+                               "and pid <> pg_backend_pid()").fetchone()
+            if row is not None and row[0] == 0:
+                break
+            time.sleep(0.05)
+    time.sleep(0.1)  # the postmaster reaps exited backends asynchronously
+
+
+def _cpu_of(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    with contextlib.suppress(psutil.Error):
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    return None
+
+
 def run_once(db: Database, src: FrameSource, kind: str, spec: StreamSpec, n: int, *, rate: float | None = None,
              profile: str | None = None, timeout: float | None = None, latency_skip_s: float = 1.0,
              py_spy_out: Path | None = None) -> RunResult:
@@ -216,6 +247,8 @@ def run_once(db: Database, src: FrameSource, kind: str, spec: StreamSpec, n: int
            "private_key_path": str(src.private_key_path), "channels": list(spec.channels), "tickers": spec.tickers,
            "end_trade_id": info["end_trade_id"], "frames": n, "dsn": db.dsn, "profile": profile,
            "stream": spec.kind, "py_spy": py_spy_out is not None, "gc_threshold": GC_THRESHOLD}
+    db_cpu0 = db.cpu_seconds()
+    src_cpu0 = _cpu_of(src.process.pid)
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=pipelines.child_main, args=(kind, cfg, child), name=f"bench-{kind}", daemon=True)
@@ -255,6 +288,14 @@ def run_once(db: Database, src: FrameSource, kind: str, spec: StreamSpec, n: int
         sent = src.result(timeout=30)
     except TimeoutError:
         sent = {"first_write_ns": 0, "error": "source never started streaming"}
+    if db_cpu0 is not None:
+        _wait_backends_gone(db.dsn)
+    db_cpu1 = db.cpu_seconds()
+    src_cpu1 = _cpu_of(src.process.pid)
+    if db_cpu0 is not None and db_cpu1 is not None:
+        res.db_cpu_us_per_msg = round((db_cpu1 - db_cpu0) * 1e6 / n, 2)
+    if src_cpu0 is not None and src_cpu1 is not None:
+        res.source_cpu_us_per_msg = round((src_cpu1 - src_cpu0) * 1e6 / n, 2)
     status, payload = outcome
     if status != "ok":
         res.error = str(payload)
@@ -316,6 +357,8 @@ def summarize(results: list[RunResult]) -> dict[str, Any]:
                 "msgs_per_s_median": _median([r.msgs_per_s for r in ok]),
                 "msgs_per_s_all": [r.msgs_per_s for r in ok],
                 "cpu_us_per_msg_median": _median([r.cpu_us_per_msg for r in ok]),
+                "db_cpu_us_per_msg_median": _median([r.db_cpu_us_per_msg for r in ok]),
+                "source_cpu_us_per_msg_median": _median([r.source_cpu_us_per_msg for r in ok]),
                 "maxrss_mb_max": max((r.maxrss_mb or 0 for r in ok), default=None),
                 "errors": [r.error for r in runs if r.error],
             }
@@ -326,6 +369,11 @@ def summarize(results: list[RunResult]) -> dict[str, Any]:
         naive = (tp.get(f"naive/{stream}") or {}).get("msgs_per_s_median")
         summary[f"ratio_production_bare_{stream}"] = round(prod / bare, 3) if prod and bare else None
         summary[f"ratio_production_naive_{stream}"] = round(prod / naive, 1) if prod and naive else None
+        # CPU-bound view, robust to machine noise: what the throughput ratio would be if each were limited by
+        # its own client CPU (bare CPU per message / production CPU per message).
+        pc = (tp.get(f"production/{stream}") or {}).get("cpu_us_per_msg_median")
+        bc = (tp.get(f"bare/{stream}") or {}).get("cpu_us_per_msg_median")
+        summary[f"cpu_ratio_bare_over_production_{stream}"] = round(bc / pc, 3) if pc and bc else None
     for r in results:
         if r.rate is not None:
             summary["paced"][r.pipeline] = {"rate": r.rate, "seconds": round(r.frames / r.rate),
@@ -363,14 +411,17 @@ def print_report(summary: dict[str, Any], machine: dict[str, Any], out: Path | N
     p = print
     p(f"\nKalshi ingest benchmark ({summary['mode']}) on {machine['nproc']} x {machine['cpu']}, "
       f"PostgreSQL {machine['postgres']}, Python {machine['python']}")
-    p(f"{'pipeline/stream':<22}{'runs':>5}{'msgs/s (median)':>17}{'CPU us/msg':>12}{'peak RSS MB':>13}   all runs")
+    p(f"{'pipeline/stream':<22}{'runs':>5}{'msgs/s (median)':>17}{'CPU us/msg':>12}{'DB CPU us/msg':>15}"
+      f"{'peak RSS MB':>13}   all runs")
     for key, t in summary["throughput"].items():
         p(f"{key:<22}{t['runs']:>5}{_fmt(t['msgs_per_s_median']):>17}{_fmt(t['cpu_us_per_msg_median'], '.2f'):>12}"
-          f"{_fmt(t['maxrss_mb_max'], '.1f'):>13}   {t['msgs_per_s_all']}"
+          f"{_fmt(t['db_cpu_us_per_msg_median'], '.2f'):>15}{_fmt(t['maxrss_mb_max'], '.1f'):>13}   {t['msgs_per_s_all']}"
           + (f"  ERRORS: {t['errors'][0][:200]}" if t["errors"] else ""))
     for stream in ("mixed", "trades"):
         p(f"production/bare ({stream}): {_fmt(summary[f'ratio_production_bare_{stream}'], '.3f')}   "
-          f"production/naive ({stream}): {_fmt(summary[f'ratio_production_naive_{stream}'], '.1f')}")
+          f"production/naive ({stream}): {_fmt(summary[f'ratio_production_naive_{stream}'], '.1f')}   "
+          f"CPU-bound ratio bare/production CPU per msg ({stream}): "
+          f"{_fmt(summary[f'cpu_ratio_bare_over_production_{stream}'], '.3f')}")
     for kind, pr in summary["paced"].items():
         lat = pr.get("latency_ms") or {}
         rss = pr.get("rss") or {}
@@ -482,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {what}: ERROR {r.error.splitlines()[0][:300]}", flush=True)
         else:
             lat = f", latency p50/p99 {r.latency_ms['p50']}/{r.latency_ms['p99']} ms" if r.latency_ms else ""
-            print(f"  {what}: {_fmt(r.msgs_per_s)} msgs/s, {r.cpu_us_per_msg} us/msg CPU, "
+            print(f"  {what}: {_fmt(r.msgs_per_s)} msgs/s, {r.cpu_us_per_msg} us/msg CPU "
+                  f"(DB {r.db_cpu_us_per_msg}, source {r.source_cpu_us_per_msg}), "
                   f"peak RSS {r.maxrss_mb} MB, stored {r.stored}/{r.frames}{lat}", flush=True)
 
     try:
