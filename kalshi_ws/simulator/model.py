@@ -612,7 +612,7 @@ class MarketModel:
             self.rfqs.append(rfq)
             return [Emit("communications", m.RfqCreated, m.RfqCreatedPayload(
                 id=rfq["id"], creator_id="0", market_ticker=ticker, event_ticker=mk.event_ticker,
-                contracts_fp=rfq["contracts"], created_ts=created))]
+                contracts_fp=rfq["contracts"], created_ts=created), ticker)]
         rfq = self.rfqs[0]
         ticker = rfq["ticker"]
         mk = self.markets[ticker]
@@ -626,21 +626,21 @@ class MarketModel:
                 quote_id=rfq["quote"], rfq_id=rfq["id"], quote_creator_id=self.comm_id[:8], rfq_creator_id="0",
                 market_ticker=ticker, event_ticker=mk.event_ticker, yes_bid_dollars=d4(yes_bid),
                 no_bid_dollars=no_bid, yes_contracts_offered_fp=rfq["contracts"],
-                no_contracts_offered_fp=rfq["contracts"], created_ts=created))]
+                no_contracts_offered_fp=rfq["contracts"], created_ts=created), ticker)]
         if stage == 1:
             return [Emit("communications", m.QuoteAccepted, m.QuotePayload(
                 quote_id=rfq["quote"], rfq_id=rfq["id"], quote_creator_id=self.comm_id[:8], rfq_creator_id="0",
                 market_ticker=ticker, event_ticker=mk.event_ticker, yes_bid_dollars=d4(yes_bid),
-                no_bid_dollars=no_bid, accepted_side="yes", contracts_accepted_fp=rfq["contracts"]))]
+                no_bid_dollars=no_bid, accepted_side="yes", contracts_accepted_fp=rfq["contracts"]), ticker)]
         if stage == 2:
             return [Emit("communications", m.QuoteExecuted, m.QuotePayload(
                 quote_id=rfq["quote"], rfq_id=rfq["id"], quote_creator_id=self.comm_id[:8], rfq_creator_id="0",
-                order_id=self._uuid(), client_order_id=f"sim-rfq-{stage}", market_ticker=ticker,
-                executed_ts=created))]
+                order_id=self._uuid(), client_order_id=f"sim-rfq-{rfq['id'][4:]}", market_ticker=ticker,
+                executed_ts=created), ticker)]
         self.rfqs.remove(rfq)
         return [Emit("communications", m.RfqDeleted, m.RfqDeletedPayload(
             id=rfq["id"], creator_id="0", market_ticker=ticker, event_ticker=mk.event_ticker,
-            contracts_fp=rfq["contracts"], deleted_ts=created))]
+            contracts_fp=rfq["contracts"], deleted_ts=created), ticker)]
 
     # ------------------------------------------------------------------ lifecycle
 

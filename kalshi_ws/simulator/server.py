@@ -220,6 +220,8 @@ class Simulator:
         self._random_task: asyncio.Task[Any] | None = None
         self.produced = 0
         self.base_url = ""
+        #: Internal errors (simulator bugs) caught so a session survives them; tests assert this stays empty.
+        self.errors: list[str] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -346,11 +348,16 @@ class Simulator:
                     continue
                 budget = min(budget, 500)
             n = 0
-            while n < budget:
-                emits = self.model.step()
-                n += len(emits) or 1
-                self.produced += len(emits)
-                self._fanout(emits)
+            try:
+                while n < budget:
+                    emits = self.model.step()
+                    n += len(emits) or 1
+                    self.produced += len(emits)
+                    self._fanout(emits)
+            except Exception as exc:
+                log.exception("simulator market model failed")
+                self.errors.append(f"generator: {type(exc).__name__}: {exc}")
+                await asyncio.sleep(0.1)
             produced += n
             self._produced_event.set()
             await asyncio.sleep(0)
@@ -631,6 +638,10 @@ class Simulator:
                 self._update(conn, cmd_id, params)
         except _Stop:
             pass
+        except Exception as exc:  # a simulator bug must not kill the session; tests check sim.errors
+            log.exception("simulator failed on command %s", cmd)
+            self.errors.append(f"command {cmd}: {type(exc).__name__}: {exc}")
+            self._error(conn, cmd_id, 1)
 
     def _tickers_param(self, conn: Conn, cmd_id: int | None, params: dict[str, Any], *,
                        allow_single: bool = True, allow_ids: bool = False) -> list[str] | None:

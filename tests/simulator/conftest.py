@@ -110,6 +110,7 @@ async def connect(sim: Simulator, **kw: Any) -> ClientConnection:
 async def sim() -> AsyncIterator[Simulator]:
     async with Simulator(markets=4, seed=7, rate=300, heartbeat_interval=0.3) as s:
         yield s
+        assert s.errors == []
 
 
 @pytest.fixture
@@ -117,6 +118,7 @@ async def idle_sim() -> AsyncIterator[Simulator]:
     """No automatic activity: drive it with sim.step(n)."""
     async with Simulator(markets=4, seed=3, rate=0) as s:
         yield s
+        assert s.errors == []
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from decimal import Decimal
 
 import pytest
@@ -255,14 +256,44 @@ async def test_communications_user_filter_and_sharding(idle_sim: Simulator) -> N
     for r in (everyone, mine, shard0, shard1):
         await r.wait(lambda f: f["type"] == "subscribed")
     idle_sim.step(3000)
-    await everyone.drain_until(lambda: sum(1 for f in everyone.frames if f["type"] == "rfq_created") >= 3)
-    n = sum(1 for f in everyone.frames if f["type"] != "subscribed")
-    await shard0.drain_until(lambda: len(shard0.frames) + len(shard1.frames) - 2 >= n)
-    await shard1.drain_until(lambda: len(shard0.frames) + len(shard1.frames) - 2 >= n)
+    conn = idle_sim.connections[1]
+    await everyone.drain_until(lambda: not conn.queue and conn.sent["subscribed"] + sum(
+        conn.sent[k] for k in conn.sent if k.startswith(("rfq", "quote"))) == len(everyone.frames))
+    data = everyone.frames[1:]
+    assert sum(1 for f in data if f["type"] == "rfq_created") >= 3
+    for k, shard in enumerate((shard0, shard1)):
+        want = [f["msg"] for f in data if zlib.crc32(f["msg"]["market_ticker"].encode()) % 2 == k]
+        assert want
+        await shard.drain_until(lambda shard=shard, want=want: len(shard.frames) - 1 == len(want))
+        assert [f["msg"] for f in shard.frames[1:]] == want
     await mine.drain_until(lambda: any(f["type"].startswith("quote") for f in mine.frames))
     assert not [f for f in mine.frames if f["type"] in ("rfq_created", "rfq_deleted")]
-    t0 = {f["msg"]["market_ticker"] for f in shard0.frames[1:]}
-    t1 = {f["msg"]["market_ticker"] for f in shard1.frames[1:]}
-    assert not t0 & t1
     for r in (everyone, mine, shard0, shard1):
         await r.close()
+
+
+async def test_weird_params_always_get_an_answer(idle_sim: Simulator, idle_raw: Raw) -> None:
+    weird: list[object] = [None, 0, -1, True, "x", [], [1], ["x"], {}, {"a": 1}, 1.5]
+    t = idle_sim.tickers[0]
+    await idle_raw.send("subscribe", {"channels": ["orderbook_delta"], "market_ticker": t})
+    await idle_raw.wait(lambda f: f["type"] == "orderbook_snapshot")
+    n = 0
+    for cmd, base, keys in [
+        ("subscribe", {"channels": ["ticker"]}, ["channels", "market_ticker", "market_tickers", "market_ids",
+                                                  "send_initial_snapshot", "use_yes_price", "shard_factor"]),
+        ("update_subscription", {"sid": 1, "action": "add_markets", "market_tickers": [t]},
+         ["sid", "sids", "action", "market_tickers", "market_ticker"]),
+        ("unsubscribe", {"sids": [5]}, ["sids"]),
+    ]:
+        for key in keys:
+            for value in weird:
+                i = await idle_raw.send(cmd, {**base, key: value})
+                reply = await idle_raw.reply(i)
+                assert reply["type"] in ("subscribed", "ok", "error", "unsubscribed", "orderbook_snapshot", "ticker")
+                n += 1
+    for bad_id in ("7", -3, 1.5):
+        await idle_raw.ws.send(json.dumps({"id": bad_id, "cmd": "list_subscriptions"}))
+        assert (await idle_raw.wait(lambda f: f["type"] == "error"))["msg"]["code"] == 1
+    await idle_raw.ws.send(b"binary")
+    assert (await idle_raw.wait(lambda f: f["type"] == "error"))["msg"]["code"] == 1
+    assert n > 100 and idle_sim.errors == []
