@@ -1,0 +1,128 @@
+"""Record the exchange simulator into PostgreSQL with the production client and Recorder; keep its ground truth.
+
+:func:`record` runs the simulator (seeded, driven step by step), the production WebSocket client
+and the production :class:`~kalshi_store.recorder.Recorder` into a fresh migrated database, with a sequence gap
+(a dropped order book delta, repaired by a snapshot) and a dropped connection (reconnect, new snapshots) in the
+middle, then computes the depth summaries like the ingest flow does. The tests check the report views against
+the simulator's own record: its trade tape, the book it held at any moment, and its account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from kalshi_ingest.summaries import compute_depth_summaries
+from kalshi_store.recorder import Recorder
+from kalshi_ws import events, messages
+from kalshi_ws.auth import Signer
+from kalshi_ws.client import ClientOptions, KalshiWebSocketClient
+from kalshi_ws.protocol import Subscription
+from kalshi_ws.simulator import MarketModel, Simulator
+
+MARKET_SET = "reporting"
+CHANNELS = ("orderbook_delta", "trade", "ticker", "fill", "market_positions", "user_orders")
+#: The data messages a subscription above can deliver (the simulator counts the frames it sent per type).
+DATA_TYPES = ("orderbook_snapshot", "orderbook_delta", "trade", "ticker", "fill", "market_position", "user_order")
+DEPTH_DISTANCES = (Decimal("0"), Decimal("0.02"), Decimal("0.05"))
+
+
+@dataclass
+class Recording:
+    """A recorded session and the simulator's ground truth for it."""
+
+    url: str
+    session_id: str
+    tickers: list[str]
+    model: MarketModel
+    tape: list[dict[str, Any]]
+    events: list[events.SessionEvent] = field(default_factory=list)
+
+    def query(self, statement: str, params: Any = None) -> list[dict[str, Any]]:
+        with psycopg.connect(self.url, row_factory=psycopg.rows.dict_row) as conn:
+            conn.execute("set time zone 'UTC'")
+            return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
+
+
+class _CountingSink:
+    """The recorder, plus counts of what the client delivered (to know when everything sent has arrived)."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.counts: Counter[str] = Counter()
+        self.events: list[events.SessionEvent] = []
+
+    def on_message(self, message: messages.AnyMessage, generation: int, received_ns: int) -> None:
+        self.counts[message.__struct_config__.tag] += 1
+        self.recorder.on_message(message, generation, received_ns)
+
+    def on_event(self, event: events.SessionEvent) -> None:
+        self.events.append(event)
+        self.recorder.on_event(event)
+
+    @property
+    def paused(self) -> bool:
+        return self.recorder.paused
+
+    async def wait_resumed(self) -> None:
+        await self.recorder.wait_resumed()
+
+
+async def _until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+async def record(url: str, folder: Path) -> Recording:
+    """Record the simulator (see the module docstring of conftest.py) into the migrated database at ``url``."""
+    async with Simulator(markets=3, seed=11, rate=0, data_dir=folder / "sim") as sim:
+        signer = Signer.from_file(sim.key_id, sim.private_key_path)
+        subscriptions = [Subscription("orderbook_delta", tuple(sim.tickers)),
+                         *(Subscription(channel) for channel in CHANNELS[1:])]
+        options = ClientOptions(backoff_initial=0.02, backoff_cap=0.1, poll_interval=0.02, close_timeout=1.0)
+        async with Recorder(url, spill_dir=folder / "spill", flush_interval=0.05) as recorder:
+            started = datetime.now(UTC)
+            session_id = await recorder.open_session(MARKET_SET, sim.base_url, sim.tickers, CHANNELS, started,
+                                                     started + timedelta(seconds=30))
+            sink = _CountingSink(recorder)
+            client = KalshiWebSocketClient(sim.ws_url, sink, subscriptions, signer=signer, options=options)
+
+            def delivered() -> bool:
+                if any(conn.queue for conn in sim.connections.values()):
+                    return False
+                sent: Counter[str] = Counter()
+                for frames in sim.sent_frames.values():  # every connection so far
+                    sent.update({kind: n for kind, n in frames.items() if kind in DATA_TYPES})
+                return all(client.books.is_trusted(t) for t in sim.tickers) and all(
+                    sink.counts[kind] == sent[kind] for kind in DATA_TYPES)
+
+            def recovered(outcome: str) -> bool:
+                return any(isinstance(e, events.Recovered) and e.outcome == outcome for e in sink.events)
+
+            async with client:
+                await _until(delivered)
+                for chunk in range(36):
+                    if chunk == 12:
+                        sim.inject("drop", channel="orderbook_delta")
+                    if chunk == 24:
+                        sim.inject("close", mode="abort")
+                        await _until(lambda: client.generation == 2 and recovered("reconnected"))
+                    sim.step(50)
+                    await _until(delivered)
+                    if chunk == 12:
+                        await _until(lambda: recovered("snapshot"))
+            await recorder.close_session("completed")
+        tape = sim.trade_tape()
+        model = sim.model
+        tickers = list(sim.tickers)
+    compute_depth_summaries(url, session_id, MARKET_SET, bucket_seconds=0.5, distances=DEPTH_DISTANCES)
+    return Recording(url=url, session_id=session_id, tickers=tickers, model=model, tape=tape, events=sink.events)
