@@ -55,6 +55,8 @@ from .source import FrameSource  # noqa: E402
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Experiment knob (--gc-threshold): generation-0 threshold in the pipeline processes (None = Python's default).
 GC_THRESHOLD: int | None = None
+#: Experiment knob (--recorder KEY=VALUE): keyword arguments for kalshi_store.recorder.Recorder.
+RECORDER_OPTIONS: dict[str, Any] = {}
 
 
 @dataclass
@@ -246,7 +248,8 @@ def run_once(db: Database, src: FrameSource, kind: str, spec: StreamSpec, n: int
     cfg = {"ws_url": src.ws_url, "base_url": src.base_url, "key_id": src.key_id,
            "private_key_path": str(src.private_key_path), "channels": list(spec.channels), "tickers": spec.tickers,
            "end_trade_id": info["end_trade_id"], "frames": n, "dsn": db.dsn, "profile": profile,
-           "stream": spec.kind, "py_spy": py_spy_out is not None, "gc_threshold": GC_THRESHOLD}
+           "stream": spec.kind, "py_spy": py_spy_out is not None, "gc_threshold": GC_THRESHOLD,
+           "recorder_options": RECORDER_OPTIONS}
     db_cpu0 = db.cpu_seconds()
     src_cpu0 = _cpu_of(src.process.pid)
     ctx = mp.get_context("spawn")
@@ -472,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also run the production pipeline once under pyinstrument (bench/results/profile-*.txt)")
     ap.add_argument("--gc-threshold", type=int, help="experiment: gc generation-0 threshold in the pipeline "
                     "processes (0 disables the cyclic GC)")
+    ap.add_argument("--recorder", action="append", default=[], metavar="KEY=VALUE",
+                    help="experiment: Recorder keyword argument for the production pipeline (repeatable), "
+                         "e.g. --recorder flush_interval=0.1")
     ap.add_argument("--py-spy", default="", metavar="KINDS",
                     help="also run these pipelines once under py-spy (comma-separated) and fold the samples into "
                          "per-stage shares and us/frame")
@@ -498,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
         mode.rate = args.rate
     global GC_THRESHOLD
     GC_THRESHOLD = args.gc_threshold
+    for item in args.recorder:
+        key, _, value = item.partition("=")
+        RECORDER_OPTIONS[key.strip()] = json.loads(value)
     kinds = [k.strip() for k in args.pipelines.split(",") if k.strip()]
     unknown = set(kinds) - set(pipelines.PIPELINES)
     if unknown:
@@ -509,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     if "client" in kinds and (why := production.client_available()):
         print(f"client pipeline skipped: {why}", file=sys.stderr)
         kinds.remove("client")
+    if RECORDER_OPTIONS:
+        print(f"experiment: Recorder options {RECORDER_OPTIONS}")
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     out = args.out or RESULTS_DIR / f"{stamp}.json"
@@ -594,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["mode"] = mode.name
         summary["targets"] = _targets(summary)
         doc = {"started": started.isoformat(), "duration_s": round(time.monotonic() - t_start, 1),
+               "experiment": {"recorder_options": RECORDER_OPTIONS, "gc_threshold": GC_THRESHOLD},
                "mode": asdict(mode), "machine": machine, "summary": summary,
                "runs": [asdict(r) for r in results]}
         out.parent.mkdir(parents=True, exist_ok=True)
