@@ -30,6 +30,8 @@ Q6 = Decimal("0.000001")
 ZERO = Decimal(0)
 ONE = Decimal(1)
 
+CHECKPOINT = 512
+
 #: Message types whose frames carry ``seq`` (spec 4.0).
 UNSEQUENCED: frozenset[type] = frozenset({m.Ticker, m.Fill, m.MarketPosition, m.UserOrder})
 
@@ -150,6 +152,8 @@ class Market:
     initial_yes: dict[Decimal, Decimal] = field(default_factory=dict)
     initial_no: dict[Decimal, Decimal] = field(default_factory=dict)
     log: list[tuple[int, str, Decimal, Decimal]] = field(default_factory=list)
+    #: (yes, no) copies of the book after every CHECKPOINT-th log entry, so book_at() replays little.
+    checkpoints: list[tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]] = field(default_factory=list)
 
     def book_side(self, side: str) -> dict[Decimal, Decimal]:
         return self.yes if side == "yes" else self.no
@@ -294,11 +298,12 @@ class MarketModel:
         mk = self.markets[ticker]
         if ts_ms < mk.initial_ms:
             return {"yes_dollars": [], "no_dollars": []}
-        yes = dict(mk.initial_yes)
-        no = dict(mk.initial_no)
-        for ts, side, price, delta in mk.log:
-            if ts > ts_ms:
-                break
+        end = bisect.bisect_right(mk.log, ts_ms, key=lambda e: e[0])  # entries with ts <= ts_ms
+        cp = min(end // CHECKPOINT, len(mk.checkpoints))
+        base = (mk.initial_yes, mk.initial_no) if cp == 0 else mk.checkpoints[cp - 1]
+        yes = dict(base[0])
+        no = dict(base[1])
+        for _, side, price, delta in mk.log[cp * CHECKPOINT:end]:
             book = yes if side == "yes" else no
             size = book.get(price, ZERO) + delta
             if size <= 0:
@@ -348,6 +353,8 @@ class MarketModel:
         if not record:
             return None
         mk.log.append((ts, side, price, delta))
+        if len(mk.log) % CHECKPOINT == 0:
+            mk.checkpoints.append((dict(mk.yes), dict(mk.no)))
         payload = m.OrderbookDeltaPayload(market_ticker=mk.ticker, market_id=mk.market_id, price_dollars=price,
                                           delta_fp=delta, side=side,  # type: ignore[arg-type]
                                           client_order_id=client_order_id, ts_ms=ts, ts=rfc3339(ts))
@@ -364,25 +371,22 @@ class MarketModel:
         return d2(Decimal(self.rng.randint(1, 400)))
 
     def _price_for(self, mk: Market, side: str) -> Decimal | None:
-        """A price for a new bid on ``side`` near the mid, never crossing the other side."""
-        k = min(int(self.rng.expovariate(0.35)) + 1, 25)
+        """A price for a new bid on ``side``: clustered around the mid, never crossing the other side.
+
+        Works on the market's grid in yes-price terms (the grids are symmetric, so a NO bid at ``q`` is
+        the grid point ``1 - q``).
+        """
+        k = min(int(self.rng.expovariate(0.2)), 40)
+        last = len(mk.prices) - 1
         if side == "yes":
-            idx = mk.mid_index - k
-            if idx < 0:
-                return None
-            p = mk.prices[idx]
             bn = mk.best("no")
-            if bn is not None and p + bn >= ONE:
-                return None
-            return p
-        yes_equiv_idx = mk.mid_index + k
-        if yes_equiv_idx >= len(mk.prices):
-            return None
-        q = d4(ONE - mk.prices[yes_equiv_idx])
+            ask_idx = bisect.bisect_left(mk.prices, d4(ONE - bn)) if bn is not None else last + 1
+            idx = min(ask_idx - 1, mk.mid_index) - k
+            return mk.prices[idx] if idx >= 0 else None
         by = mk.best("yes")
-        if q <= 0 or (by is not None and q + by >= ONE):
-            return None
-        return q
+        bid_idx = bisect.bisect_left(mk.prices, by) if by is not None else -1
+        idx = max(bid_idx + 1, mk.mid_index + 1) + k
+        return d4(ONE - mk.prices[idx]) if idx <= last else None
 
     def _place_random(self, mk: Market, side: str, ts: int, *, record: bool = True) -> list[Emit]:
         price = self._price_for(mk, side)
@@ -402,13 +406,13 @@ class MarketModel:
     def _cancel_random(self, mk: Market, ts: int) -> list[Emit]:
         side = "yes" if self.rng.random() < 0.5 else "no"
         book = mk.book_side(side)
-        if len(book) <= 2:
+        if len(book) <= 4:
             return self._place_random(mk, side, ts)
         price = self.rng.choice(sorted(book))
         free = book[price] - self._account_resting(mk, side, price)
         if free <= 0:
             return []
-        amount = free if self.rng.random() < 0.5 else d2(free * Decimal(self.rng.randint(1, 99)) / 100)
+        amount = free if self.rng.random() < 0.3 else d2(free * Decimal(self.rng.randint(1, 99)) / 100)
         if amount <= 0:
             return []
         top_before = mk.top()
@@ -423,13 +427,13 @@ class MarketModel:
         taker = "yes" if self.rng.random() < 0.5 else "no"
         maker_side = "no" if taker == "yes" else "yes"  # a YES taker lifts NO bids and vice versa
         book = mk.book_side(maker_side)
-        if not book:
+        if len(book) <= 2:  # keep some depth: refill instead of trading the book empty
             return self._place_random(mk, maker_side, ts)
         want = self._random_size(mk)
         out: list[Emit] = []
         private: list[Emit] = []
         sweeps = 0
-        while want > 0 and book and sweeps < 3:
+        while want > 0 and len(book) > 1 and sweeps < 3:
             sweeps += 1
             price = max(book)
             count = min(want, book[price])
@@ -668,7 +672,7 @@ class MarketModel:
         r = self.rng.random()
         # New short-lived (lifecycle-only) markets: created -> activated -> determined -> settled.
         pending = [mk for mk in self.markets.values() if not mk.trading and not mk.mve and mk.status != "finalized"]
-        if r < 0.25 or (pending and r < 0.45):
+        if r < 0.30:
             if pending:
                 mk = pending[0]
                 if mk.status == "initialized":
@@ -696,7 +700,7 @@ class MarketModel:
             mk.status = "initialized"
             out.append(self._created(mk, "market_lifecycle_v2", m.MarketLifecycle))
             return out
-        if r < 0.40:  # multivariate market lifecycle: a small state machine
+        if r < 0.45:  # multivariate market lifecycle: a small state machine
             mk = self.markets[self.mve_ticker]
             if mk.status == "initialized":
                 mk.status = "active"
@@ -724,7 +728,7 @@ class MarketModel:
                                  determination_ts=ts // 1000)]
             mk.status = "inactive"
             return [self._lc(mk, kind, is_deactivated=True)]
-        if r < 0.50:
+        if r < 0.52:
             if not self.tickers:
                 return []
             ev = self.events[self.markets[self.rng.choice(self.tickers)].event_ticker]
@@ -795,9 +799,9 @@ class MarketModel:
             return []
         if r < 0.55:
             side = "yes" if self.rng.random() < 0.5 else "no"
-            if not mk.book_side("yes"):
+            if len(mk.yes) < 5 and len(mk.yes) <= len(mk.no):
                 side = "yes"
-            elif not mk.book_side("no"):
+            elif len(mk.no) < 5:
                 side = "no"
             return self._place_random(mk, side, ts)
         if r < 0.80:

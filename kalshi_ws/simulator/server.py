@@ -910,17 +910,18 @@ class Simulator:
                 conn.ws.transport.abort()
             return
         sub = self._pick_sub(conn, sid, channel)
-        s_id = sub.sid if sub is not None else 1
+        s_id = sub.sid if sub is not None else 1  # the frame needs some sid; the record says None
+        rec_sid = sub.sid if sub is not None else None
         if kind == "malformed":
-            self._record(kind, conn.id, sid=s_id)
+            self._record(kind, conn.id, sid=rec_sid)
             conn.put("malformed", b'{"type":"orderbook_delta","sid":%d,"seq":' % s_id)
         elif kind == "unknown_type":
-            self._record(kind, conn.id, sid=s_id)
+            self._record(kind, conn.id, sid=rec_sid)
             conn.put("sim_unknown", b'{"type":"sim_unknown_event","sid":%d,"msg":{"note":"injected"}}' % s_id)
         elif kind == "legacy":
             mode = params.get("mode", "ticker")
             t = (sub.tickers[0] if sub is not None and sub.tickers else self.tickers[0]) if self.tickers else "X"
-            self._record(kind, conn.id, sid=s_id, mode=mode)
+            self._record(kind, conn.id, sid=rec_sid, mode=mode)
             if mode == "ticker_v2":
                 obj: dict[str, Any] = {"type": "ticker_v2", "sid": s_id, "msg": {
                     "market_ticker": t, "market_id": self.model.markets[t].market_id if t in self.model.markets else "",
@@ -932,13 +933,13 @@ class Simulator:
             conn.put("legacy", json.dumps(obj).encode())
         elif kind == "oversized":
             size = int(params.get("size", 2 * 1024 * 1024))
-            self._record(kind, conn.id, sid=s_id, size=size)
+            self._record(kind, conn.id, sid=rec_sid, size=size)
             head = b'{"type":"sim_padding","sid":%d,"msg":{"pad":"' % s_id
             conn.put("oversized", head + b"x" * max(0, size - len(head) - 3) + b'"}}')
         elif kind == "extra_key":
             obj = json.loads(m.encode(m.Ticker(sid=s_id, msg=self.model.ticker_payload(self.tickers[0]))))
             obj["msg"]["Clock"] = 123456789
-            self._record(kind, conn.id, sid=s_id)
+            self._record(kind, conn.id, sid=rec_sid)
             conn.put("ticker", json.dumps(obj).encode())
         elif kind == "zero_delta":
             ob = conn.by_channel.get("orderbook_delta")

@@ -102,3 +102,35 @@ async def test_model_is_deterministic_and_exact() -> None:
     assert c.tape[0]["trade_id"] != a.tape[0]["trade_id"]
     named = MarketModel(["KXFOO-26DEC-T1", "KXBAR-26DEC-B2.5"], seed=1)
     assert named.tickers == ["KXFOO-26DEC-T1", "KXBAR-26DEC-B2.5"] and named.series == ["KXFOO", "KXBAR"]
+
+
+async def test_book_at_checkpoints_agree_with_full_replay() -> None:
+    from decimal import Decimal as D
+
+    from kalshi_ws.simulator import MarketModel
+    from kalshi_ws.simulator.model import levels
+
+    model = MarketModel(2, seed=5)
+    for i in range(15000):
+        if i % 300 == 0:
+            model._last_ms += 3  # spread exchange times
+        model.step()
+    mk = model.markets[model.tickers[0]]
+    assert len(mk.checkpoints) >= 2
+    times = sorted({e[0] for e in mk.log})
+    for ts in [mk.initial_ms - 1, *times[:: max(1, len(times) // 25)], times[-1] + 1]:
+        yes, no = dict(mk.initial_yes), dict(mk.initial_no)
+        if ts < mk.initial_ms:
+            yes, no = {}, {}
+        else:
+            for t, side, price, delta in mk.log:
+                if t > ts:
+                    break
+                book = yes if side == "yes" else no
+                size = book.get(price, D(0)) + delta
+                if size <= 0:
+                    book.pop(price, None)
+                else:
+                    book[price] = size
+        assert model.book_at(mk.ticker, ts) == {"yes_dollars": levels(yes), "no_dollars": levels(no)}
+    assert model.book_at(mk.ticker, times[-1]) == model.book(mk.ticker)
