@@ -274,6 +274,139 @@ async def _recv(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"done_ns": done_ns, **_child_stats(cpu0)}
 
 
+async def _rawrecv(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Receive only, with a minimal frame parser on an asyncio Protocol (all frames of a read at once).
+
+    Not a client (no masking of our frames beyond the subscribe, no fragmentation, no control frames): it only
+    measures what receiving costs when frames are parsed in bulk instead of one coroutine round trip each.
+    """
+    import base64
+    import os
+    from urllib.parse import urlsplit
+
+    from kalshi_ws.auth import Signer
+
+    want = cfg["frames"] + len(cfg["channels"])
+    url = urlsplit(cfg["ws_url"])
+    headers = Signer.from_file(cfg["key_id"], cfg["private_key_path"]).websocket_headers()
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    class Proto(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.buf = bytearray()
+            self.upgraded = False
+            self.count = 0
+
+        def data_received(self, data: bytes) -> None:
+            buf = self.buf
+            buf += data
+            if not self.upgraded:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                del buf[:end + 4]
+                self.upgraded = True
+            pos = 0
+            n = len(buf)
+            payloads = []
+            while n - pos >= 2:
+                length = buf[pos + 1] & 0x7F
+                head = 2
+                if length == 126:
+                    if n - pos < 4:
+                        break
+                    length = int.from_bytes(buf[pos + 2:pos + 4], "big")
+                    head = 4
+                elif length == 127:
+                    if n - pos < 10:
+                        break
+                    length = int.from_bytes(buf[pos + 2:pos + 10], "big")
+                    head = 10
+                if n - pos < head + length:
+                    break
+                payloads.append(bytes(buf[pos + head:pos + head + length]))
+                pos += head + length
+            del buf[:pos]
+            self.count += len(payloads)
+            if self.count >= want and not done.done():
+                done.set_result(time.time_ns())
+
+    cpu0 = time.process_time()
+    transport, proto = await loop.create_connection(Proto, url.hostname, url.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [f"GET {url.path} HTTP/1.1", f"Host: {url.netloc}", "Upgrade: websocket", "Connection: Upgrade",
+             f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13", *(f"{k}: {v}" for k, v in headers.items())]
+    transport.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    payload = _subscribe_command(cfg).encode()
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    n = len(payload)
+    header = bytes((0x81, 0x80 | n)) if n < 126 else bytes((0x81, 0x80 | 126)) + n.to_bytes(2, "big")
+    transport.write(header + mask + masked)
+    done_ns = await done
+    stats = _child_stats(cpu0)
+    transport.close()
+    return {"done_ns": done_ns, **stats}
+
+
+async def _sansio(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Receive only, through websockets' own sans-I/O ClientProtocol driven by a plain asyncio Protocol:
+    ``receive_data(chunk)`` then every frame of the chunk from ``events_received()`` in one go (RFC-complete
+    parsing, control frames answered via ``data_to_send()``), without the asyncio connection's per-message
+    coroutine and queue round trip."""
+    from urllib.parse import urlsplit
+
+    from websockets.client import ClientProtocol
+    from websockets.frames import Frame, Opcode
+    from websockets.uri import parse_uri
+
+    from kalshi_ws.auth import Signer
+
+    want = cfg["frames"] + len(cfg["channels"])
+    url = urlsplit(cfg["ws_url"])
+    headers = Signer.from_file(cfg["key_id"], cfg["private_key_path"]).websocket_headers()
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    ws = ClientProtocol(parse_uri(cfg["ws_url"]), max_size=None)
+    request = ws.connect()
+    for k, v in headers.items():
+        request.headers[k] = v
+    TEXT = Opcode.TEXT
+
+    class Proto(asyncio.Protocol):
+        count = 0
+        transport: asyncio.Transport
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+            ws.send_request(request)
+            for data in ws.data_to_send():
+                transport.write(data)
+
+        def data_received(self, data: bytes) -> None:
+            ws.receive_data(data)
+            n = 0
+            for event in ws.events_received():
+                if type(event) is Frame and event.opcode is TEXT:
+                    n += 1
+                elif not isinstance(event, Frame):  # the handshake response: subscribe now
+                    ws.send_text(_subscribe_command(cfg).encode())
+            for out in ws.data_to_send():
+                if out:
+                    self.transport.write(out)
+            self.count += n
+            if self.count >= want and not done.done():
+                done.set_result(time.time_ns())
+
+    cpu0 = time.process_time()
+    transport, _ = await loop.create_connection(Proto, url.hostname, url.port)
+    done_ns = await done
+    stats = _child_stats(cpu0)
+    transport.close()
+    return {"done_ns": done_ns, **stats}
+
+
 # ---------------------------------------------------------------------------------------------------
 # (c) production
 
@@ -295,6 +428,8 @@ PIPELINES: dict[str, Callable[[dict[str, Any]], Any]] = {
     "bare": _bare,
     "production": _production,
     "recv": _recv,
+    "rawrecv": _rawrecv,
+    "sansio": _sansio,
     "client": _client_only,
 }
 

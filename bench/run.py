@@ -241,7 +241,7 @@ def run_once(db: Database, src: FrameSource, kind: str, spec: StreamSpec, n: int
              profile: str | None = None, timeout: float | None = None, latency_skip_s: float = 1.0,
              py_spy_out: Path | None = None) -> RunResult:
     res = RunResult(pipeline=kind, stream=spec.kind, frames=n, rate=rate)
-    uses_db = kind not in ("recv", "client")
+    uses_db = kind not in ("recv", "rawrecv", "sansio", "client")
     if uses_db:
         _truncate(db.dsn, kind)
     info = src.prepare(spec, n, rate)
@@ -347,7 +347,7 @@ def _rss_summary(samples: list[tuple[float, float]]) -> dict[str, Any]:
 
 def summarize(results: list[RunResult]) -> dict[str, Any]:
     summary: dict[str, Any] = {"throughput": {}, "paced": {}}
-    order = ["production", "bare", "naive", "client", "recv"]
+    order = ["production", "bare", "naive", "client", "recv", "sansio", "rawrecv"]
     kinds = sorted({r.pipeline for r in results}, key=lambda k: order.index(k) if k in order else len(order))
     for stream in ("mixed", "trades"):
         for kind in kinds:
