@@ -870,8 +870,12 @@ class Simulator:
         if conn == "next":
             self._next_faults.append(ArmedFault(fault, channel, sid, count, params))
             return
-        targets = list(self.connections.values()) if conn == "all" else (
-            [self.connections[int(conn)]] if int(conn) in self.connections else [])
+        if conn == "all":
+            targets = list(self.connections.values())
+        elif int(conn) in self.connections:
+            targets = [self.connections[int(conn)]]
+        else:
+            raise ValueError(f"no open connection {conn!r} (open: {sorted(self.connections)})")
         for c in targets:
             if fault in ARMED:
                 c.armed.append(ArmedFault(fault, channel, sid, count, dict(params)))
