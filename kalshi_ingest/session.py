@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import time
 from collections import Counter
@@ -30,6 +29,7 @@ from typing import Any
 
 from kalshi_ingest.config import MarketSet
 from kalshi_ingest.settings import Settings
+from kalshi_store.recorder import Recorder
 from kalshi_ws import events, messages
 from kalshi_ws.auth import Signer
 from kalshi_ws.client import KalshiWebSocketClient
@@ -62,6 +62,8 @@ class Progress:
     rates: dict[str, float]
     rows_written: int
     rows_spilled: int
+    #: Rows received but not yet durable (in memory or being written).
+    pending_rows: int
     #: Seconds between the exchange time of the newest message and its receipt (None: no timed message yet).
     lag: float | None
     reconnects: int
@@ -75,7 +77,7 @@ class Progress:
         rates = ", ".join(f"{kind} {rate:.1f}/s" for kind, rate in sorted(self.rates.items())) or "no messages"
         lag = "n/a" if self.lag is None else f"{self.lag * 1000:.0f} ms"
         return (f"[{self.market_set}] {self.elapsed:.0f}/{self.duration:.0f} s: {rates}; rows written "
-                f"{self.rows_written}, spilled {self.rows_spilled}; lag {lag}; reconnects {self.reconnects}, "
+                f"{self.rows_written}, pending {self.pending_rows}, spilled {self.rows_spilled}; lag {lag}; reconnects {self.reconnects}, "
                 f"gaps {self.gaps}")
 
 
@@ -128,10 +130,14 @@ class SessionSummary:
         return out
 
 
+#: Message struct -> its wire ``type`` (for per-type counts); untyped frames count under their own ``type``.
+_TYPE_NAMES: dict[type, str] = {cls: tag for tag, cls in messages.MESSAGE_TYPES.items()}
+
+
 class _SessionSink:
     """Forwards to the recorder, counting what passes and noticing reconnects (for the REST backfill)."""
 
-    def __init__(self, recorder: Any, on_reconnect: Callable[[datetime], None]) -> None:
+    def __init__(self, recorder: Recorder, on_reconnect: Callable[[datetime], None]) -> None:
         self._recorder = recorder
         self._on_message = recorder.on_message
         self._on_reconnect = on_reconnect
@@ -144,7 +150,7 @@ class _SessionSink:
         self._lost_at: dict[int, int] = {}
 
     def on_message(self, message: messages.AnyMessage, generation: int, received_ns: int) -> None:
-        self.counts[getattr(message, "type", None) or type(message).__name__] += 1
+        self.counts[_TYPE_NAMES.get(type(message)) or getattr(message, "type", None) or "unknown"] += 1
         ts_ms = getattr(getattr(message, "msg", None), "ts_ms", None)
         if ts_ms:
             self.last_lag = received_ns / 1e9 - ts_ms / 1000
@@ -217,30 +223,23 @@ async def run_recording_session(
     signer: Signer | None = None,
 ) -> SessionSummary:
     """Record ``market_set`` for ``duration`` seconds (default: its ``session_seconds``); see the module doc."""
-    from kalshi_store.recorder import Recorder
-
     duration = float(duration if duration is not None else market_set.session_seconds)
     environment = settings.environment()
     signer = signer if signer is not None else await settings.signer()
-    async with KalshiRestClient(environment.rest_url, signer) as rest:
+    async with KalshiRestClient(environment.rest_url, signer) as rest, \
+            Recorder(database_url, spill_dir=settings.data_dir / "spill") as recorder:
         markets = await resolve_markets(rest, market_set)
         started = datetime.now(UTC)
         deadline = time.time() + duration
-        recorder = Recorder(database_url, spill_dir=settings.data_dir / "spill")
-        await recorder.start()
-        session_id = str(await recorder.open_session(
-            market_set=market_set.name, environment=environment.name, markets=markets,
-            channels=list(market_set.channels), use_yes_price=market_set.use_yes_price,
-            planned_start=started, planned_end=started + timedelta(seconds=duration), flow_run_id=flow_run_id))
+        session_id = await recorder.open_session(
+            market_set.name, environment.name, markets, list(market_set.channels), planned_start=started,
+            planned_end=started + timedelta(seconds=duration), flow_run_id=flow_run_id,
+            use_yes_price=market_set.use_yes_price)
         backfills: list[asyncio.Task[int]] = []
-        backfilled = 0
 
         async def backfill(since: datetime) -> int:
             trades = await fetch_trades(rest, markets, since)
-            if not trades:
-                return 0
-            added = recorder.add_rest_trades(trades)
-            return int((await added if inspect.isawaitable(added) else added) or 0)
+            return recorder.add_rest_trades(trades) if trades else 0  # type: ignore[arg-type]  # frozen structs
 
         def on_reconnect(lost_at: datetime) -> None:
             backfills.append(asyncio.create_task(backfill(lost_at), name="kalshi-rest-backfill"))
@@ -248,69 +247,72 @@ async def run_recording_session(
         sink = _SessionSink(recorder, on_reconnect)
         protocol = SessionProtocol(subscriptions_for(market_set, markets), use_yes_price=market_set.use_yes_price)
         client = KalshiWebSocketClient(environment.ws_url, sink, protocol=protocol, signer=signer)
-        status, message = "completed", ""
+        outcome = _Outcome()
         reporter = asyncio.create_task(_report_progress(
             sink, recorder, market_set.name, session_id, duration, progress_interval, on_progress))
         try:
             previous = await recorder.last_trade_time(markets)
             if previous is not None:
-                backfilled += await backfill(previous)
+                outcome.backfilled += await backfill(previous)
             await client.run(deadline=deadline)
             for done in await asyncio.gather(*backfills, return_exceptions=True):
                 if isinstance(done, BaseException):
-                    log.warning("REST backfill after a reconnect failed: %s", done)
+                    outcome.problems.append(f"REST backfill after a reconnect failed: {done}")
                 else:
-                    backfilled += done
+                    outcome.backfilled += done
         except asyncio.CancelledError:
-            status, message = "cancelled", "cancelled before the deadline (flow cancelled or SIGTERM); data flushed"
+            outcome.status = "cancelled"
+            outcome.problems.append("cancelled before the deadline (flow cancelled or SIGTERM); data flushed")
             raise
         except Exception as exc:
-            status, message = "failed", f"{type(exc).__name__}: {exc}"
+            outcome.status = "failed"
+            outcome.problems.append(f"{type(exc).__name__}: {exc}")
             raise
         finally:
             reporter.cancel()
             for task in backfills:
                 task.cancel()
-            summary = await _close(recorder, sink, status, message, session_id=session_id,
-                                   market_set=market_set, environment=environment.name, markets=markets,
-                                   started=started, backfilled=backfilled)
+            summary = await _close(recorder, sink, outcome, session_id=session_id, market_set=market_set,
+                                   environment=environment.name, markets=markets, started=started)
     return summary
 
 
-def _stats(recorder: Any) -> Any:
-    """The recorder's statistics (``Recorder.stats()`` is a method)."""
-    stats = recorder.stats
-    return stats() if callable(stats) else stats
+@dataclass
+class _Outcome:
+    status: str = "completed"
+    problems: list[str] = field(default_factory=list)
+    backfilled: int = 0
 
 
-async def _close(recorder: Any, sink: _SessionSink, status: str, message: str, *, session_id: str,
-                 market_set: MarketSet, environment: str, markets: list[str], started: datetime,
-                 backfilled: int) -> SessionSummary:
-    """Flush and close the session row, shielded so a cancellation cannot interrupt it halfway."""
+async def _close(recorder: Recorder, sink: _SessionSink, outcome: _Outcome, *, session_id: str,
+                 market_set: MarketSet, environment: str, markets: list[str], started: datetime) -> SessionSummary:
+    """Flush and close the session row with an honest status, shielded so a cancellation cannot cut it short."""
 
     async def close() -> SessionSummary:
         await recorder.flush()
-        stats = _stats(recorder)
-        spilled = int(getattr(stats, "rows_spilled", 0) or 0)
-        final_status, final_message = status, message
-        problems = []
-        if spilled:
-            problems.append(f"{spilled} rows spilled to {recorder.spill_dir} (run: kalshi-ingest db replay)")
+        stats = recorder.stats()
+        problems = list(outcome.problems)
+        if stats.rows_spilled:
+            problems.append(f"{stats.rows_spilled} rows went to the local spill ({recorder.spill_root}) while the "
+                            "database was unavailable" + ("" if stats.database_available else
+                                                          "; replay them with `kalshi-ingest db replay`"))
+        if stats.unstorable_rows:
+            problems.append(f"{stats.unstorable_rows} rows could not be stored (see kalshi.dead_letter)")
         if sink.open_gaps:
-            problems.append(f"{len(sink.open_gaps)} sequence gaps never repaired")
-        if problems and status == "completed":
-            final_status = "degraded"
-        if problems:
-            final_message = "; ".join(p for p in (message, *problems) if p)
-        await recorder.close_session(final_status, final_message)
-        await recorder.stop()
+            problems.append(f"{len(sink.open_gaps)} sequence gaps were never repaired")
+        status = outcome.status
+        if status == "completed" and (stats.rows_spilled or stats.unstorable_rows or stats.paused_count
+                                      or sink.open_gaps):
+            status = "degraded"
+        message = "; ".join(problems) or "recorded until the deadline"
+        await recorder.close_session(status, message)  # type: ignore[arg-type]
+        stats = recorder.stats()
         return SessionSummary(
             session_id=session_id, market_set=market_set.name, environment=environment, markets=markets,
             channels=list(market_set.channels), started_at=started, ended_at=datetime.now(UTC),
-            status=final_status, status_message=final_message or "recorded until the deadline",
-            messages=dict(sink.counts), rows_written=dict(getattr(stats, "written", {}) or {}),
-            rows_spilled=spilled, reconnects=sink.reconnects, gaps=sink.gaps,
-            unrecovered_gaps=len(sink.open_gaps), rest_backfilled=backfilled, stop_reason=sink.stop_reason)
+            status=status, status_message=message, messages=dict(sink.counts), rows_written=dict(stats.written),
+            rows_spilled=stats.rows_spilled, reconnects=sink.reconnects, gaps=sink.gaps,
+            unrecovered_gaps=len(sink.open_gaps), rest_backfilled=outcome.backfilled, stop_reason=sink.stop_reason)
 
     task = asyncio.ensure_future(close())
     try:
@@ -321,7 +323,7 @@ async def _close(recorder: Any, sink: _SessionSink, status: str, message: str, *
         raise
 
 
-async def _report_progress(sink: _SessionSink, recorder: Any, market_set: str, session_id: str, duration: float,
+async def _report_progress(sink: _SessionSink, recorder: Recorder, market_set: str, session_id: str, duration: float,
                            interval: float, callback: ProgressCallback | None) -> None:
     start = time.monotonic()
     previous: Counter[str] = Counter()
@@ -333,11 +335,11 @@ async def _report_progress(sink: _SessionSink, recorder: Any, market_set: str, s
         span = max(now - last, 1e-9)
         rates = {kind: (counts[kind] - previous[kind]) / span for kind in counts}
         previous, last = counts, now
-        stats = _stats(recorder)
+        stats = recorder.stats()
         progress = Progress(
             market_set=market_set, session_id=session_id, elapsed=now - start, duration=duration,
-            messages=dict(counts), rates=rates, rows_written=sum((getattr(stats, "written", {}) or {}).values()),
-            rows_spilled=int(getattr(stats, "rows_spilled", 0) or 0), lag=sink.last_lag,
+            messages=dict(counts), rates=rates, rows_written=sum(stats.written.values()),
+            rows_spilled=stats.rows_spilled, pending_rows=stats.pending_rows, lag=sink.last_lag,
             reconnects=sink.reconnects, gaps=sink.gaps)
         log.info(progress.line())
         for listener in [*_listeners, *([callback] if callback is not None else [])]:
