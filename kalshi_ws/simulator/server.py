@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import collections
 import contextlib
 import email.utils
@@ -1195,12 +1196,16 @@ class Simulator:
         end = _cursor(q, default=len(tape)) if _str(q, "cursor") else len(tape)
         indices = self.model.tape_index.get(ticker, []) if ticker else None
         out: list[dict[str, Any]] = []
-        pos = end
+        hi_ms = (max_ts + 1) * 1000 - 1 if max_ts is not None else None
+        cands: Iterator[int]
         if indices is not None:
-            import bisect
-            k = bisect.bisect_left(indices, end) - 1
-            cands: Iterator[int] = (indices[j] for j in range(k, -1, -1))
+            k = bisect.bisect_left(indices, end)
+            if hi_ms is not None:
+                k = min(k, bisect.bisect_right(indices, hi_ms, key=lambda j: tape[j]["ts_ms"]))
+            cands = (indices[j] for j in range(k - 1, -1, -1))
         else:
+            if hi_ms is not None:
+                end = min(end, bisect.bisect_right(tape, hi_ms, key=lambda t: t["ts_ms"]))
             cands = iter(range(end - 1, -1, -1))
         last = None
         for i in cands:

@@ -130,6 +130,14 @@ async def test_trades_min_max_ts() -> None:
             assert [x["trade_id"] for x in got] == list(reversed(early))
             got = (await rest.get("/markets/trades", {"min_ts": split + 100, "limit": 1000}))["trades"]
             assert got == []
+            t = sim.tickers[1]
+            mine = [x["trade_id"] for x in tape if x["ticker"] == t and x["ts_ms"] // 1000 < split]
+            got = (await rest.get("/markets/trades", {"ticker": t, "max_ts": split - 1, "limit": 1000}))["trades"]
+            assert [x["trade_id"] for x in got] == list(reversed(mine)) and mine
+            page = await rest.get("/markets/trades", {"ticker": t, "max_ts": split - 1, "limit": 5})
+            page2 = await rest.get("/markets/trades", {"ticker": t, "max_ts": split - 1, "limit": 5,
+                                                       "cursor": page["cursor"]})
+            assert [x["trade_id"] for x in page["trades"] + page2["trades"]] == list(reversed(mine))[:10]
 
 
 async def test_events_status_cutoff(busy: Simulator, rest: Rest) -> None:
