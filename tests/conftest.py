@@ -15,14 +15,22 @@ Fixtures
 ``empty_db_url`` (function)
     Like ``db_url`` but with nothing applied (for migration tests).
 
+``private_pg`` (module)
+    An :class:`~kalshi_store.embedded.EmbeddedPostgres` of its own for one test module, for tests that stop
+    (``stop("immediate")``), freeze (``freeze()``/``thaw()``) and restart the database. Create databases in it with
+    ``private_pg.create_database(name)`` and apply the schema with ``kalshi_store.migrations.migrate(url)``.
+
 Set ``KALSHI_TEST_DATABASE_URL`` to a superuser URL of an existing server to use it instead of the embedded one
 (``pg_server`` is then skipped for the tests that ask for it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,16 +53,36 @@ def _database_url(server_url: str, database: str) -> str:
     return make_conninfo(**params)  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    if os.environ.get("KALSHI_TEST_DATABASE_URL"):
-        pytest.skip("KALSHI_TEST_DATABASE_URL is set: no embedded server")
-    server = EmbeddedPostgres(Path(tmp_path_factory.mktemp("embedded-pg")) / "data")
+@contextlib.contextmanager
+def embedded_server(prefix: str = "kalshi-test-pg-") -> Iterator[EmbeddedPostgres]:
+    """A throwaway embedded server, stopped and deleted afterwards.
+
+    Its folder is a fresh ``/tmp/<prefix>*``, not pytest's ``tmp_path``: the server runs as another user when the
+    tests run as root, and every pytest run resets ``/tmp/pytest-of-<user>`` to mode 0700, which would lock the
+    server out of its own folder.
+    """
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    server = EmbeddedPostgres(base / "data")
     server.start()
     try:
         yield server
     finally:
-        server.stop("fast")
+        server.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    if os.environ.get("KALSHI_TEST_DATABASE_URL"):
+        pytest.skip("KALSHI_TEST_DATABASE_URL is set: no embedded server")
+    with embedded_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def private_pg() -> Iterator[EmbeddedPostgres]:
+    with embedded_server("kalshi-test-private-pg-") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

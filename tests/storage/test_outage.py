@@ -1,0 +1,189 @@
+"""The database goes away mid-stream (crash, hang, down at start): nothing is lost, nothing is duplicated.
+
+These tests use a private PostgreSQL server (``private_pg``, not the shared ``pg_server``) because they stop
+and freeze it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+import storage_frames as f
+
+from kalshi_store.embedded import EmbeddedPostgres
+from kalshi_store.migrations import migrate
+from kalshi_store.recorder import Recorder
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def outage_pg(private_pg: EmbeddedPostgres) -> EmbeddedPostgres:
+    return private_pg
+
+
+_db_counter = iter(range(1, 10_000))
+
+
+@pytest.fixture
+def outage_db(outage_pg: EmbeddedPostgres) -> str:
+    outage_pg.thaw()
+    outage_pg.start()
+    url = outage_pg.create_database(f"outage_{next(_db_counter)}")
+    migrate(url)
+    return url
+
+
+def fast_recorder(url: str, spill: Path, **overrides: float) -> Recorder:
+    options: dict[str, float] = dict(batch_rows=200, flush_interval=0.05, write_timeout=1.0, connect_timeout=1.0,
+                                     retry_initial=0.05, retry_max=0.2)
+    options.update(overrides)
+    return Recorder(url, spill_dir=spill, **options)  # type: ignore[arg-type]
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    """Wait for ``condition`` (checked every few ms) or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def counts(url: str) -> dict[str, int]:
+    with psycopg.connect(url) as conn:
+        trades = conn.execute("select count(*), count(distinct trade_id) from kalshi.trades").fetchone()
+        deltas = conn.execute("select count(*), count(distinct seq) from kalshi.orderbook_deltas").fetchone()
+    assert trades is not None and deltas is not None
+    assert trades[0] == trades[1] and deltas[0] == deltas[1]
+    return {"trades": trades[0], "orderbook_deltas": deltas[0]}
+
+
+class Stream:
+    """Delivers trades and deltas into a recorder in small chunks, yielding to the event loop between them."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.sent = 0
+
+    async def send(self, n: int) -> None:
+        for _ in range(n // 2):
+            self.sent += 1
+            now = time.time_ns()
+            self.recorder.on_message(f.trade(f"t-{self.sent}", seq=self.sent), 1, now)
+            self.recorder.on_message(f.delta(self.sent), 1, now)
+            if self.sent % 50 == 0:
+                if self.recorder.paused:
+                    await self.recorder.wait_resumed()
+                await asyncio.sleep(0)
+
+
+async def run_in_thread(fn: Callable[[], object]) -> None:
+    await asyncio.to_thread(fn)
+
+
+async def _outage(url: str, spill: Path, break_db: Callable[[], Awaitable[None]],
+                  mend_db: Callable[[], Awaitable[None]], **overrides: float) -> Recorder:
+    recorder = fast_recorder(url, spill, **overrides)
+    async with recorder:
+        await recorder.open_session("test", "simulator", ["M"], ["trade", "orderbook_delta"])
+        stream = Stream(recorder)
+        await stream.send(2000)
+        await recorder.flush()
+        assert recorder.stats().database_available
+        await break_db()
+        await stream.send(2000)
+        await eventually(lambda: recorder.stats().rows_spilled > 0, what="rows to be spilled")
+        await stream.send(2000)
+        await mend_db()
+        await stream.send(2000)
+        await eventually(lambda: recorder.stats().database_available and recorder.stats().spill_bytes == 0,
+                         what="the spill to be replayed")
+        await stream.send(2000)
+        await recorder.close_session()
+    assert counts(url) == {"trades": stream.sent, "orderbook_deltas": stream.sent}
+    with psycopg.connect(url) as conn:
+        row = conn.execute("select status, received, written, rows_spilled from kalshi.sessions").fetchone()
+    assert row is not None
+    status, received, written, spilled = row
+    assert status == "completed"
+    assert received == written == {"trades": stream.sent, "orderbook_deltas": stream.sent}
+    assert spilled > 0
+    assert not any(spill.rglob("*.spill"))
+    return recorder
+
+
+async def test_database_crash_mid_stream_loses_and_duplicates_nothing(
+        outage_pg: EmbeddedPostgres, outage_db: str, tmp_path: Path) -> None:
+    async def crash() -> None:
+        await run_in_thread(lambda: outage_pg.stop("immediate"))
+
+    async def restart() -> None:
+        await run_in_thread(outage_pg.start)
+
+    await _outage(outage_db, tmp_path, crash, restart)
+
+
+async def test_hung_database_is_detected_and_spilled(
+        outage_pg: EmbeddedPostgres, outage_db: str, tmp_path: Path) -> None:
+    async def freeze() -> None:
+        outage_pg.freeze()
+
+    async def thaw() -> None:
+        outage_pg.thaw()
+
+    await _outage(outage_db, tmp_path, freeze, thaw, write_timeout=0.5, connect_timeout=1.0)
+
+
+async def test_session_opened_while_the_database_is_down_is_written_when_it_returns(
+        outage_pg: EmbeddedPostgres, outage_db: str, tmp_path: Path) -> None:
+    await run_in_thread(lambda: outage_pg.stop("immediate"))
+    async with fast_recorder(outage_db, tmp_path) as recorder:
+        session_id = await recorder.open_session("test", "simulator", ["M"], ["trade"])
+        stream = Stream(recorder)
+        await stream.send(1000)
+        await recorder.flush()
+        assert recorder.stats().rows_spilled == 1000
+        await run_in_thread(outage_pg.start)
+        await eventually(lambda: recorder.stats().spill_bytes == 0, what="the spill to be replayed")
+        await recorder.close_session()
+    assert counts(outage_db) == {"trades": 500, "orderbook_deltas": 500}
+    with psycopg.connect(outage_db) as conn:
+        assert conn.execute("select session_id::text, status from kalshi.sessions").fetchall() == [
+            (session_id, "completed")]
+
+
+async def test_backpressure_pauses_reading_when_memory_and_spill_are_full(
+        outage_pg: EmbeddedPostgres, outage_db: str, tmp_path: Path) -> None:
+    await run_in_thread(lambda: outage_pg.stop("immediate"))
+    recorder = fast_recorder(outage_db, tmp_path, max_rows_in_memory=1000)
+    recorder.spill_max_bytes = 1  # the spill refuses everything
+    async with recorder:
+        await recorder.open_session("test", "simulator", ["M"], ["trade"])
+        stream = Stream(recorder)
+        for _ in range(30):
+            stream.sent += 1
+            now = time.time_ns()
+            recorder.on_message(f.trade(f"t-{stream.sent}", seq=stream.sent), 1, now)
+            recorder.on_message(f.delta(stream.sent), 1, now)
+        recorder.on_message(f.trade("x", seq=99_999), 1, time.time_ns())
+        while not recorder.paused:
+            await stream.send(100)
+            await asyncio.sleep(0)
+            if stream.sent > 5000:
+                raise AssertionError("the recorder never paused")
+        assert recorder.stats().pending_rows >= 1000
+        await run_in_thread(outage_pg.start)
+        await asyncio.wait_for(recorder.wait_resumed(), 20)
+        await recorder.close_session()
+    assert counts(outage_db)["orderbook_deltas"] == stream.sent
+    with psycopg.connect(outage_db) as conn:
+        status, paused = conn.execute("select status, paused_count from kalshi.sessions").fetchone() or (None, None)
+        ledger = conn.execute("select kind, outcome, ended_at is not null from kalshi.gap_ledger").fetchall()
+    assert (status, paused) == ("degraded", 1)
+    assert ledger == [("backpressure", "resumed", True)]
