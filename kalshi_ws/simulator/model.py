@@ -12,6 +12,7 @@ seeded RNG); only the timestamps come from the wall clock.
 from __future__ import annotations
 
 import bisect
+import functools
 import random
 import time
 import uuid
@@ -60,12 +61,18 @@ def d6(x: Decimal) -> Decimal:
     return x.quantize(Q6)
 
 
+@functools.lru_cache(maxsize=4096)
 def rfc3339(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
 
 
 def grid(ranges: list[tuple[Decimal, Decimal, Decimal]]) -> list[Decimal]:
-    """Every valid price strictly between 0 and 1, ascending, 4 dp."""
+    """Every valid price strictly between 0 and 1, ascending, 4 dp (shared, do not mutate)."""
+    return _grid(tuple(ranges))
+
+
+@functools.lru_cache(maxsize=64)
+def _grid(ranges: tuple[tuple[Decimal, Decimal, Decimal], ...]) -> list[Decimal]:
     prices: set[Decimal] = set()
     for start, end, step in ranges:
         p = start
@@ -196,7 +203,10 @@ class MarketModel:
         self.series: list[str] = []
         self.tape: list[dict[str, Any]] = []  # REST-shaped trades + "ts_ms", oldest first
         self.tape_index: dict[str, list[int]] = {}
-        self.orders: dict[str, Order] = {}
+        self.orders: dict[str, Order] = {}  # every account order ever placed
+        self.resting: dict[str, Order] = {}  # the resting ones, in placement order
+        self.resting_by_market: dict[str, dict[str, Order]] = {}
+        self._lc_pending: list[Market] = []  # lifecycle-only markets not yet settled
         self.positions: dict[str, Position] = {}
         self.user_id = self._uuid()
         self.comm_id = self.rng.getrandbits(128).to_bytes(16, "big").hex()
@@ -400,8 +410,8 @@ class MarketModel:
         return out
 
     def _account_resting(self, mk: Market, side: str, price: Decimal) -> Decimal:
-        return sum((o.remaining for o in self.orders.values()
-                    if o.status == "resting" and o.ticker == mk.ticker and o.side == side and o.price == price), ZERO)
+        return sum((o.remaining for o in self.resting_by_market.get(mk.ticker, {}).values()
+                    if o.side == side and o.price == price), ZERO)
 
     def _cancel_random(self, mk: Market, ts: int) -> list[Emit]:
         side = "yes" if self.rng.random() < 0.5 else "no"
@@ -479,10 +489,10 @@ class MarketModel:
                       ts: int) -> list[Emit]:
         out: list[Emit] = []
         left = count
-        for o in list(self.orders.values()):
+        for o in list(self.resting_by_market.get(mk.ticker, {}).values()):
             if left <= 0:
                 break
-            if o.status != "resting" or o.ticker != mk.ticker or o.side != side or o.price != price:
+            if o.side != side or o.price != price:
                 continue
             n = min(left, o.remaining)
             left -= n
@@ -495,6 +505,7 @@ class MarketModel:
             o.reason = "Trade"
             if o.remaining <= 0:
                 o.status = "executed"
+                self._unrest(o)
             pos = self.positions.setdefault(mk.ticker, Position())
             signed = n if side == "yes" else -n
             if pos.position == 0 or (pos.position > 0) == (signed > 0):
@@ -520,6 +531,10 @@ class MarketModel:
             out.append(Emit("user_orders", m.UserOrder, self._user_order_payload(o), mk.ticker))
             out.append(Emit("market_positions", m.MarketPosition, self._position_payload(mk.ticker), mk.ticker))
         return out
+
+    def _unrest(self, o: Order) -> None:
+        del self.resting[o.order_id]
+        del self.resting_by_market[o.ticker][o.order_id]
 
     def _user_order_payload(self, o: Order) -> m.UserOrderPayload:
         yes_price = o.price if o.side == "yes" else d4(ONE - o.price)
@@ -555,6 +570,8 @@ class MarketModel:
         o = Order(order_id=self._uuid(), ticker=mk.ticker, side=side, price=price, initial=size, remaining=size,
                   client_order_id=f"sim-{self._counter:06d}", created_ms=ts, order_group_id=group, updated_ms=ts)
         self.orders[o.order_id] = o
+        self.resting[o.order_id] = o
+        self.resting_by_market.setdefault(o.ticker, {})[o.order_id] = o
         top_before = mk.top()
         out = [Emit("user_orders", m.UserOrder, self._user_order_payload(o), mk.ticker)]
         e = self._apply(mk, side, price, size, ts, client_order_id=o.client_order_id)
@@ -565,10 +582,10 @@ class MarketModel:
         return out
 
     def _account_cancel(self, ts: int) -> list[Emit]:
-        resting = [o for o in self.orders.values() if o.status == "resting"]
-        if not resting:
+        if not self.resting:
             return []
-        o = self.rng.choice(resting)
+        o = self.rng.choice(list(self.resting.values()))
+        self._unrest(o)
         mk = self.markets[o.ticker]
         amount = o.remaining
         o.remaining = ZERO
@@ -598,7 +615,7 @@ class MarketModel:
                 self.order_groups[gid] = limit
             elif kind == "deleted":
                 del self.order_groups[gid]
-                for o in self.orders.values():
+                for o in self.resting.values():
                     if o.order_group_id == gid:
                         o.order_group_id = None
         payload = m.OrderGroupUpdatePayload(
@@ -671,7 +688,7 @@ class MarketModel:
     def _lifecycle(self, ts: int) -> list[Emit]:
         r = self.rng.random()
         # New short-lived (lifecycle-only) markets: created -> activated -> determined -> settled.
-        pending = [mk for mk in self.markets.values() if not mk.trading and not mk.mve and mk.status != "finalized"]
+        pending = self._lc_pending
         if r < 0.30:
             if pending:
                 mk = pending[0]
@@ -686,6 +703,7 @@ class MarketModel:
                                      determination_ts=ts // 1000)]
                 mk.status = "finalized"
                 mk.settled_ts = ts // 1000
+                pending.remove(mk)
                 return [self._lc(mk, "settled", settled_ts=ts // 1000)]
             self._lifecycle_markets += 1
             series = self.series[0] if self.series else "KXSIM"
@@ -698,6 +716,7 @@ class MarketModel:
             mk = self._new_market(f"{ev_ticker}-T1", ev_ticker, series, "linear_cent", LINEAR_CENT, ts,
                                   trading=False)
             mk.status = "initialized"
+            pending.append(mk)
             out.append(self._created(mk, "market_lifecycle_v2", m.MarketLifecycle))
             return out
         if r < 0.45:  # multivariate market lifecycle: a small state machine
