@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from kalshi_ingest.settings import Settings
+from kalshi_ingest.settings import Settings, redacted
 
 EPILOG = """\
 environment:
@@ -144,7 +144,7 @@ def _db_migrate(args: argparse.Namespace) -> int:
 
     url = _database_url()
     migrate(url)
-    print(f"database migrated: {_redacted(url)}")
+    print(f"database migrated: {redacted(url)}")
     return 0
 
 
@@ -154,14 +154,6 @@ def _db_replay(args: argparse.Namespace) -> int:
     result = replay_spill(_database_url(), args.dir or Settings().data_dir / "spill")
     print(f"replayed: {result}")
     return 0
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password (safe to print)."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    params = conninfo_to_dict(url)
-    return f"postgresql://{params.get('user', '')}@{params.get('host', '')}:{params.get('port', '')}/{params.get('dbname', '')}"
 
 
 def _db_retention(args: argparse.Namespace) -> int:

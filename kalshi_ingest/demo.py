@@ -23,7 +23,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from kalshi_ingest.session import Progress, progress_listener
-from kalshi_ingest.settings import Settings
+from kalshi_ingest.settings import Settings, redacted
 
 _TABLES_SQL = """
 select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
@@ -132,8 +132,9 @@ def _closing_summary(console: Console, url: str, market_set: str, state: Any, el
     rows.add_row("[bold]total[/]", f"[bold]{sum(counts.values())}[/]")
     console.print(rows)
     book = Table(title="depth at the end of the session (nearest distance)")
-    for column in ("market", "bid", "ask", "spread", "bid depth", "ask depth", "imbalance"):
-        book.add_column(column, justify="left" if column == "market" else "right")
+    book.add_column("market", no_wrap=True)
+    for column in ("bid", "ask", "spread", "bid depth", "ask depth", "imbalance"):
+        book.add_column(column, justify="right")
     for market, bid, ask, spread, bid_depth, ask_depth, imbalance in depth:
         book.add_row(market, str(bid), str(ask), str(spread), f"{bid_depth or 0:.0f}", f"{ask_depth or 0:.0f}",
                      "" if imbalance is None else f"{imbalance:+.2f}")
@@ -141,8 +142,9 @@ def _closing_summary(console: Console, url: str, market_set: str, state: Any, el
     console.print(f"alerts fired: {len(alerts)}")
     for kind, message, notified in alerts:
         console.print(f"  [yellow]{kind}[/] {message}{'' if notified else ' (no notification block configured)'}")
-    console.print("\nexplore: psql with DATABASE_URL from `kalshi-ingest db migrate`, tables in schema kalshi; "
-                  "the Prefect UI: `prefect server start` (then set PREFECT_API_URL and run `kalshi-ingest demo` again)")
+    console.print(f"\nexplore the data: psql '{redacted(url)}' (schema kalshi; see README.md, 'Querying the data')")
+    console.print("see the run in the Prefect UI: `prefect server start`, export PREFECT_API_URL=http://127.0.0.1:4200/api, "
+                  "run the demo again")
 
 
 def _quiet_prefect(live: bool) -> None:

@@ -154,4 +154,13 @@ async def _secret_block(name: str) -> str:
     return value
 
 
-__all__ = ["CredentialsError", "Settings", "newest_simulator_key"]
+def redacted(url: str) -> str:
+    """A database URL without its password (safe to print or log)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(url)
+    user = params.get("user") or ""
+    return f"postgresql://{user}{'@' if user else ''}{params.get('host', '')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
+
+
+__all__ = ["CredentialsError", "Settings", "newest_simulator_key", "redacted"]
