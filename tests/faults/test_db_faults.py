@@ -1,0 +1,122 @@
+"""Database faults during a recording session: PostgreSQL stopped and restarted mid-session, slow (a
+transaction holding ACCESS EXCLUSIVE locks; the postmaster and backends SIGSTOPped), and down for a whole
+session (everything spilled, then replayed by the next run). Every trade of the covered window is stored
+exactly once and every book equals the exchange's."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from kalshi_store.embedded import EmbeddedPostgres
+from kalshi_ws.simulator import Simulator
+
+from .harness import Window, check_all, framed_session, random_plan, scalar
+
+pytestmark = pytest.mark.timeout(180)
+
+#: CI outage length (s); the soak (bench/soak.py --outage) uses longer ones.
+OUTAGE = 10.0
+
+
+async def _outage(server: EmbeddedPostgres, seconds: float, *, after: float) -> None:
+    await asyncio.sleep(after)  # fault schedule, not a wait for a condition
+    await asyncio.to_thread(server.stop, "fast")
+    await asyncio.sleep(seconds)
+    await asyncio.to_thread(server.start)
+
+
+async def test_database_stopped_mid_session_and_restarted(sim: Simulator, own_pg: tuple[EmbeddedPostgres, str],
+                                                          tmp_path: Path) -> None:
+    server, url = own_pg
+    wire = random_plan(5, ["close", "drop", "duplicate"], rate=0.4, channel="orderbook_delta")
+
+    async def plan(s: Simulator) -> None:
+        await asyncio.gather(_outage(server, OUTAGE, after=2.0), wire(s))
+
+    summary, window = await framed_session(sim, url, tmp_path / "data", duration=OUTAGE + 9, plan=plan)
+    report = check_all(url, sim, window)
+    report.assert_clean()
+    assert report.trades_expected > 50
+    assert summary.rows_spilled > 0, "the outage never made the recorder spill"
+    # the session row was written as soon as the database came back, with its final status
+    assert scalar(url, "select status from kalshi.sessions where session_id = %s", summary.session_id) in (
+        "completed", "degraded")
+    assert not list((tmp_path / "data" / "spill").rglob("*.seg*")), "spill files left behind"
+
+
+def _hold_lock(url: str, released: threading.Event, taken: threading.Event) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute("lock table kalshi.trades, kalshi.orderbook_deltas, kalshi.tickers in access exclusive mode")
+        taken.set()
+        released.wait(60)
+        conn.rollback()
+
+
+@pytest.mark.parametrize("hold", [12.5], ids=["lock-beyond-write-timeout"])
+async def test_database_slow_locks_held(hold: float, sim: Simulator, own_pg: tuple[EmbeddedPostgres, str],
+                                        tmp_path: Path) -> None:
+    _server, url = own_pg
+    released, taken = threading.Event(), threading.Event()
+
+    async def plan(s: Simulator) -> None:
+        await asyncio.sleep(2.0)
+        holder = asyncio.create_task(asyncio.to_thread(_hold_lock, url, released, taken))
+        await asyncio.sleep(hold)
+        released.set()
+        await holder
+
+    try:
+        summary, window = await framed_session(sim, url, tmp_path / "data", duration=hold + 9, plan=plan)
+    finally:
+        released.set()
+    assert taken.is_set()
+    report = check_all(url, sim, window)
+    report.assert_clean()
+    assert report.trades_expected > 50
+
+
+async def test_database_frozen_sigstop(sim: Simulator, own_pg: tuple[EmbeddedPostgres, str], tmp_path: Path) -> None:
+    server, url = own_pg
+
+    async def plan(s: Simulator) -> None:
+        for pause in (3.0, 1.5):
+            await asyncio.sleep(1.5)
+            await asyncio.to_thread(server.freeze)
+            await asyncio.sleep(pause)
+            await asyncio.to_thread(server.thaw)
+
+    try:
+        summary, window = await framed_session(sim, url, tmp_path / "data", duration=12, plan=plan)
+    finally:
+        server.thaw()
+    report = check_all(url, sim, window)
+    report.assert_clean()
+    assert report.trades_expected > 50
+
+
+async def test_database_down_for_the_whole_session_then_replayed(
+        sim: Simulator, own_pg: tuple[EmbeddedPostgres, str], tmp_path: Path) -> None:
+    server, url = own_pg
+    data = tmp_path / "data"
+    await asyncio.to_thread(server.stop, "fast")
+    wire = random_plan(3, ["close", "drop"], rate=0.5, channel="orderbook_delta")
+    window = Window()
+    first, window = await framed_session(sim, url, data, duration=8, plan=wire, window=window)
+    assert first.rows_spilled > 0
+    assert first.status != "completed", "a session that stored nothing in the database must not say completed"
+    assert list((data / "spill").rglob("*")), "nothing in the spill"
+    await asyncio.to_thread(server.start)
+    # the next run (same data dir) replays the spill before recording
+    second, window = await framed_session(sim, url, data, duration=6, window=window)
+    report = check_all(url, sim, window)
+    report.assert_clean()
+    assert report.trades_expected > 50
+    assert scalar(url, "select count(*) from kalshi.sessions where session_id = any(%s::uuid[])",
+                  [first.session_id, second.session_id]) == 2
+    assert scalar(url, "select count(*) from kalshi.orderbook_snapshots where session_id = %s",
+                  first.session_id) >= len(sim.tickers)
