@@ -337,7 +337,7 @@ def _rss_summary(samples: list[tuple[float, float]]) -> dict[str, Any]:
     mbs = [mb for _, mb in samples]
     half = samples[len(samples) // 2:]
     out: dict[str, Any] = {"peak_mb": max(mbs), "steady_mb": round(statistics.median(mb for _, mb in half), 1)}
-    if len(samples) >= 8:
+    if samples[-1][0] - samples[0][0] >= 60:  # drift means something only over minutes
         xs = [t for t, _ in half]
         ys = [mb for _, mb in half]
         slope = statistics.linear_regression(xs, ys).slope if len(set(xs)) > 1 else 0.0
