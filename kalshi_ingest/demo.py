@@ -92,8 +92,10 @@ def _panel(progress: Progress | None, duration: float) -> Panel:
     lag = "n/a" if progress.lag is None else f"{progress.lag * 1000:.0f} ms"
     facts = (f"rows written {progress.rows_written}   spilled {progress.rows_spilled}   lag {lag}   "
              f"reconnects {progress.reconnects}   gaps {progress.gaps}")
-    bar = ProgressBar(total=100, completed=progress.fraction * 100, width=60)
-    return Panel(Group(bar, f"{progress.elapsed:.0f} / {progress.duration:.0f} s", table, facts),
+    bar = Table.grid(padding=(0, 2))
+    bar.add_row(ProgressBar(total=100, completed=progress.fraction * 100, width=60),
+                f"{progress.elapsed:.0f} / {progress.duration:.0f} s")
+    return Panel(Group(bar, table, facts),
                  title=f"recording {progress.market_set} (session {progress.session_id[:8]})")
 
 
@@ -116,8 +118,10 @@ def _closing_summary(console: Console, url: str, market_set: str, state: Any, el
             "select distinct on (market_ticker) market_ticker, best_bid, best_ask, spread, bid_depth, ask_depth, "
             "imbalance from kalshi.depth_summaries where session_id = %s "
             "order by market_ticker, bucket_start desc, distance", (session_id,)).fetchall()
-        alerts = conn.execute("select kind, message, notified from kalshi.alerts where last_session_id = %s "
+        alerts = conn.execute("select kind, message, notified from kalshi.alerts where session_id = %s "
                               "order by fired_at", (session_id,)).fetchall()
+        still_open = conn.execute("select count(*) from kalshi.alerts where last_session_id = %s and session_id <> %s",
+                                  (session_id, session_id)).fetchone()[0]  # type: ignore[index]
     colour = "green" if state.is_completed() else "red"
     console.print(f"\n[bold {colour}]flow run {state.name}[/]: {state.message}")
     console.print(f"session {session_id}: status {session[1]}, {session[8]} markets, "
@@ -136,10 +140,11 @@ def _closing_summary(console: Console, url: str, market_set: str, state: Any, el
     for column in ("bid", "ask", "spread", "bid depth", "ask depth", "imbalance"):
         book.add_column(column, justify="right")
     for market, bid, ask, spread, bid_depth, ask_depth, imbalance in depth:
-        book.add_row(market, str(bid), str(ask), str(spread), f"{bid_depth or 0:.0f}", f"{ask_depth or 0:.0f}",
+        book.add_row(market, _text(bid), _text(ask), _text(spread), f"{bid_depth or 0:.0f}", f"{ask_depth or 0:.0f}",
                      "" if imbalance is None else f"{imbalance:+.2f}")
     console.print(book)
-    console.print(f"alerts fired: {len(alerts)}")
+    console.print(f"new alerts: {len(alerts)}" + (f" ({still_open} alerts of earlier sessions still hold and were "
+                                                  "not sent again)" if still_open else ""))
     for kind, message, notified in alerts:
         console.print(f"  [yellow]{kind}[/] {message}{'' if notified else ' (no notification block configured)'}")
     console.print(f"\nexplore the data: psql '{redacted(url)}' (schema kalshi; see README.md, 'Querying the data')")
@@ -147,11 +152,16 @@ def _closing_summary(console: Console, url: str, market_set: str, state: Any, el
                   "run the demo again")
 
 
+def _text(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
 def _quiet_prefect(live: bool) -> None:
     defaults = {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "PREFECT_LOGGING_LEVEL": "WARNING" if live else "INFO",
+        "DO_NOT_TRACK": "1",
     }
     for name, value in defaults.items():
         os.environ.setdefault(name, value)
