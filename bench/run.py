@@ -473,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-paced", action="store_true", help="skip the paced (latency/RSS) runs")
     ap.add_argument("--profile", action="store_true",
                     help="also run the production pipeline once under pyinstrument (bench/results/profile-*.txt)")
+    ap.add_argument("--experiment-sql", action="append", default=[], metavar="SQL",
+                    help="experiment: SQL run on the bench database after the migrations (repeatable), e.g. "
+                         "'drop index kalshi.orderbook_deltas_market_time'")
     ap.add_argument("--gc-threshold", type=int, help="experiment: gc generation-0 threshold in the pipeline "
                     "processes (0 disables the cyclic GC)")
     ap.add_argument("--recorder", action="append", default=[], metavar="KEY=VALUE",
@@ -552,6 +555,11 @@ def main(argv: list[str] | None = None) -> int:
         pipelines.prepare_schemas(db.dsn)
         if "production" in kinds:
             production.prepare(db.dsn)
+        if args.experiment_sql:
+            with psycopg.connect(db.dsn, autocommit=True) as conn:
+                for statement in args.experiment_sql:
+                    print(f"experiment: {statement}")
+                    conn.execute(statement.encode())
         machine = machine_info(db)
         with FrameSource() as src:
             print(f"bench ({mode.name}): source {src.ws_url}, database {'embedded' if not args.database_url else 'given'}"
@@ -605,7 +613,8 @@ def main(argv: list[str] | None = None) -> int:
         summary["mode"] = mode.name
         summary["targets"] = _targets(summary)
         doc = {"started": started.isoformat(), "duration_s": round(time.monotonic() - t_start, 1),
-               "experiment": {"recorder_options": RECORDER_OPTIONS, "gc_threshold": GC_THRESHOLD},
+               "experiment": {"recorder_options": RECORDER_OPTIONS, "gc_threshold": GC_THRESHOLD,
+                              "sql": args.experiment_sql},
                "mode": asdict(mode), "machine": machine, "summary": summary,
                "runs": [asdict(r) for r in results]}
         out.parent.mkdir(parents=True, exist_ok=True)
