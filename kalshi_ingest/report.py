@@ -116,6 +116,7 @@ class ReportData:
                 "ask": last.yes_ask if last is not None else None,
                 "spread": last.spread if last is not None else None,
                 "spread_mean": _mean(spreads.spread_mean) if len(spreads) else None,
+                "places": _places(bars.open, bars.high, bars.low, bars.close, spreads.yes_bid, spreads.yes_ask),
                 "recorded": float(done.recorded_seconds.iloc[0]) if len(done) else 0.0,
                 "untrusted": float(done.untrusted_seconds.iloc[0]) if len(done) else 0.0,
             })
@@ -287,10 +288,20 @@ def _mean(values: pd.Series) -> Decimal | None:
     return sum(present, Decimal(0)) / len(present) if present else None
 
 
-def _price(value: Any) -> str:
+def _price(value: Any, places: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    return f"{Decimal(value):.4f}".rstrip("0").rstrip(".") if Decimal(value) % Decimal("0.01") else f"{value:.2f}"
+    return f"{Decimal(value):.{places}f}"
+
+
+def _places(*columns: pd.Series) -> int:
+    """4 decimals when any price of the columns is sub-penny (tapered markets), else 2."""
+    for column in columns:
+        for value in column:
+            if value is not None and not (isinstance(value, float) and math.isnan(value)) \
+                    and Decimal(value) % Decimal("0.01"):
+                return 4
+    return 2
 
 
 def _cents(value: Any) -> str:
@@ -364,7 +375,7 @@ def market_chart(data: ReportData, market: str) -> bytes:
     spreads = data.spreads[data.spreads.market_ticker == market]
     depth = data.depth[data.depth.market_ticker == market]
     fig, axes = plt.subplots(4, 1, figsize=(11, 8.2), sharex=True,
-                             gridspec_kw={"height_ratios": [3.2, 1.3, 1.3, 2.2], "hspace": 0.12})
+                             gridspec_kw={"height_ratios": [3.2, 1.3, 1.3, 2.0], "hspace": 0.12})
     price_ax, volume_ax, spread_ax, depth_ax = axes
     for ax in axes:
         ax.set_facecolor("white")
@@ -403,35 +414,45 @@ def market_chart(data: ReportData, market: str) -> bytes:
                       label="taker bought YES")
         volume_ax.bar(list(bars.bar_start), no, width=width, align="edge", bottom=yes, color=COLORS["volume_no"],
                       label="taker bought NO")
-        volume_ax.legend(loc="upper left", fontsize=7.5, frameon=False, ncol=2)
     if len(depth):
         distances = sorted(set(depth.distance))
         shown = [distances[0], distances[-1]] if len(distances) > 1 else distances
         for distance, style in zip(shown, ("-", "--"), strict=False):
             rows = depth[depth.distance == distance]
             label = "at the touch" if distance == 0 else f"within {_cents(distance)}"
-            depth_ax.step(list(rows.bucket_start), [_f(v) for v in rows.bid_depth], where="post", linestyle=style,
-                          color=COLORS["bid"], linewidth=1.2, label=f"bids {label}")
-            depth_ax.step(list(rows.bucket_start), [-_f(v) for v in rows.ask_depth], where="post", linestyle=style,
-                          color=COLORS["ask"], linewidth=1.2, label=f"offers {label}")
+            times = [*rows.bucket_start, rows.bucket_end.iloc[-1]]
+            bid_depth = [_f(v) for v in [*rows.bid_depth, rows.bid_depth.iloc[-1]]]
+            ask_depth = [-_f(v) for v in [*rows.ask_depth, rows.ask_depth.iloc[-1]]]
+            depth_ax.step(times, bid_depth, where="post", linestyle=style, color=COLORS["bid"], linewidth=1.2,
+                          label=f"bid depth {label}")
+            depth_ax.step(times, ask_depth, where="post", linestyle=style, color=COLORS["ask"], linewidth=1.2,
+                          label=f"offer depth {label}")
         depth_ax.axhline(0, color="#7f8c8d", linewidth=0.8)
-        depth_ax.legend(loc="upper left", fontsize=7.5, frameon=False, ncol=2)
         depth_ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{abs(v):,.0f}"))
     else:
         depth_ax.text(0.5, 0.5, "no depth summary for this range (computed after each session)",
                       transform=depth_ax.transAxes, ha="center", va="center", color="#7f8c8d", fontsize=9)
 
     price_ax.set_ylabel("YES price ($)", color=COLORS["text"], fontsize=9)
-    volume_ax.set_ylabel("contracts", color=COLORS["text"], fontsize=9)
+    volume_ax.set_ylabel("volume", color=COLORS["text"], fontsize=9)
     spread_ax.set_ylabel("spread (¢)", color=COLORS["text"], fontsize=9)
-    depth_ax.set_ylabel("depth (contracts)\nbids ↑  offers ↓", color=COLORS["text"], fontsize=9)
-    handles, labels = price_ax.get_legend_handles_labels()
+    depth_ax.set_ylabel("depth", color=COLORS["text"], fontsize=9)
+    if len(depth):
+        depth_ax.text(0.005, 0.97, "bids ↑", transform=depth_ax.transAxes, va="top", fontsize=8, color=COLORS["bid"])
+        depth_ax.text(0.005, 0.03, "offers ↓", transform=depth_ax.transAxes, va="bottom", fontsize=8,
+                      color=COLORS["ask"])
+    handles: list[Any] = []
+    labels: list[str] = []
+    for ax in axes:
+        more_handles, more_labels = ax.get_legend_handles_labels()
+        handles += more_handles
+        labels += more_labels
     if _untrusted_spans(data, market):
         from matplotlib.patches import Patch
 
         handles.append(Patch(color=COLORS["untrusted"], alpha=0.25))
         labels.append("data incomplete (gap / disconnect)")
-    price_ax.legend(handles, labels, loc="upper left", fontsize=7.5, frameon=False, ncol=3)
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.895), ncol=5, fontsize=8, frameon=False)
     depth_ax.set_xlim(data.start, data.end)
     locator = mdates.AutoDateLocator(tz=UTC)
     depth_ax.xaxis.set_major_locator(locator)
@@ -531,7 +552,8 @@ def render_html(data: ReportData) -> str:
         ("Markets", f"{len(data.markets)}", f"{len(data.sessions)} recording session(s)"),
         ("Trades", f"{total_trades:,}", f"{_count(total_volume)} contracts"),
         ("Data trusted", f"{100 * trusted_share:.2f}%",
-         f"{_seconds(untrusted)} incomplete of {_seconds(recorded)} recorded"),
+         f"per market: {_seconds(untrusted / max(len(data.markets), 1))} incomplete of "
+         f"{_seconds(recorded / max(len(data.markets), 1))} recorded"),
         ("Sessions unhealthy", f"{unhealthy}", "see Data completeness"),
         ("Alerts fired", f"{len(data.alerts)}", f"{int(data.alerts.resolved_at.isna().sum()) if len(data.alerts) else 0}"
                                                " still open"),
@@ -545,8 +567,9 @@ def render_html(data: ReportData) -> str:
         [("Market", False), ("Trades", True), ("Volume", True), ("VWAP", True), ("Open", True), ("High", True),
          ("Low", True), ("Close", True), ("Bid", True), ("Ask", True), ("Spread", True), ("Mean spread", True),
          ("Data trusted", False)],
-        [[f'<span class="mono">{_e(r.market)}</span>', _count(r.trades), _count(r.volume), _price(r.vwap),
-          _price(r.open), _price(r.high), _price(r.low), _price(r.close), _price(r.bid), _price(r.ask),
+        [[f'<span class="mono">{_e(r.market)}</span>', _count(r.trades), _count(r.volume), _price(r.vwap, 4),
+          _price(r.open, r.places), _price(r.high, r.places), _price(r.low, r.places), _price(r.close, r.places),
+          _price(r.bid, r.places), _price(r.ask, r.places),
           _cents(r.spread), _cents(r.spread_mean), _completeness_bar(r.recorded - r.untrusted, r.recorded)]
          for r in summary.itertuples()],
         empty="No market in range.")
@@ -585,11 +608,12 @@ def render_html(data: ReportData) -> str:
     for market in data.markets:
         chart = base64.b64encode(market_chart(data, market)).decode()
         bars = data.bars[data.bars.market_ticker == market]
+        places = _places(bars.open, bars.high, bars.low, bars.close)
         bar_table = _table(
             [("Bar start", False), ("Open", True), ("High", True), ("Low", True), ("Close", True), ("VWAP", True),
              ("Volume", True), ("Trades", True), ("Complete", False)],
-            [[_e(_time(b.bar_start, ms=True)), _price(b.open), _price(b.high), _price(b.low), _price(b.close),
-              _price(b.vwap), _count(b.volume), _count(b.trades),
+            [[_e(_time(b.bar_start, ms=True)), _price(b.open, places), _price(b.high, places), _price(b.low, places),
+              _price(b.close, places), _price(b.vwap, 4), _count(b.volume), _count(b.trades),
               _badge("yes", "good") if b.trusted else _badge("incomplete", "bad")]
              for b in bars.itertuples()],
             empty="No trade in range.")
@@ -608,7 +632,7 @@ def render_html(data: ReportData) -> str:
                 [("Market", False), ("Fills", True), ("Position", True), ("Avg price", True), ("Realised P&L", True),
                  ("Fees", True), ("Net", True), ("Exchange agrees", False)],
                 [[f'<span class="mono">{_e(p.market_ticker)}</span>', _count(p.fills),
-                  _e(f"{_count(abs(p.position))} {p.side_held or ''}".strip()), _price(p.average_price),
+                  _e(f"{_count(abs(p.position))} {p.side_held or ''}".strip()), _price(p.average_price, 4),
                   _money(p.realized_pnl), _money(p.fees), _money(p.realized_pnl_after_fees),
                   _badge("yes", "good") if p.position_matches_exchange else _badge("no", "bad")]
                  for p in data.positions.itertuples()],
@@ -691,8 +715,9 @@ def print_report(data: ReportData, console: Console | None = None) -> None:
     for r in data.market_summary().itertuples():
         share = (r.recorded - r.untrusted) / r.recorded if r.recorded else 0.0
         style = "green" if share >= 0.999 else "yellow" if share >= 0.95 else "red"
-        overview.add_row(r.market, _count(r.trades), _count(r.volume), _price(r.vwap), _price(r.open), _price(r.high),
-                         _price(r.low), _price(r.close), _price(r.bid), _price(r.ask), _cents(r.spread),
+        overview.add_row(r.market, _count(r.trades), _count(r.volume), _price(r.vwap, 4), _price(r.open, r.places),
+                         _price(r.high, r.places), _price(r.low, r.places), _price(r.close, r.places),
+                         _price(r.bid, r.places), _price(r.ask, r.places), _cents(r.spread),
                          f"[{style}]{100 * share:.2f}%[/]")
     console.print(overview)
 
@@ -722,19 +747,22 @@ def print_report(data: ReportData, console: Console | None = None) -> None:
         table = Table(title=f"{market}: last {len(bars)} trade bars of {_span(data.bar)}", title_justify="left")
         for name in ("bar start", "open", "high", "low", "close", "VWAP", "volume", "trades", "complete"):
             table.add_column(name, justify="left" if name == "bar start" else "right")
+        places = _places(bars.open, bars.high, bars.low, bars.close)
         for b in bars.itertuples():
-            table.add_row(_time(b.bar_start, ms=True), _price(b.open), _price(b.high), _price(b.low), _price(b.close),
-                          _price(b.vwap), _count(b.volume), _count(b.trades),
+            table.add_row(_time(b.bar_start, ms=True), _price(b.open, places), _price(b.high, places),
+                          _price(b.low, places), _price(b.close, places), _price(b.vwap, 4), _count(b.volume),
+                          _count(b.trades),
                           "[green]yes[/]" if b.trusted else "[red]no[/]")
         console.print(table)
 
     alerts = Table(title="Alerts fired", title_justify="left")
-    for name in ("fired", "rule", "market", "message", "state"):
-        alerts.add_column(name)
+    alerts.add_column("fired", no_wrap=True)
+    alerts.add_column("kind", no_wrap=True)
+    alerts.add_column("message", ratio=1)
+    alerts.add_column("state", no_wrap=True)
     for a in data.alerts.itertuples():
         open_ = a.resolved_at is None or a.resolved_at is pd.NaT
-        alerts.add_row(_time(a.fired_at), a.rule, a.market_ticker or "session", a.message,
-                       "[yellow]open[/]" if open_ else "resolved")
+        alerts.add_row(_time(a.fired_at), a.kind, a.message, "[yellow]open[/]" if open_ else "resolved")
     console.print(alerts if len(data.alerts) else "No alert fired in this range.")
 
     if len(data.positions):
@@ -743,7 +771,7 @@ def print_report(data: ReportData, console: Console | None = None) -> None:
             positions.add_column(name, justify="left" if name == "market" else "right")
         for p in data.positions.itertuples():
             positions.add_row(p.market_ticker, _count(p.fills), f"{_count(abs(p.position))} {p.side_held or ''}",
-                              _price(p.average_price), _money(p.realized_pnl), _money(p.fees),
+                              _price(p.average_price, 4), _money(p.realized_pnl), _money(p.fees),
                               _money(p.realized_pnl_after_fees), "yes" if p.position_matches_exchange else "[red]no[/]")
         console.print(positions)
 
@@ -767,7 +795,8 @@ def report_markdown(data: ReportData, path: Path | None = None) -> str:
     lines += ["| market | trades | volume | VWAP | close | spread | data trusted |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     for r in data.market_summary().itertuples():
-        lines.append(f"| {r.market} | {_count(r.trades)} | {_count(r.volume)} | {_price(r.vwap)} | {_price(r.close)} "
+        lines.append(f"| {r.market} | {_count(r.trades)} | {_count(r.volume)} | {_price(r.vwap, 4)} "
+                     f"| {_price(r.close, r.places)} "
                      f"| {_cents(r.spread)} | {_percent(r.recorded - r.untrusted, r.recorded)} |")
     lines += ["", f"Incidents: {len(data.windows)} (market windows); alerts fired: {len(data.alerts)}."]
     return "\n".join(lines)
