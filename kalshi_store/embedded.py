@@ -105,9 +105,13 @@ def _port_is_free(port: int) -> bool:
 class EmbeddedPostgres:
     """A PostgreSQL server whose cluster lives in ``data_dir`` (created if missing, kept across runs)."""
 
-    def __init__(self, data_dir: Path | str, *, start_timeout: float = 60.0) -> None:
+    def __init__(self, data_dir: Path | str, *, start_timeout: float = 60.0,
+                 settings: dict[str, str] | None = None) -> None:
+        """``settings`` are server parameters for this start (``{"fsync": "off"}`` makes throwaway test servers fast;
+        never use that for data you keep)."""
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.start_timeout = start_timeout
+        self.settings = dict(settings or {})
         self._as_root = hasattr(os, "geteuid") and os.geteuid() == 0
         self.log_file = self.data_dir / "server.log"
 
@@ -162,6 +166,10 @@ class EmbeddedPostgres:
             port = _free_port()
             self._save_settings({"port": port})
         options = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories=''"
+        for name, value in self.settings.items():
+            if not name.replace("_", "").replace(".", "").isalnum() or "'" in value or "\\" in value:
+                raise ValueError(f"unsafe server setting {name}={value!r}")
+            options += f" -c {name}='{value}'"
         self._run(["pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w",
                    "-t", str(int(self.start_timeout)), "-o", options, "start"], what="start")
         return self.url()

@@ -139,6 +139,9 @@ class CopyWriter:
         async with self.conn.transaction():
             # Timestamps are UTC in and out whatever the server's default.
             await self.conn.execute("set time zone 'UTC'")
+            # A batch leaves memory/spill once its commit returns, so the commit must be durable even if the
+            # server runs with synchronous_commit = off (an asynchronous commit is lost if the server crashes).
+            await self.conn.execute("set synchronous_commit = on")
             for spec in TABLE_ORDER:
                 await self.conn.execute(spec.create_staging)
         self._staged = True

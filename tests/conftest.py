@@ -62,7 +62,9 @@ def embedded_server(prefix: str = "kalshi-test-pg-") -> Iterator[EmbeddedPostgre
     server out of its own folder.
     """
     base = Path(tempfile.mkdtemp(prefix=prefix))
-    server = EmbeddedPostgres(base / "data")
+    # Throwaway data: skip fsync so CREATE DATABASE, checkpoints and commits do not wait for the disk.
+    server = EmbeddedPostgres(base / "data", settings={"fsync": "off", "synchronous_commit": "off",
+                                                       "full_page_writes": "off"})
     server.start()
     try:
         yield server

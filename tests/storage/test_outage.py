@@ -1,7 +1,8 @@
 """The database goes away mid-stream (crash, hang, down at start): nothing is lost, nothing is duplicated.
 
 These tests use a private PostgreSQL server (``private_pg``, not the shared ``pg_server``) because they stop
-and freeze it.
+and freeze it. The test servers run with ``synchronous_commit = off``; the writer must (and does) switch it on
+for its own commits, or a crash right after a commit would lose the batch, which these tests would catch.
 """
 
 from __future__ import annotations
