@@ -20,6 +20,7 @@ Documented choices for the spec's open questions (section 12):
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import bisect
 import collections
@@ -30,6 +31,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import tempfile
 import time
 import zlib
@@ -187,15 +189,14 @@ class Simulator:
         self.entitled = entitled
         self.buffer_limit = buffer_limit
         self.max_missed_pongs = max_missed_pongs
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        if data_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="kalshi-sim-")
-            data_dir = Path(self._tmp.name)
-        self.data_dir = Path(data_dir)
         self.public_keys: dict[str, rsa.RSAPublicKey] = {}
         for kid, path in (public_keys or {}).items():
             self.public_keys[kid] = load_public_key(Path(path).read_bytes())
-        key_id, priv, pub = generate_key_pair(self.data_dir / "keys")
+        if data_dir is None:  # one key pair per process (RSA generation is slow), in a temp dir
+            data_dir, key_id, priv, pub = _process_key()
+        else:
+            key_id, priv, pub = generate_key_pair(Path(data_dir) / "keys")
+        self.data_dir = Path(data_dir)
         self.key_id: str = key_id
         self.private_key_path: Path = priv
         self.public_key_path: Path = pub
@@ -262,9 +263,6 @@ class Simulator:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
             self._server = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
 
     @property
     def ws_url(self) -> str:
@@ -1227,6 +1225,19 @@ class Simulator:
 
 
 # ---------------------------------------------------------------------- helpers
+
+_PROCESS_KEY: tuple[Path, str, Path, Path] | None = None
+
+
+def _process_key() -> tuple[Path, str, Path, Path]:
+    """(dir, key_id, private, public): generated once per process, removed at exit."""
+    global _PROCESS_KEY
+    if _PROCESS_KEY is None:
+        folder = Path(tempfile.mkdtemp(prefix="kalshi-sim-"))
+        atexit.register(shutil.rmtree, folder, True)
+        key_id, priv, pub = generate_key_pair(folder / "keys")
+        _PROCESS_KEY = (folder, key_id, priv, pub)
+    return _PROCESS_KEY
 
 
 def _json_response(connection: ServerConnection, status: int, body: bytes) -> Response:
