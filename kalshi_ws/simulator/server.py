@@ -34,6 +34,7 @@ import random
 import shutil
 import tempfile
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class Sub:
     tickers: list[str] | None  # None = all markets
     use_yes_price: bool = False
     skip_ticker_ack: bool = False
+    by_ids: bool = False  # ticker subscription made with market ids: ok replies list market_ids
     user_filter: str = ""
     shard_factor: int = 0
     shard_key: int = 0
@@ -669,6 +671,12 @@ class Simulator:
                 return None
             values = list(dict.fromkeys(val))
         if ids is not None or one_id is not None:
+            for v in values:
+                try:
+                    uuid.UUID(v)
+                except ValueError:
+                    self._error(conn, cmd_id, 11)
+                    raise _Stop from None
             by_id = {mk.market_id: t for t, mk in self.model.markets.items()}
             values = [by_id.get(v, v) for v in values]
         if self.unknown_market_error:
@@ -739,7 +747,9 @@ class Simulator:
                       use_yes_price=bool(params.get("use_yes_price", False)),
                       skip_ticker_ack=bool(params.get("skip_ticker_ack", False)),
                       user_filter=str(params.get("user_filter") or ""),
-                      shard_factor=shard_factor or 0, shard_key=shard_key or 0)
+                      shard_factor=shard_factor or 0, shard_key=shard_key or 0,
+                      by_ids=ch == "ticker" and (params.get("market_ids") is not None
+                                                 or params.get("market_id") is not None))
             conn.next_sid += 1
             conn.subs[sub.sid] = sub
             conn.by_channel[ch] = sub
@@ -844,7 +854,13 @@ class Simulator:
                 sub.seq += 1
             obj["seq"] = sub.seq
         obj["type"] = "ok"
-        obj["msg"] = {} if sub.skip_ticker_ack or sub.tickers is None else {"market_tickers": list(sub.tickers)}
+        if sub.skip_ticker_ack or sub.tickers is None:
+            obj["msg"] = {}
+        elif sub.by_ids:
+            markets = self.model.markets
+            obj["msg"] = {"market_ids": [markets[t].market_id if t in markets else t for t in sub.tickers]}
+        else:
+            obj["msg"] = {"market_tickers": list(sub.tickers)}
         self._reply(conn, obj)
         if action == "add_markets":
             self._initial(conn, sub, added, params)

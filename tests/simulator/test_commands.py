@@ -170,10 +170,18 @@ async def test_skip_ticker_ack_and_initial_ticker(idle_sim: Simulator, idle_raw:
                                                     "send_initial_snapshot": True})
     assert (await idle_raw.reply(i)) == {"id": i, "sid": 1, "type": "ok", "msg": {}}
     assert (await idle_raw.wait(lambda f: f["type"] == "ticker"))["msg"]["market_ticker"] == t[2]
-    # ticker by market id
-    i = await idle_raw.send("update_subscription", {"sid": 1, "action": "add_markets",
-                                                    "market_ids": [idle_sim.model.markets[t[3]].market_id]})
-    assert (await idle_raw.reply(i))["type"] == "ok"
+    # ticker by market id: the ok lists ids
+    ids = [idle_sim.model.markets[x].market_id for x in t]
+    i = await idle_raw.send("subscribe", {"channels": ["ticker"], "market_ids": ids[:1]}, id=None)
+    await idle_raw.reply(i)
+    other = Raw(await connect(idle_sim))
+    i = await other.send("subscribe", {"channels": ["ticker"], "market_ids": ids[:2]})
+    assert (await other.reply(i))["msg"]["sid"] == 1
+    i = await other.send("update_subscription", {"sid": 1, "action": "add_markets", "market_ids": ids[2:3]})
+    assert (await other.reply(i))["msg"] == {"market_ids": ids[:3]}
+    i = await other.send("update_subscription", {"sid": 1, "action": "add_markets", "market_ids": ["not-a-uuid"]})
+    assert (await other.reply(i))["msg"]["code"] == 11
+    await other.close()
 
 
 async def test_use_yes_price_both_conventions(idle_sim: Simulator) -> None:
