@@ -105,6 +105,7 @@ class Window:
 
     tape_start: int = 0
     tape_end: int = 0
+    started: bool = False
     faults: list[dict[str, Any]] = field(default_factory=list)
     summaries: list[SessionSummary] = field(default_factory=list)
 
@@ -132,8 +133,9 @@ async def framed_session(sim: Simulator, url: str, data_dir: Path, *, duration: 
         if task.done():
             return task.result(), window
         if resume:
-            if not window.summaries:
+            if not window.started:
                 window.tape_start = len(sim.model.tape)
+                window.started = True
             await sim.resume()
         left = duration - (time.monotonic() - t0) - quiet_tail
         if plan is not None and left > 0:
