@@ -94,6 +94,21 @@ class ReportData:
     def title(self) -> str:
         return f"Market set {self.market_set}" if self.market_set else "All recorded markets"
 
+    def incidents(self) -> list[dict[str, Any]]:
+        """The untrusted windows grouped per incident: one entry with the markets it affected."""
+        grouped: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for w in self.windows.itertuples():
+            key = (str(w.session_id), w.kind, w.started_at, w.ended_at)
+            entry = grouped.setdefault(key, {"kind": w.kind, "started_at": w.started_at, "ended_at": w.ended_at,
+                                             "seconds": w.seconds, "outcome": w.outcome,
+                                             "never_closed": w.never_closed, "markets": []})
+            entry["markets"].append(w.market_ticker)
+        for entry in grouped.values():
+            markets = entry["markets"]
+            entry["affected"] = (f"all {len(markets)} markets" if len(markets) == len(self.markets) > 1
+                                 else ", ".join(markets))
+        return sorted(grouped.values(), key=lambda e: e["started_at"])
+
     def market_summary(self) -> pd.DataFrame:
         """One row per market: trades, volume, VWAP, OHLC over the range, last top of book, completeness."""
         rows = []
@@ -336,8 +351,13 @@ def _seconds(value: Any) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _text(value: Any) -> str:
+    """A text cell: '–' for a missing value (None, or NaN/NaT from pandas)."""
+    return "–" if value is None or pd.isna(value) else str(value)
+
+
 def _time(value: Any, *, ms: bool = False) -> str:
-    if value is None or value is pd.NaT:
+    if value is None or pd.isna(value):
         return "–"
     at = pd.Timestamp(value).tz_convert("UTC")
     return at.strftime("%H:%M:%S.%f")[:-3] if ms else at.strftime("%Y-%m-%d %H:%M:%S")
@@ -586,20 +606,20 @@ def render_html(data: ReportData) -> str:
         empty="No session recorded in this range.")
 
     windows = _table(
-        [("Market", False), ("What happened", False), ("From", False), ("To", False), ("Length", True),
+        [("What happened", False), ("Markets", False), ("From", False), ("To", False), ("Length", True),
          ("Repaired by", False)],
-        [[f'<span class="mono">{_e(w.market_ticker)}</span>', _e(_KIND_TEXT.get(w.kind, w.kind)),
-          _e(_time(w.started_at, ms=True)), _e(_time(w.ended_at, ms=True)), _seconds(w.seconds),
-          _badge("never repaired", "bad") if w.never_closed else _e(w.outcome or "–")]
-         for w in data.windows.itertuples()],
+        [[_e(_KIND_TEXT.get(w["kind"], w["kind"])), f'<span class="mono">{_e(w["affected"])}</span>',
+          _e(_time(w["started_at"], ms=True)), _e(_time(w["ended_at"], ms=True)), _seconds(w["seconds"]),
+          _badge("never repaired", "bad") if w["never_closed"] else _e(_text(w["outcome"]))]
+         for w in data.incidents()],
         empty="No incident: every recorded second is trustworthy.")
 
     alerts = _table(
         [("Fired", False), ("Rule", False), ("Market", False), ("Value", True), ("Threshold", True), ("Message", False),
          ("State", False)],
-        [[_e(_time(a.fired_at)), _e(a.rule), f'<span class="mono">{_e(a.market_ticker or "session")}</span>',
+        [[_e(_time(a.fired_at)), _e(a.rule), f'<span class="mono">{_e(_text(a.market_ticker))}</span>',
           _e(_number(a.value)), _e(_number(a.threshold)), _e(a.message),
-          _badge("open", "warn") if a.resolved_at is None or a.resolved_at is pd.NaT
+          _badge("open", "warn") if pd.isna(a.resolved_at)
           else _badge(f"resolved {_time(a.resolved_at)}", "good")]
          for a in data.alerts.itertuples()],
         empty="No alert fired in this range.")
@@ -704,14 +724,19 @@ def build_report(url: str, market_set: str | None = None, start: datetime | None
 # ------------------------------------------------------------------------------------------------ terminal
 
 
+def _console() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=160)  # a pipe or a log: no terminal width to fit
+
+
 def print_report(data: ReportData, console: Console | None = None) -> None:
     """The report's tables in the terminal (rich)."""
-    console = console or Console()
+    console = console or _console()
     console.rule(f"[bold]{data.title}[/] · {_time(data.start)} → {_time(data.end)} UTC · {_span(data.bar)} bars")
     overview = Table(title="Markets (YES prices in dollars)", title_justify="left")
     for name in ("market", "trades", "volume", "VWAP", "open", "high", "low", "close", "bid", "ask", "spread",
                  "trusted"):
-        overview.add_column(name, justify="left" if name == "market" else "right")
+        overview.add_column(name, justify="left" if name == "market" else "right", no_wrap=name == "market")
     for r in data.market_summary().itertuples():
         share = (r.recorded - r.untrusted) / r.recorded if r.recorded else 0.0
         style = "green" if share >= 0.999 else "yellow" if share >= 0.95 else "red"
@@ -732,12 +757,12 @@ def print_report(data: ReportData, console: Console | None = None) -> None:
 
     if len(data.windows):
         windows = Table(title="Incidents: data incomplete", title_justify="left")
-        for name in ("market", "what", "from", "to", "length", "repaired by"):
-            windows.add_column(name)
-        for w in data.windows.itertuples():
-            windows.add_row(w.market_ticker, _KIND_TEXT.get(w.kind, w.kind), _time(w.started_at, ms=True),
-                            _time(w.ended_at, ms=True), _seconds(w.seconds),
-                            "[red]never[/]" if w.never_closed else (w.outcome or "–"))
+        for name in ("what", "markets", "from", "to", "length", "repaired by"):
+            windows.add_column(name, no_wrap=name != "markets")
+        for w in data.incidents():
+            windows.add_row(_KIND_TEXT.get(w["kind"], w["kind"]), w["affected"], _time(w["started_at"], ms=True),
+                            _time(w["ended_at"], ms=True), _seconds(w["seconds"]),
+                            "[red]never[/]" if w["never_closed"] else _text(w["outcome"]))
         console.print(windows)
     else:
         console.print("[green]No incident: every recorded second is trustworthy.[/]")
@@ -761,14 +786,14 @@ def print_report(data: ReportData, console: Console | None = None) -> None:
     alerts.add_column("message", ratio=1)
     alerts.add_column("state", no_wrap=True)
     for a in data.alerts.itertuples():
-        open_ = a.resolved_at is None or a.resolved_at is pd.NaT
+        open_ = pd.isna(a.resolved_at)
         alerts.add_row(_time(a.fired_at), a.kind, a.message, "[yellow]open[/]" if open_ else "resolved")
     console.print(alerts if len(data.alerts) else "No alert fired in this range.")
 
     if len(data.positions):
         positions = Table(title="Account: positions and realised P&L (from fills)", title_justify="left")
         for name in ("market", "fills", "position", "avg price", "realised", "fees", "net", "exchange agrees"):
-            positions.add_column(name, justify="left" if name == "market" else "right")
+            positions.add_column(name, justify="left" if name == "market" else "right", no_wrap=name == "market")
         for p in data.positions.itertuples():
             positions.add_row(p.market_ticker, _count(p.fills), f"{_count(abs(p.position))} {p.side_held or ''}",
                               _price(p.average_price, 4), _money(p.realized_pnl), _money(p.fees),
@@ -798,7 +823,7 @@ def report_markdown(data: ReportData, path: Path | None = None) -> str:
         lines.append(f"| {r.market} | {_count(r.trades)} | {_count(r.volume)} | {_price(r.vwap, 4)} "
                      f"| {_price(r.close, r.places)} "
                      f"| {_cents(r.spread)} | {_percent(r.recorded - r.untrusted, r.recorded)} |")
-    lines += ["", f"Incidents: {len(data.windows)} (market windows); alerts fired: {len(data.alerts)}."]
+    lines += ["", f"Incidents (data incomplete): {len(data.incidents())}; alerts fired: {len(data.alerts)}."]
     return "\n".join(lines)
 
 
@@ -873,7 +898,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """``kalshi-ingest report [MARKET_SET] [--from T] [--to T] [--bar 1m] [--out FILE]``; returns the exit code."""
     args = _parser().parse_args(argv)
-    console = Console()
+    console = _console()
     from kalshi_ingest.settings import Settings
 
     settings = Settings()
