@@ -629,10 +629,11 @@ class MarketModel:
         created = rfc3339(ts)
         if not self.rfqs or (len(self.rfqs) < 3 and self.rng.random() < 0.3):
             rfq: dict[str, Any] = {"id": f"rfq_{self.rng.getrandbits(32):08x}", "ticker": ticker, "stage": 0,
-                   "contracts": d2(Decimal(self.rng.randint(10, 1000)))}
+                                   "contracts": d2(Decimal(self.rng.randint(10, 1000))),
+                                   "creator": self.comm_id if self.rng.random() < 0.25 else "0"}
             self.rfqs.append(rfq)
             return [Emit("communications", m.RfqCreated, m.RfqCreatedPayload(
-                id=rfq["id"], creator_id="0", market_ticker=ticker, event_ticker=mk.event_ticker,
+                id=rfq["id"], creator_id=rfq["creator"], market_ticker=ticker, event_ticker=mk.event_ticker,
                 contracts_fp=rfq["contracts"], created_ts=created), ticker)]
         rfq = self.rfqs[0]
         ticker = rfq["ticker"]
@@ -653,14 +654,27 @@ class MarketModel:
                 quote_id=rfq["quote"], rfq_id=rfq["id"], quote_creator_id=self.comm_id[:8], rfq_creator_id="0",
                 market_ticker=ticker, event_ticker=mk.event_ticker, yes_bid_dollars=d4(yes_bid),
                 no_bid_dollars=no_bid, accepted_side="yes", contracts_accepted_fp=rfq["contracts"]), ticker)]
-        if stage == 2:
-            return [Emit("communications", m.QuoteExecuted, m.QuotePayload(
+        if stage == 2:  # executed: an off-book (block) trade on the public tape
+            out = [Emit("communications", m.QuoteExecuted, m.QuotePayload(
                 quote_id=rfq["quote"], rfq_id=rfq["id"], quote_creator_id=self.comm_id[:8], rfq_creator_id="0",
                 order_id=self._uuid(), client_order_id=f"sim-rfq-{rfq['id'][4:]}", market_ticker=ticker,
                 executed_ts=created), ticker)]
+            price = d4(yes_bid)
+            trade = m.TradePayload(trade_id=self._uuid(), market_ticker=ticker, yes_price_dollars=price,
+                                   no_price_dollars=d4(ONE - price), count_fp=rfq["contracts"],
+                                   taker_outcome_side="yes", taker_book_side="bid", taker_side="yes",
+                                   is_block_trade=True, ts_ms=ts, ts=ts // 1000)
+            self._record_trade(mk, trade, ts, block=True)
+            mk.last_price = price
+            mk.last_trade_size = rfq["contracts"]
+            mk.volume += rfq["contracts"]
+            mk.notional += rfq["contracts"] * price
+            out.append(Emit("trade", m.Trade, trade, ticker))
+            out.append(Emit("ticker", m.Ticker, self.ticker_payload(ticker, ts), ticker))
+            return out
         self.rfqs.remove(rfq)
         return [Emit("communications", m.RfqDeleted, m.RfqDeletedPayload(
-            id=rfq["id"], creator_id="0", market_ticker=ticker, event_ticker=mk.event_ticker,
+            id=rfq["id"], creator_id=rfq["creator"], market_ticker=ticker, event_ticker=mk.event_ticker,
             contracts_fp=rfq["contracts"], deleted_ts=created), ticker)]
 
     # ------------------------------------------------------------------ lifecycle

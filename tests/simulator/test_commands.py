@@ -274,8 +274,12 @@ async def test_communications_user_filter_and_sharding(idle_sim: Simulator) -> N
         assert want
         await shard.drain_until(lambda shard=shard, want=want: len(shard.frames) - 1 == len(want))
         assert [f["msg"] for f in shard.frames[1:]] == want
-    await mine.drain_until(lambda: any(f["type"].startswith("quote") for f in mine.frames))
-    assert not [f for f in mine.frames if f["type"] in ("rfq_created", "rfq_deleted")]
+    rfq_types = ("rfq_created", "rfq_deleted")
+    want_mine = [f["msg"] for f in data if f["type"] not in rfq_types or f["msg"]["creator_id"] == idle_sim.model.comm_id]
+    await mine.drain_until(lambda: len(mine.frames) - 1 == len(want_mine))
+    assert [f["msg"] for f in mine.frames[1:]] == want_mine
+    own = [f for f in mine.frames if f["type"] in rfq_types]
+    assert own and len(own) < sum(1 for f in data if f["type"] in rfq_types)
     for r in (everyone, mine, shard0, shard1):
         await r.close()
 

@@ -108,6 +108,9 @@ async def test_trades_pagination_newest_first(busy: Simulator, rest: Rest) -> No
     mine = (await rest.get("/markets/trades", {"ticker": t, "limit": 1000}))["trades"]
     assert [x["trade_id"] for x in mine] == [x["trade_id"] for x in reversed(busy.trade_tape(t))]
     await rest.get("/markets/trades", {"limit": 1001}, status=400)
+    blocks = (await rest.get("/markets/trades", {"is_block_trade": "true", "limit": 1000}))["trades"]
+    assert blocks and all(x["is_block_trade"] for x in blocks)
+    assert [x["trade_id"] for x in blocks] == [x["trade_id"] for x in reversed(tape) if x["is_block_trade"]]
 
 
 async def test_trades_min_max_ts() -> None:
