@@ -77,6 +77,11 @@ async def test_session_stores_every_channel_and_completes_at_its_deadline(
     # spread_above 0 holds for every two-sided book; session_unhealthy must not fire on a clean session
     kinds = query(url, "select array_agg(distinct kind) from kalshi.alerts")
     assert kinds == ["spread_above"]
+    artifacts = await flow_run_artifacts(state.state_details.flow_run_id)
+    assert artifacts["session-progress-sim"].data == 100.0
+    assert artifacts["depth-sim"].type == "table"
+    summary = artifacts["session-sim"]
+    assert summary.type == "markdown" and "Session `sim`: **completed**" in str(summary.data)
 
 
 async def test_alert_reaches_a_webhook_once_per_condition(
@@ -149,6 +154,16 @@ async def test_bad_config_fails_the_flow_before_connecting(
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+async def flow_run_artifacts(flow_run_id: Any) -> dict[str, Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async with get_client() as client:
+        found = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {artifact.key: artifact for artifact in found if artifact.key}
+
 
 class _Received(list[dict[str, Any]]):
     port: int = 0
