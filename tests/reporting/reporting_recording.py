@@ -61,7 +61,7 @@ class _CountingSink:
         self.events: list[events.SessionEvent] = []
 
     def on_message(self, message: messages.AnyMessage, generation: int, received_ns: int) -> None:
-        self.counts[message.__struct_config__.tag] += 1
+        self.counts[str(message.__struct_config__.tag)] += 1
         self.recorder.on_message(message, generation, received_ns)
 
     def on_event(self, event: events.SessionEvent) -> None:
