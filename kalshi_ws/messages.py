@@ -679,6 +679,8 @@ def decode(frame: bytes | str) -> AnyMessage:
         return _classify(frame, str(exc))
     except msgspec.DecodeError as exc:
         return MalformedFrame(error=f"invalid JSON: {exc}", raw=frame)
+    except RecursionError:  # absurd nesting: msgspec gives up before MAX_NESTING can be checked
+        return MalformedFrame(error=f"frame nests deeper than {MAX_NESTING} levels", raw=frame)
     cls = message.__class__
     # Where every fixed-point field is optional, a legacy frame decodes "successfully" as an empty
     # message (a snapshot with no levels would wipe a book); look closer when they are all missing.
@@ -718,6 +720,8 @@ def _classify(frame: bytes, error: str) -> AnyMessage:
         obj = _generic.decode(frame)
     except msgspec.DecodeError as exc:  # pragma: no cover - the fast decoder would have said so
         return MalformedFrame(error=f"invalid JSON: {exc}", raw=frame)
+    except RecursionError:
+        return MalformedFrame(error=f"frame nests deeper than {MAX_NESTING} levels", raw=frame)
     if not isinstance(obj, dict):
         return MalformedFrame(error=f"frame is a JSON {type(obj).__name__}, not an object", raw=frame)
     kind = obj.get("type")
