@@ -2,7 +2,7 @@
 
 Nothing is mocked: the flow talks to the simulator over loopback sockets with a real signed key, writes
 into a fresh migrated PostgreSQL database (``db_url`` from tests/conftest.py) and reports to a real
-Prefect API server started by ``prefect_test_harness`` once for this folder.
+Prefect API server started by ``prefect_test_harness`` once per test run (fixture ``prefect_server``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from kalshi_ws.simulator import Simulator
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     home = tmp_path_factory.mktemp("prefect-home")
     saved = {k: os.environ.get(k) for k in ("PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED",

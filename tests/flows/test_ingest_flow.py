@@ -19,7 +19,7 @@ from kalshi_ingest.session import run_recording_session
 from kalshi_ingest.settings import Settings
 from kalshi_ws.simulator import Simulator
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("prefect_server")]
 
 SESSION_SECONDS = 6.0
 
