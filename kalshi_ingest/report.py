@@ -523,6 +523,7 @@ tr:hover td { background: #fafbfc; }
 .bar { background: #edf0f3; border-radius: 4px; height: 8px; width: 120px; display: inline-block;
        vertical-align: middle; overflow: hidden; margin-right: 8px; }
 .bar > span { display: block; height: 100%; background: var(--good); }
+.bar > span.warn { background: var(--warn); } .bar > span.bad { background: var(--bad); }
 .chart { width: 100%; border: 1px solid var(--line); border-radius: 8px; margin: 6px 0 10px; }
 details { margin-top: 8px; } summary { cursor: pointer; color: var(--accent); font-size: 13px; }
 .empty { color: var(--muted); font-style: italic; }
@@ -554,7 +555,7 @@ def _badge(text: str, kind: str) -> str:
 def _completeness_bar(trusted: float, recorded: float) -> str:
     share = trusted / recorded if recorded else 0.0
     kind = "good" if share >= 0.999 else "warn" if share >= 0.95 else "bad"
-    return (f'<span class="bar"><span style="width:{100 * share:.1f}%"></span></span>'
+    return (f'<span class="bar"><span class="{kind}" style="width:{100 * share:.1f}%"></span></span>'
             f'<span class="{kind}">{100 * share:.2f}%</span>')
 
 
