@@ -56,6 +56,9 @@ MAX_BARS: Final = 120
 DEFAULT_SPAN: Final = timedelta(days=1)
 #: Trade bars listed per market in the terminal (the HTML lists them all, folded).
 TERMINAL_BARS: Final = 8
+#: Markets charted in the HTML (the most traded first); every market stays in the tables. Each chart adds about
+#: 150 kB to the file.
+MAX_CHARTS: Final = 24
 
 COLORS: Final = {
     "bid": "#1a7f5a", "ask": "#c0392b", "price": "#1f3a93", "spread": "#6c3483", "untrusted": "#e74c3c",
@@ -559,8 +562,9 @@ def _completeness_bar(trusted: float, recorded: float) -> str:
             f'<span class="{kind}">{100 * share:.2f}%</span>')
 
 
-def render_html(data: ReportData) -> str:
-    """The whole report as one HTML document (charts embedded as base64 PNG)."""
+def render_html(data: ReportData, *, max_charts: int = MAX_CHARTS) -> str:
+    """The whole report as one HTML document (charts embedded as base64 PNG, for the ``max_charts`` markets with
+    the most volume)."""
     summary = data.market_summary()
     range_seconds = (data.end - data.start).total_seconds()
     total_trades = int(summary.trades.sum()) if len(summary) else 0
@@ -626,7 +630,9 @@ def render_html(data: ReportData) -> str:
         empty="No alert fired in this range.")
 
     market_sections = []
-    for market in data.markets:
+    by_volume = sorted(data.markets, key=lambda m: -float(summary.loc[summary.market == m, "volume"].iloc[0] or 0))
+    charted = set(by_volume[:max_charts])
+    for market in (m for m in data.markets if m in charted):
         chart = base64.b64encode(market_chart(data, market)).decode()
         bars = data.bars[data.bars.market_ticker == market]
         places = _places(bars.open, bars.high, bars.low, bars.close)
@@ -679,12 +685,19 @@ flagged as incomplete; the red bands in the charts mark them.</p>{sessions}<h2 s
 <section><h2>Alerts fired</h2><p class="lead">Alert episodes of the market set's rules (<code>kalshi.alerts</code>).</p>
 {alerts}</section>
 <h2 style="margin:26px 0 10px">Price, volume, spread and depth by market</h2>
-{"".join(market_sections)}
+{_not_charted(len(data.markets) - len(charted))}{"".join(market_sections)}
 {positions}
 <footer>Kalshi market data recorder · the tables come from the report views in schema <code>kalshi</code>
 (see docs/queries.md) and can be queried directly with the read-only role <code>kalshi_reader</code>.</footer>
 </main></body></html>
 """
+
+
+def _not_charted(count: int) -> str:
+    if count <= 0:
+        return ""
+    return (f'<p class="lead">Charts of the {count} least traded markets are left out to keep the file small '
+            "(they are in the tables; raise --max-charts, or report them with a narrower market set).</p>")
 
 
 _KIND_TEXT: Final = {
@@ -710,7 +723,7 @@ def _number(value: Any) -> str:
 
 def build_report(url: str, market_set: str | None = None, start: datetime | None = None,
                  end: datetime | None = None, out: Path = Path("kalshi-report.html"), *,
-                 bar: timedelta | None = None) -> Path:
+                 bar: timedelta | None = None, max_charts: int = MAX_CHARTS) -> Path:
     """Write the HTML report of ``market_set`` over [start, end) to ``out``; returns the path written.
 
     See :func:`collect` for the defaults of the range. Raises :class:`ReportError` when there is nothing to report.
@@ -718,7 +731,7 @@ def build_report(url: str, market_set: str | None = None, start: datetime | None
     data = collect(url, market_set, start, end, bar=bar)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_html(data), encoding="utf-8")
+    out.write_text(render_html(data, max_charts=max_charts), encoding="utf-8")
     return out
 
 
@@ -890,6 +903,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--bar", type=parse_bar, help="trade bar length (10s, 1m, 5min, 1h); default: at most "
                         f"{MAX_BARS} bars over the range")
     parser.add_argument("--out", type=Path, help="HTML file to write (default: <data dir>/reports/report-....html)")
+    parser.add_argument("--max-charts", type=int, default=MAX_CHARTS,
+                        help=f"chart at most this many markets, the most traded (default {MAX_CHARTS})")
     parser.add_argument("--no-html", action="store_true", help="only print the tables")
     parser.add_argument("--quiet", action="store_true", help="do not print the tables")
     parser.add_argument("--database-url", help="database to read (default: DATABASE_URL, or the embedded database)")
@@ -920,7 +935,7 @@ def main(argv: list[str] | None = None) -> int:
         name = f"report-{args.market_set or 'all'}-{data.start:%Y%m%dT%H%M%S}-{data.end:%Y%m%dT%H%M%S}.html"
         out: Path = args.out or settings.data_dir / "reports" / name
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(render_html(data), encoding="utf-8")
+        out.write_text(render_html(data, max_charts=args.max_charts), encoding="utf-8")
         console.print(f"HTML report: [bold]{out}[/] (open it in a browser)")
     return 0
 

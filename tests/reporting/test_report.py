@@ -104,3 +104,14 @@ def test_time_arguments() -> None:
     assert report.parse_bar("250ms") == timedelta(milliseconds=250)
     assert report.choose_bar(now, now + timedelta(minutes=1)) == timedelta(seconds=1)
     assert report.choose_bar(now, now + timedelta(days=1)) == timedelta(minutes=15)
+
+
+def test_the_cli_command_and_the_chart_limit(alerted: Recording, tmp_path: Path) -> None:
+    from kalshi_ingest.cli import main as cli_main
+
+    out = tmp_path / "limited.html"
+    assert cli_main(["report", MARKET_SET, "--database-url", alerted.url, "--out", str(out), "--max-charts", "1",
+                     "--quiet"]) == 0
+    text = out.read_text()
+    assert text.count("data:image/png;base64,") == 1
+    assert f"Charts of the {len(alerted.tickers) - 1} least traded markets are left out" in text

@@ -5,10 +5,13 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
+
+from kalshi_ingest import report
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
 MARKET = "KXTEST-26NOV-T1"
@@ -77,3 +80,12 @@ def test_an_abandoned_book_gap_stays_untrusted_until_the_next_snapshot(db_url: s
         assert _book(conn, 10.5) == ({("yes", Decimal("0.41")): 15, ("yes", Decimal("0.42")): 7,
                                       ("no", Decimal("0.55")): 30}, True)
         assert _book(conn, 25)[1] is False  # after the session ended
+
+
+def test_the_report_renders_markets_without_trades_or_tickers(db_url: str, tmp_path: Path) -> None:
+    with psycopg.connect(db_url) as conn:
+        _seed(conn, "abandoned")
+    out = report.build_report(db_url, "windows", out=tmp_path / "quiet.html")
+    text = out.read_text()
+    assert MARKET in text and "data:image/png;base64," in text and "No trade in range." in text
+    assert "sequence gap (messages lost)" in text
