@@ -309,3 +309,19 @@ async def test_weird_params_always_get_an_answer(idle_sim: Simulator, idle_raw: 
     await idle_raw.ws.send(b"binary")
     assert (await idle_raw.wait(lambda f: f["type"] == "error"))["msg"]["code"] == 1
     assert n > 100 and idle_sim.errors == []
+
+
+async def test_unknown_markets_silent_or_error_16() -> None:
+    async with Simulator(markets=2, rate=0) as sim:
+        raw = Raw(await connect(sim))
+        i = await raw.send("subscribe", {"channels": ["orderbook_delta"], "market_tickers": ["NOPE-1", sim.tickers[0]]})
+        await raw.drain_until(lambda: len(raw.frames) >= 2)
+        assert [f["type"] for f in raw.frames] == ["subscribed", "orderbook_snapshot"]
+        assert raw.frames[1]["msg"]["market_ticker"] == sim.tickers[0]
+        await raw.close()
+    async with Simulator(markets=2, rate=0, unknown_market_error=True) as sim:
+        raw = Raw(await connect(sim))
+        i = await raw.send("subscribe", {"channels": ["orderbook_delta"], "market_tickers": ["NOPE-1", sim.tickers[0]]})
+        err = await raw.reply(i)
+        assert err["msg"] == {"code": 16, "msg": "Market not found", "market_tickers": ["NOPE-1"]}
+        await raw.close()

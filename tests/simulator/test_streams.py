@@ -48,6 +48,9 @@ async def test_every_message_type_and_causal_order(idle_sim: Simulator, idle_raw
     assert lifecycle >= {"created", "activated", "deactivated", "close_date_updated", "determined", "settled",
                          "price_level_structure_updated", "metadata_updated"}
     assert mve >= {"created", "activated", "deactivated"}
+    for f in idle_raw.frames:
+        if isinstance(f.get("msg"), dict):
+            check_formats(f["msg"], f["type"])
     # causal order: every fill comes after its public trade and the delta that consumed the maker order
     seen_trades: dict[str, int] = {}
     for i, f in enumerate(idle_raw.frames):
@@ -62,6 +65,38 @@ async def test_every_message_type_and_causal_order(idle_sim: Simulator, idle_raw
     # the trade tape is the ground truth of the trade channel
     assert [f["msg"]["trade_id"] for f in idle_raw.frames if f["type"] == "trade"] == [
         t["trade_id"] for t in idle_sim.trade_tape()]
+
+
+SIX_DP = {"taker_fill_cost_dollars", "maker_fill_cost_dollars", "taker_fees_dollars", "maker_fees_dollars",
+          "fee_cost"}
+
+
+def _dp(value: object, places: int, where: str) -> None:
+    assert isinstance(value, str), where
+    whole, _, frac = value.lstrip("-").partition(".")
+    assert whole.isdigit() and len(frac) == places and frac.isdigit(), (where, value)
+
+
+def check_formats(msg: dict, kind: str) -> None:
+    """Prices 4 dp, counts 2 dp, order money 6 dp, all as strings (spec 4.0)."""
+    for key, value in msg.items():
+        where = f"{kind}.{key}"
+        if value is None:
+            continue
+        if key in ("yes_dollars_fp", "no_dollars_fp"):
+            for price, count in value:
+                _dp(price, 4, where)
+                _dp(count, 2, where)
+        elif key in SIX_DP:
+            _dp(value, 6, where)
+        elif key.endswith("_dollars") or key == "settlement_value":
+            _dp(value, 4, where)
+        elif key.endswith("_fp"):
+            _dp(value, 2, where)
+        elif key == "price_ranges":
+            for r in value:
+                for part in ("start", "end", "step"):
+                    _dp(r[part], 4, where)
 
 
 async def test_throughput_as_fast_as_possible() -> None:
