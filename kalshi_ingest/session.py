@@ -7,7 +7,9 @@ with ``.submit()`` would each get another loop):
 1. resolve the market set's markets (explicit tickers, then the open markets of its events and series);
 2. open the session row (``kalshi.sessions``) through the :class:`~kalshi_store.recorder.Recorder`;
 3. backfill trades from REST since the last trade stored by a previous session (continuity between
-   sessions), and again after every reconnect, from the moment the connection was lost;
+   sessions), and again after every reconnect, from the moment the connection was lost (each backfill
+   starts once the live trade stream is flowing again, so REST and WebSocket overlap; duplicates are
+   skipped by ``trade_id``);
 4. run :class:`~kalshi_ws.client.KalshiWebSocketClient` with the recorder as its sink until the deadline
    (the client's own graceful time box), calling ``on_progress`` every ``progress_interval`` seconds;
 5. flush, and close the session row with a status that tells the truth: ``completed``; ``cancelled``
@@ -135,12 +137,21 @@ _TYPE_NAMES: dict[type, str] = {cls: tag for tag, cls in messages.MESSAGE_TYPES.
 
 
 class _SessionSink:
-    """Forwards to the recorder, counting what passes and noticing reconnects (for the REST backfill)."""
+    """Forwards to the recorder, counting what passes and scheduling REST trade backfills.
 
-    def __init__(self, recorder: Recorder, on_reconnect: Callable[[datetime], None]) -> None:
+    A backfill (trades since ``since``) is due at the start of a session that follows an earlier one, and
+    after every reconnect (since the moment the connection was lost). It is fired on the first live
+    ``trade`` message after it became due, so the REST answer is certain to overlap the live stream (a REST
+    query made before the trade subscription is live could miss the trades in between), or at the end of
+    the session if no trade arrives.
+    """
+
+    def __init__(self, recorder: Recorder, *, backfill: Callable[[datetime], None] | None,
+                 since: datetime | None) -> None:
         self._recorder = recorder
         self._on_message = recorder.on_message
-        self._on_reconnect = on_reconnect
+        self._backfill = backfill
+        self._due: datetime | None = since if backfill is not None else None
         self.counts: Counter[str] = Counter()
         self.last_lag: float | None = None
         self.reconnects = 0
@@ -155,14 +166,23 @@ class _SessionSink:
         if ts_ms:
             self.last_lag = received_ns / 1e9 - ts_ms / 1000
         self._on_message(message, generation, received_ns)
+        if self._due is not None and type(message) is messages.Trade:
+            self.fire_backfill()
+
+    def fire_backfill(self) -> None:
+        """Start the due backfill now (called on the first live trade, and once more at the end)."""
+        if self._due is not None and self._backfill is not None:
+            since, self._due = self._due, None
+            self._backfill(since)
 
     def on_event(self, event: events.SessionEvent) -> None:
         if isinstance(event, events.Disconnected):
             self._lost_at[event.incident_id] = event.at_ns
         elif isinstance(event, events.Connected) and event.incident_id is not None:
             self.reconnects += 1
-            lost_ns = self._lost_at.pop(event.incident_id, event.at_ns)
-            self._on_reconnect(datetime.fromtimestamp(lost_ns / 1e9, tz=UTC))
+            lost = datetime.fromtimestamp(self._lost_at.pop(event.incident_id, event.at_ns) / 1e9, tz=UTC)
+            if self._backfill is not None:
+                self._due = lost if self._due is None else min(self._due, lost)
         elif isinstance(event, events.SequenceGap):
             self.gaps += 1
             self.open_gaps.add(event.incident_id)
@@ -241,23 +261,24 @@ async def run_recording_session(
             trades = await fetch_trades(rest, markets, since)
             return recorder.add_rest_trades(trades) if trades else 0  # type: ignore[arg-type]  # frozen structs
 
-        def on_reconnect(lost_at: datetime) -> None:
-            backfills.append(asyncio.create_task(backfill(lost_at), name="kalshi-rest-backfill"))
+        def start_backfill(since: datetime) -> None:
+            backfills.append(asyncio.create_task(backfill(since), name="kalshi-rest-backfill"))
 
-        sink = _SessionSink(recorder, on_reconnect)
+        records_trades = "trade" in market_set.channels
+        previous = await recorder.last_trade_time(markets) if records_trades else None
+        sink = _SessionSink(recorder, backfill=start_backfill if records_trades else None, since=previous)
         protocol = SessionProtocol(subscriptions_for(market_set, markets), use_yes_price=market_set.use_yes_price)
         client = KalshiWebSocketClient(environment.ws_url, sink, protocol=protocol, signer=signer)
         outcome = _Outcome()
         reporter = asyncio.create_task(_report_progress(
             sink, recorder, market_set.name, session_id, duration, progress_interval, on_progress))
         try:
-            previous = await recorder.last_trade_time(markets)
-            if previous is not None:
-                outcome.backfilled += await backfill(previous)
             await client.run(deadline=deadline)
+            sink.fire_backfill()
             for done in await asyncio.gather(*backfills, return_exceptions=True):
                 if isinstance(done, BaseException):
-                    outcome.problems.append(f"REST backfill after a reconnect failed: {done}")
+                    outcome.status = "degraded"  # trades missed while disconnected may be missing
+                    outcome.problems.append(f"REST trade backfill failed: {type(done).__name__}: {done}")
                 else:
                     outcome.backfilled += done
         except asyncio.CancelledError:
