@@ -84,7 +84,7 @@ def _panel(progress: Progress | None, duration: float) -> Panel:
     if progress is None:
         return Panel("connecting (resolving markets, opening the session) ...", title="recording")
     table = Table(box=None, expand=False)
-    table.add_column("message type")
+    table.add_column("channel")
     table.add_column("total", justify="right")
     table.add_column("per second", justify="right")
     for kind in sorted(progress.messages):

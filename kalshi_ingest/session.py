@@ -59,7 +59,7 @@ class Progress:
     session_id: str
     elapsed: float
     duration: float
-    #: Messages received per message type since the session started, and per second over the last interval.
+    #: Messages received per channel since the session started, and per second over the last interval.
     messages: dict[str, int]
     rates: dict[str, float]
     rows_written: int
@@ -76,7 +76,7 @@ class Progress:
         return min(1.0, self.elapsed / self.duration) if self.duration > 0 else 1.0
 
     def line(self) -> str:
-        rates = ", ".join(f"{kind} {rate:.1f}/s" for kind, rate in sorted(self.rates.items())) or "no messages"
+        rates = ", ".join(f"{channel} {rate:.1f}/s" for channel, rate in sorted(self.rates.items())) or "no messages"
         lag = "n/a" if self.lag is None else f"{self.lag * 1000:.0f} ms"
         return (f"[{self.market_set}] {self.elapsed:.0f}/{self.duration:.0f} s: {rates}; rows written "
                 f"{self.rows_written}, pending {self.pending_rows}, spilled {self.rows_spilled}; lag {lag}; reconnects {self.reconnects}, "
@@ -132,8 +132,12 @@ class SessionSummary:
         return out
 
 
-#: Message struct -> its wire ``type`` (for per-type counts); untyped frames count under their own ``type``.
-_TYPE_NAMES: dict[type, str] = {cls: tag for tag, cls in messages.MESSAGE_TYPES.items()}
+#: Message struct -> the channel that delivers it (for per-channel counts); undecodable frames count as
+#: ``dead_letter`` (where storage puts them).
+_CHANNEL_OF: dict[type, str] = {
+    messages.MESSAGE_TYPES[kind]: channel
+    for channel, kinds in reversed(messages.CHANNEL_MESSAGE_TYPES.items()) for kind in kinds
+}
 
 
 class _SessionSink:
@@ -161,7 +165,7 @@ class _SessionSink:
         self._lost_at: dict[int, int] = {}
 
     def on_message(self, message: messages.AnyMessage, generation: int, received_ns: int) -> None:
-        self.counts[_TYPE_NAMES.get(type(message)) or getattr(message, "type", None) or "unknown"] += 1
+        self.counts[_CHANNEL_OF.get(type(message), "dead_letter")] += 1
         ts_ms = getattr(getattr(message, "msg", None), "ts_ms", None)
         if ts_ms:
             self.last_lag = received_ns / 1e9 - ts_ms / 1000
