@@ -89,3 +89,21 @@ def test_the_report_renders_markets_without_trades_or_tickers(db_url: str, tmp_p
     text = out.read_text()
     assert MARKET in text and "data:image/png;base64," in text and "No trade in range." in text
     assert "sequence gap (messages lost)" in text
+
+
+def test_daily_completeness_splits_a_session_at_midnight_utc(db_url: str) -> None:
+    midnight = datetime(2026, 11, 20, tzinfo=UTC)
+    with psycopg.connect(db_url) as conn:
+        session = uuid.uuid4()
+        conn.execute("insert into kalshi.sessions (session_id, market_set, environment, markets, started_at, "
+                     "ended_at, status) values (%s, 'night', 'test', %s, %s, %s, 'completed')",
+                     (session, ["A", "B"], midnight - timedelta(seconds=30), midnight + timedelta(seconds=90)))
+        conn.execute("insert into kalshi.gap_ledger (event_id, session_id, generation, incident_id, kind, markets, "
+                     "started_at, ended_at, outcome) values (%s, %s, 1, 1, 'disconnect', '{}', %s, %s, 'reconnected')",
+                     (uuid.uuid4(), session, midnight - timedelta(seconds=10), midnight + timedelta(seconds=20)))
+        conn.commit()
+        rows = conn.execute("select day, market_ticker, recorded_seconds, untrusted_seconds, trusted_seconds "
+                            "from kalshi.data_completeness_daily order by day, market_ticker").fetchall()
+    first, second = midnight.date() - timedelta(days=1), midnight.date()
+    assert rows == [(first, "A", 30.0, 10.0, 20.0), (first, "B", 30.0, 10.0, 20.0),
+                    (second, "A", 90.0, 20.0, 70.0), (second, "B", 90.0, 20.0, 70.0)]
