@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="register a public key (PEM); repeatable")
     p.add_argument("--data-dir", type=Path, default=None, help="where the generated key pair is written")
     p.add_argument("--rest-auth", choices=["required", "optional", "off"], default="required")
+    p.add_argument("--random-faults", type=float, default=0.0, metavar="PER_SECOND",
+                   help="inject seeded random faults on every connection at this rate (0 = none)")
+    p.add_argument("--fault-seed", type=int, default=0)
     return p
 
 
@@ -49,6 +52,10 @@ async def _run(args: argparse.Namespace) -> None:
             print(f"registered keys: {', '.join(keys)} (plus generated {sim.key_id} at {sim.private_key_path})",
                   flush=True)
         print(f"markets: {', '.join(sim.tickers)}", flush=True)
+        if args.random_faults > 0:
+            sim.start_random_faults(args.random_faults, seed=args.fault_seed)
+            print(f"random faults: {args.random_faults}/s (seed {args.fault_seed}); log at {sim.base_url}/_sim/faults",
+                  flush=True)
         await asyncio.Event().wait()
 
 
