@@ -335,7 +335,9 @@ def _rss_summary(samples: list[tuple[float, float]]) -> dict[str, Any]:
     if not samples:
         return {}
     mbs = [mb for _, mb in samples]
-    half = samples[len(samples) // 2:]
+    end = samples[-1][0]
+    steady = [s for s in samples if s[0] <= end - 3] or samples  # the last seconds are shutdown (final flush)
+    half = steady[len(steady) // 2:]
     out: dict[str, Any] = {"peak_mb": max(mbs), "steady_mb": round(statistics.median(mb for _, mb in half), 1)}
     if samples[-1][0] - samples[0][0] >= 60:  # drift means something only over minutes
         xs = [t for t, _ in half]
@@ -493,17 +495,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     mode = MODES[args.mode]
-    if args.frames:
+    if args.frames is not None:
         mode.frames = args.frames
-    if args.runs:
+    if args.runs is not None:
         mode.runs = args.runs
-    if args.markets:
+    if args.markets is not None:
         mode.markets = args.markets
     if args.paced_seconds is not None:
         mode.paced_seconds = args.paced_seconds
     if args.bare_paced_seconds is not None:
         mode.bare_paced_seconds = args.bare_paced_seconds
-    if args.rate:
+    if args.rate is not None:
         mode.rate = args.rate
     global GC_THRESHOLD
     GC_THRESHOLD = args.gc_threshold
