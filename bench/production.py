@@ -62,6 +62,15 @@ def measure_queries() -> tuple[sql.Composable, sql.Composable]:
     return end_q, sql.SQL(" union all ").join(parts)
 
 
+def health(conn: Any) -> dict[str, Any]:
+    """What the run left in the bookkeeping tables: gap-ledger rows by kind (a clean run has one
+    ``disconnect``, the client's stop at the end, and possibly ``backpressure``) and dead letters."""
+    kinds = dict(conn.execute("select kind, count(*) from kalshi.gap_ledger group by kind").fetchall())
+    dead = conn.execute("select count(*) from kalshi.dead_letter").fetchone()[0]
+    status = conn.execute("select status from kalshi.sessions order by started_at desc limit 1").fetchone()
+    return {"gap_ledger": kinds, "dead_letter": dead, "session_status": status[0] if status else None}
+
+
 def _subscriptions(cfg: dict[str, Any]) -> list[Any]:
     from kalshi_ws.protocol import Subscription
 

@@ -193,6 +193,8 @@ def _measure_db(dsn: str, kind: str, end_trade_id: str, commit_ts: bool, skip_s:
     out: dict[str, Any] = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
         out["stored"] = conn.execute(sql.SQL("select count(*) from ({}) r").format(rows_q)).fetchone()[0]  # type: ignore[index]
+        if kind == "production":
+            out["health"] = production.health(conn)
         if not commit_ts:
             return out
         row = conn.execute(end_q, (end_trade_id,)).fetchone()
@@ -310,6 +312,13 @@ def run_once(db: Database, src: FrameSource, kind: str, spec: StreamSpec, n: int
     res.maxrss_mb = round(payload["maxrss_kb"] / 1024, 1)
     dbm = _measure_db(db.dsn, kind, info["end_trade_id"], db.commit_ts, latency_skip_s) if uses_db else {}
     res.stored = dbm.get("stored")
+    if "health" in dbm:
+        res.child["db_health"] = dbm["health"]
+        ledger = dict(dbm["health"]["gap_ledger"])
+        if ledger.get("disconnect") == 1:  # the client's own stop at the end of the run
+            del ledger["disconnect"]
+        if dbm["health"]["dead_letter"] or set(ledger) - {"backpressure"}:
+            print(f"  note: {kind} left {dbm['health']} (expected none)", flush=True)
     end_ns = dbm.get("end_commit_ns")
     res.end_source = "commit_ts"
     if end_ns is None:
