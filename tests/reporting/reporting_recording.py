@@ -10,8 +10,10 @@ the simulator's own record: its trade tape, the book it held at any moment, and 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,13 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from kalshi_ingest.summaries import compute_depth_summaries
 from kalshi_store.recorder import Recorder
 from kalshi_ws import events, messages
 from kalshi_ws.auth import Signer
 from kalshi_ws.client import ClientOptions, KalshiWebSocketClient
-from kalshi_ws.protocol import Subscription
+from kalshi_ws.protocol import SessionProtocol, Subscription
 from kalshi_ws.simulator import MarketModel, Simulator
 
 MARKET_SET = "reporting"
@@ -33,6 +37,7 @@ CHANNELS = ("orderbook_delta", "trade", "ticker", "fill", "market_positions", "u
 #: The data messages a subscription above can deliver (the simulator counts the frames it sent per type).
 DATA_TYPES = ("orderbook_snapshot", "orderbook_delta", "trade", "ticker", "fill", "market_position", "user_order")
 DEPTH_DISTANCES = (Decimal("0"), Decimal("0.02"), Decimal("0.05"))
+_counter = itertools.count(1)
 
 
 @dataclass
@@ -82,9 +87,12 @@ async def _until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
             await asyncio.sleep(0.005)
 
 
-async def record(url: str, folder: Path) -> Recording:
-    """Record the simulator (see the module docstring of conftest.py) into the migrated database at ``url``."""
-    async with Simulator(markets=3, seed=11, rate=0, data_dir=folder / "sim") as sim:
+async def record(url: str, folder: Path, *, use_yes_price: bool = False, chunks: int = 36, faults: bool = True,
+                 seed: int = 11) -> Recording:
+    """Record the simulator into the migrated database at ``url``: ``chunks`` x 50 model steps, with a dropped book
+    delta after a third of them and a dropped connection after two thirds when ``faults``. ``use_yes_price`` is
+    pinned on the book subscription (NO-side prices then arrive as YES prices)."""
+    async with Simulator(markets=3, seed=seed, rate=0, data_dir=folder / "sim") as sim:
         signer = Signer.from_file(sim.key_id, sim.private_key_path)
         subscriptions = [Subscription("orderbook_delta", tuple(sim.tickers)),
                          *(Subscription(channel) for channel in CHANNELS[1:])]
@@ -92,9 +100,10 @@ async def record(url: str, folder: Path) -> Recording:
         async with Recorder(url, spill_dir=folder / "spill", flush_interval=0.05) as recorder:
             started = datetime.now(UTC)
             session_id = await recorder.open_session(MARKET_SET, sim.base_url, sim.tickers, CHANNELS, started,
-                                                     started + timedelta(seconds=30))
+                                                     started + timedelta(seconds=30), use_yes_price=use_yes_price)
             sink = _CountingSink(recorder)
-            client = KalshiWebSocketClient(sim.ws_url, sink, subscriptions, signer=signer, options=options)
+            protocol = SessionProtocol(subscriptions, use_yes_price=use_yes_price)
+            client = KalshiWebSocketClient(sim.ws_url, sink, signer=signer, options=options, protocol=protocol)
 
             def delivered() -> bool:
                 if any(conn.queue for conn in sim.connections.values()):
@@ -110,15 +119,16 @@ async def record(url: str, folder: Path) -> Recording:
 
             async with client:
                 await _until(delivered)
-                for chunk in range(36):
-                    if chunk == 12:
+                drop, close = (chunks // 3, 2 * chunks // 3) if faults else (-1, -1)
+                for chunk in range(chunks):
+                    if chunk == drop:
                         sim.inject("drop", channel="orderbook_delta")
-                    if chunk == 24:
+                    if chunk == close:
                         sim.inject("close", mode="abort")
                         await _until(lambda: client.generation == 2 and recovered("reconnected"))
                     sim.step(50)
                     await _until(delivered)
-                    if chunk == 12:
+                    if chunk == drop:
                         await _until(lambda: recovered("snapshot"))
             await recorder.close_session("completed")
         tape = sim.trade_tape()
@@ -126,3 +136,22 @@ async def record(url: str, folder: Path) -> Recording:
         tickers = list(sim.tickers)
     compute_depth_summaries(url, session_id, MARKET_SET, bucket_seconds=0.5, distances=DEPTH_DISTANCES)
     return Recording(url=url, session_id=session_id, tickers=tickers, model=model, tape=tape, events=sink.events)
+
+
+def _database_url(server_url: str, database: str) -> str:
+    params = conninfo_to_dict(server_url)
+    params["dbname"] = database
+    return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+def fresh_database(pg_url: str, template: str) -> Iterator[str]:
+    """A migrated database copied from the session's template, dropped when the generator is closed."""
+    name = f"reporting_{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {} template {} strategy file_copy").format(
+            sql.Identifier(name), sql.Identifier(template)))
+    try:
+        yield _database_url(pg_url, name)
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
