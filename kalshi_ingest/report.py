@@ -911,9 +911,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_relative_times(argv: list[str]) -> list[str]:
+    """``--from -2h`` -> ``--from=-2h``: argparse would read ``-2h`` as an option."""
+    joined: list[str] = []
+    for arg in argv:
+        if joined and joined[-1] in ("--from", "--to") and _RELATIVE.match(arg):
+            joined[-1] = f"{joined[-1]}={arg}"
+        else:
+            joined.append(arg)
+    return joined
+
+
 def main(argv: list[str] | None = None) -> int:
     """``kalshi-ingest report [MARKET_SET] [--from T] [--to T] [--bar 1m] [--out FILE]``; returns the exit code."""
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_join_relative_times(sys.argv[1:] if argv is None else argv))
     console = _console()
     from kalshi_ingest.settings import Settings
 

@@ -100,6 +100,7 @@ def test_time_arguments() -> None:
     assert report.parse_time("-2h", now=now) == now - timedelta(hours=2)
     assert report.parse_time("-30min", now=now) == now - timedelta(minutes=30)
     assert report.parse_time("2026-11-25T10:00") == now
+    assert report._join_relative_times(["x", "--from", "-2h", "--to", "now"]) == ["x", "--from=-2h", "--to", "now"]
     assert report.parse_bar("5min") == timedelta(minutes=5) and report.parse_bar("10s") == timedelta(seconds=10)
     assert report.parse_bar("250ms") == timedelta(milliseconds=250)
     assert report.choose_bar(now, now + timedelta(minutes=1)) == timedelta(seconds=1)
