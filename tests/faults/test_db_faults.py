@@ -38,7 +38,7 @@ async def test_database_stopped_mid_session_and_restarted(sim: Simulator, own_pg
     async def plan(s: Simulator) -> None:
         await asyncio.gather(_outage(server, OUTAGE, after=2.0), wire(s))
 
-    summary, window = await framed_session(sim, url, tmp_path / "data", duration=OUTAGE + 9, plan=plan)
+    summary, window = await framed_session(sim, url, tmp_path / "data", duration=OUTAGE + 7, plan=plan)
     report = check_all(url, sim, window)
     report.assert_clean()
     assert report.trades_expected > 50
@@ -57,7 +57,7 @@ def _hold_lock(url: str, released: threading.Event, taken: threading.Event) -> N
         conn.rollback()
 
 
-@pytest.mark.parametrize("hold", [12.5], ids=["lock-beyond-write-timeout"])
+@pytest.mark.parametrize("hold", [11.5], ids=["lock-beyond-write-timeout"])
 async def test_database_slow_locks_held(hold: float, sim: Simulator, own_pg: tuple[EmbeddedPostgres, str],
                                         tmp_path: Path) -> None:
     _server, url = own_pg
@@ -71,7 +71,7 @@ async def test_database_slow_locks_held(hold: float, sim: Simulator, own_pg: tup
         await holder
 
     try:
-        summary, window = await framed_session(sim, url, tmp_path / "data", duration=hold + 9, plan=plan)
+        summary, window = await framed_session(sim, url, tmp_path / "data", duration=hold + 6.5, plan=plan)
     finally:
         released.set()
     assert taken.is_set()
@@ -91,7 +91,7 @@ async def test_database_frozen_sigstop(sim: Simulator, own_pg: tuple[EmbeddedPos
             await asyncio.to_thread(server.thaw)
 
     try:
-        summary, window = await framed_session(sim, url, tmp_path / "data", duration=12, plan=plan)
+        summary, window = await framed_session(sim, url, tmp_path / "data", duration=10.5, plan=plan)
     finally:
         server.thaw()
     report = check_all(url, sim, window)
@@ -106,13 +106,13 @@ async def test_database_down_for_the_whole_session_then_replayed(
     await asyncio.to_thread(server.stop, "fast")
     wire = random_plan(3, ["close", "drop"], rate=0.5, channel="orderbook_delta")
     window = Window()
-    first, window = await framed_session(sim, url, data, duration=8, plan=wire, window=window)
+    first, window = await framed_session(sim, url, data, duration=7, plan=wire, window=window)
     assert first.rows_spilled > 0
     assert first.status != "completed", "a session that stored nothing in the database must not say completed"
     assert list((data / "spill").rglob("*")), "nothing in the spill"
     await asyncio.to_thread(server.start)
     # the next run (same data dir) replays the spill before recording
-    second, window = await framed_session(sim, url, data, duration=6, window=window)
+    second, window = await framed_session(sim, url, data, duration=5, window=window)
     report = check_all(url, sim, window)
     report.assert_clean()
     assert report.trades_expected > 50

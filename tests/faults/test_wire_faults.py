@@ -15,7 +15,7 @@ from .harness import check_all, framed_session, random_plan, rows, scalar
 
 pytestmark = pytest.mark.timeout(120)
 
-DURATION = 8.0
+DURATION = 7.5
 
 #: Open bug (docs/fault-matrix.md): a gap on the trade stream (a dropped or reordered trade frame) is reported
 #: and abandoned by the protocol ("the storage layer backfills trades over REST"), but run_recording_session
