@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -277,22 +277,41 @@ class FrameGenerator:
 # WebSocket framing (RFC 6455): server frames are unmasked.
 
 
-def ws_text_frame(payload: bytes) -> bytes:
+def ws_text_frame(payload: bytes, compressed: bool = False) -> bytes:
+    """One unfragmented text frame; ``compressed`` sets RSV1 (a permessage-deflate message)."""
     n = len(payload)
+    b0 = b"\xc1" if compressed else b"\x81"
     if n < 126:
-        return b"\x81" + bytes((n,)) + payload
+        return b0 + bytes((n,)) + payload
     if n < 65_536:
-        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+        return b0 + b"\x7e" + n.to_bytes(2, "big") + payload
+    return b0 + b"\x7f" + n.to_bytes(8, "big") + payload
 
 
-def ws_chunks(payloads: list[bytes], chunk_bytes: int = 1 << 20) -> list[bytes]:
+class DeflateFramer:
+    """permessage-deflate (RFC 7692) for server frames, with context takeover (the default both ends agree on
+    when the server answers a plain ``permessage-deflate``): one compressor for the whole connection, so frames
+    must be sent in the order they were framed."""
+
+    def __init__(self, level: int = 6) -> None:
+        import zlib
+
+        self._c = zlib.compressobj(level, zlib.DEFLATED, -15)
+        self._flush = zlib.Z_SYNC_FLUSH
+
+    def __call__(self, payload: bytes) -> bytes:
+        data = self._c.compress(payload) + self._c.flush(self._flush)
+        return ws_text_frame(data[:-4], compressed=True)  # minus the 00 00 ff ff tail (RFC 7692 7.2.1)
+
+
+def ws_chunks(payloads: list[bytes], chunk_bytes: int = 1 << 20,
+              framer: Callable[[bytes], bytes] = ws_text_frame) -> list[bytes]:
     """Pre-framed payloads joined into ~``chunk_bytes`` writes."""
     chunks: list[bytes] = []
     part: list[bytes] = []
     size = 0
     for p in payloads:
-        f = ws_text_frame(p)
+        f = framer(p)
         part.append(f)
         size += len(f)
         if size >= chunk_bytes:

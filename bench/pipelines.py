@@ -92,7 +92,7 @@ def _connect(cfg: dict[str, Any]) -> Any:
 
     signer = Signer.from_file(cfg["key_id"], cfg["private_key_path"])
     return connect(cfg["ws_url"], additional_headers=signer.websocket_headers(), max_size=None,
-                   compression=None, ping_interval=None)
+                   compression="deflate" if cfg.get("compress") else None, ping_interval=None)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -286,6 +286,8 @@ async def _rawrecv(cfg: dict[str, Any]) -> dict[str, Any]:
 
     from kalshi_ws.auth import Signer
 
+    if cfg.get("compress"):
+        raise ValueError("rawrecv has no permessage-deflate")
     want = cfg["frames"] + len(cfg["channels"])
     url = urlsplit(cfg["ws_url"])
     headers = Signer.from_file(cfg["key_id"], cfg["private_key_path"]).websocket_headers()
@@ -368,7 +370,12 @@ async def _sansio(cfg: dict[str, Any]) -> dict[str, Any]:
     headers = Signer.from_file(cfg["key_id"], cfg["private_key_path"]).websocket_headers()
     loop = asyncio.get_running_loop()
     done = loop.create_future()
-    ws = ClientProtocol(parse_uri(cfg["ws_url"]), max_size=None)
+    extensions = None
+    if cfg.get("compress"):
+        from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+
+        extensions = [ClientPerMessageDeflateFactory()]
+    ws = ClientProtocol(parse_uri(cfg["ws_url"]), max_size=None, extensions=extensions)
     request = ws.connect()
     for k, v in headers.items():
         request.headers[k] = v

@@ -55,6 +55,8 @@ from .source import FrameSource  # noqa: E402
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Experiment knob (--gc-threshold): generation-0 threshold in the pipeline processes (None = Python's default).
 GC_THRESHOLD: int | None = None
+#: --compress: the source accepts permessage-deflate and every pipeline's client negotiates it.
+COMPRESS = False
 #: Experiment knob (--recorder KEY=VALUE): keyword arguments for kalshi_store.recorder.Recorder.
 RECORDER_OPTIONS: dict[str, Any] = {}
 
@@ -246,12 +248,12 @@ def run_once(db: Database, src: FrameSource, kind: str, spec: StreamSpec, n: int
     uses_db = kind not in ("recv", "rawrecv", "sansio", "client")
     if uses_db:
         _truncate(db.dsn, kind)
-    info = src.prepare(spec, n, rate)
+    info = src.prepare(spec, n, rate, compress=COMPRESS)
     cfg = {"ws_url": src.ws_url, "base_url": src.base_url, "key_id": src.key_id,
            "private_key_path": str(src.private_key_path), "channels": list(spec.channels), "tickers": spec.tickers,
            "end_trade_id": info["end_trade_id"], "frames": n, "dsn": db.dsn, "profile": profile,
            "stream": spec.kind, "py_spy": py_spy_out is not None, "gc_threshold": GC_THRESHOLD,
-           "recorder_options": RECORDER_OPTIONS}
+           "recorder_options": RECORDER_OPTIONS, "compress": COMPRESS}
     db_cpu0 = db.cpu_seconds()
     src_cpu0 = _cpu_of(src.process.pid)
     ctx = mp.get_context("spawn")
@@ -484,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-paced", action="store_true", help="skip the paced (latency/RSS) runs")
     ap.add_argument("--profile", action="store_true",
                     help="also run the production pipeline once under pyinstrument (bench/results/profile-*.txt)")
+    ap.add_argument("--compress", action="store_true",
+                    help="the source negotiates permessage-deflate and sends compressed frames (every client "
+                         "offers it); default: uncompressed")
     ap.add_argument("--experiment-sql", action="append", default=[], metavar="SQL",
                     help="experiment: SQL run on the bench database after the migrations (repeatable), e.g. "
                          "'drop index kalshi.orderbook_deltas_market_time'")
@@ -516,8 +521,9 @@ def main(argv: list[str] | None = None) -> int:
         mode.bare_paced_seconds = args.bare_paced_seconds
     if args.rate is not None:
         mode.rate = args.rate
-    global GC_THRESHOLD
+    global GC_THRESHOLD, COMPRESS
     GC_THRESHOLD = args.gc_threshold
+    COMPRESS = args.compress
     for item in args.recorder:
         key, _, value = item.partition("=")
         RECORDER_OPTIONS[key.strip()] = json.loads(value)
@@ -574,7 +580,8 @@ def main(argv: list[str] | None = None) -> int:
         machine = machine_info(db)
         with FrameSource() as src:
             print(f"bench ({mode.name}): source {src.ws_url}, database {'embedded' if not args.database_url else 'given'}"
-                  f" (commit timestamps {'on' if db.commit_ts else 'OFF'})", flush=True)
+                  f" (commit timestamps {'on' if db.commit_ts else 'OFF'}), frames "
+                  f"{'permessage-deflate' if COMPRESS else 'uncompressed'}", flush=True)
             # interleave pipelines run by run, so slow drifts in machine load hit all of them alike
             for i in range(mode.runs):
                 for kind in kinds:
@@ -624,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["mode"] = mode.name
         summary["targets"] = _targets(summary)
         doc = {"started": started.isoformat(), "duration_s": round(time.monotonic() - t_start, 1),
+               "compress": COMPRESS,
                "experiment": {"recorder_options": RECORDER_OPTIONS, "gc_threshold": GC_THRESHOLD,
                               "sql": args.experiment_sql},
                "mode": asdict(mode), "machine": machine, "summary": summary,

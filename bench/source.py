@@ -12,8 +12,11 @@ Kalshi's WebSocket API for one recording client:
   (unmasked server frames) and joined into ~1 MiB writes (``fast`` mode), or generated and written in
   small batches on a fixed schedule (``paced`` mode, e.g. 10 000 msgs/s).
 
-No compression is negotiated (Kalshi's server does not either in our captures), so the client under test
-pays only for framing and decoding. Every stream ends with a trade whose id is known in advance
+By default no compression is negotiated (the server ignores a client's ``permessage-deflate`` offer), so
+the client under test pays only for framing and decoding. With ``compress=True`` the source accepts
+``permessage-deflate`` (context takeover, as a plain acceptance means) and sends the data frames compressed,
+pre-compressed in stream order at prepare time; command replies stay uncompressed (allowed per message), and
+compressed client frames are inflated. Every stream ends with a trade whose id is known in advance
 (:func:`end_trade_id`): when that trade is committed, everything before it on the connection is too.
 
 The parent talks to the process through a pipe: :meth:`FrameSource.prepare` (build the next stream and
@@ -30,6 +33,8 @@ import json
 import multiprocessing as mp
 import tempfile
 import time
+import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -37,7 +42,7 @@ from typing import Any
 
 from kalshi_ws.auth import WS_PATH, generate_key_pair, load_public_key, verify_signature
 
-from .frames import SIDS, FrameGenerator, StreamSpec, ws_chunks, ws_text_frame
+from .frames import SIDS, DeflateFramer, FrameGenerator, StreamSpec, ws_chunks, ws_text_frame
 
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -54,6 +59,7 @@ class Job:
     spec: StreamSpec
     n: int
     rate: float | None = None
+    compress: bool = False
 
 
 #: Paced streams up to this many frames are generated before the run (so the source spends ~0.5 us per frame
@@ -61,17 +67,18 @@ class Job:
 PREBUILD_PACED_MAX = 600_000
 
 
-def _build(job: Job) -> tuple[FrameGenerator, list[bytes] | None]:
+def _build(job: Job) -> tuple[FrameGenerator, list[bytes] | None, Callable[[bytes], bytes]]:
     gen = FrameGenerator(job.spec)
+    framer: Callable[[bytes], bytes] = DeflateFramer() if job.compress else ws_text_frame
     if job.rate is not None:
         if job.n <= PREBUILD_PACED_MAX:
             frames = gen.take(job.n - 1)
             frames.append(_end_trade(gen))
-            return gen, [ws_text_frame(f) for f in frames]  # one pre-framed frame per entry
-        return gen, None  # generated on the fly
+            return gen, [framer(f) for f in frames], framer  # one pre-framed frame per entry
+        return gen, None, framer  # generated (and compressed) on the fly
     frames = gen.take(job.n - 1)
     frames.append(_end_trade(gen))
-    return gen, ws_chunks(frames)
+    return gen, ws_chunks(frames, framer=framer), framer
 
 
 def _end_trade(gen: FrameGenerator) -> bytes:
@@ -91,6 +98,7 @@ class _Server:
         self.job: Job | None = None
         self.gen: FrameGenerator | None = None
         self.chunks: list[bytes] | None = None
+        self.framer: Callable[[bytes], bytes] = ws_text_frame
         self.ready = asyncio.Event()
 
     # -- control ------------------------------------------------------------------------------------
@@ -102,8 +110,8 @@ class _Server:
             except EOFError:
                 return
             if cmd == "prepare":
-                job = Job(StreamSpec(**arg["spec"]), arg["n"], arg.get("rate"))
-                self.gen, self.chunks = _build(job)
+                job = Job(StreamSpec(**arg["spec"]), arg["n"], arg.get("rate"), bool(arg.get("compress")))
+                self.gen, self.chunks, self.framer = _build(job)
                 self.job = job
                 self.ctl.send(("ready", {"counts": dict(self.gen.counts), "end_trade_id": end_trade_id(job.spec),
                                          "bytes": sum(map(len, self.chunks or ())),
@@ -139,16 +147,31 @@ class _Server:
                          b"Connection: close\r\n\r\n%s" % (len(body), body))
             return
         accept = base64.b64encode(hashlib.sha1(headers["sec-websocket-key"].encode() + _WS_GUID).digest())
+        job, gen, chunks, framer = self.job, self.gen, self.chunks, self.framer
+        offered = "permessage-deflate" in headers.get("sec-websocket-extensions", "")
+        if job is not None and job.compress and not offered:
+            writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            self.ctl.send(("sent", {"first_write_ns": 0, "last_write_ns": 0, "frames": 0, "counts": {}, "seq": {},
+                                    "end_trade_id": None,
+                                    "error": "compress=True but the client did not offer permessage-deflate"}))
+            return
+        deflate = job is not None and job.compress
+        extension = b"Sec-WebSocket-Extensions: permessage-deflate\r\n" if deflate else b""
         writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
-        job, gen, chunks = self.job, self.gen, self.chunks
+                     b"Sec-WebSocket-Accept: " + accept + b"\r\n" + extension + b"\r\n")
         self.job = self.gen = self.chunks = None  # one connection per job
+        inflate = zlib.decompressobj(-15) if deflate else None
         needed = set(job.spec.channels) if job else set()
         subscribed: set[str] = set()
         extra_sid = 100
         streamer: asyncio.Task[None] | None = None
         while True:
             opcode, payload = await _read_frame(reader)
+            if opcode & 0x40:  # RSV1: a compressed message from the client
+                if inflate is None:
+                    return
+                payload = inflate.decompress(payload + b"\x00\x00\xff\xff")
+                opcode &= 0x0F
             if opcode == 0x8:  # close
                 writer.write(b"\x88\x02\x03\xe8")
                 with contextlib.suppress(ConnectionError):
@@ -177,10 +200,10 @@ class _Server:
                 reply: dict[str, Any] = {"id": cid, "type": "ok", "msg": {}}
                 writer.write(ws_text_frame(json.dumps(reply, separators=(",", ":")).encode()))
             if job is not None and gen is not None and streamer is None and needed <= subscribed:
-                streamer = asyncio.create_task(self._stream(writer, job, gen, chunks))
+                streamer = asyncio.create_task(self._stream(writer, job, gen, chunks, framer))
 
     async def _stream(self, writer: asyncio.StreamWriter, job: Job, gen: FrameGenerator,
-                      chunks: list[bytes] | None) -> None:
+                      chunks: list[bytes] | None, framer: Callable[[bytes], bytes]) -> None:
         first = last = 0
         error = None
         try:
@@ -203,7 +226,7 @@ class _Server:
                             frames = gen.take(due - sent - (1 if due == job.n else 0))
                             if due == job.n:
                                 frames.append(_end_trade(gen))
-                            writer.write(b"".join(ws_text_frame(f) for f in frames))
+                            writer.write(b"".join(framer(f) for f in frames))
                         sent = due
                         await writer.drain()
                     await asyncio.sleep(0.005)  # 200 writes/s: steady, and cheap for the source
@@ -229,7 +252,7 @@ async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     if b1 & 0x80 and n:
         full = (mask * (n // 4 + 1))[:n]
         data = (int.from_bytes(data, "big") ^ int.from_bytes(full, "big")).to_bytes(n, "big")
-    return b0 & 0x0F, data
+    return b0 & 0x4F, data  # opcode, plus RSV1 (0x40) for a compressed message
 
 
 def _child(ctl: Connection, key_id: str, public_pem: bytes) -> None:
@@ -264,9 +287,9 @@ class FrameSource:
             raise TimeoutError("the frame source did not answer")
         return self._ctl.recv()
 
-    def prepare(self, spec: StreamSpec, n: int, rate: float | None = None) -> dict[str, Any]:
+    def prepare(self, spec: StreamSpec, n: int, rate: float | None = None, compress: bool = False) -> dict[str, Any]:
         """Build the stream the next connection gets; returns expected counts and the end trade id."""
-        self._ctl.send(("prepare", {"spec": asdict(spec), "n": n, "rate": rate}))
+        self._ctl.send(("prepare", {"spec": asdict(spec), "n": n, "rate": rate, "compress": compress}))
         kind, info = self._recv(300)
         assert kind == "ready", kind
         return dict(info)

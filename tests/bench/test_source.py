@@ -21,13 +21,15 @@ def source():
         yield src
 
 
-@pytest.mark.parametrize("rate", [None, 5_000.0])
-async def test_streams_valid_frames(source: FrameSource, rate: float | None) -> None:
+@pytest.mark.parametrize(("rate", "compress"), [(None, False), (5_000.0, False), (None, True)])
+async def test_streams_valid_frames(source: FrameSource, rate: float | None, compress: bool) -> None:
     spec = StreamSpec(kind="mixed", markets=20, run=7)
     n = 2_000
-    info = source.prepare(spec, n, rate)
+    info = source.prepare(spec, n, rate, compress=compress)
     signer = Signer.from_file(source.key_id, source.private_key_path)
-    async with connect(source.ws_url, additional_headers=signer.websocket_headers(), max_size=None) as ws:
+    async with connect(source.ws_url, additional_headers=signer.websocket_headers(), max_size=None,
+                       compression="deflate" if compress else None) as ws:
+        assert bool(ws.protocol.extensions) == compress
         for channel in spec.channels:  # one subscribe per channel, as the production client does
             await ws.send(json.dumps({"id": SIDS[channel], "cmd": "subscribe",
                                       "params": {"channels": [channel], "market_tickers": spec.tickers}}))
