@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from kalshi_ingest.settings import Settings, redacted
+from kalshi_ingest.settings import Settings, local_prefect_defaults, redacted
 
 EPILOG = """\
 environment:
@@ -126,6 +126,7 @@ def _run(args: argparse.Namespace) -> int:
     load_config(settings.config_path).get(args.market_set)  # fail before importing Prefect or connecting
     if args.config is not None:
         os.environ["KALSHI_INGEST_CONFIG"] = str(args.config)
+    local_prefect_defaults(settings, quiet=False)
     from flows.ingest import ingest_market_set
 
     state: Any = asyncio.run(ingest_market_set(args.market_set, args.duration, return_state=True))  # type: ignore[arg-type]

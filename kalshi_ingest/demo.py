@@ -23,7 +23,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from kalshi_ingest.session import Progress, progress_listener
-from kalshi_ingest.settings import Settings, redacted
+from kalshi_ingest.settings import Settings, local_prefect_defaults, redacted
 
 _TABLES_SQL = """
 select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
@@ -39,7 +39,7 @@ async def run_demo(settings: Settings, *, market_set: str, duration: float, live
     from kalshi_ws.simulator import Simulator
 
     console = Console()
-    _quiet_prefect(live)
+    local_prefect_defaults(settings, quiet=live)
     console.print(f"[bold]kalshi-ingest demo[/]: data in {settings.data_dir.resolve()}")
     started = time.monotonic()
     url = await asyncio.to_thread(ensure_database, settings.database(), settings.data_dir)
@@ -154,14 +154,3 @@ def _closing_summary(console: Console, url: str, market_set: str, state: Any, el
 
 def _text(value: object) -> str:
     return "-" if value is None else str(value)
-
-
-def _quiet_prefect(live: bool) -> None:
-    defaults = {
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-        "PREFECT_LOGGING_LEVEL": "WARNING" if live else "INFO",
-        "DO_NOT_TRACK": "1",
-    }
-    for name, value in defaults.items():
-        os.environ.setdefault(name, value)

@@ -21,6 +21,7 @@ password) are ``SecretStr`` so they never appear in a ``repr``, a log line or a 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Final
 
@@ -163,4 +164,24 @@ def redacted(url: str) -> str:
     return f"postgresql://{user}{'@' if user else ''}{params.get('host', '')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
 
 
-__all__ = ["CredentialsError", "Settings", "newest_simulator_key", "redacted"]
+def local_prefect_defaults(settings: Settings, *, quiet: bool) -> None:
+    """Environment defaults for a local flow run, set before Prefect is imported (explicit settings win).
+
+    Without ``PREFECT_API_URL`` Prefect starts a temporary API server on a SQLite database in
+    ``PREFECT_HOME``; keeping that in the data dir isolates it from other Prefect work on the machine.
+    """
+    defaults = {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "PREFECT_LOGGING_LEVEL": "WARNING" if quiet else "INFO",
+    }
+    if "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
+        home = (settings.data_dir / "prefect").resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        defaults["PREFECT_HOME"] = str(home)
+    for name, value in defaults.items():
+        os.environ.setdefault(name, value)
+
+
+__all__ = ["CredentialsError", "Settings", "local_prefect_defaults", "newest_simulator_key", "redacted"]
