@@ -44,12 +44,18 @@ def load_market_set(name: str) -> MarketSet:
     return load_config(Settings().config_path).get(name)
 
 
-async def prepare_database(settings: Settings) -> str:
-    """The database URL (the embedded server is started if DATABASE_URL is unset), migrated if reachable."""
+async def database_url(settings: Settings) -> str:
+    """DATABASE_URL, or the embedded server's (started if it is not running)."""
     from kalshi_store.embedded import ensure_database
+
+    return await asyncio.to_thread(ensure_database, settings.database(), settings.data_dir)
+
+
+async def prepare_database(settings: Settings) -> str:
+    """The database URL, migrated if the database is reachable (if not, the recorder spills)."""
     from kalshi_store.migrations import migrate
 
-    url = await asyncio.to_thread(ensure_database, settings.database(), settings.data_dir)
+    url = await database_url(settings)
     try:
         await asyncio.to_thread(migrate, url)
     except Exception as exc:  # an unreachable database: the recorder spills, the session reports it
@@ -90,7 +96,7 @@ async def summarise_depth(summary: SessionSummary) -> pd.DataFrame:
     config = load_market_set(summary.market_set)
     extra = [rule.within for rule in config.alerts if isinstance(rule, DepthBelowRule)]
     distances = sorted({*config.depth_distances, *extra})
-    url = await prepare_database(settings)
+    url = await database_url(settings)
     depth = await asyncio.to_thread(summaries.compute_depth_summaries, url, summary.session_id, summary.market_set,
                                     bucket_seconds=config.depth_bucket_seconds, distances=distances)
     await acreate_table_artifact(key=f"depth-{_slug(summary.market_set)}", table=summaries.artifact_table(depth),
@@ -104,14 +110,14 @@ async def raise_alerts(summary: SessionSummary) -> list[alert_rules.Alert]:
     """Evaluate the rules, store alert episodes, notify each new one once, emit an event per alert."""
     settings = Settings()
     config = load_market_set(summary.market_set)
-    url = await prepare_database(settings)
+    url = await database_url(settings)
     facts = alert_rules.SessionFacts(
         session_id=summary.session_id, market_set=summary.market_set, markets=summary.markets,
         started_at=summary.started_at, ended_at=summary.ended_at, gaps=summary.gaps,
         unrecovered_gaps=summary.unrecovered_gaps, reconnects=summary.reconnects, rows_spilled=summary.rows_spilled)
     new = await asyncio.to_thread(alert_rules.evaluate_and_record, url, config, facts)
     await alert_rules.notify(config.notify_block, summary.market_set, new)
-    await asyncio.to_thread(_mark_notified, url, new)
+    await asyncio.to_thread(alert_rules.store_notified, url, new)
     for alert in new:
         get_run_logger().warning("ALERT %s", alert.condition.message)
         emit_event(event="kalshi.alert.fired", resource=_resource(summary.market_set),
@@ -119,13 +125,6 @@ async def raise_alerts(summary: SessionSummary) -> list[alert_rules.Alert]:
                             "market": alert.condition.market_ticker, "message": alert.condition.message,
                             "value": str(alert.condition.value), "notified": alert.notified})
     return new
-
-
-def _mark_notified(url: str, alerts: list[alert_rules.Alert]) -> None:
-    import psycopg
-
-    with psycopg.connect(url) as conn:
-        alert_rules.mark_notified(conn, alerts)
 
 
 @flow(name="ingest-market-set", flow_run_name="ingest-{market_set}", timeout_seconds=BACKSTOP_SECONDS)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -68,7 +68,6 @@ class Alert:
     condition: Condition
     notified: bool = False
     notify_error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
@@ -283,12 +282,14 @@ def record(conn: psycopg.Connection[Any], market_set: MarketSet, facts: SessionF
     return new
 
 
-def mark_notified(conn: psycopg.Connection[Any], alerts: Sequence[Alert]) -> None:
-    with conn.cursor() as cur:
+def store_notified(database_url: str, alerts: Sequence[Alert]) -> None:
+    """Record on each alert whether its notification was accepted (and why not)."""
+    if not alerts:
+        return
+    with psycopg.connect(database_url) as conn, conn.cursor() as cur:
         for alert in alerts:
             cur.execute("update kalshi.alerts set notified = %s, notify_error = %s where alert_id = %s",
                         (alert.notified, alert.notify_error, alert.alert_id))
-    conn.commit()
 
 
 def evaluate_and_record(database_url: str, market_set: MarketSet, facts: SessionFacts) -> list[Alert]:
