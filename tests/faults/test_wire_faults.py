@@ -19,9 +19,11 @@ DURATION = 7.5
 
 #: Open bug (docs/fault-matrix.md): a gap on the trade stream (a dropped or reordered trade frame) is reported
 #: and abandoned by the protocol ("the storage layer backfills trades over REST"), but run_recording_session
-#: backfills over REST only after a reconnect, so the missing trade is never stored.
-TRADE_GAP_BUG = ("kalshi_ingest/session.py: no REST trade backfill after a SequenceGap on the trade channel "
-                 "(only after reconnects): dropped/reordered trade frames are lost")
+#: backfills over REST only after a reconnect, so the missing trade is never stored; likewise trades printed
+#: between a subscription error (10/25) on the trade channel and its re-subscription.
+TRADE_GAP_BUG = ("kalshi_ingest/session.py: no REST trade backfill after a SequenceGap on the trade channel or "
+                 "a re-created trade subscription (only after reconnects): dropped/reordered trade frames and "
+                 "trades printed while the subscription is dead are lost")
 
 FAMILIES = {
     # socket closed mid-stream, repeatedly (abort and 1011), and mid-snapshot
@@ -29,7 +31,7 @@ FAMILIES = {
     # seq gaps, duplicated and reordered frames, decimals as JSON numbers, on the order book stream
     "sequence": ["drop", "duplicate", "reorder", "numbers"],
     # the same on the trade stream (no snapshot there: lost trades must come back over REST)
-    "trade_sequence": ["drop", "duplicate", "reorder"],
+    "trade_sequence": ["drop", "duplicate", "reorder", "sub_error"],
     # asynchronous subscription errors 10 and 25
     "sub_error": ["sub_error"],
     # malformed JSON, unknown types, legacy-shaped and oversized (2 MiB) frames, undocumented keys
