@@ -208,3 +208,21 @@ class webhook_server:  # noqa: N801 - used as a context manager like a function
         self.server.shutdown()
         self.server.server_close()
 
+
+
+async def test_cancelled_flow_run_flushes_and_marks_the_session_cancelled(
+        simulator: Simulator, ingest_env: dict[str, Any], write_config: Callable[[str], Path]) -> None:
+    """Cancelling the run (what a Prefect cancellation or SIGTERM becomes in an async flow) flushes first."""
+    write_config(market_set_yaml(simulator))
+    url = ingest_env["DATABASE_URL"]
+    run = asyncio.ensure_future(ingest_market_set("sim", 120, return_state=True))
+    await wait_until(lambda: (query(url, "select count(*) from kalshi.orderbook_deltas") or 0) > 0)
+
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+
+    status, message, ended = query(url, "select status, status_message, ended_at from kalshi.sessions")
+    assert status == "cancelled" and ended is not None, message
+    assert "data flushed" in message
+    assert query(url, "select max(received_at) from kalshi.orderbook_deltas") <= ended
