@@ -36,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -533,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    mode = MODES[args.mode]
+    mode = replace(MODES[args.mode])  # a copy: the overrides below must not leak into the next call
     if args.frames is not None:
         mode.frames = args.frames
     if args.runs is not None:
@@ -549,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     global GC_THRESHOLD, COMPRESS
     GC_THRESHOLD = args.gc_threshold
     COMPRESS = args.compress
+    RECORDER_OPTIONS.clear()
     for item in args.recorder:
         key, _, value = item.partition("=")
         RECORDER_OPTIONS[key.strip()] = json.loads(value)
