@@ -106,6 +106,8 @@ class Window:
     tape_start: int = 0
     tape_end: int = 0
     started: bool = False
+    #: ``filled`` of every account order when the window started (fills ground truth is the growth of it).
+    filled_start: dict[str, Decimal] = field(default_factory=dict)
     faults: list[dict[str, Any]] = field(default_factory=list)
     summaries: list[SessionSummary] = field(default_factory=list)
 
@@ -135,6 +137,7 @@ async def framed_session(sim: Simulator, url: str, data_dir: Path, *, duration: 
         if resume:
             if not window.started:
                 window.tape_start = len(sim.model.tape)
+                window.filled_start = {oid: o.filled for oid, o in sim.model.orders.items()}
                 window.started = True
             await sim.resume()
         left = duration - (time.monotonic() - t0) - quiet_tail
@@ -203,6 +206,8 @@ class Report:
     book_levels_compared: int = 0
     books_wrong: int = 0
     books_untrusted_and_ledgered: int = 0
+    fills_expected: int = 0
+    fills_wrong: int = 0
     faults: int = 0
     faults_unmatched: int = 0
     dead_letters: int = 0
@@ -401,6 +406,31 @@ def check_dead_letter(url: str, window: Window, report: Report | None = None) ->
     for reason, n in wanted.items():
         if stored[reason] < n:
             report.problems.append(f"{n} {reason} frames injected, {stored[reason]} dead_letter rows")
+    return report
+
+
+def check_fills(url: str, sim: Simulator, window: Window, report: Report | None = None) -> Report:
+    """Fills: for every account order, the contracts stored as fills during the window equal what the exchange
+    filled (``Order.filled`` grew by exactly that); every stored fill belongs to a printed trade of its market."""
+    report = report or Report()
+    sessions = [s.session_id for s in window.summaries]
+    stored = rows(url, "select trade_id, order_id, market_ticker, count from kalshi.fills "
+                       "where session_id = any(%s::uuid[])", sessions)
+    per_order: Counter[str] = Counter()
+    for _trade_id, order_id, _market, count in stored:
+        per_order[order_id] += _dec(count)  # type: ignore[assignment]
+    tape = {t["trade_id"]: t for t in sim.model.tape}
+    for trade_id, _order_id, market, _count in stored:
+        t = tape.get(trade_id)
+        if t is None or t["ticker"] != market:
+            report.problems.append(f"fill of trade {trade_id} ({market}) matches no printed trade")
+    for order_id, order in sim.model.orders.items():
+        want = _dec(order.filled - window.filled_start.get(order_id, Decimal(0)))
+        got = _dec(per_order.get(order_id, 0))
+        report.fills_expected += int(want > 0)
+        if got != want:
+            report.fills_wrong += 1
+            report.problems.append(f"order {order_id}: exchange filled {want} in the window, fills stored {got}")
     return report
 
 
