@@ -132,7 +132,7 @@ async def one_schedule(i: int, seed: int, server: EmbeddedPostgres, template: st
             if not server.is_running:
                 server.start()
         follow_up = None
-        still_down = [k for k, _m in open_incidents(url, summary.session_id) if k == "disconnect"]
+        still_down = [row[0] for row in open_incidents(url, summary.session_id) if row[0] == "disconnect"]
         if still_down:
             # The session ended disconnected (reconnect backoff ran past the deadline): nothing backfills the
             # trades since the disconnect until the next scheduled session does (bug 3). Run that next session.
@@ -193,7 +193,14 @@ async def main(argv: list[str] | None = None) -> int:
             for i in range(args.schedules):
                 if args.minutes is not None and time.monotonic() - started > args.minutes * 60:
                     break
-                report, line = await one_schedule(i, args.seed + i, server, template, work, args)
+                try:
+                    report, line = await one_schedule(i, args.seed + i, server, template, work, args)
+                except Exception as exc:  # a crashed schedule is a finding, not the end of the soak
+                    report = Report(problems=[f"schedule {i} (seed {args.seed + i}) crashed: {exc!r}"])
+                    line = {"schedule": i, "seed": args.seed + i, "crashed": repr(exc), "ended_disconnected": False}
+                    server.thaw()
+                    if not server.is_running:
+                        server.start()
                 total.add(report)
                 lines.append(line)
                 print(json.dumps(line), flush=True)
