@@ -294,7 +294,9 @@ class Recorder:
         """End the session: write everything (or spill it) and the final status.
 
         ``completed`` becomes ``degraded`` when the recorder knows the record is damaged (rows it could not
-        store, reading paused by backpressure, or batches still in the spill because the database is away).
+        store, reading paused by backpressure, or batches still in the spill because the database is away), and
+        the reasons are appended to ``message``. When the database is away, the final status reaches
+        ``kalshi.sessions`` with the spilled batches (at the next recorder start, or ``kalshi-ingest db replay``).
         """
         if self._session is None:
             return
@@ -311,9 +313,14 @@ class Recorder:
         if self._spill is not None and not self._spill.is_empty or self._outbox:
             damage.append("some batches are still in the local spill (database unavailable at close); "
                           "run `kalshi-ingest db replay`")
-        if status == "completed" and damage:
+        upgraded = status == "completed" and bool(damage)
+        if upgraded:
             status = "degraded"
-        parts = [p for p in (message, self._stop_reason, *damage) if p]
+        # A caller that wrote its own message has usually described the damage already; add ours only when we
+        # changed the status or there is no message.
+        notes = damage if upgraded or not message else []
+        stop = self._stop_reason if self._stop_reason and (not message or self._stop_reason not in message) else None
+        parts = [p for p in (message, stop, *notes) if p]
         final_message = "; ".join(parts) if parts else None
         self._take_batch(final=(status, final_message))
         await self.flush()

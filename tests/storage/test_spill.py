@@ -157,3 +157,21 @@ def test_segments_rotate_and_replay_in_order(tmp_path: Path) -> None:
         ids = [b.batch_id for path in spill.segments() for b in read_segment(path).batches]
         assert len(spill.segments()) == 5
     assert ids == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.asyncio
+async def test_the_next_recorder_replays_what_a_dead_one_left(tmp_path: Path, db_url: str) -> None:
+    from kalshi_store.recorder import Recorder
+
+    dead = tmp_path / "recorder-dead"
+    with SpillBuffer(dead) as spill:  # a recorder that died while the database was down
+        spill.append(make_batch(1, first_seq=500))
+    async with Recorder(db_url, spill_dir=tmp_path) as recorder:
+        await recorder.open_session("next", "simulator", ["M"], ["trade"])
+        await recorder.close_session()
+    with psycopg.connect(db_url) as conn:
+        ids = {r[0] for r in conn.execute("select trade_id from kalshi.trades").fetchall()}
+        sessions = conn.execute("select market_set from kalshi.sessions order by market_set").fetchall()
+    assert {"t-500", "t-501", "t-502"} <= ids
+    assert sessions == [("next",), ("set",)]
+    assert not dead.exists()
