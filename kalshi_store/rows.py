@@ -462,7 +462,8 @@ def dead_letter_row(
     reason: str | None = None,
     error: str | None = None,
 ) -> Row:
-    """A ``dead_letter`` row (a fresh id, so a replayed row is never stored twice and two frames never merge)."""
+    """A ``dead_letter`` row. Its id is made here, once: a replayed batch stores the row once, and two identical
+    frames received separately stay two rows."""
     if isinstance(message, m.MalformedFrame):
         kind, raw, type_, err = "malformed", message.raw, message.type, message.error
     elif isinstance(message, m.LegacyMessage):
@@ -470,7 +471,7 @@ def dead_letter_row(
     elif isinstance(message, m.UnknownMessage):
         kind, raw, type_, err = "unknown", message.raw, message.type, f"unknown message type {message.type!r}"
     else:
-        kind, raw, type_, err = "unstorable", m.encode(message), message.__struct_config__.tag, None
+        kind, raw, type_, err = "unstorable", m.encode(message), str(message.__struct_config__.tag), None
     return (
         str(uuid.uuid4()), session_id, generation, received_ns, reason or kind, type_,
         getattr(message, "sid", None), getattr(message, "seq", None), error or err, raw,
