@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 SessionStatus = Literal["running", "completed", "cancelled", "failed", "degraded"]
 _STATUSES: Final = frozenset({"running", "completed", "cancelled", "failed", "degraded"})
 
+#: Seconds between checks that day partitions exist ahead (also done at every connect).
+PARTITION_CHECK_INTERVAL: Final = 3600.0
 # Where the exchange time (ms) and the receive time (ns) sit in a row, for the message-age statistic.
 _AGE_COLUMNS: Final = {"trades": (9, 12), "orderbook_deltas": (12, 13), "tickers": (12, 15)}
 
@@ -184,6 +186,7 @@ class Recorder:
         self._stopping = False
         self._io_lock = asyncio.Lock()
         self._orphans_checked = False
+        self._partitions_checked = 0.0
         self._stuck = False
         self._closing: set[asyncio.Future[None]] = set()
 
@@ -570,6 +573,12 @@ class Recorder:
 
     async def _database_ready(self) -> bool:
         if self._writer is not None and not self._writer.closed:
+            if time.monotonic() - self._partitions_checked > PARTITION_CHECK_INTERVAL:
+                # Sessions longer than the partitions made ahead: keep creating days (rows never fail without
+                # them, they would land in the default partition).
+                self._partitions_checked = time.monotonic()
+                with contextlib.suppress(psycopg.Error):
+                    await asyncio.wait_for(self._writer.ensure_partitions(self._days_ahead()), self.write_timeout)
             return True
         if time.monotonic() < self._retry_at:
             return False
@@ -578,6 +587,7 @@ class Recorder:
                                             self.connect_timeout + 2)
             with contextlib.suppress(psycopg.Error):
                 await asyncio.wait_for(writer.ensure_partitions(self._days_ahead()), self.write_timeout)
+                self._partitions_checked = time.monotonic()
         except (psycopg.Error, OSError, TimeoutError) as exc:
             self._set_unavailable(exc)
             return False
