@@ -17,6 +17,7 @@ an embedded server under ``<data_dir>/postgres`` and create the database ``kalsh
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import logging
@@ -155,7 +156,19 @@ class EmbeddedPostgres:
     # -- life cycle -------------------------------------------------------------------------------------
 
     def start(self) -> str:
-        """Initialise the folder if needed, start the server unless it runs already; returns the URL of ``postgres``."""
+        """Initialise the folder if needed, start the server unless it runs already; returns the URL of ``postgres``.
+
+        Safe when several processes start the same folder at once (one starts it, the others reuse it).
+        """
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(self.data_dir.parent / f".{self.data_dir.name}.start-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            return self._start_locked()
+        finally:
+            os.close(lock_fd)
+
+    def _start_locked(self) -> str:
         self._prepare_folder()
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from kalshi_store.embedded import EmbeddedPostgres, ensure_database
 from kalshi_store.migrations import SQL_DIR, MigrationChecksumError, discover, migrate
 from kalshi_store.retention import apply_retention
 
@@ -126,3 +128,34 @@ def test_retention_drops_old_days_and_keeps_recent_ones(db_url: str) -> None:
         remaining = {r[0] for r in conn.execute("select trade_id from kalshi.trades").fetchall()}
         assert remaining == {"new"}
         assert conn.execute("select to_regclass(%s)", (f"kalshi.trades_p{today:%Y%m%d}",)).fetchone() != (None,)
+
+
+def test_concurrent_migrations_apply_each_file_once(empty_db_url: str) -> None:
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(migrate, [empty_db_url] * 3))
+    assert sorted(len(r) for r in results) == [0, 0, len(discover())]
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("select count(*) from kalshi.schema_migrations").fetchone() == (len(discover()),)
+
+
+def test_embedded_server_restarts_on_the_same_url() -> None:
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="kalshi-test-restart-"))  # not under pytest's 0700 tmp (server user)
+    server = EmbeddedPostgres(base / "pg", settings={"fsync": "off"})
+    try:
+        url = server.start()
+        assert server.is_running and server.start() == url  # a second start reuses the running server
+        database = server.create_database("kalshi")
+        server.stop("immediate")
+        assert not server.is_running
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(database, connect_timeout=2).close()
+        assert server.start() == url
+        with psycopg.connect(database) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+        assert ensure_database(None, base).endswith("/kalshi")  # data_dir/postgres: another server, same API
+        EmbeddedPostgres(base / "postgres").stop()
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
