@@ -45,7 +45,7 @@ async def run_demo(settings: Settings, *, market_set: str, duration: float, live
     url = await asyncio.to_thread(ensure_database, settings.database(), settings.data_dir)
     await asyncio.to_thread(migrate, url)
     console.print(f"PostgreSQL ready ({time.monotonic() - started:.1f} s)")
-    async with Simulator(seed=int(time.time()) % 10_000, rate=50.0, data_dir=settings.data_dir / "simulator") as sim:
+    async with Simulator(seed=int(time.time()) % 10_000, rate=100.0, data_dir=settings.data_dir / "simulator") as sim:
         console.print(f"simulator on {sim.base_url}: {len(sim.tickers)} markets in series {', '.join(sim.series)}")
         os.environ.update({
             "KALSHI_ENV": sim.base_url, "KALSHI_API_KEY_ID": sim.key_id,
@@ -67,7 +67,7 @@ async def _with_display(console: Console, live: bool, duration: float, run: Any)
     def on_progress(progress: Progress) -> None:
         latest[:] = [progress]
         if not live:
-            console.print(progress.line())
+            console.print(progress.line(), markup=False, highlight=False)
 
     with progress_listener(on_progress):
         if not live:
