@@ -90,9 +90,15 @@ def market_set_for(sim: Simulator, name: str = "faults", channels: Sequence[str]
     return MarketSet(name=name, tickers=list(sim.tickers), channels=list(channels), session_seconds=60)
 
 
-def subscribed_everywhere(sim: Simulator, channels: Sequence[str] = CHANNELS) -> bool:
-    """Some open simulator connection has every channel subscribed."""
-    return any(not c.closed and all(ch in c.by_channel for ch in channels) for c in sim.connections.values())
+def subscribed_everywhere(sim: Simulator, channels: Sequence[str] = CHANNELS, after: int = 0) -> bool:
+    """Some open simulator connection numbered above ``after`` has every channel subscribed."""
+    return any(cid > after and not c.closed and all(ch in c.by_channel for ch in channels)
+               for cid, c in sim.connections.items())
+
+
+def last_connection(sim: Simulator) -> int:
+    """Number of the newest connection so far (numbered 1, 2, ... at the upgrade, never reused)."""
+    return max([h["conn"] for h in sim.handshakes if h.get("conn") is not None] + [0])
 
 
 def queues_drained(sim: Simulator) -> bool:
@@ -127,11 +133,12 @@ async def framed_session(sim: Simulator, url: str, data_dir: Path, *, duration: 
     faults_before = len(sim.faults_injected)
     await sim.pause_market_activity()
     t0 = time.monotonic()
+    before = last_connection(sim)
     task = asyncio.create_task(run_recording_session(settings, market_set, url, duration=duration,
                                                      progress_interval=3600))
     try:
-        await wait_until(lambda: subscribed_everywhere(sim, market_set.channels) or task.done(), 20,
-                         "every channel subscribed at the simulator")
+        await wait_until(lambda: subscribed_everywhere(sim, market_set.channels, after=before) or task.done(), 30,
+                         "every channel subscribed at the simulator by this session")
         if task.done():
             return task.result(), window
         if resume:

@@ -22,6 +22,7 @@ from .harness import (
     check_ledger,
     check_trades,
     framed_session,
+    last_connection,
     market_set_for,
     random_plan,
     rows,
@@ -43,8 +44,9 @@ async def test_two_overlapping_sessions_of_one_market_set(sim: Simulator, db_url
     data = tmp_path / "data"
     settings, market_set = settings_for(sim, data), market_set_for(sim)
     await sim.pause_market_activity()
+    before = last_connection(sim)
     a = asyncio.create_task(run_recording_session(settings, market_set, db_url, duration=9, progress_interval=3600))
-    await wait_until(lambda: subscribed_everywhere(sim) or a.done(), 20, "session A subscribed")
+    await wait_until(lambda: subscribed_everywhere(sim, after=before) or a.done(), 20, "session A subscribed")
     window = Window(tape_start=len(sim.model.tape), started=True)
     await sim.resume()
     await asyncio.sleep(1.5)  # B starts 1.5 s into A (schedule)

@@ -25,6 +25,7 @@ from .harness import (
     Window,
     check_all,
     framed_session,
+    last_connection,
     rows,
     scalar,
     subscribed_everywhere,
@@ -100,8 +101,9 @@ def _spilled(data_dir: Path) -> Counter[str]:
 async def _start_child_window(sim: Simulator, url: str, data: Path, duration: float, window: Window,
                               **extra: Any) -> Child:
     await sim.pause_market_activity()
+    before = last_connection(sim)
     child = await Child.start(sim, url, data, duration, **extra)
-    await wait_until(lambda: subscribed_everywhere(sim) or child.proc.returncode is not None, 30,
+    await wait_until(lambda: subscribed_everywhere(sim, after=before) or child.proc.returncode is not None, 30,
                      "the child subscribed")
     assert child.proc.returncode is None, "".join(child.stderr[-20:])
     if not window.started:
