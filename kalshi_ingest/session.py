@@ -143,11 +143,12 @@ _CHANNEL_OF: dict[type, str] = {
 class _SessionSink:
     """Forwards to the recorder, counting what passes and scheduling REST trade backfills.
 
-    A backfill (trades since ``since``) is due at the start of a session that follows an earlier one, and
-    after every reconnect (since the moment the connection was lost). It is fired on the first live
-    ``trade`` message after it became due, so the REST answer is certain to overlap the live stream (a REST
-    query made before the trade subscription is live could miss the trades in between), or at the end of
-    the session if no trade arrives.
+    A backfill (trades since a time) becomes due at the start of a session that follows an earlier one
+    (since its last stored trade), when the connection is lost, after a gap on the trade stream and when
+    the trade subscription is re-created (since the exchange time of the last trade received). It is fired
+    on the first live ``trade`` message after it became due, so the REST answer is certain to overlap the
+    live stream (a REST query made before the trade subscription is live could miss the trades in
+    between), or at the end of the session if no trade arrives.
     """
 
     def __init__(self, recorder: Recorder, *, backfill: Callable[[datetime], None] | None,
@@ -156,13 +157,15 @@ class _SessionSink:
         self._on_message = recorder.on_message
         self._backfill = backfill
         self._due: datetime | None = since if backfill is not None else None
+        self._last_trade_ms: int | None = None
         self.counts: Counter[str] = Counter()
         self.last_lag: float | None = None
         self.reconnects = 0
         self.gaps = 0
+        #: Incidents still open: book/stream gaps never repaired, connections lost and never re-established.
         self.open_gaps: set[int] = set()
+        self.open_disconnects: dict[int, datetime] = {}
         self.stop_reason = ""
-        self._lost_at: dict[int, int] = {}
 
     def on_message(self, message: messages.AnyMessage, generation: int, received_ns: int) -> None:
         self.counts[_CHANNEL_OF.get(type(message), "dead_letter")] += 1
@@ -170,8 +173,11 @@ class _SessionSink:
         if ts_ms:
             self.last_lag = received_ns / 1e9 - ts_ms / 1000
         self._on_message(message, generation, received_ns)
-        if self._due is not None and type(message) is messages.Trade:
-            self.fire_backfill()
+        if type(message) is messages.Trade:
+            if ts_ms and (self._last_trade_ms is None or ts_ms > self._last_trade_ms):
+                self._last_trade_ms = ts_ms
+            if self._due is not None:
+                self.fire_backfill()
 
     def fire_backfill(self) -> None:
         """Start the due backfill now (called on the first live trade, and once more at the end)."""
@@ -179,17 +185,30 @@ class _SessionSink:
             since, self._due = self._due, None
             self._backfill(since)
 
+    def _trades_missed_since(self, at_ns: int) -> None:
+        """Trades may be missing from the last one received (or ``at_ns``) on: a backfill becomes due."""
+        if self._backfill is None:
+            return
+        since = datetime.fromtimestamp(
+            (self._last_trade_ms / 1000) if self._last_trade_ms is not None else at_ns / 1e9, tz=UTC)
+        self._due = since if self._due is None else min(self._due, since)
+
     def on_event(self, event: events.SessionEvent) -> None:
         if isinstance(event, events.Disconnected):
-            self._lost_at[event.incident_id] = event.at_ns
+            if event.will_reconnect:
+                self.open_disconnects[event.incident_id] = datetime.fromtimestamp(event.at_ns / 1e9, tz=UTC)
+                self._trades_missed_since(event.at_ns)
         elif isinstance(event, events.Connected) and event.incident_id is not None:
             self.reconnects += 1
-            lost = datetime.fromtimestamp(self._lost_at.pop(event.incident_id, event.at_ns) / 1e9, tz=UTC)
-            if self._backfill is not None:
-                self._due = lost if self._due is None else min(self._due, lost)
+            self.open_disconnects.pop(event.incident_id, None)
         elif isinstance(event, events.SequenceGap):
             self.gaps += 1
-            self.open_gaps.add(event.incident_id)
+            if event.channel == "trade":
+                self._trades_missed_since(event.at_ns)  # trades have no snapshot: REST repairs the stream
+            else:
+                self.open_gaps.add(event.incident_id)
+        elif isinstance(event, events.Resubscribed) and event.channel == "trade":
+            self._trades_missed_since(event.at_ns)
         elif isinstance(event, events.Recovered) and event.outcome != "abandoned":
             self.open_gaps.discard(event.incident_id)
         elif isinstance(event, events.Stopped):
@@ -325,9 +344,12 @@ async def _close(recorder: Recorder, sink: _SessionSink, outcome: _Outcome, *, s
             problems.append(f"{stats.unstorable_rows} rows could not be stored (see kalshi.dead_letter)")
         if sink.open_gaps:
             problems.append(f"{len(sink.open_gaps)} sequence gaps were never repaired")
+        for lost in sink.open_disconnects.values():
+            problems.append(f"the connection was lost at {lost:%H:%M:%S} UTC and not re-established before the "
+                            "deadline (trades since then were backfilled from REST; other channels have no data)")
         status = outcome.status
         if status == "completed" and (stats.rows_spilled or stats.unstorable_rows or stats.paused_count
-                                      or sink.open_gaps):
+                                      or sink.open_gaps or sink.open_disconnects):
             status = "degraded"
         message = "; ".join(problems) or "recorded until the deadline"
         await recorder.close_session(status, message)  # type: ignore[arg-type]
@@ -337,7 +359,7 @@ async def _close(recorder: Recorder, sink: _SessionSink, outcome: _Outcome, *, s
             channels=list(market_set.channels), started_at=started, ended_at=datetime.now(UTC),
             status=status, status_message=message, messages=dict(sink.counts), rows_written=dict(stats.written),
             rows_spilled=stats.rows_spilled, reconnects=sink.reconnects, gaps=sink.gaps,
-            unrecovered_gaps=len(sink.open_gaps), rest_backfilled=outcome.backfilled, stop_reason=sink.stop_reason)
+            unrecovered_gaps=len(sink.open_gaps) + len(sink.open_disconnects), rest_backfilled=outcome.backfilled, stop_reason=sink.stop_reason)
 
     task = asyncio.ensure_future(close())
     try:
