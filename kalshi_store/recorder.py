@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 SessionStatus = Literal["running", "completed", "cancelled", "failed", "degraded"]
 _STATUSES: Final = frozenset({"running", "completed", "cancelled", "failed", "degraded"})
 
+#: Seconds between looks for spill folders left by recorders that have ended (also at connect and at stop):
+#: a recorder that ends while the database is away leaves its batches for the next one running.
+ORPHAN_CHECK_INTERVAL: Final = 5.0
 #: Seconds between checks that day partitions exist ahead (also done at every connect).
 PARTITION_CHECK_INTERVAL: Final = 3600.0
 # Where the exchange time (ms) and the receive time (ns) sit in a row, for the message-age statistic.
@@ -185,7 +188,7 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._io_lock = asyncio.Lock()
-        self._orphans_checked = False
+        self._orphans_checked = 0.0
         self._partitions_checked = 0.0
         self._stuck = False
         self._closing: set[asyncio.Future[None]] = set()
@@ -612,7 +615,7 @@ class Recorder:
         self._db_available = False
         self._retry_at = time.monotonic() + self._retry_delay
         self._retry_delay = min(self.retry_max, self._retry_delay * 2)
-        self._orphans_checked = False
+        self._orphans_checked = 0.0
         writer, self._writer = self._writer, None
         if writer is not None:
             _abort(writer)
@@ -712,7 +715,7 @@ class Recorder:
         return await self._replay_orphans()
 
     async def _replay_orphans(self) -> bool:
-        if self._orphans_checked:
+        if time.monotonic() - self._orphans_checked < ORPHAN_CHECK_INTERVAL and not self._stopping:
             return True
         own = self._spill.directory if self._spill else None
         for folder in _spill_folders(self.spill_root):
@@ -733,7 +736,7 @@ class Recorder:
             with contextlib.suppress(OSError):
                 (folder / ".lock").unlink()
                 folder.rmdir()
-        self._orphans_checked = True
+        self._orphans_checked = time.monotonic()
         return True
 
     # -- backpressure ---------------------------------------------------------------------------------

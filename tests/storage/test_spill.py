@@ -175,3 +175,20 @@ async def test_the_next_recorder_replays_what_a_dead_one_left(tmp_path: Path, db
     assert {"t-500", "t-501", "t-502"} <= ids
     assert sessions == [("next",), ("set",)]
     assert not dead.exists()
+
+
+@pytest.mark.asyncio
+async def test_a_running_recorder_picks_up_what_a_recorder_ending_meanwhile_left(tmp_path: Path, db_url: str) -> None:
+    from kalshi_store.recorder import Recorder
+
+    async with Recorder(db_url, spill_dir=tmp_path) as recorder:
+        await recorder.open_session("next", "simulator", ["M"], ["trade"])
+        await recorder.flush()  # connected; the folder below appears only after its first look for leftovers
+        ended = tmp_path / "recorder-ended-meanwhile"
+        with SpillBuffer(ended) as spill:
+            spill.append(make_batch(1, first_seq=700))
+        await recorder.close_session()
+    with psycopg.connect(db_url) as conn:
+        ids = {r[0] for r in conn.execute("select trade_id from kalshi.trades").fetchall()}
+    assert {"t-700", "t-701", "t-702"} <= ids
+    assert not ended.exists()
