@@ -126,7 +126,8 @@ async def one_schedule(i: int, seed: int, server: EmbeddedPostgres, template: st
     t0 = time.monotonic()
     async with Simulator(markets=args.markets, seed=seed, rate=args.sim_rate, data_dir=work / f"sim-{i}") as sim:
         try:
-            summary, window = await framed_session(sim, url, work / f"data-{i}", duration=duration, plan=plan)
+            summary, window = await framed_session(sim, url, work / f"data-{i}", duration=duration, plan=plan,
+                                                   plan_margin=1.0)
         finally:
             server.thaw()
             if not server.is_running:

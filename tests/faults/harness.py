@@ -124,9 +124,11 @@ FaultPlan = Callable[[Simulator], Awaitable[None]]
 async def framed_session(sim: Simulator, url: str, data_dir: Path, *, duration: float,
                          plan: FaultPlan | None = None, quiet_tail: float = 2.5,
                          market_set: MarketSet | None = None, settings: Settings | None = None,
-                         window: Window | None = None, resume: bool = True) -> tuple[SessionSummary, Window]:
+                         window: Window | None = None, resume: bool = True,
+                         plan_margin: float = 0.0) -> tuple[SessionSummary, Window]:
     """Run one recording session of ``duration`` s through :func:`run_recording_session` with ``plan`` running
-    concurrently; the simulator is paused for the last ``quiet_tail`` s (see the module docstring)."""
+    concurrently; the simulator is paused for the last ``quiet_tail`` s (see the module docstring). The plan
+    is stopped ``plan_margin`` s before that pause (so a stall it starts ends before the deadline)."""
     window = window or Window()
     settings = settings or settings_for(sim, data_dir)
     market_set = market_set or market_set_for(sim)
@@ -147,7 +149,7 @@ async def framed_session(sim: Simulator, url: str, data_dir: Path, *, duration: 
                 window.filled_start = {oid: o.filled for oid, o in sim.model.orders.items()}
                 window.started = True
             await sim.resume()
-        left = duration - (time.monotonic() - t0) - quiet_tail
+        left = duration - (time.monotonic() - t0) - quiet_tail - plan_margin
         if plan is not None and left > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(plan(sim), left)
@@ -358,6 +360,9 @@ FAULT_LEDGER: dict[str, tuple[str, ...]] = {
     "auth_reject": ("auth_rejected", "connect_failed"),
 }
 #: Faults that must leave a dead_letter row (reason).
+#: Simulator send-queue kinds of injected frames -> the dead_letter reason they must get.
+SENT_DEAD_LETTER: dict[str, str] = {"malformed": "malformed", "sim_unknown": "unknown", "legacy": "legacy",
+                                    "oversized": "unknown"}
 FAULT_DEAD_LETTER: dict[str, str] = {"malformed": "malformed", "unknown_type": "unknown", "legacy": "legacy",
                                      "oversized": "unknown"}
 
@@ -398,21 +403,32 @@ def check_ledger(url: str, sim: Simulator, window: Window, report: Report | None
     return report
 
 
-def check_dead_letter(url: str, window: Window, report: Report | None = None) -> Report:
-    """Each injected undecodable/unknown/legacy frame is in dead_letter (at least as many rows per reason)."""
+def check_dead_letter(url: str, window: Window, report: Report | None = None,
+                      sim: Simulator | None = None) -> Report:
+    """Each undecodable/unknown/legacy/oversized frame the simulator wrote to a session's socket is in dead_letter
+    (at least as many rows per reason). Frames queued on a connection that a close fault then cut are not
+    counted: the simulator drops its queue on close, and an abort may discard what the kernel still held."""
     report = report or Report()
     sessions = [s.session_id for s in window.summaries]
     stored = Counter(dict(rows(url, "select reason, count(*) from kalshi.dead_letter "
                                     "where session_id = any(%s::uuid[]) group by reason", sessions)))
     report.dead_letters += sum(stored.values())
     wanted: Counter[str] = Counter()
-    for f in window.faults:
-        reason = FAULT_DEAD_LETTER.get(f["kind"])
-        if reason is not None:
-            wanted[reason] += 1
+    if sim is not None:
+        cut = {f["conn"] for f in window.faults if f["kind"] in ("close", "close_mid_snapshot")}
+        for conn, sent in sim.sent_frames.items():
+            if conn in cut:
+                continue
+            for kind, reason in SENT_DEAD_LETTER.items():
+                wanted[reason] += sent.get(kind, 0)
+    else:
+        for f in window.faults:
+            reason = FAULT_DEAD_LETTER.get(f["kind"])
+            if reason is not None:
+                wanted[reason] += 1
     for reason, n in wanted.items():
         if stored[reason] < n:
-            report.problems.append(f"{n} {reason} frames injected, {stored[reason]} dead_letter rows")
+            report.problems.append(f"{n} {reason} frames written to the socket, {stored[reason]} dead_letter rows")
     return report
 
 
@@ -446,5 +462,5 @@ def check_all(url: str, sim: Simulator, window: Window) -> Report:
     check_trades(url, sim, window, report=report)
     check_books(url, sim, window.summaries[-1].session_id, report=report)
     check_ledger(url, sim, window, report=report)
-    check_dead_letter(url, window, report=report)
+    check_dead_letter(url, window, report=report, sim=sim)
     return report

@@ -66,7 +66,7 @@ async def test_two_overlapping_sessions_of_one_market_set(sim: Simulator, db_url
     for summary in (first, second):
         check_books(db_url, sim, summary.session_id, report=report)
     check_ledger(db_url, sim, window, report=report)
-    check_dead_letter(db_url, window, report=report)
+    check_dead_letter(db_url, window, report=report, sim=sim)
     report.assert_clean()
     assert report.trades_expected > 50
     assert report.books_compared + report.books_untrusted_and_ledgered == 2 * len(sim.tickers)

@@ -175,7 +175,7 @@ async def test_sigterm_mid_batch_flushes_and_closes_cancelled(sim: Simulator, db
     from .harness import check_books, check_dead_letter, check_trades
     report = check_trades(db_url, sim, window)
     check_books(db_url, sim, session, report=report)
-    check_dead_letter(db_url, window, report=report)
+    check_dead_letter(db_url, window, report=report, sim=sim)
     report.assert_clean()
 
 
