@@ -428,18 +428,28 @@ def _json_text(value: object) -> str | None:
 
 
 class RestTradeLike(Protocol):
-    """A REST trade (``kalshi_ws.rest.MarketTrade`` or anything with these attributes)."""
+    """A REST trade (``kalshi_ws.rest.MarketTrade`` or anything with these attributes; read-only is enough)."""
 
-    trade_id: str
-    ticker: str
-    count_fp: Decimal
-    yes_price_dollars: Decimal
-    no_price_dollars: Decimal
-    taker_outcome_side: str | None
-    taker_book_side: str | None
-    taker_side: str | None
-    created_time: datetime | str
-    is_block_trade: bool
+    @property
+    def trade_id(self) -> str: ...
+    @property
+    def ticker(self) -> str: ...
+    @property
+    def count_fp(self) -> Decimal: ...
+    @property
+    def yes_price_dollars(self) -> Decimal: ...
+    @property
+    def no_price_dollars(self) -> Decimal: ...
+    @property
+    def taker_outcome_side(self) -> str | None: ...
+    @property
+    def taker_book_side(self) -> str | None: ...
+    @property
+    def taker_side(self) -> str | None: ...
+    @property
+    def created_time(self) -> datetime | str: ...
+    @property
+    def is_block_trade(self) -> bool: ...
 
 
 def rest_trade_row(trade: RestTradeLike, received_ns: int, session_id: str | None) -> Row:
@@ -454,7 +464,7 @@ def rest_trade_row(trade: RestTradeLike, received_ns: int, session_id: str | Non
 
 
 def dead_letter_row(
-    message: m.UnknownMessage | m.LegacyMessage | m.MalformedFrame | m.DataMessage,
+    message: m.AnyMessage,
     generation: int | None,
     received_ns: int,
     session_id: str | None,

@@ -45,12 +45,14 @@ async def test_every_message_type_round_trips_exactly(db_url: str, tmp_path: Pat
     messages = f.one_of_each()
     assert {type(x) for x in messages} == set(m.DataMessage.__args__)  # type: ignore[attr-defined]
     session_id = await record(db_url, tmp_path, messages)
+    first = messages[0]
+    assert isinstance(first, m.Trade)
 
     assert rows(db_url, "select trade_id, market_ticker, yes_price::text, no_price::text, count::text, "
                 "taker_outcome_side, taker_book_side, taker_side, is_block_trade, exchange_ts, source, generation, "
                 "sid, seq, session_id::text from kalshi.trades") == [
         ("t-1", "KXBTCD-25AUG0517-T114999.99", "0.0050", "0.9950", "75.25", "yes", "bid", "yes", False,
-         datetime(2026, 11, 25, 9, 46, 40, 123000, tzinfo=UTC), "ws", 1, 1, messages[0].seq, session_id)]
+         datetime(2026, 11, 25, 9, 46, 40, 123000, tzinfo=UTC), "ws", 1, 1, first.seq, session_id)]
     (price, delta), = rows(db_url, "select price, delta from kalshi.orderbook_deltas")
     assert (price, delta) == (Decimal("0.9990"), Decimal("-75.25"))
     assert (str(price), str(delta)) == ("0.9990", "-75.25")  # same scale, not just equal
