@@ -13,9 +13,8 @@ stored trades are compared with the simulator's tape, every book rebuilt from st
 simulator's book, every fault with the gap ledger and dead_letter. Totals are printed and written to
 ``bench/results/soak-<UTC>.json``; the exit status is 1 if anything was lost, duplicated or wrong.
 
-Trade-stream drops/reorders and subscription errors on the trade channel are left out unless
-``--include-known-bugs`` (see docs/fault-matrix.md: trades lost in a trade-channel gap or while the trade
-subscription is re-created are not backfilled yet).
+Trade-stream drops/reorders and trade-channel subscription errors are included (bug 1 of docs/fault-matrix.md
+was fixed in 3071f3a).
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ WIRE_KINDS = ["close", "close_mid_snapshot", "stall", "drop", "duplicate", "reor
 DB_FAULTS = ["outage", "freeze", "lock", "none"]
 
 
-def wire_plan(seed: int, rate: float, include_known_bugs: bool):  # type: ignore[no-untyped-def]
+def wire_plan(seed: int, rate: float):  # type: ignore[no-untyped-def]
     async def plan(sim: Simulator) -> None:
         rng = random.Random(seed)
         while True:
@@ -68,9 +67,9 @@ def wire_plan(seed: int, rate: float, include_known_bugs: bool):  # type: ignore
                 params["size"] = rng.choice([2, 4]) * 1024 * 1024
             elif kind == "sub_error":
                 params["code"] = rng.choice([10, 25])
-                channel = rng.choice(["orderbook_delta", "ticker", *(["trade"] if include_known_bugs else [])])
+                channel = rng.choice(["orderbook_delta", "ticker", "trade"])
             elif kind in ("drop", "reorder"):
-                channel = rng.choice(["orderbook_delta", "trade"] if include_known_bugs else ["orderbook_delta"])
+                channel = rng.choice(["orderbook_delta", "trade"])
             elif kind in ("duplicate", "numbers"):
                 channel = rng.choice(["orderbook_delta", "trade"])
             sim.inject(kind, conn="all", channel=channel, **params)
@@ -117,7 +116,7 @@ async def one_schedule(i: int, seed: int, server: EmbeddedPostgres, template: st
     url = server.url(name)
     db_fault = DB_FAULTS[i % len(DB_FAULTS)]
     duration = args.duration + (args.outage if db_fault == "outage" else 0)
-    wire = wire_plan(seed, args.rate, args.include_known_bugs)
+    wire = wire_plan(seed, args.rate)
     dbf = db_plan(db_fault, server, url, args.outage, seed)
 
     async def plan(sim: Simulator) -> None:
@@ -173,7 +172,6 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1.5, help="wire faults per second")
     parser.add_argument("--sim-rate", type=float, default=200.0, help="simulator messages per second")
     parser.add_argument("--markets", type=int, default=4)
-    parser.add_argument("--include-known-bugs", action="store_true", help="also drop/reorder trade frames")
     parser.add_argument("--keep", action="store_true", help="keep each schedule's database")
     parser.add_argument("--json", type=Path, default=None, help="result file (default bench/results/soak-*.json)")
     args = parser.parse_args(argv)

@@ -35,12 +35,6 @@ from .harness import (
 
 pytestmark = pytest.mark.timeout(180)
 
-#: Open bug (docs/fault-matrix.md): a session whose connection was lost and never came back before the
-#: deadline ends "completed" / "recorded until the deadline" (gaps 0, unrecovered 0): _SessionSink counts only
-#: SequenceGap incidents as unrepaired, not a Disconnected incident that no Connected ever closed.
-DEADLINE_STATUS_BUG = ("kalshi_ingest/session.py _SessionSink/_close: a disconnect still open at the deadline "
-                       "does not make the session degraded")
-
 CHILD = Path(__file__).with_name("child.py")
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -205,5 +199,5 @@ async def test_deadline_in_the_middle_of_a_recovery(sim: Simulator, db_url: str,
     report = check_all(db_url, sim, window)
     report.assert_clean()
     assert second.rest_backfilled > 0
-    if first.status == "completed":
-        pytest.xfail(DEADLINE_STATUS_BUG)
+    # bug 3 (fixed in 3071f3a): a connection lost and not back by the deadline degrades the session
+    assert first.status != "completed", first.status_message

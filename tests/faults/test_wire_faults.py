@@ -17,13 +17,8 @@ pytestmark = pytest.mark.timeout(120)
 
 DURATION = 7.5
 
-#: Open bug (docs/fault-matrix.md): a gap on the trade stream (a dropped or reordered trade frame) is reported
-#: and abandoned by the protocol ("the storage layer backfills trades over REST"), but run_recording_session
-#: backfills over REST only after a reconnect, so the missing trade is never stored; likewise trades printed
-#: between a subscription error (10/25) on the trade channel and its re-subscription.
-TRADE_GAP_BUG = ("kalshi_ingest/session.py: no REST trade backfill after a SequenceGap on the trade channel or "
-                 "a re-created trade subscription (only after reconnects): dropped/reordered trade frames and "
-                 "trades printed while the subscription is dead are lost")
+#: Trade-stream gaps and re-created trade subscriptions are repaired by REST backfill from the last trade
+#: received (fault-matrix bug 1, fixed in 3071f3a); the trade_sequence family checks it.
 
 FAMILIES = {
     # socket closed mid-stream, repeatedly (abort and 1011), and mid-snapshot
@@ -41,12 +36,10 @@ FAMILIES = {
 }
 
 
-@pytest.mark.parametrize(("family", "seed"), [(f, SEEDS[i % len(SEEDS)]) for i, f in enumerate(sorted(FAMILIES))])
-async def test_wire_fault_family(family: str, seed: int, sim: Simulator, db_url: str, tmp_path: Path,
-                                 request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize(("family", "seed"), [(f, SEEDS[i % len(SEEDS)]) for i, f in enumerate(sorted(FAMILIES))]
+                         + [("trade_sequence", SEEDS[0])])
+async def test_wire_fault_family(family: str, seed: int, sim: Simulator, db_url: str, tmp_path: Path) -> None:
     channel = {"sequence": "orderbook_delta", "trade_sequence": "trade"}.get(family)
-    if family == "trade_sequence":
-        request.applymarker(pytest.mark.xfail(reason=TRADE_GAP_BUG, strict=False))
     plan = random_plan(seed, FAMILIES[family], rate=1.2, channel=channel)
     summary, window = await framed_session(sim, db_url, tmp_path / "data", duration=DURATION, plan=plan)
     assert window.faults, "the schedule injected nothing"
