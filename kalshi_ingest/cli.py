@@ -106,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
+    except asyncio.CancelledError:
+        print("kalshi-ingest: stopped by SIGTERM; the session was flushed and closed as cancelled", file=sys.stderr)
+        return 143
     except (ValueError, RuntimeError, OSError) as exc:
         # ConfigError, CredentialsError and friends: their message is the whole story.
         print(f"kalshi-ingest: error: {exc}", file=sys.stderr)

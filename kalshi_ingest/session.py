@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -296,7 +298,8 @@ async def run_recording_session(
         reporter = asyncio.create_task(_report_progress(
             sink, recorder, market_set.name, session_id, duration, progress_interval, on_progress))
         try:
-            await client.run(deadline=deadline)
+            with _cancel_on_sigterm():
+                await client.run(deadline=deadline)
             sink.fire_backfill()
             for done in await asyncio.gather(*backfills, return_exceptions=True):
                 if isinstance(done, BaseException):
@@ -319,6 +322,40 @@ async def run_recording_session(
             summary = await _close(recorder, sink, outcome, session_id=session_id, market_set=market_set,
                                    environment=environment.name, markets=markets, started=started)
     return summary
+
+
+@contextlib.contextmanager
+def _cancel_on_sigterm() -> Iterator[None]:
+    """While recording, SIGTERM (a worker cancelling the run, a container or service stopping) cancels the
+    session, which then flushes and closes as ``cancelled``; a second SIGTERM gets the previous handler.
+
+    Only in the main thread (where signals are delivered); elsewhere the caller owns signal handling.
+    """
+    task = asyncio.current_task()
+    if threading.current_thread() is not threading.main_thread() or task is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGTERM)
+    installed = True
+
+    def restore() -> None:
+        nonlocal installed
+        if installed:
+            loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, previous)
+            installed = False
+
+    def on_sigterm() -> None:
+        log.warning("SIGTERM: ending the session before its deadline (flushing first)")
+        restore()
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        restore()
 
 
 @dataclass
