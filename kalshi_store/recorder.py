@@ -37,11 +37,11 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import psycopg
 
@@ -54,6 +54,8 @@ from .spill import SpillBuffer, SpillFull, SpillLocked, _spill_folders, read_seg
 from .writer import CopyWriter, WriteResult, is_connection_error, ns_to_datetime
 
 __all__ = ["Recorder", "RecorderStats", "SessionStatus"]
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -288,8 +290,7 @@ class Recorder:
         self._generation = 0
         if self._writer is not None:
             async with self._io_lock:
-                with contextlib.suppress(psycopg.Error):
-                    await asyncio.wait_for(self._writer.ensure_partitions(self._days_ahead()), self.write_timeout)
+                await self._ensure_partitions(self._writer)
         self._take_batch(force=True)  # the session row, now (or as soon as the database is back)
         await self.flush()
         log.info("recording session %s (%s, %s): %d markets, channels %s", session_id, market_set, environment,
@@ -579,23 +580,19 @@ class Recorder:
             if time.monotonic() - self._partitions_checked > PARTITION_CHECK_INTERVAL:
                 # Sessions longer than the partitions made ahead: keep creating days (rows never fail without
                 # them, they would land in the default partition).
-                self._partitions_checked = time.monotonic()
-                with contextlib.suppress(psycopg.Error):
-                    await asyncio.wait_for(self._writer.ensure_partitions(self._days_ahead()), self.write_timeout)
+                await self._ensure_partitions(self._writer)
             return True
         if time.monotonic() < self._retry_at:
             return False
         try:
             writer = await asyncio.wait_for(CopyWriter.connect(self.url, connect_timeout=self.connect_timeout),
                                             self.connect_timeout + 2)
-            with contextlib.suppress(psycopg.Error):
-                await asyncio.wait_for(writer.ensure_partitions(self._days_ahead()), self.write_timeout)
-                self._partitions_checked = time.monotonic()
         except (psycopg.Error, OSError, TimeoutError) as exc:
             self._set_unavailable(exc)
             return False
         self._writer = writer
         log.info("recorder: connected to the database")
+        await self._ensure_partitions(writer)
         return True
 
     def _days_ahead(self) -> int:
@@ -623,24 +620,37 @@ class Recorder:
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
 
+    async def _bounded(self, writer: CopyWriter, work: Coroutine[Any, Any, _T], timeout: float) -> _T:
+        """Await ``work`` on ``writer``'s connection; past ``timeout`` (a hung server) cut the connection at the socket
+        and raise :class:`TimeoutError` (cancelling instead would make psycopg wait for the server to cancel)."""
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            _abort(writer)  # the blocked call now fails with a connection error
+            await asyncio.wait({task}, timeout=5.0)
+            if not task.done():
+                task.cancel()
+            else:
+                task.exception()  # retrieved: the connection error is expected
+            raise TimeoutError(f"the database did not answer within {timeout:.1f} s")
+        return task.result()
+
+    async def _ensure_partitions(self, writer: CopyWriter) -> None:
+        """Create day partitions ahead; a failure is only logged (rows then land in the default partition)."""
+        self._partitions_checked = time.monotonic()
+        try:
+            await self._bounded(writer, writer.ensure_partitions(self._days_ahead()), self.write_timeout)
+        except Exception as exc:
+            log.warning("recorder: could not create day partitions ahead (%s: %s)", type(exc).__name__, exc)
+
     async def _write(self, batch: Batch) -> bool:
         """Write one batch; False (and the database marked unavailable) on a connection problem or timeout."""
         writer = self._writer
         if writer is None:
             return False
-        timeout = self.write_timeout + batch.row_count * 50e-6
-        task = asyncio.ensure_future(writer.write(batch))
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-        if not done:
-            _abort(writer)  # unblocks the task with a connection error
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 5.0)
-            if not task.done():
-                task.cancel()
-            self._set_unavailable(TimeoutError(f"batch write took longer than {timeout:.1f} s"))
-            return False
         try:
-            result = task.result()
+            result = await self._bounded(writer, writer.write(batch),
+                                         self.write_timeout + batch.row_count * 50e-6)
         except Exception as exc:
             if not is_connection_error(exc):
                 log.error("recorder: batch %s failed (%s: %s); keeping it for retry", batch.batch_id,
