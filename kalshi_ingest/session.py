@@ -280,6 +280,7 @@ async def run_recording_session(
             market_set.name, environment.name, markets, list(market_set.channels), planned_start=started,
             planned_end=started + timedelta(seconds=duration), flow_run_id=flow_run_id,
             use_yes_price=market_set.use_yes_price)
+        await asyncio.to_thread(close_abandoned_sessions, database_url, market_set.name)
         backfills: list[asyncio.Task[int]] = []
 
         async def backfill(since: datetime) -> int:
@@ -322,6 +323,34 @@ async def run_recording_session(
             summary = await _close(recorder, sink, outcome, session_id=session_id, market_set=market_set,
                                    environment=environment.name, markets=markets, started=started)
     return summary
+
+
+#: A session still ``running`` this long after its planned end was abandoned (its process was killed): no
+#: live session outlasts its deadline by more than the flow's closing margin (5 minutes).
+ABANDONED_AFTER = timedelta(minutes=15)
+
+
+def close_abandoned_sessions(database_url: str, market_set: str) -> int:
+    """Mark earlier sessions of ``market_set`` left ``running`` by a killed process as ``failed``.
+
+    Their data up to the kill is stored (and the next session backfilled the trades after it); only the row
+    said otherwise. Returns how many rows were closed; a database that is away is left for a later session.
+    """
+    import psycopg
+
+    try:
+        with psycopg.connect(database_url, connect_timeout=3) as conn:
+            closed = conn.execute(
+                "update kalshi.sessions set status = 'failed', ended_at = coalesce(ended_at, updated_at), "
+                "status_message = 'abandoned: the process recording this session stopped without closing it "
+                "(killed?); rows received before that are stored', updated_at = now() "
+                "where market_set = %s and status = 'running' and planned_end < now() - %s",
+                (market_set, ABANDONED_AFTER)).rowcount
+    except psycopg.OperationalError:
+        return 0
+    if closed:
+        log.warning("closed %d abandoned session(s) of %r as failed", closed, market_set)
+    return closed
 
 
 @contextlib.contextmanager

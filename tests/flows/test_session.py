@@ -82,3 +82,23 @@ async def test_reconnect_backfills_trades_missed_while_disconnected(
     with psycopg.connect(url) as conn:
         kinds = {kind for (kind,) in conn.execute("select kind from kalshi.gap_ledger").fetchall()}
     assert "disconnect" in kinds
+
+
+async def test_a_session_left_running_by_a_killed_process_is_closed_as_failed(
+        simulator: Simulator, ingest_env: dict[str, Any], write_config: Callable[[str], Path]) -> None:
+    url = ingest_env["DATABASE_URL"]
+    market_set = _market_set(simulator, write_config)
+    with psycopg.connect(url) as conn:  # what a SIGKILLed recorder leaves behind, and a live session elsewhere
+        conn.execute("insert into kalshi.sessions (session_id, market_set, environment, started_at, planned_start, "
+                     "planned_end, updated_at) values "
+                     "(gen_random_uuid(), 'sim', 'test', now() - interval '2 hours', now() - interval '2 hours', "
+                     "now() - interval '1 hour', now() - interval '90 minutes'), "
+                     "(gen_random_uuid(), 'sim', 'test', now(), now(), now() + interval '1 hour', now())")
+
+    await run_recording_session(Settings(), market_set, url, duration=1)
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("select status, status_message from kalshi.sessions where environment = 'test' "
+                            "order by started_at").fetchall()
+    assert rows[0][0] == "failed" and rows[0][1].startswith("abandoned")
+    assert rows[1] == ("running", None)
