@@ -53,15 +53,40 @@ def _database_url(server_url: str, database: str) -> str:
     return make_conninfo(**params)  # type: ignore[arg-type]
 
 
+_OWNER = "owner.pid"
+
+
+def _reap_abandoned_servers() -> None:
+    """Stop and delete test servers whose test run died without its teardown (killed by a timeout, say)."""
+    for base in Path(tempfile.gettempdir()).glob("kalshi-test-*pg-*"):
+        try:
+            owner = int((base / _OWNER).read_text())
+        except (OSError, ValueError):
+            continue  # being created, or not ours
+        try:
+            os.kill(owner, 0)
+            continue  # its test run is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        with contextlib.suppress(Exception):
+            EmbeddedPostgres(base / "data").stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def embedded_server(prefix: str = "kalshi-test-pg-") -> Iterator[EmbeddedPostgres]:
     """A throwaway embedded server, stopped and deleted afterwards.
 
     Its folder is a fresh ``/tmp/<prefix>*``, not pytest's ``tmp_path``: the server runs as another user when the
     tests run as root, and every pytest run resets ``/tmp/pytest-of-<user>`` to mode 0700, which would lock the
-    server out of its own folder.
+    server out of its own folder. The folder records the test process's pid, so servers left by a run that was
+    killed before its teardown are stopped by the next run.
     """
+    _reap_abandoned_servers()
     base = Path(tempfile.mkdtemp(prefix=prefix))
+    (base / _OWNER).write_text(str(os.getpid()))
     # Throwaway data: skip fsync so CREATE DATABASE, checkpoints and commits do not wait for the disk.
     server = EmbeddedPostgres(base / "data", settings={"fsync": "off", "synchronous_commit": "off",
                                                        "full_page_writes": "off"})
