@@ -226,3 +226,22 @@ async def test_cancelled_flow_run_flushes_and_marks_the_session_cancelled(
     assert status == "cancelled" and ended is not None, message
     assert "data flushed" in message
     assert query(url, "select max(received_at) from kalshi.orderbook_deltas") <= ended
+
+
+async def test_private_key_from_a_prefect_secret_block(
+        simulator: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.blocks.system import Secret
+
+    from kalshi_ingest.settings import CredentialsError
+
+    await Secret(value=simulator.private_key_path.read_text()).save("kalshi-test-key", overwrite=True)
+    for name in ("KALSHI_PRIVATE_KEY_PATH", "KALSHI_PRIVATE_KEY_PEM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KALSHI_ENV", simulator.base_url)
+    monkeypatch.setenv("KALSHI_API_KEY_ID", simulator.key_id)
+    monkeypatch.setenv("KALSHI_PRIVATE_KEY_BLOCK", "kalshi-test-key")
+    assert (await Settings().signer()).key_id == simulator.key_id
+
+    monkeypatch.setenv("KALSHI_PRIVATE_KEY_BLOCK", "no-such-block")
+    with pytest.raises(CredentialsError, match="^KALSHI_PRIVATE_KEY_BLOCK: Prefect Secret block 'no-such-block'"):
+        await Settings().signer()
