@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -45,8 +46,9 @@ async def test_sigterm_flushes_and_closes_the_session_as_cancelled(db_url: str, 
 
     assert proc.returncode == 143, out.decode()
     with psycopg.connect(db_url) as conn:
-        status, message, ended = conn.execute("select status, status_message, ended_at from kalshi.sessions").fetchone()
-        last = conn.execute("select max(received_at) from kalshi.orderbook_deltas").fetchone()[0]
+        session: Any = conn.execute("select status, status_message, ended_at from kalshi.sessions").fetchone()
+        last: Any = conn.execute("select max(received_at) from kalshi.orderbook_deltas").fetchone()
+    status, message, ended = session
     assert status == "cancelled" and "data flushed" in message
-    assert ended is not None and last <= ended
+    assert ended is not None and last[0] <= ended
 

@@ -62,7 +62,7 @@ async def test_session_stores_every_channel_and_completes_at_its_deadline(
     state = await ingest_market_set("sim", SESSION_SECONDS, return_state=True)
 
     assert state.is_completed(), state.message
-    assert state.message.startswith("session completed")
+    assert (state.message or "").startswith("session completed")
     status, seconds, markets, planned = query(
         url, "select status, extract(epoch from ended_at - started_at), cardinality(markets), "
              "extract(epoch from planned_end - planned_start) from kalshi.sessions where market_set = 'sim'")
@@ -91,7 +91,7 @@ async def test_alert_reaches_a_webhook_once_per_condition(
     with webhook_server() as received:
         await CustomWebhookNotificationBlock(
             name="kalshi-test-alerts", url=f"http://127.0.0.1:{received.port}/hook",
-            json_data={"text": "{{subject}}: {{body}}"},
+            json_data={"text": "{{subject}}: {{body}}"}, headers=None, cookies=None,
         ).save("kalshi-test-alerts", overwrite=True)
         write_config(market_set_yaml(simulator, extra="    notify_block: kalshi-test-alerts\n"))
         url = ingest_env["DATABASE_URL"]
@@ -121,7 +121,8 @@ async def test_unreachable_database_spills_and_the_run_fails_honestly(
     state = await ingest_market_set("sim", 3.0, return_state=True)
 
     assert state.is_failed()
-    assert "rows went to the local spill" in state.message and "kalshi-ingest db replay" in state.message
+    message = state.message or ""
+    assert "rows went to the local spill" in message and "kalshi-ingest db replay" in message
     spill = Path(ingest_env["KALSHI_INGEST_DATA_DIR"]) / "spill"
     assert any(p.is_file() and p.stat().st_size > 0 for p in spill.rglob("*"))
 
@@ -149,7 +150,7 @@ async def test_bad_config_fails_the_flow_before_connecting(
     path = write_config("market_sets:\n  sim:\n    series: [X]\n    channels: [ticker, ticker_v2]\n")
     state = await ingest_market_set("sim", 3.0, return_state=True)
     assert state.is_failed()
-    assert f"{path}: market set 'sim': key 'channels[1]': unknown channel 'ticker_v2'" in state.message
+    assert f"{path}: market set 'sim': key 'channels[1]': unknown channel 'ticker_v2'" in (state.message or "")
     assert simulator.handshakes == []
 
 
@@ -234,7 +235,8 @@ async def test_private_key_from_a_prefect_secret_block(
 
     from kalshi_ingest.settings import CredentialsError
 
-    await Secret(value=simulator.private_key_path.read_text()).save("kalshi-test-key", overwrite=True)
+    pem = simulator.private_key_path.read_text()
+    await Secret(value=pem).save("kalshi-test-key", overwrite=True)  # type: ignore[arg-type]  # str is accepted
     for name in ("KALSHI_PRIVATE_KEY_PATH", "KALSHI_PRIVATE_KEY_PEM"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("KALSHI_ENV", simulator.base_url)
