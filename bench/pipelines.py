@@ -182,8 +182,36 @@ class _BareWriter(threading.Thread):
             self.committed_end.set()
 
 
+def _direct_connection_class() -> type[Any]:
+    """A websockets connection that hands each complete text frame to ``handler`` inside the socket read.
+
+    The same receive technique as :class:`kalshi_ws.client.KalshiWebSocketClient` (websockets' own parser,
+    frames handled synchronously as each read is parsed, no ``await recv()`` per message), so the bare
+    pipeline stays the practical limit of one Python process for the production path's design.
+    """
+    from websockets.asyncio.client import ClientConnection
+    from websockets.frames import Opcode
+
+    text = Opcode.TEXT
+
+    class DirectConnection(ClientConnection):
+        handler: Callable[[bytes], None] | None = None
+
+        def process_event(self, event: Any) -> None:
+            handler = self.handler
+            if handler is not None and event.opcode is text and event.fin:
+                handler(event.data)
+            else:
+                super().process_event(event)
+
+    return DirectConnection
+
+
 async def _bare(cfg: dict[str, Any]) -> dict[str, Any]:
+    from websockets.asyncio.client import connect
+
     from kalshi_ws import messages as m
+    from kalshi_ws.auth import Signer
 
     decode = m.decode
     end_id = cfg["end_trade_id"]
@@ -199,17 +227,24 @@ async def _bare(cfg: dict[str, Any]) -> dict[str, Any]:
     pending = 0
     batch_no = 0
     flushed_at = time.monotonic()
-    connecting = _connect(cfg)
+    #: Batches the writer's queue had no room for: handed over by the loop below, reading paused meanwhile.
+    stalled: list[dict[str, list[tuple[Any, ...]]]] = []
+    wake = asyncio.Event()
+    end = False
+    signer = Signer.from_file(cfg["key_id"], cfg["private_key_path"])
+    connecting = connect(cfg["ws_url"], additional_headers=signer.websocket_headers(), max_size=None,
+                         compression="deflate" if cfg.get("compress") else None, ping_interval=None,
+                         create_connection=_direct_connection_class())
     cpu0 = time.process_time()
     async with connecting as ws:
-        await ws.send(_subscribe_command(cfg))
-        recv = ws.recv
         time_ns = time.time_ns
         monotonic = time.monotonic
         OrderbookDelta, Ticker, Trade, Snapshot = m.OrderbookDelta, m.Ticker, m.Trade, m.OrderbookSnapshot
-        end = False
-        while not end:
-            frame = await recv(False)
+        batches = writer.batches
+        transport = ws.transport
+
+        def on_frame(frame: bytes) -> None:
+            nonlocal buf, deltas, tickers, trades, snaps, pending, batch_no, flushed_at, end
             received_ns = time_ns()
             msg = decode(frame)
             t = type(msg)
@@ -226,28 +261,48 @@ async def _bare(cfg: dict[str, Any]) -> dict[str, Any]:
                 p = msg.msg
                 trades.append((p.trade_id, p.market_ticker, p.yes_price_dollars, p.no_price_dollars, p.count_fp,
                                p.taker_outcome_side, p.ts_ms, received_ns))
-                end = p.trade_id == end_id
+                if p.trade_id == end_id:
+                    end = True
             elif t is Snapshot:
                 p = msg.msg
                 snaps.append((msg.sid, msg.seq, p.market_ticker, enc(p.yes_dollars_fp).decode(),
                               enc(p.no_dollars_fp).decode(), received_ns))
             else:
-                continue
+                return
             pending += 1
             if end or pending >= BATCH_ROWS or monotonic() - flushed_at >= BATCH_SECONDS:
                 batch_no += 1
                 if end:
                     writer.end_seen_in = batch_no
-                try:
-                    writer.batches.put_nowait(buf)
-                except queue.Full:
-                    await asyncio.get_running_loop().run_in_executor(None, writer.batches.put, buf)
+                    wake.set()
+                if stalled:
+                    stalled.append(buf)
+                else:
+                    try:
+                        batches.put_nowait(buf)
+                    except queue.Full:  # the database is behind: stop reading until the writer takes it
+                        stalled.append(buf)
+                        transport.pause_reading()
+                        wake.set()
                 buf = empty()
                 deltas, tickers, trades, snaps = (buf["orderbook_delta"], buf["ticker"], buf["trade"],
                                                   buf["orderbook_snapshot"])
                 pending = 0
                 flushed_at = monotonic()
-        await asyncio.get_running_loop().run_in_executor(None, writer.committed_end.wait)
+
+        ws.handler = on_frame
+        await ws.send(_subscribe_command(cfg))
+        loop = asyncio.get_running_loop()
+        while True:
+            await wake.wait()
+            wake.clear()
+            while stalled:
+                await loop.run_in_executor(None, batches.put, stalled[0])
+                del stalled[0]
+            if end:
+                break
+            transport.resume_reading()
+        await loop.run_in_executor(None, writer.committed_end.wait)
     writer.batches.put(None)
     writer.join()
     if writer.error is not None:

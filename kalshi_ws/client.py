@@ -13,9 +13,9 @@ books, recovery). This module only owns the socket:
 * **Liveness**, two layers:
 
   1. the stale-stream watchdog. Kalshi pings every 10 s, so a live connection hears *something* (a data
-     frame, a server ping or a close frame) at least every 10 s. The client stamps the arrival of every
-     such frame in the websockets connection itself (``_WatchedConnection.process_event``, which sees
-     control frames that ``recv()`` never returns). Pongs answering *our* pings do not count: a server
+     frame, a server ping or a close frame) at least every 10 s. The websockets connection counts every
+     such frame (``_WatchedConnection.process_event``, which also sees control frames); the timer notes
+     when the count last moved, so nothing time-related runs per frame. Pongs answering *our* pings do not count: a server
      that answers pings but has stopped sending data and heartbeats is exactly the "silent stall" peer
      systems suffer from. No frame for ``stale_after`` (30 s = three missed heartbeats) emits
      :class:`~kalshi_ws.events.StaleStream` and reconnects.
@@ -28,11 +28,17 @@ books, recovery). This module only owns the socket:
   It is converted once, at the start of ``run``, to a ``time.monotonic()`` target, so NTP steps during the
   session cannot stretch or cut it. At the deadline the client stops reading, sends no further command,
   closes with code 1000 and emits :class:`~kalshi_ws.events.Stopped` (``reason="deadline"``).
-* **Backpressure**: before every read, ``if sink.paused: await sink.wait_resumed()``. websockets then
-  stops reading the socket once ``max_queue`` frames are buffered; the TCP window closes and the server
-  slows down (or, at Kalshi, eventually kills the subscription with error 25, which the protocol repairs).
+* **Receiving**: websockets' parser splits each socket read into frames and the client handles every
+  complete data message right there, synchronously (decode, protocol, ``sink.on_message``), instead of one
+  ``await recv()`` per message; a reader task only sends the protocol's commands, applies backpressure and
+  notices the end of the connection.
+* **Backpressure**: when ``sink.paused`` turns true the socket stops being read
+  (``transport.pause_reading()``) until ``await sink.wait_resumed()`` returns; the frames of the read in
+  progress are still delivered. The TCP window closes and the server slows down (or, at Kalshi, eventually
+  kills the subscription with error 25, which the protocol repairs).
 * **Generations**: one connection at a time; the reader of connection ``N`` is finished and its socket
-  closed before connection ``N + 1`` is opened, so no frame of ``N`` can be delivered after ``N + 1``
+  closed before connection ``N + 1`` is opened, and a connection's frame callback is replaced by one that
+  drops frames as soon as the connection ends, so no frame of ``N`` can be delivered after ``N + 1``
   started.
 """
 
@@ -42,7 +48,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -50,7 +56,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
-from websockets.frames import Frame, Opcode
+from websockets.frames import Opcode
+from websockets.protocol import State
 
 from . import events, messages
 from .auth import Signer
@@ -126,20 +133,74 @@ class ClientOptions:
 
 
 class _WatchedConnection(ClientConnection):
-    """A websockets connection that stamps when the server was last heard (data, ping or close frame)."""
+    """A websockets connection that hands complete text/binary frames straight to a callback.
 
-    last_heard: float = 0.0
+    websockets' own parser (``self.protocol``, fed by ``data_received``) turns each socket read into
+    frames; ``process_event`` then runs once per frame, synchronously, inside the read. While ``deliver``
+    is set, every complete data message goes to it right there, instead of through websockets' message
+    queue and one ``await recv()`` per message (that round trip cost more than decoding the frame).
+    ``heard`` counts the frames heard from the server (data, ping, close; not the pongs answering our
+    pings); the watchdog timer compares it between ticks, so nothing time-related runs per frame.
+
+    Before ``deliver`` is installed (between the handshake and the reader starting) data messages are
+    kept in ``early`` and handed over when it is; after ``deliver`` is set to :func:`_discard` (the
+    connection is ending), data messages are dropped: no frame of a connection is delivered after it ended.
+    """
+
+    heard: int = 0
+    deliver: Callable[[bytes], None] | None = None
+    on_lost: Callable[[], None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.early: list[bytes] = []
+        self._fragments: list[bytes] = []
 
     def process_event(self, event: Any) -> None:
-        if isinstance(event, Frame) and event.opcode is not Opcode.PONG:
-            self.last_heard = time.monotonic()
-        super().process_event(event)
+        if self.response is None:  # the handshake response
+            super().process_event(event)
+            return
+        opcode = event.opcode
+        if opcode is not _PONG:
+            self.heard += 1
+        if opcode is _TEXT or opcode is _BINARY:
+            if not event.fin:
+                self._fragments = [bytes(event.data)]
+                return
+            data = event.data
+        elif opcode is _CONT:
+            self._fragments.append(bytes(event.data))
+            if not event.fin:
+                return
+            data = b"".join(self._fragments)
+            self._fragments = []
+        else:  # ping, pong, close: websockets handles them (pong replies, ping acks, closing handshake)
+            super().process_event(event)
+            return
+        deliver = self.deliver
+        if deliver is None:
+            self.early.append(bytes(data))
+        else:
+            deliver(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.on_lost is not None:
+            self.on_lost()
+
+
+def _discard(data: bytes) -> None:
+    """``deliver`` of a connection that ended: its remaining frames are not delivered."""
+
+
+_TEXT, _BINARY, _CONT, _PONG = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PONG
 
 
 class _Connection:
     """One live connection: its socket, generation and why it ended."""
 
-    __slots__ = ("ws", "generation", "opened_at", "resumed_at", "end_reason", "reader")
+    __slots__ = ("ws", "generation", "opened_at", "resumed_at", "end_reason", "reader", "wake", "failure",
+                 "heard", "heard_at")
 
     def __init__(self, ws: _WatchedConnection, generation: int) -> None:
         self.ws = ws
@@ -148,10 +209,18 @@ class _Connection:
         self.resumed_at = self.opened_at
         self.end_reason: str | None = None
         self.reader: asyncio.Task[str] | None = None
+        #: Set by the frame callback when the reader has something to do (send, pause, stop, closed).
+        self.wake = asyncio.Event()
+        #: An exception raised by the protocol or the sink inside the frame callback (re-raised by the reader).
+        self.failure: BaseException | None = None
+        #: The watchdog's view: ``ws.heard`` at the last tick, and when it last changed.
+        self.heard = ws.heard
+        self.heard_at = self.opened_at
 
     def end(self, reason: str) -> None:
         if self.end_reason is None:
             self.end_reason = reason
+        self.ws.deliver = _discard
         if self.reader is not None:
             self.reader.cancel()
 
@@ -426,7 +495,6 @@ class KalshiWebSocketClient:
         self.connections += 1
         conn = _Connection(ws, proto.generation)
         self._conn = conn
-        ws.last_heard = conn.opened_at
         ticker: asyncio.Task[None] | None = None
         try:
             await self._drain(conn)
@@ -469,31 +537,77 @@ class KalshiWebSocketClient:
         log.info("connection %d closed: %s", conn.generation, reason)
 
     async def _read(self, conn: _Connection) -> str:
-        """The hot loop: read bytes, hand them to the protocol, deliver what it returns."""
+        """The hot path: frames are handled inside the socket read that completes them (``_on_frame``,
+        installed as the connection's ``deliver``); this task only does what cannot happen there: send
+        the protocol's commands, apply the sink's backpressure, notice the end of the connection."""
         ws = conn.ws
-        recv = ws.recv
+        proto = self._protocol
+        sink = self._sink
+        wake = conn.wake
+        ws.on_lost = wake.set
+        deliver = self._frame_handler(conn)
+        early, ws.early = ws.early, []
+        ws.deliver = deliver
+        for data in early:
+            deliver(data)
+        transport = ws.transport
+        while True:
+            if conn.failure is not None:
+                raise conn.failure
+            if proto.has_output:
+                await self._drain(conn)
+            if proto.reconnect_requested:
+                ws.deliver = _discard
+                return f"reconnect requested: {proto.reconnect_requested}"
+            if ws.protocol.state is State.CLOSED:
+                ws.deliver = _discard
+                return _describe_close(ws.protocol.close_exc)
+            if sink.paused:
+                # Stop reading the socket: the TCP window closes and the server slows down.
+                transport.pause_reading()
+                try:
+                    await sink.wait_resumed()
+                finally:
+                    if not transport.is_closing():
+                        transport.resume_reading()
+                conn.resumed_at = time.monotonic()
+                continue
+            wake.clear()
+            if conn.failure is None and not proto.has_output and ws.protocol.state is not State.CLOSED:
+                await wake.wait()
+
+    def _frame_handler(self, conn: _Connection) -> Callable[[bytes], None]:
+        """The per-frame callback of ``conn``: decode, protocol, sink; wakes the reader when needed."""
         proto = self._protocol
         receive = proto.receive
         sink = self._sink
         on_message = sink.on_message
         generation = conn.generation
         time_ns = time.time_ns
-        try:
-            while True:
-                if sink.paused:
-                    await sink.wait_resumed()
-                    conn.resumed_at = time.monotonic()
-                frame = await recv(False)
-                received_ns = time_ns()
-                message = receive(frame, received_ns)
+        wake = conn.wake
+        ws = conn.ws
+
+        def on_frame(data: bytes) -> None:
+            received_ns = time_ns()
+            try:
+                message = receive(data, received_ns)
                 if message is not None:
                     on_message(message, generation, received_ns)
-                if proto.has_output:
-                    await self._drain(conn)
-                    if proto.reconnect_requested:
-                        return f"reconnect requested: {proto.reconnect_requested}"
-        except ConnectionClosed as exc:
-            return _describe_close(exc)
+            except BaseException as exc:  # the reader re-raises it: a failing sink/protocol ends the session
+                conn.failure = exc
+                ws.deliver = _discard
+                ws.transport.pause_reading()
+                wake.set()
+                return
+            if proto.has_output or sink.paused:
+                if proto.reconnect_requested:
+                    ws.deliver = _discard  # nothing more of this connection is delivered
+                wake.set()
+            elif proto.reconnect_requested:
+                ws.deliver = _discard
+                wake.set()
+
+        return on_frame
 
     async def _tick(self, conn: _Connection) -> None:
         """Timer: protocol timeouts, watchdog, deadline, kicked commands. Never per frame."""
@@ -522,7 +636,10 @@ class KalshiWebSocketClient:
             if self._sink.paused:
                 conn.resumed_at = now
                 continue
-            silent = now - max(conn.ws.last_heard, conn.resumed_at)
+            heard = conn.ws.heard
+            if heard != conn.heard:
+                conn.heard, conn.heard_at = heard, now
+            silent = now - max(conn.heard_at, conn.resumed_at)
             if silent >= opts.stale_after:
                 self._emit(events.StaleStream(generation=conn.generation, at_ns=time.time_ns(),
                                               silent_for=round(silent, 3)))
