@@ -84,12 +84,16 @@ def db_plan(kind: str, server: EmbeddedPostgres, url: str, outage: float, seed: 
         await asyncio.sleep(rng.uniform(1.0, 3.0))
         if kind == "outage":
             await asyncio.to_thread(server.stop, "fast")
-            await asyncio.sleep(outage)
-            await asyncio.to_thread(server.start)
+            try:
+                await asyncio.sleep(outage)
+            finally:
+                await asyncio.to_thread(server.start)
         elif kind == "freeze":
             await asyncio.to_thread(server.freeze)
-            await asyncio.sleep(rng.uniform(1.0, 4.0))
-            await asyncio.to_thread(server.thaw)
+            try:
+                await asyncio.sleep(rng.uniform(1.0, 4.0))
+            finally:
+                await asyncio.to_thread(server.thaw)
         elif kind == "lock":
             release = threading.Event()
 
@@ -100,9 +104,11 @@ def db_plan(kind: str, server: EmbeddedPostgres, url: str, outage: float, seed: 
                     conn.rollback()
 
             holder = asyncio.ensure_future(asyncio.to_thread(hold))
-            await asyncio.sleep(rng.uniform(2.0, 12.0))
-            release.set()
-            await holder
+            try:
+                await asyncio.sleep(rng.uniform(2.0, 12.0))
+            finally:  # also when the plan is cancelled at the quiet tail: never leave the lock behind
+                release.set()
+                await holder
 
     return plan
 
