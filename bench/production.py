@@ -261,7 +261,8 @@ def breakdown_stages(msgs: list[Any], dsn: str, n: int, timer: Callable[..., flo
                     table, fn = dispatch[type(msg)]
                     part.setdefault(table, []).append(fn(msg, 1, ns))
                 c0, w0 = time.process_time(), time.perf_counter()
-                await writer.write(Batch(batch_id=i, tables=part))
+                await writer.write(Batch(batch_id=i, session_id=builders.session_id,
+                                         session_date=builders.session_date, tables=part))
                 cpu += time.process_time() - c0
                 wall += time.perf_counter() - w0
                 batches += 1

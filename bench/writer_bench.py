@@ -93,7 +93,8 @@ def build_batches(session: SessionManifest, make: Callable[[int], m.DataMessage]
             message = make(i)
             table, build = builders.dispatch[type(message)]
             tables.setdefault(table, []).append(build(message, 1, time.time_ns()))
-        batches.append(Batch(batch_id=first, session=session, tables=tables))
+        batches.append(Batch(batch_id=first, session=session, session_id=builders.session_id,
+                             session_date=builders.session_date, tables=tables))
     return batches
 
 

@@ -10,7 +10,7 @@ the session's ``written`` counters only grow by rows that were actually new.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 import msgspec
@@ -87,6 +87,10 @@ class Batch(msgspec.Struct, kw_only=True):
 
     batch_id: int
     session: SessionManifest | None = None
+    #: The session every row belongs to and its day: tables with ``TableSpec.constants`` (the order book
+    #: tables) take them from here rather than from each row. Required when such rows are present.
+    session_id: str | None = None
+    session_date: date | None = None
     tables: dict[str, list[Row]] = {}
     ledger: list[LedgerOp] = []
     progress: SessionProgress | None = None

@@ -70,7 +70,7 @@ PARTITION_CHECK_INTERVAL: Final = 3600.0
 # Where the exchange time (ms) and the receive time (ns) sit in a row, for the message-age statistic.
 #: ``_track_age`` looks at every this-many-th row of a batch.
 _AGE_STRIDE: Final = 16
-_AGE_COLUMNS: Final = {"trades": (9, 12), "orderbook_deltas": (12, 13), "tickers": (12, 15)}
+_AGE_COLUMNS: Final = {"trades": (9, 12), "orderbook_deltas": (10, 11), "tickers": (12, 15)}
 
 
 @dataclass
@@ -564,8 +564,11 @@ class Recorder:
                 paused_count=self._paused_count, paused_seconds=self._paused_seconds, status=status,
                 status_message=message, ended_at=datetime.now(UTC) if final is not None else None,
             )
-        batch = Batch(batch_id=self._batch_counter, session=session, tables=tables, ledger=ledger,
-                      progress=progress)
+        builders = self._builders
+        batch = Batch(batch_id=self._batch_counter, session=session,
+                      session_id=builders.session_id if builders is not None else None,
+                      session_date=builders.session_date if builders is not None else None,
+                      tables=tables, ledger=ledger, progress=progress)
         self._outbox.append(batch)
         self._outbox_rows += batch.row_count
 

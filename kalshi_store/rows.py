@@ -50,7 +50,12 @@ class TableSpec:
 
     name: str
     columns: tuple[tuple[str, str, Any], ...]
-    insert: sql.SQL
+    insert: sql.Composed
+    #: Per-batch values the ``insert`` takes as parameters (``%(name)s``) instead of a column in every row:
+    #: the batch's ``session_id`` and ``session_date`` (see :class:`~kalshi_store.batch.Batch`).
+    constants: tuple[str, ...] = ()
+    #: Leading columns the rows of this table had before ``constants`` left them (spill files of older versions).
+    legacy_columns: tuple[tuple[str, str, Any], ...] = ()
 
     @property
     def staging(self) -> sql.Identifier:
@@ -73,17 +78,25 @@ class TableSpec:
         """``tuple[...]`` of the Python types, for decoding spilled rows."""
         return tuple.__class_getitem__(tuple(pytype for _, _, pytype in self.columns))
 
+    @property
+    def legacy_row_type(self) -> Any:
+        """``tuple[...]`` of the rows as older versions spilled them (``legacy_columns`` first), or ``None``."""
+        if not self.legacy_columns:
+            return None
+        return tuple.__class_getitem__(tuple(pytype for _, _, pytype in (*self.legacy_columns, *self.columns)))
 
-# Epoch integers -> timestamptz, exactly (float8 holds these integers exactly).
-_RECEIVED = "to_timestamp(0) + received_ns / 1000 * interval '1 microsecond'"
+
+# Epoch integers -> timestamptz, exactly (float8 holds these integers exactly). Composed with psycopg.sql
+# (constant text and identifiers), never by string formatting.
+_RECEIVED: Final = sql.SQL("to_timestamp(0) + received_ns / 1000 * interval '1 microsecond'")
 
 
-def _ms(column: str) -> str:
-    return f"to_timestamp(0) + {column} * interval '1 millisecond'"
+def _ms(column: str) -> sql.Composable:
+    return sql.SQL("to_timestamp(0) + {} * interval '1 millisecond'").format(sql.Identifier(column))
 
 
-def _s(column: str) -> str:
-    return f"to_timestamp(0) + {column} * interval '1 second'"
+def _s(column: str) -> sql.Composable:
+    return sql.SQL("to_timestamp(0) + {} * interval '1 second'").format(sql.Identifier(column))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -99,53 +112,64 @@ TRADES = TableSpec(
         ("received_ns", "bigint", int), ("source", "text", str), ("session_id", "uuid", _S),
         ("generation", "integer", _I), ("sid", "integer", _I), ("seq", "bigint", _I),
     ),
-    sql.SQL(f"""
+    sql.SQL("""
         insert into kalshi.trades (trade_id, trade_date, market_ticker, yes_price, no_price, count,
             taker_outcome_side, taker_book_side, taker_side, is_block_trade, exchange_ts, received_at, source,
             session_id, generation, sid, seq)
         select trade_id, (coalesce(exchange_ts, received_at) at time zone 'UTC')::date, market_ticker, yes_price,
             no_price, count, taker_outcome_side, taker_book_side, taker_side, is_block_trade, exchange_ts,
             received_at, source, session_id, generation, sid, seq
-        from (select s.*, coalesce({_ms("ts_ms")}, {_s("ts_s")}, exchange_text::timestamptz) as exchange_ts,
-                     {_RECEIVED} as received_at
+        from (select s.*, coalesce({ms_ts_ms}, {s_ts_s}, exchange_text::timestamptz) as exchange_ts,
+                     {received} as received_at
               from pg_temp.stage_trades s) staged
-        on conflict do nothing"""),  # noqa: S608 - constant SQL
+        on conflict do nothing""").format(ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED),  # noqa: S608 - constant SQL
 )
+
+#: The session's id and day are the same for every row of a batch: the order book tables (the bulk of a
+#: stream) take them as parameters of their INSERT rather than in every COPY row.
+_SESSION_CONSTANTS: Final = ("session_id", "session_date")
+_SESSION_COLUMNS: Final = (("session_id", "uuid", str), ("session_date", "date", date))
 
 ORDERBOOK_SNAPSHOTS = TableSpec(
     "orderbook_snapshots",
     (
-        ("session_id", "uuid", str), ("session_date", "date", date), ("generation", "integer", int),
+        ("generation", "integer", int),
         ("sid", "integer", int), ("seq", "bigint", int), ("market_ticker", "text", str), ("market_id", "text", str),
         ("yes_prices", "numeric[]", list[Decimal]), ("yes_sizes", "numeric[]", list[Decimal]),
         ("no_prices", "numeric[]", list[Decimal]), ("no_sizes", "numeric[]", list[Decimal]),
         ("use_yes_price", "boolean", bool), ("command_id", "bigint", _I), ("received_ns", "bigint", int),
     ),
-    sql.SQL(f"""
+    sql.SQL("""
         insert into kalshi.orderbook_snapshots (session_id, session_date, generation, sid, seq, market_ticker,
             market_id, yes_prices, yes_sizes, no_prices, no_sizes, use_yes_price, command_id, received_at)
-        select session_id, session_date, generation, sid, seq, market_ticker, nullif(market_id, ''), yes_prices,
-            yes_sizes, no_prices, no_sizes, use_yes_price, command_id, {_RECEIVED}
+        select %(session_id)s::uuid, %(session_date)s::date, generation, sid, seq, market_ticker,
+            nullif(market_id, ''), yes_prices,
+            yes_sizes, no_prices, no_sizes, use_yes_price, command_id, {received}
         from pg_temp.stage_orderbook_snapshots
-        on conflict do nothing"""),  # noqa: S608
+        on conflict do nothing""").format(received=_RECEIVED),  # noqa: S608
+    constants=_SESSION_CONSTANTS,
+    legacy_columns=_SESSION_COLUMNS,
 )
 
 ORDERBOOK_DELTAS = TableSpec(
     "orderbook_deltas",
     (
-        ("session_id", "uuid", str), ("session_date", "date", date), ("generation", "integer", int),
+        ("generation", "integer", int),
         ("sid", "integer", int), ("seq", "bigint", int), ("market_ticker", "text", str), ("market_id", "text", str),
         ("side", "text", str), ("price", "numeric", Decimal), ("delta", "numeric", Decimal),
         ("client_order_id", "text", _S), ("subaccount", "integer", _I), ("ts_ms", "bigint", _I),
         ("received_ns", "bigint", int),
     ),
-    sql.SQL(f"""
+    sql.SQL("""
         insert into kalshi.orderbook_deltas (session_id, session_date, generation, sid, seq, market_ticker,
             market_id, side, price, delta, client_order_id, subaccount, exchange_ts, received_at)
-        select session_id, session_date, generation, sid, seq, market_ticker, nullif(market_id, ''), side, price,
-            delta, client_order_id, subaccount, {_ms("ts_ms")}, {_RECEIVED}
+        select %(session_id)s::uuid, %(session_date)s::date, generation, sid, seq, market_ticker,
+            nullif(market_id, ''), side, price,
+            delta, client_order_id, subaccount, {ms_ts_ms}, {received}
         from pg_temp.stage_orderbook_deltas
-        on conflict do nothing"""),  # noqa: S608
+        on conflict do nothing""").format(ms_ts_ms=_ms("ts_ms"), received=_RECEIVED),  # noqa: S608
+    constants=_SESSION_CONSTANTS,
+    legacy_columns=_SESSION_COLUMNS,
 )
 
 TICKERS = TableSpec(
@@ -158,18 +182,18 @@ TICKERS = TableSpec(
         ("ts_ms", "bigint", _I), ("ts_s", "bigint", _I), ("time_text", "text", _S), ("received_ns", "bigint", int),
         ("session_id", "uuid", str), ("generation", "integer", int), ("sid", "integer", int),
     ),
-    sql.SQL(f"""
+    sql.SQL("""
         insert into kalshi.tickers (market_ticker, exchange_ts, content_hash, market_id, price, yes_bid, yes_ask,
             volume, open_interest, dollar_volume, dollar_open_interest, yes_bid_size, yes_ask_size,
             last_trade_size, received_at, session_id, generation, sid)
-        select market_ticker, coalesce({_ms("ts_ms")}, {_s("ts_s")}, time_text::timestamptz, {_RECEIVED}),
+        select market_ticker, coalesce({ms_ts_ms}, {s_ts_s}, time_text::timestamptz, {received}),
             md5(row(price, yes_bid, yes_ask, volume, open_interest, dollar_volume, dollar_open_interest,
                     yes_bid_size, yes_ask_size, last_trade_size)::text)::uuid,
             nullif(market_id, ''), price, yes_bid, yes_ask, volume, open_interest, dollar_volume,
-            dollar_open_interest, yes_bid_size, yes_ask_size, last_trade_size, {_RECEIVED}, session_id,
+            dollar_open_interest, yes_bid_size, yes_ask_size, last_trade_size, {received}, session_id,
             generation, sid
         from pg_temp.stage_tickers
-        on conflict do nothing"""),  # noqa: S608
+        on conflict do nothing""").format(ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED),  # noqa: S608
 )
 
 FILLS = TableSpec(
@@ -183,15 +207,15 @@ FILLS = TableSpec(
         ("ts_ms", "bigint", _I), ("ts_s", "bigint", _I), ("received_ns", "bigint", int),
         ("session_id", "uuid", str), ("generation", "integer", int), ("sid", "integer", int),
     ),
-    sql.SQL(f"""
+    sql.SQL("""
         insert into kalshi.fills (trade_id, order_id, market_ticker, client_order_id, exchange_index, is_taker,
             outcome_side, book_side, yes_price, count, fee_cost, post_position, side, action, purchased_side,
             subaccount, exchange_ts, received_at, session_id, generation, sid)
         select trade_id, order_id, market_ticker, client_order_id, exchange_index, is_taker, outcome_side,
             book_side, yes_price, count, fee_cost, post_position, side, action, purchased_side, subaccount,
-            coalesce({_ms("ts_ms")}, {_s("ts_s")}), {_RECEIVED}, session_id, generation, sid
+            coalesce({ms_ts_ms}, {s_ts_s}), {received}, session_id, generation, sid
         from pg_temp.stage_fills
-        on conflict do nothing"""),  # noqa: S608
+        on conflict do nothing""").format(ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED),  # noqa: S608
 )
 
 USER_ORDERS = TableSpec(
@@ -210,7 +234,7 @@ USER_ORDERS = TableSpec(
         ("subaccount_number", "integer", _I), ("received_ns", "bigint", int), ("session_id", "uuid", str),
         ("generation", "integer", int), ("sid", "integer", int),
     ),
-    sql.SQL(f"""
+    sql.SQL("""
         insert into kalshi.user_orders (order_id, content_hash, user_id, market_ticker, exchange_index, status,
             outcome_side, book_side, side, is_yes, yes_price, fill_count, remaining_count, initial_count,
             taker_fill_cost, maker_fill_cost, taker_fees, maker_fees, client_order_id, order_group_id,
@@ -225,12 +249,12 @@ USER_ORDERS = TableSpec(
             nullif(user_id, ''), market_ticker, exchange_index, status, outcome_side, book_side, side, is_yes,
             yes_price, fill_count, remaining_count, initial_count, taker_fill_cost, maker_fill_cost, taker_fees,
             maker_fees, client_order_id, order_group_id, self_trade_prevention_type,
-            coalesce({_ms("created_ts_ms")}, created_time::timestamptz),
-            coalesce({_ms("last_updated_ts_ms")}, last_update_time::timestamptz),
-            coalesce({_ms("expiration_ts_ms")}, expiration_time::timestamptz),
-            last_update_reason, subaccount_number, {_RECEIVED}, session_id, generation, sid
+            coalesce({ms_created_ts_ms}, created_time::timestamptz),
+            coalesce({ms_last_updated_ts_ms}, last_update_time::timestamptz),
+            coalesce({ms_expiration_ts_ms}, expiration_time::timestamptz),
+            last_update_reason, subaccount_number, {received}, session_id, generation, sid
         from pg_temp.stage_user_orders
-        on conflict do nothing"""),  # noqa: S608
+        on conflict do nothing""").format(ms_created_ts_ms=_ms("created_ts_ms"), ms_last_updated_ts_ms=_ms("last_updated_ts_ms"), ms_expiration_ts_ms=_ms("expiration_ts_ms"), received=_RECEIVED),  # noqa: S608
 )
 
 MARKET_POSITIONS = TableSpec(
@@ -242,7 +266,7 @@ MARKET_POSITIONS = TableSpec(
         ("received_ns", "bigint", int), ("session_id", "uuid", str), ("generation", "integer", int),
         ("sid", "integer", int),
     ),
-    sql.SQL(f"""
+    sql.SQL("""
         insert into kalshi.market_positions (market_ticker, content_hash, user_id, position, position_cost,
             realized_pnl, fees_paid, position_fee_cost, volume, subaccount, received_at, session_id, generation,
             sid)
@@ -250,9 +274,9 @@ MARKET_POSITIONS = TableSpec(
             md5(row(user_id, position, position_cost, realized_pnl, fees_paid, position_fee_cost, volume,
                     subaccount)::text)::uuid,
             nullif(user_id, ''), position, position_cost, realized_pnl, fees_paid, position_fee_cost, volume,
-            subaccount, {_RECEIVED}, session_id, generation, sid
+            subaccount, {received}, session_id, generation, sid
         from pg_temp.stage_market_positions
-        on conflict do nothing"""),  # noqa: S608
+        on conflict do nothing""").format(received=_RECEIVED),  # noqa: S608
 )
 
 _SEQ_COLUMNS: Final = (
@@ -270,7 +294,7 @@ MARKET_LIFECYCLE = TableSpec(
         ("floor_strike", "numeric", _D), ("cap_strike", "numeric", _D), ("custom_strike", "jsonb", _S),
         ("yes_sub_title", "text", _S), ("received_ns", "bigint", int),
     ),
-    sql.SQL(f"""
+    sql.SQL("""
         insert into kalshi.market_lifecycle (session_id, generation, sid, seq, content_hash, message_type,
             market_ticker, event_type, exchange_index, open_ts, close_ts, determination_ts, result,
             settlement_value, settled_ts, is_deactivated, additional_metadata, price_level_structure, price_ranges,
@@ -280,12 +304,12 @@ MARKET_LIFECYCLE = TableSpec(
                     result, settlement_value, settled_ts, is_deactivated, additional_metadata,
                     price_level_structure, price_ranges, strike_type, floor_strike, cap_strike, custom_strike,
                     yes_sub_title)::text)::uuid,
-            message_type, market_ticker, event_type, exchange_index, {_s("open_ts")}, {_s("close_ts")},
-            {_s("determination_ts")}, result, settlement_value, {_s("settled_ts")}, is_deactivated,
+            message_type, market_ticker, event_type, exchange_index, {s_open_ts}, {s_close_ts},
+            {s_determination_ts}, result, settlement_value, {s_settled_ts}, is_deactivated,
             additional_metadata, price_level_structure, price_ranges, strike_type, floor_strike, cap_strike,
-            custom_strike, yes_sub_title, {_RECEIVED}
+            custom_strike, yes_sub_title, {received}
         from pg_temp.stage_market_lifecycle
-        on conflict do nothing"""),  # noqa: S608
+        on conflict do nothing""").format(s_open_ts=_s("open_ts"), s_close_ts=_s("close_ts"), s_determination_ts=_s("determination_ts"), s_settled_ts=_s("settled_ts"), received=_RECEIVED),  # noqa: S608
 )
 
 EVENT_LIFECYCLE = TableSpec(
@@ -295,7 +319,7 @@ EVENT_LIFECYCLE = TableSpec(
         ("subtitle", "text", _S), ("collateral_return_type", "text", _S), ("series_ticker", "text", _S),
         ("strike_date", "bigint", _I), ("strike_period", "text", _S), ("received_ns", "bigint", int),
     ),
-    sql.SQL(f"""
+    sql.SQL("""
         insert into kalshi.event_lifecycle (session_id, generation, sid, seq, content_hash, event_ticker,
             exchange_index, title, subtitle, collateral_return_type, series_ticker, strike_date, strike_period,
             received_at)
@@ -303,9 +327,9 @@ EVENT_LIFECYCLE = TableSpec(
             md5(row(event_ticker, exchange_index, title, subtitle, collateral_return_type, series_ticker,
                     strike_date, strike_period)::text)::uuid,
             event_ticker, exchange_index, title, subtitle, collateral_return_type, series_ticker,
-            {_s("strike_date")}, strike_period, {_RECEIVED}
+            {s_strike_date}, strike_period, {received}
         from pg_temp.stage_event_lifecycle
-        on conflict do nothing"""),  # noqa: S608
+        on conflict do nothing""").format(s_strike_date=_s("strike_date"), received=_RECEIVED),  # noqa: S608
 )
 
 EVENT_FEE_UPDATES = TableSpec(
@@ -314,14 +338,14 @@ EVENT_FEE_UPDATES = TableSpec(
         *_SEQ_COLUMNS, ("event_ticker", "text", str), ("fee_type_override", "text", _S),
         ("fee_multiplier_override", "numeric", _D), ("received_ns", "bigint", int),
     ),
-    sql.SQL(f"""
+    sql.SQL("""
         insert into kalshi.event_fee_updates (session_id, generation, sid, seq, content_hash, event_ticker,
             fee_type_override, fee_multiplier_override, received_at)
         select session_id, generation, sid, seq,
             md5(row(event_ticker, fee_type_override, fee_multiplier_override)::text)::uuid,
-            event_ticker, fee_type_override, fee_multiplier_override, {_RECEIVED}
+            event_ticker, fee_type_override, fee_multiplier_override, {received}
         from pg_temp.stage_event_fee_updates
-        on conflict do nothing"""),  # noqa: S608
+        on conflict do nothing""").format(received=_RECEIVED),  # noqa: S608
 )
 
 ORDER_GROUP_UPDATES = TableSpec(
@@ -330,14 +354,14 @@ ORDER_GROUP_UPDATES = TableSpec(
         *_SEQ_COLUMNS, ("event_type", "text", str), ("order_group_id", "text", str),
         ("contracts_limit", "numeric", _D), ("ts_ms", "bigint", _I), ("received_ns", "bigint", int),
     ),
-    sql.SQL(f"""
+    sql.SQL("""
         insert into kalshi.order_group_updates (session_id, generation, sid, seq, content_hash, event_type,
             order_group_id, contracts_limit, exchange_ts, received_at)
         select session_id, generation, sid, seq,
             md5(row(event_type, order_group_id, contracts_limit, ts_ms)::text)::uuid,
-            event_type, order_group_id, contracts_limit, {_ms("ts_ms")}, {_RECEIVED}
+            event_type, order_group_id, contracts_limit, {ms_ts_ms}, {received}
         from pg_temp.stage_order_group_updates
-        on conflict do nothing"""),  # noqa: S608
+        on conflict do nothing""").format(ms_ts_ms=_ms("ts_ms"), received=_RECEIVED),  # noqa: S608
 )
 
 COMMUNICATIONS = TableSpec(
@@ -353,7 +377,7 @@ COMMUNICATIONS = TableSpec(
         ("mve_collection_ticker", "text", _S), ("mve_selected_legs", "jsonb", _S), ("subaccount", "integer", _I),
         ("received_ns", "bigint", int),
     ),
-    sql.SQL(f"""
+    sql.SQL("""
         insert into kalshi.communications (session_id, generation, sid, seq, content_hash, message_type, rfq_id,
             rfq_creator_id, quote_id, quote_creator_id, market_ticker, event_ticker, contracts, target_cost,
             yes_bid, no_bid, yes_contracts_offered, no_contracts_offered, rfq_target_cost, accepted_side,
@@ -368,9 +392,9 @@ COMMUNICATIONS = TableSpec(
             market_ticker, event_ticker, contracts, target_cost, yes_bid, no_bid, yes_contracts_offered,
             no_contracts_offered, rfq_target_cost, accepted_side, contracts_accepted, order_id, client_order_id,
             created_ts::timestamptz, deleted_ts::timestamptz, executed_ts::timestamptz, mve_collection_ticker,
-            mve_selected_legs, subaccount, {_RECEIVED}
+            mve_selected_legs, subaccount, {received}
         from pg_temp.stage_communications
-        on conflict do nothing"""),  # noqa: S608
+        on conflict do nothing""").format(received=_RECEIVED),  # noqa: S608
 )
 
 REFERENCE_VALUES = TableSpec(
@@ -380,13 +404,13 @@ REFERENCE_VALUES = TableSpec(
         ("value_usd", "numeric", _D), ("source_ts_ms", "bigint", _I), ("payload", "jsonb", str),
         ("received_ns", "bigint", int),
     ),
-    sql.SQL(f"""
+    sql.SQL("""
         insert into kalshi.reference_values (session_id, generation, sid, seq, content_hash, message_type,
             index_id, underlying_ticker, value_usd, source_ts, payload, received_at)
         select session_id, generation, sid, seq, md5(row(message_type, payload)::text)::uuid, message_type,
-            index_id, underlying_ticker, value_usd, {_ms("source_ts_ms")}, payload, {_RECEIVED}
+            index_id, underlying_ticker, value_usd, {ms_source_ts_ms}, payload, {received}
         from pg_temp.stage_reference_values
-        on conflict do nothing"""),  # noqa: S608
+        on conflict do nothing""").format(ms_source_ts_ms=_ms("source_ts_ms"), received=_RECEIVED),  # noqa: S608
 )
 
 DEAD_LETTER = TableSpec(
@@ -396,11 +420,11 @@ DEAD_LETTER = TableSpec(
         ("received_ns", "bigint", int), ("reason", "text", str), ("type", "text", _S), ("sid", "integer", _I),
         ("seq", "bigint", _I), ("error", "text", _S), ("raw", "bytea", bytes),
     ),
-    sql.SQL(f"""
+    sql.SQL("""
         insert into kalshi.dead_letter (id, session_id, generation, received_at, reason, type, sid, seq, error, raw)
-        select id, session_id, generation, {_RECEIVED}, reason, type, sid, seq, error, raw
+        select id, session_id, generation, {received}, reason, type, sid, seq, error, raw
         from pg_temp.stage_dead_letter
-        on conflict do nothing"""),  # noqa: S608
+        on conflict do nothing""").format(received=_RECEIVED),  # noqa: S608
 )
 
 #: Every COPY target, in the order a batch writes them.
@@ -502,7 +526,6 @@ class RowBuilders:
 
     def _dispatch(self) -> dict[type, tuple[str, Builder]]:
         sess = self.session_id
-        day = self.session_date
         yes_price = self.use_yes_price
 
         def trade(x: m.Trade, gen: int, ns: int) -> Row:
@@ -515,7 +538,7 @@ class RowBuilders:
             p = x.msg
             if x.seq is None:
                 raise MissingSeqError("orderbook_delta without seq")
-            return (sess, day, gen, x.sid, x.seq, p.market_ticker, p.market_id, p.side, p.price_dollars, p.delta_fp,
+            return (gen, x.sid, x.seq, p.market_ticker, p.market_id, p.side, p.price_dollars, p.delta_fp,
                     p.client_order_id, p.subaccount, p.ts_ms, ns)
 
         def snapshot(x: m.OrderbookSnapshot, gen: int, ns: int) -> Row:
@@ -524,7 +547,7 @@ class RowBuilders:
                 raise MissingSeqError("orderbook_snapshot without seq")
             yes = p.yes_dollars_fp
             no = p.no_dollars_fp
-            return (sess, day, gen, x.sid, x.seq, p.market_ticker, p.market_id, [lv[0] for lv in yes],
+            return (gen, x.sid, x.seq, p.market_ticker, p.market_id, [lv[0] for lv in yes],
                     [lv[1] for lv in yes], [lv[0] for lv in no], [lv[1] for lv in no], yes_price, x.id, ns)
 
         def ticker(x: m.Ticker, gen: int, ns: int) -> Row:

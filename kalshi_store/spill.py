@@ -29,6 +29,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Final
 
@@ -57,6 +58,8 @@ class SpillLocked(RuntimeError):
 class _SpilledBatch(msgspec.Struct, kw_only=True):
     batch_id: int
     session: SessionManifest | None = None
+    session_id: str | None = None
+    session_date: date | None = None
     tables: dict[str, msgspec.Raw] = {}
     ledger: list[LedgerOp] = []
     progress: SessionProgress | None = None
@@ -66,6 +69,12 @@ _encoder: Final = msgspec.msgpack.Encoder(decimal_format="string")
 _outer_decoder: Final = msgspec.msgpack.Decoder(_SpilledBatch)
 _row_decoders: Final[dict[str, msgspec.msgpack.Decoder[Any]]] = {
     name: msgspec.msgpack.Decoder(list[spec.row_type]) for name, spec in TABLES.items()  # type: ignore[name-defined]
+}
+#: Rows of tables whose per-session columns moved into the batch (``TableSpec.constants``), as older versions
+#: spilled them: ``(session_id, session_date, *row)``.
+_legacy_row_decoders: Final[dict[str, msgspec.msgpack.Decoder[Any]]] = {
+    name: msgspec.msgpack.Decoder(list[spec.legacy_row_type])  # type: ignore[name-defined]
+    for name, spec in TABLES.items() if spec.legacy_columns
 }
 
 
@@ -77,13 +86,23 @@ def decode_batch(payload: bytes) -> Batch:
     """Decode a spilled batch back to exactly the tuples that were spilled (Decimal, bytes, dates typed)."""
     outer = _outer_decoder.decode(payload)
     tables: dict[str, list[tuple[Any, ...]]] = {}
+    session_id, session_date = outer.session_id, outer.session_date
+    older_layout = session_id is None  # spilled before the session's id and day moved out of the rows
     for name, raw in outer.tables.items():
         decoder = _row_decoders.get(name)
         if decoder is None:
             raise ValueError(f"spilled batch {outer.batch_id} has rows for unknown table {name!r}")
-        tables[name] = decoder.decode(raw)
-    return Batch(batch_id=outer.batch_id, session=outer.session, tables=tables, ledger=outer.ledger,
-                 progress=outer.progress)
+        legacy = _legacy_row_decoders.get(name)
+        if legacy is not None and older_layout:
+            # Spilled by an older version: the session's id and day are in every row (one session per batch).
+            rows = legacy.decode(raw)
+            if rows:
+                session_id, session_date = rows[0][0], rows[0][1]
+            tables[name] = [row[2:] for row in rows]
+        else:
+            tables[name] = decoder.decode(raw)
+    return Batch(batch_id=outer.batch_id, session=outer.session, session_id=session_id,
+                 session_date=session_date, tables=tables, ledger=outer.ledger, progress=outer.progress)
 
 
 @dataclass

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 import psycopg
@@ -173,7 +173,7 @@ class CopyWriter:
         for spec in TABLE_ORDER:
             rows = batch.tables.get(spec.name)
             if rows:
-                inserted = await self._copy_insert(spec, rows)
+                inserted = await self._copy_insert(spec, rows, _constants(batch, spec))
                 result.inserted[spec.name] = inserted
                 result.duplicates[spec.name] = len(rows) - inserted
         await self._apply_ledger(batch.ledger)
@@ -192,7 +192,7 @@ class CopyWriter:
             rows = batch.tables.get(spec.name)
             if not rows:
                 continue
-            inserted, bad = await self._bisect(spec, rows)
+            inserted, bad = await self._bisect(spec, rows, _constants(batch, spec))
             result.inserted[spec.name] = inserted
             result.duplicates[spec.name] = len(rows) - inserted - len(bad)
             for row, error in bad:
@@ -207,20 +207,22 @@ class CopyWriter:
             await self._bookkeeping(batch, result)
         return result
 
-    async def _bisect(self, spec: TableSpec, rows: Sequence[Row]) -> tuple[int, list[tuple[Row, str]]]:
+    async def _bisect(self, spec: TableSpec, rows: Sequence[Row], constants: dict[str, Any] | None
+                      ) -> tuple[int, list[tuple[Row, str]]]:
         try:
             async with self.conn.transaction():
-                return await self._copy_insert(spec, rows), []
+                return await self._copy_insert(spec, rows, constants), []
         except RowRejected as exc:
             self._staged.clear()
             if len(rows) == 1:
                 return 0, [(rows[0], str(exc).strip())]
         half = len(rows) // 2
-        left, bad_left = await self._bisect(spec, rows[:half])
-        right, bad_right = await self._bisect(spec, rows[half:])
+        left, bad_left = await self._bisect(spec, rows[:half], constants)
+        right, bad_right = await self._bisect(spec, rows[half:], constants)
         return left + right, bad_left + bad_right
 
-    async def _copy_insert(self, spec: TableSpec, rows: Sequence[Row]) -> int:
+    async def _copy_insert(self, spec: TableSpec, rows: Sequence[Row], constants: dict[str, Any] | None = None
+                           ) -> int:
         async with self.conn.cursor() as cur:
             if spec.name not in self._staged:
                 await cur.execute(spec.create_staging)
@@ -228,7 +230,7 @@ class CopyWriter:
             async with cur.copy(spec.copy) as copy:
                 for row in rows:
                     await copy.write_row(row)
-            await cur.execute(spec.insert)
+            await cur.execute(spec.insert, constants)
             return max(cur.rowcount, 0)
 
     async def _upsert_session(self, manifest: SessionManifest) -> None:
@@ -269,6 +271,15 @@ class CopyWriter:
                 await self.conn.execute(_LEDGER_CLOSE_EVENT, params)
             else:
                 await self.conn.execute(_LEDGER_ANNOTATE, params)
+
+
+def _constants(batch: Batch, spec: TableSpec) -> dict[str, Any] | None:
+    """The batch-level parameters of ``spec.insert`` (``None`` for tables that take none)."""
+    if not spec.constants:
+        return None
+    if batch.session_id is None or batch.session_date is None:
+        raise ValueError(f"batch {batch.batch_id} has {spec.name} rows but no session_id/session_date")
+    return {"session_id": batch.session_id, "session_date": batch.session_date}
 
 
 def _unstorable_row(spec: TableSpec, row: Row, error: str, session_id: str | None) -> Row:

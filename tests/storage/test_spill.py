@@ -15,7 +15,7 @@ import pytest
 import storage_frames as f
 
 from kalshi_store.batch import Batch, LedgerOp, SessionManifest, SessionProgress
-from kalshi_store.rows import RowBuilders, dead_letter_row
+from kalshi_store.rows import TABLES, RowBuilders, dead_letter_row
 from kalshi_store.spill import SpillBuffer, SpillFull, SpillLocked, read_segment, replay_spill
 from kalshi_ws import messages as m
 
@@ -37,7 +37,8 @@ def make_batch(batch_id: int, first_seq: int = 1, n: int = 3) -> Batch:
     ledger = [LedgerOp(op="open", event_id="0e4c1b7a-7c7e-4a55-9a6e-9d2f8a1b2c3d", session_id=SESSION,
                        at_ns=1_795_600_000_000_000_000, incident_id=1, kind="gap", sid=2, markets=["M"],
                        expected_seq=3, received_seq=7)]
-    return Batch(batch_id=batch_id, session=manifest, tables=tables, ledger=ledger, progress=progress)
+    return Batch(batch_id=batch_id, session=manifest, session_id=SESSION, session_date=date(2026, 11, 25),
+                 tables=tables, ledger=ledger, progress=progress)
 
 
 def test_spilled_batches_read_back_identical(tmp_path: Path) -> None:
@@ -192,3 +193,17 @@ async def test_a_running_recorder_picks_up_what_a_recorder_ending_meanwhile_left
         ids = {r[0] for r in conn.execute("select trade_id from kalshi.trades").fetchall()}
     assert {"t-700", "t-701", "t-702"} <= ids
     assert not ended.exists()
+
+
+def test_batches_spilled_by_the_older_row_layout_read_back(tmp_path: Path) -> None:
+    """Older versions put the session's id and day in every order book row; such spill files still replay."""
+    from kalshi_store.spill import _encoder, decode_batch
+
+    batch = make_batch(1)
+    day = date(2026, 11, 25)
+    legacy_tables = {name: ([(SESSION, day, *row) for row in rows] if TABLES[name].legacy_columns else rows)
+                     for name, rows in batch.tables.items()}
+    assert any(TABLES[name].legacy_columns for name in legacy_tables)
+    legacy = _encoder.encode({"batch_id": 1, "session": batch.session, "tables": legacy_tables,
+                              "ledger": batch.ledger, "progress": batch.progress})
+    assert decode_batch(legacy) == batch
