@@ -110,6 +110,10 @@ async def test_healthy_session_never_logs_or_stores_secrets(sim: Simulator, db_u
     pem = _pem_lines(sim.private_key_path)
     logs = _client_side(caplog)
     _assert_no_secret((logs + repr(summary.as_dict())).encode(), pem, "logs/summary")
+    from kalshi_ingest.artifacts import session_markdown
+
+    markdown = session_markdown(summary, None, [], [])
+    _assert_no_secret(markdown.encode(), pem, "the session artifact (markdown)")
     _assert_no_secret(await asyncio.to_thread(_pg_dump, db_url), pem, "pg_dump of the database")
 
 
