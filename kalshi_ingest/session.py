@@ -182,10 +182,23 @@ class _SessionSink:
                 self.fire_backfill()
 
     def fire_backfill(self) -> None:
-        """Start the due backfill now (called on the first live trade, and once more at the end)."""
+        """Start the due backfill now (called on the first live trade after it became due)."""
         if self._due is not None and self._backfill is not None:
             since, self._due = self._due, None
             self._backfill(since)
+
+    def final_backfill(self, session_start: datetime) -> None:
+        """At the end: backfill since the last trade received (or the session start if none came).
+
+        A trade frame lost after the last one received cannot show up as a sequence gap (no later frame
+        arrives to reveal it), so the tail of every session is checked against REST.
+        """
+        if self._backfill is None:
+            return
+        tail = (datetime.fromtimestamp(self._last_trade_ms / 1000, tz=UTC) if self._last_trade_ms is not None
+                else session_start)
+        self._due = tail if self._due is None else min(self._due, tail)
+        self.fire_backfill()
 
     def _trades_missed_since(self, at_ns: int) -> None:
         """Trades may be missing from the last one received (or ``at_ns``) on: a backfill becomes due."""
@@ -301,7 +314,7 @@ async def run_recording_session(
         try:
             with _cancel_on_sigterm():
                 await client.run(deadline=deadline)
-            sink.fire_backfill()
+            sink.final_backfill(started)
             for done in await asyncio.gather(*backfills, return_exceptions=True):
                 if isinstance(done, BaseException):
                     outcome.status = "degraded"  # trades missed while disconnected may be missing
