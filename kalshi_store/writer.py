@@ -228,8 +228,13 @@ class CopyWriter:
                 await cur.execute(spec.create_staging)
                 self._staged.add(spec.name)
             async with cur.copy(spec.copy) as copy:
+                # Rows are formatted synchronously into the copy buffer; only a full buffer (~32 KiB) is awaited,
+                # instead of one coroutine per row (``await copy.write_row(row)``). A text-format COPY passes
+                # ``write``'s bytes through unchanged, and ``finish`` sends what is left in the buffer.
+                format_row = copy.formatter.write_row
                 for row in rows:
-                    await copy.write_row(row)
+                    if data := format_row(row):
+                        await copy.write(data)
             await cur.execute(spec.insert, constants)
             return max(cur.rowcount, 0)
 
