@@ -94,17 +94,19 @@ class Settings(BaseSettings):
     async def signer(self) -> Signer:
         """The request signer, from the first key source that is set (file, PEM, Prefect Secret block).
 
-        Against the local simulator with no key configured, the key the simulator published in the data
-        dir (``.kalshi-sim/keys``) is used. Raises :class:`CredentialsError` naming the variable to set; the key never appears
-        in a message.
+        Against the local simulator with no key configured, the key ``kalshi-ingest simulate`` generated
+        (``.kalshi-sim/keys``) is used. Raises :class:`CredentialsError` naming the variable to set; the key
+        never appears in a message.
         """
         key_id = self.kalshi_api_key_id
         published = self._simulator_key() if key_id is None else None
         if published is not None:
             return _from_file(published[0], published[1], f"the key of the local simulator in {published[1].parent}")
         if not key_id:
+            hint = (f"start `kalshi-ingest simulate` in this folder first (no simulator key in "
+                    f"{self.simulator_dir / 'keys'}), or " if self.is_simulator else "")
             raise CredentialsError(
-                f"KALSHI_API_KEY_ID is not set: set it to your API key id for {self.kalshi_env!r} "
+                f"KALSHI_API_KEY_ID is not set: {hint}set it to your API key id for {self.kalshi_env!r} "
                 "(and one of KALSHI_PRIVATE_KEY_PATH, KALSHI_PRIVATE_KEY_PEM or KALSHI_PRIVATE_KEY_BLOCK)"
             )
         if self.kalshi_private_key_path is not None:
@@ -116,8 +118,11 @@ class Settings(BaseSettings):
             except PrivateKeyError as exc:
                 raise CredentialsError(f"KALSHI_PRIVATE_KEY_PEM: {exc}") from None
         if self.kalshi_private_key_block:
-            return Signer.from_pem(key_id, await _secret_block(self.kalshi_private_key_block),
-                                   source=f"Prefect Secret block {self.kalshi_private_key_block!r}")
+            try:
+                return Signer.from_pem(key_id, await _secret_block(self.kalshi_private_key_block),
+                                       source=f"Prefect Secret block {self.kalshi_private_key_block!r}")
+            except PrivateKeyError as exc:
+                raise CredentialsError(f"KALSHI_PRIVATE_KEY_BLOCK: {exc}") from None
         raise CredentialsError(
             "no private key configured: set KALSHI_PRIVATE_KEY_PATH (a PEM file), KALSHI_PRIVATE_KEY_PEM "
             "(the PEM text) or KALSHI_PRIVATE_KEY_BLOCK (a Prefect Secret block name)"
