@@ -345,3 +345,65 @@ async def test_a_server_that_hangs_up_at_once_is_retried_not_fatal(exchange: Any
     await task
     assert client.generation == 4 and len(sink.of(events.Disconnected)) == 4
     assert sink.events[-1].reason == "requested"
+
+
+async def test_a_sink_that_fails_inside_the_read_ends_the_session_with_its_error(exchange: Any, sink: Any,
+                                                                                 keys: Any) -> None:
+    """Frames are handled inside the socket read; an error there still reaches run() and is never retried."""
+
+    class Boom(RuntimeError):
+        pass
+
+    async def script(peer: Any) -> None:
+        (sid,) = await peer.answer_subscribes(1)
+        for i in range(5):
+            await peer.send(_trade(sid, i + 1, i))
+        await peer.ws.wait_closed()
+
+    exchange.script = script
+    delivered: list[str] = []
+    original = sink.on_message
+
+    def failing(message: Any, generation: int, received_ns: int) -> None:
+        if isinstance(message, messages.Trade) and message.msg.trade_id == "t-2":
+            raise Boom("sink failed")
+        delivered.append(message.msg.trade_id)
+        original(message, generation, received_ns)
+
+    sink.on_message = failing
+    client = _client(exchange, sink, keys)
+    with pytest.raises(Boom):
+        await asyncio.wait_for(client.run(), 5)
+    assert delivered == ["t-0", "t-1"]  # nothing after the failing frame, even from the same read
+    assert len(exchange.upgrades) == 1
+    assert sink.of(events.Stopped)[-1].reason == "fatal"
+
+
+async def test_backpressure_raised_in_the_middle_of_a_read_loses_and_repeats_nothing(exchange: Any, sink: Any,
+                                                                                    keys: Any) -> None:
+    async def script(peer: Any) -> None:
+        (sid,) = await peer.answer_subscribes(1)
+        for i in range(200):
+            await peer.send(_trade(sid, i + 1, i))
+        await peer.ws.wait_closed()
+
+    exchange.script = script
+    original = sink.on_message
+    pauses = 0
+
+    def pausing(message: Any, generation: int, received_ns: int) -> None:
+        nonlocal pauses
+        original(message, generation, received_ns)
+        if len(_trade_ids(sink)) % 50 == 0:  # every 50 trades the "database" falls behind for a moment
+            pauses += 1
+            sink.pause()
+            asyncio.get_running_loop().call_soon(sink.resume)
+
+    sink.on_message = pausing
+    client = _client(exchange, sink, keys)
+    task = asyncio.create_task(client.run())
+    await sink.wait_for(lambda: len(_trade_ids(sink)) == 200)
+    client.stop()
+    await task
+    assert _trade_ids(sink) == [f"t-{i}" for i in range(200)]
+    assert pauses == 4 and len(exchange.upgrades) == 1
