@@ -548,7 +548,9 @@ class KalshiWebSocketClient:
         deliver = self._frame_handler(conn)
         early, ws.early = ws.early, []
         ws.deliver = deliver
-        for data in early:
+        for data in early:  # frames that arrived before the reader started, in order
+            if ws.deliver is not deliver:  # a failure or a reconnect request: the rest is not delivered
+                break
             deliver(data)
         transport = ws.transport
         while True:
