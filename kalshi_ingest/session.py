@@ -25,7 +25,7 @@ import logging
 import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,6 +42,8 @@ from kalshi_ws.rest import KalshiRestClient, MarketTrade
 
 log = logging.getLogger(__name__)
 
+#: Trade frames remembered per subscription to find where a gap started (about an hour of a busy market).
+RECENT_TRADES = 4096
 #: A REST trade window overlaps the last stored trade by this much (REST filters have 1-second resolution).
 BACKFILL_OVERLAP = timedelta(seconds=2)
 #: Above this many markets, backfill asks for every trade of the exchange and keeps ours (one paginated
@@ -160,6 +162,9 @@ class _SessionSink:
         self._backfill = backfill
         self._due: datetime | None = since if backfill is not None else None
         self._last_trade_ms: int | None = None
+        #: Recent (seq, exchange ms) of trade frames per sid: a gap's backfill starts at the trade just before
+        #: the missing ones, even when the gap event is handled after a burst of later frames.
+        self._recent_trades: dict[int, deque[tuple[int, int]]] = {}
         self.counts: Counter[str] = Counter()
         self.last_lag: float | None = None
         self.reconnects = 0
@@ -176,8 +181,14 @@ class _SessionSink:
             self.last_lag = received_ns / 1e9 - ts_ms / 1000
         self._on_message(message, generation, received_ns)
         if type(message) is messages.Trade:
-            if ts_ms and (self._last_trade_ms is None or ts_ms > self._last_trade_ms):
-                self._last_trade_ms = ts_ms
+            if ts_ms:
+                if self._last_trade_ms is None or ts_ms > self._last_trade_ms:
+                    self._last_trade_ms = ts_ms
+                if message.seq is not None:
+                    recent = self._recent_trades.get(message.sid)
+                    if recent is None:
+                        recent = self._recent_trades[message.sid] = deque(maxlen=RECENT_TRADES)
+                    recent.append((message.seq, ts_ms))
             if self._due is not None:
                 self.fire_backfill()
 
@@ -200,13 +211,22 @@ class _SessionSink:
         self._due = tail if self._due is None else min(self._due, tail)
         self.fire_backfill()
 
-    def _trades_missed_since(self, at_ns: int) -> None:
-        """Trades may be missing from the last one received (or ``at_ns``) on: a backfill becomes due."""
+    def _trades_missed_since(self, at_ns: int, since_ms: int | None = None) -> None:
+        """Trades may be missing from ``since_ms`` (default: the last trade received, else ``at_ns``) on."""
         if self._backfill is None:
             return
-        since = datetime.fromtimestamp(
-            (self._last_trade_ms / 1000) if self._last_trade_ms is not None else at_ns / 1e9, tz=UTC)
+        if since_ms is None:
+            since_ms = self._last_trade_ms if self._last_trade_ms is not None else at_ns // 1_000_000
+        since = datetime.fromtimestamp(since_ms / 1000, tz=UTC)
         self._due = since if self._due is None else min(self._due, since)
+
+    def _before_gap(self, sid: int, expected: int) -> int | None:
+        """Exchange ms of the last trade received on ``sid`` before seq ``expected`` (the first missing)."""
+        recent = self._recent_trades.get(sid)
+        if not recent:
+            return None
+        before = [ts for seq, ts in recent if seq < expected]
+        return max(before) if before else min(ts for _, ts in recent)
 
     def on_event(self, event: events.SessionEvent) -> None:
         if isinstance(event, events.Disconnected):
@@ -218,8 +238,8 @@ class _SessionSink:
             self.open_disconnects.pop(event.incident_id, None)
         elif isinstance(event, events.SequenceGap):
             self.gaps += 1
-            if event.channel == "trade":
-                self._trades_missed_since(event.at_ns)  # trades have no snapshot: REST repairs the stream
+            if event.channel == "trade":  # trades have no snapshot: REST repairs the stream
+                self._trades_missed_since(event.at_ns, self._before_gap(event.sid, event.expected))
             else:
                 self.open_gaps.add(event.incident_id)
         elif isinstance(event, events.Resubscribed) and event.channel == "trade":
