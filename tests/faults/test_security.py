@@ -79,10 +79,7 @@ def test_static_no_sql_built_by_string_formatting() -> None:
 
 def test_static_no_sql_composed_from_f_strings() -> None:
     """``sql.SQL(f"...")`` defeats psycopg.sql's quoting; identifiers belong in sql.Identifier."""
-    sites = _sql_formatting_sites("sql")
-    if sites and all(s.startswith("kalshi_store/rows.py") for s in sites):
-        pytest.xfail(f"known (docs/fault-matrix.md): {len(sites)} sql.SQL(f-string) statements in "
-                     "kalshi_store/rows.py interpolate module constants (no input reaches them)")
+    sites = _sql_formatting_sites("sql")  # kalshi_store/rows.py had 14 until 6befa40 (fault-matrix bug 4)
     assert not sites, "sql.SQL() of formatted strings:\n" + "\n".join(sites)
 
 

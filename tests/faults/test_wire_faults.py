@@ -86,13 +86,6 @@ async def test_last_trade_frame_dropped_before_the_deadline(sim: Simulator, db_u
     assert missed_by_first <= 1, (missed_by_first, dropped)
 
 
-#: Open bug (docs/fault-matrix.md, bug 14): events reach the sink after the frames of the same socket read.
-STALL_GAP_BUG = ("kalshi_ingest/session.py _SessionSink: the backfill start for a trade gap is the last trade "
-                 "received when the SequenceGap *event* is handled, but the client delivers every frame of a "
-                 "socket read before it drains the events; after a stall the burst spans seconds, so the "
-                 "backfill starts after the missing trade")
-
-
 async def test_trade_gap_inside_a_burst_after_a_stall(sim: Simulator, db_url: str, tmp_path: Path) -> None:
     """A reordered trade frame held in the server's queue during a 3 s stall (pings flowing): when the stall ends
     the backlog arrives in one burst; the gap must be backfilled from before the missing trade."""
@@ -105,6 +98,4 @@ async def test_trade_gap_inside_a_burst_after_a_stall(sim: Simulator, db_url: st
 
     summary, window = await framed_session(sim, db_url, tmp_path / "data", duration=8, plan=plan)
     report = check_all(db_url, sim, window)
-    if report.trades_lost:
-        pytest.xfail(STALL_GAP_BUG + f" ({report.trades_lost} lost)")
-    report.assert_clean()
+    report.assert_clean()  # bug 14, fixed in dc02383: backfill from the trade just before the missing seq
