@@ -30,6 +30,7 @@ from kalshi_ingest import alerts as alert_rules
 from kalshi_ingest import summaries
 from kalshi_ingest.artifacts import session_markdown
 from kalshi_ingest.config import DepthBelowRule, MarketSet, load_config
+from kalshi_ingest.report import session_report
 from kalshi_ingest.session import Progress, SessionSummary, run_recording_session
 from kalshi_ingest.settings import Settings
 
@@ -127,6 +128,18 @@ async def raise_alerts(summary: SessionSummary) -> list[alert_rules.Alert]:
     return new
 
 
+@task(name="report", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE, persist_result=False)
+async def publish_report(summary: SessionSummary) -> str:
+    """Render the session's HTML report (charts, trade bars, completeness, alerts) and link it as an artifact."""
+    settings = Settings()
+    url = await database_url(settings)
+    made = await asyncio.to_thread(session_report, url, summary.session_id, settings.data_dir / "reports")
+    await acreate_markdown_artifact(key=f"report-{_slug(summary.market_set)}", markdown=made.markdown,
+                                    description=f"Report of session {summary.session_id}: {made.path}")
+    get_run_logger().info("report written to %s", made.path)
+    return str(made.path)
+
+
 @flow(name="ingest-market-set", flow_run_name="ingest-{market_set}", timeout_seconds=BACKSTOP_SECONDS)
 async def ingest_market_set(market_set: str, duration_seconds: float | None = None) -> State[Any]:
     """Record one session of ``market_set`` (``duration_seconds``, default: the set's ``session_seconds``),
@@ -143,12 +156,14 @@ async def ingest_market_set(market_set: str, duration_seconds: float | None = No
 
 
 async def _follow_ups(summary: SessionSummary) -> tuple[pd.DataFrame | None, list[alert_rules.Alert], list[str]]:
-    """Depth summary and alerts, each with its own retries; their failures are reported, not raised."""
+    """Depth summary, alerts and the report, each with its own retries; their failures are reported, not raised."""
     if summary.rows_spilled and not sum(summary.rows_written.values()):
         return None, [], ["depth summary and alerts skipped: nothing reached the database (replay the spill first)"]
     depth = await summarise_depth(summary, return_state=True)  # type: ignore[misc]  # async task
     alerts = await raise_alerts(summary, return_state=True)  # type: ignore[misc]
-    problems = [f"{name} failed: {state.message}" for name, state in (("depth summary", depth), ("alerts", alerts))
+    report = await publish_report(summary, return_state=True)  # type: ignore[misc]  # reads depth and alerts
+    problems = [f"{name} failed: {state.message}"
+                for name, state in (("depth summary", depth), ("alerts", alerts), ("report", report))
                 if not state.is_completed()]
     return (await depth.aresult() if depth.is_completed() else None,
             await alerts.aresult() if alerts.is_completed() else [], problems)

@@ -82,6 +82,10 @@ async def test_session_stores_every_channel_and_completes_at_its_deadline(
     assert artifacts["depth-sim"].type == "table"
     summary = artifacts["session-sim"]
     assert summary.type == "markdown" and "Session `sim`: **completed**" in str(summary.data)
+    report = artifacts["report-sim"]
+    assert report.type == "markdown" and "Full report" in str(report.data)
+    html = next((Path(ingest_env["KALSHI_INGEST_DATA_DIR"]) / "reports").glob("report-sim-*.html")).read_text()
+    assert "<img" in html and "data:image/png;base64," in html
 
 
 async def test_alert_reaches_a_webhook_once_per_condition(
