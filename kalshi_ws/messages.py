@@ -45,6 +45,13 @@ class _Frame(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_
     """Base of every top-level frame; ``type`` is the tag."""
 
 
+class _DataFrame(_Frame, kw_only=True):
+    """A data message: the subscription it belongs to and, on sequenced channels, its place in the stream."""
+
+    sid: int
+    seq: int | None = None
+
+
 # ---------------------------------------------------------------------------------------------------
 # orderbook_delta channel: orderbook_snapshot, orderbook_delta (section 4.1)
 
@@ -61,9 +68,7 @@ class OrderbookSnapshotPayload(_Payload, kw_only=True):
     no_dollars_fp: list[PriceLevel] = []
 
 
-class OrderbookSnapshot(_Frame, tag="orderbook_snapshot", kw_only=True):
-    sid: int
-    seq: int | None = None
+class OrderbookSnapshot(_DataFrame, tag="orderbook_snapshot", kw_only=True):
     #: Present when the snapshot answers a ``get_snapshot`` command.
     id: int | None = None
     msg: OrderbookSnapshotPayload
@@ -83,9 +88,7 @@ class OrderbookDeltaPayload(_Payload, kw_only=True):
     ts: str | int | None = None
 
 
-class OrderbookDelta(_Frame, tag="orderbook_delta", kw_only=True):
-    sid: int
-    seq: int | None = None
+class OrderbookDelta(_DataFrame, tag="orderbook_delta", kw_only=True):
     msg: OrderbookDeltaPayload
 
 
@@ -112,8 +115,7 @@ class TickerPayload(_Payload, kw_only=True):
     time: str | None = None
 
 
-class Ticker(_Frame, tag="ticker", kw_only=True):
-    sid: int
+class Ticker(_DataFrame, tag="ticker", kw_only=True):
     msg: TickerPayload
 
 
@@ -135,9 +137,7 @@ class TradePayload(_Payload, kw_only=True):
     ts: int | None = None
 
 
-class Trade(_Frame, tag="trade", kw_only=True):
-    sid: int
-    seq: int | None = None
+class Trade(_DataFrame, tag="trade", kw_only=True):
     msg: TradePayload
 
 
@@ -166,8 +166,7 @@ class FillPayload(_Payload, kw_only=True):
     subaccount: int | None = None
 
 
-class Fill(_Frame, tag="fill", kw_only=True):
-    sid: int
+class Fill(_DataFrame, tag="fill", kw_only=True):
     msg: FillPayload
 
 
@@ -187,8 +186,7 @@ class MarketPositionPayload(_Payload, kw_only=True):
     subaccount: int | None = None
 
 
-class MarketPosition(_Frame, tag="market_position", kw_only=True):
-    sid: int
+class MarketPosition(_DataFrame, tag="market_position", kw_only=True):
     msg: MarketPositionPayload
 
 
@@ -226,15 +224,11 @@ class MarketLifecyclePayload(_Payload, kw_only=True):
     yes_sub_title: str | None = None
 
 
-class MarketLifecycle(_Frame, tag="market_lifecycle_v2", kw_only=True):
-    sid: int
-    seq: int | None = None
+class MarketLifecycle(_DataFrame, tag="market_lifecycle_v2", kw_only=True):
     msg: MarketLifecyclePayload
 
 
-class MultivariateMarketLifecycle(_Frame, tag="multivariate_market_lifecycle", kw_only=True):
-    sid: int
-    seq: int | None = None
+class MultivariateMarketLifecycle(_DataFrame, tag="multivariate_market_lifecycle", kw_only=True):
     msg: MarketLifecyclePayload
 
 
@@ -251,9 +245,7 @@ class EventLifecyclePayload(_Payload, kw_only=True):
     strike_period: str | None = None
 
 
-class EventLifecycle(_Frame, tag="event_lifecycle", kw_only=True):
-    sid: int
-    seq: int | None = None
+class EventLifecycle(_DataFrame, tag="event_lifecycle", kw_only=True):
     msg: EventLifecyclePayload
 
 
@@ -263,9 +255,7 @@ class EventFeeUpdatePayload(_Payload, kw_only=True):
     fee_multiplier_override: Decimal | None = None
 
 
-class EventFeeUpdate(_Frame, tag="event_fee_update", kw_only=True):
-    sid: int
-    seq: int | None = None
+class EventFeeUpdate(_DataFrame, tag="event_fee_update", kw_only=True):
     msg: EventFeeUpdatePayload
 
 
@@ -292,9 +282,7 @@ class RfqCreatedPayload(_Payload, kw_only=True):
     mve_selected_legs: list[MveLeg] | None = None
 
 
-class RfqCreated(_Frame, tag="rfq_created", kw_only=True):
-    sid: int
-    seq: int | None = None
+class RfqCreated(_DataFrame, tag="rfq_created", kw_only=True):
     msg: RfqCreatedPayload
 
 
@@ -308,9 +296,7 @@ class RfqDeletedPayload(_Payload, kw_only=True):
     deleted_ts: str | None = None
 
 
-class RfqDeleted(_Frame, tag="rfq_deleted", kw_only=True):
-    sid: int
-    seq: int | None = None
+class RfqDeleted(_DataFrame, tag="rfq_deleted", kw_only=True):
     msg: RfqDeletedPayload
 
 
@@ -337,21 +323,15 @@ class QuotePayload(_Payload, kw_only=True):
     subaccount: int | None = None
 
 
-class QuoteCreated(_Frame, tag="quote_created", kw_only=True):
-    sid: int
-    seq: int | None = None
+class QuoteCreated(_DataFrame, tag="quote_created", kw_only=True):
     msg: QuotePayload
 
 
-class QuoteAccepted(_Frame, tag="quote_accepted", kw_only=True):
-    sid: int
-    seq: int | None = None
+class QuoteAccepted(_DataFrame, tag="quote_accepted", kw_only=True):
     msg: QuotePayload
 
 
-class QuoteExecuted(_Frame, tag="quote_executed", kw_only=True):
-    sid: int
-    seq: int | None = None
+class QuoteExecuted(_DataFrame, tag="quote_executed", kw_only=True):
     msg: QuotePayload
 
 
@@ -366,9 +346,7 @@ class OrderGroupUpdatePayload(_Payload, kw_only=True):
     ts_ms: int | None = None
 
 
-class OrderGroupUpdate(_Frame, tag="order_group_updates", kw_only=True):
-    sid: int
-    seq: int | None = None
+class OrderGroupUpdate(_DataFrame, tag="order_group_updates", kw_only=True):
     msg: OrderGroupUpdatePayload
 
 
@@ -408,8 +386,7 @@ class UserOrderPayload(_Payload, kw_only=True):
     subaccount_number: int | None = None
 
 
-class UserOrder(_Frame, tag="user_order", kw_only=True):
-    sid: int
+class UserOrder(_DataFrame, tag="user_order", kw_only=True):
     msg: UserOrderPayload
 
 
@@ -433,9 +410,7 @@ class CfbenchmarksValuePayload(_Payload, kw_only=True):
     last_60s_windowed_average_15min: WindowAverage | None = None
 
 
-class CfbenchmarksValue(_Frame, tag="cfbenchmarks_value", kw_only=True):
-    sid: int
-    seq: int | None = None
+class CfbenchmarksValue(_DataFrame, tag="cfbenchmarks_value", kw_only=True):
     msg: CfbenchmarksValuePayload
 
 
@@ -448,15 +423,11 @@ class IndexValuePayload(_Payload, kw_only=True):
     data: str | None = None
 
 
-class CfbenchmarksValue5hz(_Frame, tag="cfbenchmarks_value_5hz", kw_only=True):
-    sid: int
-    seq: int | None = None
+class CfbenchmarksValue5hz(_DataFrame, tag="cfbenchmarks_value_5hz", kw_only=True):
     msg: IndexValuePayload
 
 
-class PythValue(_Frame, tag="pyth_value", kw_only=True):
-    sid: int
-    seq: int | None = None
+class PythValue(_DataFrame, tag="pyth_value", kw_only=True):
     msg: IndexValuePayload
 
 
@@ -465,23 +436,17 @@ class IndexListPayload(_Payload, kw_only=True):
     underlying_tickers: list[str] = []
 
 
-class CfbenchmarksIndexList(_Frame, tag="cfbenchmarks_value_indexlist", kw_only=True):
-    sid: int
-    seq: int | None = None
+class CfbenchmarksIndexList(_DataFrame, tag="cfbenchmarks_value_indexlist", kw_only=True):
     id: int | None = None
     msg: IndexListPayload
 
 
-class CfbenchmarksIndexList5hz(_Frame, tag="cfbenchmarks_value_5hz_indexlist", kw_only=True):
-    sid: int
-    seq: int | None = None
+class CfbenchmarksIndexList5hz(_DataFrame, tag="cfbenchmarks_value_5hz_indexlist", kw_only=True):
     id: int | None = None
     msg: IndexListPayload
 
 
-class PythUnderlyingList(_Frame, tag="pyth_value_underlying_list", kw_only=True):
-    sid: int
-    seq: int | None = None
+class PythUnderlyingList(_DataFrame, tag="pyth_value_underlying_list", kw_only=True):
     id: int | None = None
     msg: IndexListPayload
 
