@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -57,7 +58,7 @@ async def run_demo(settings: Settings, *, market_set: str, duration: float, live
         console.print(f"starting flow run ingest-market-set({market_set!r}, {duration:g} s) ...")
         state = await _with_display(console, live, duration, ingest_market_set(
             market_set, duration, return_state=True))
-    _closing_summary(console, url, market_set, state, time.monotonic() - started)
+    _closing_summary(console, url, market_set, state, time.monotonic() - started, settings.data_dir / "reports")
     return 0 if state.is_completed() else 1
 
 
@@ -99,7 +100,8 @@ def _panel(progress: Progress | None, duration: float) -> Panel:
                  title=f"recording {progress.market_set} (session {progress.session_id[:8]})")
 
 
-def _closing_summary(console: Console, url: str, market_set: str, state: Any, elapsed: float) -> None:
+def _closing_summary(console: Console, url: str, market_set: str, state: Any, elapsed: float,
+                     reports: Path) -> None:
     with psycopg.connect(url) as conn:
         session = conn.execute(
             "select session_id, status, status_message, started_at, ended_at, reconnects, gaps, rows_spilled, "
@@ -147,6 +149,9 @@ def _closing_summary(console: Console, url: str, market_set: str, state: Any, el
                                                   "not sent again)" if still_open else ""))
     for kind, message, notified in alerts:
         console.print(f"  [yellow]{kind}[/] {message}{'' if notified else ' (no notification block configured)'}")
+    report = next(reports.glob(f"report-*-{str(session_id)[:8]}.html"), None)
+    if report is not None:
+        console.print(f"\nthe session's report (charts, trade bars, data completeness): {report.resolve().as_uri()}")
     console.print(f"\nexplore the data: psql '{redacted(url)}' (schema kalshi; see README.md, 'Querying the data')")
     console.print("see the run in the Prefect UI: `prefect server start`, export PREFECT_API_URL=http://127.0.0.1:4200/api, "
                   "run the demo again")
