@@ -204,6 +204,7 @@ class MarketModel:
         self.tape: list[dict[str, Any]] = []  # REST-shaped trades + "ts_ms", oldest first
         self.tape_index: dict[str, list[int]] = {}
         self.orders: dict[str, Order] = {}  # every account order ever placed
+        self.fills: list[dict[str, Any]] = []  # the account's fills, REST-shaped + "ts_ms", oldest first
         self.resting: dict[str, Order] = {}  # the resting ones, in placement order
         self.resting_by_market: dict[str, dict[str, Order]] = {}
         self._lc_pending: list[Market] = []  # lifecycle-only markets not yet settled
@@ -522,6 +523,15 @@ class MarketModel:
             pos.volume += n
             yes_price = price if side == "yes" else d4(ONE - price)
             outcome = side
+            fill_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"fill/{trade_id}/{o.order_id}"))  # no rng draw
+            self.fills.append({
+                "fill_id": fill_id, "trade_id": trade_id, "order_id": o.order_id,
+                "client_order_id": o.client_order_id, "ticker": mk.ticker, "market_ticker": mk.ticker,
+                "side": side, "action": "buy", "count_fp": f"{d2(n):.2f}",
+                "yes_price_dollars": f"{yes_price:.4f}", "no_price_dollars": f"{d4(ONE - yes_price):.4f}",
+                "is_taker": False, "outcome_side": outcome, "book_side": "bid" if side == "yes" else "ask",
+                "fee_cost": f"{d6(fee):.6f}", "created_time": rfc3339(ts), "ts": ts // 1000, "ts_ms": ts,
+            })
             out.append(Emit("fill", m.Fill, m.FillPayload(
                 trade_id=trade_id, order_id=o.order_id, market_ticker=mk.ticker, client_order_id=o.client_order_id,
                 exchange_index=mk.exchange_index, is_taker=False, outcome_side=outcome,  # type: ignore[arg-type]

@@ -282,6 +282,10 @@ class Simulator:
             return [dict(t) for t in self.model.tape]
         return [dict(self.model.tape[i]) for i in self.model.tape_index.get(ticker, [])]
 
+    def account_fills(self, ticker: str | None = None) -> list[dict[str, Any]]:
+        """Every fill of the simulated account so far, oldest first, REST-shaped plus ``ts_ms``."""
+        return [dict(f) for f in self.model.fills if ticker is None or f["ticker"] == ticker]
+
     def book(self, ticker: str) -> dict[str, list[list[str]]]:
         """Current book, REST ``orderbook_fp`` shape, ascending, NO side in no-leg prices."""
         return self.model.book(ticker)
@@ -1097,6 +1101,8 @@ class Simulator:
                 return _json(connection, 200, self._rest_markets(q))
             if parts == ["markets", "trades"]:
                 return _json(connection, 200, self._rest_trades(q))
+            if parts == ["portfolio", "fills"]:
+                return _json(connection, 200, self._rest_fills(q))
             if parts == ["markets", "orderbooks"]:
                 tickers = [t for v in q.get("tickers", []) for t in v.split(",") if t]
                 if not 1 <= len(tickers) <= 100:
@@ -1238,6 +1244,36 @@ class Simulator:
         pos = last if last is not None else 0
         more = len(out) >= limit and pos > 0
         return {"trades": out, "cursor": _encode_cursor(pos) if more else ""}
+
+    def _rest_fills(self, q: dict[str, list[str]]) -> dict[str, Any]:
+        """``GET /portfolio/fills``: the simulated account's fills (the records the WS ``fill`` frames come
+        from), newest first; ``min_ts``/``max_ts`` inclusive whole seconds; cursor = index into the list."""
+        limit = _int(q, "limit", 100)
+        if not 1 <= limit <= 1000:
+            raise ValueError("limit must be 1-1000")
+        ticker = _str(q, "ticker")
+        order_id = _str(q, "order_id")
+        min_ts = _int(q, "min_ts", None)
+        max_ts = _int(q, "max_ts", None)
+        fills = self.model.fills
+        end = _cursor(q, default=len(fills)) if _str(q, "cursor") else len(fills)
+        out: list[dict[str, Any]] = []
+        last = None
+        for i in range(min(end, len(fills)) - 1, -1, -1):
+            f = fills[i]
+            sec = f["ts_ms"] // 1000
+            if max_ts is not None and sec > max_ts:
+                continue
+            if min_ts is not None and sec < min_ts:
+                break  # fills are time-ordered
+            if (ticker and f["ticker"] != ticker) or (order_id and f["order_id"] != order_id):
+                continue
+            out.append({k: v for k, v in f.items() if k != "ts_ms"})
+            last = i
+            if len(out) >= limit:
+                break
+        more = len(out) >= limit and last is not None and last > 0
+        return {"fills": out, "cursor": _encode_cursor(last) if more and last is not None else ""}
 
 
 # ---------------------------------------------------------------------- helpers
