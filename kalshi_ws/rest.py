@@ -37,6 +37,7 @@ __all__ = [
     "Market",
     "MarketEvent",
     "MarketTrade",
+    "PortfolioFill",
     "RestError",
     "RestOrderbook",
 ]
@@ -147,6 +148,32 @@ class MarketTrade(_Struct, frozen=True, kw_only=True):
         return int(self.created_time.timestamp() * 1000)
 
 
+class PortfolioFill(_Struct, frozen=True, kw_only=True):
+    """One of the account's fills from ``GET /portfolio/fills`` (REST names: ``ticker``, ``created_time``;
+    WS: ``market_ticker``, ``ts_ms``). Natural key: ``(trade_id, order_id)``."""
+
+    fill_id: str | None = None
+    trade_id: str
+    order_id: str
+    client_order_id: str | None = None
+    ticker: str
+    side: str | None = None
+    action: str | None = None
+    count_fp: Decimal
+    yes_price_dollars: Decimal
+    no_price_dollars: Decimal | None = None
+    is_taker: bool
+    outcome_side: str | None = None
+    book_side: str | None = None
+    fee_cost: Decimal | None = None
+    created_time: datetime
+    subaccount_number: int | None = None
+
+    @property
+    def ts_ms(self) -> int:
+        return int(self.created_time.timestamp() * 1000)
+
+
 class RestOrderbook(_Struct, frozen=True, kw_only=True):
     """``GET /markets/{ticker}/orderbook``: bids only, ascending by price (best bid last); NO in no-leg prices."""
 
@@ -191,6 +218,11 @@ class _MarketsPage(_Struct, frozen=True):
 
 class _TradesPage(_Struct, frozen=True):
     trades: list[MarketTrade] | None = None
+    cursor: str | None = None
+
+
+class _FillsPage(_Struct, frozen=True):
+    fills: list[PortfolioFill] | None = None
     cursor: str | None = None
 
 
@@ -390,6 +422,17 @@ class KalshiRestClient:
             for trade in page.trades or ():
                 found.setdefault(trade.trade_id, trade)
         return sorted(found.values(), key=lambda t: (t.created_time, t.trade_id))
+
+    async def get_fills(self, ticker: str | None = None, min_ts: int | None = None,
+                        max_ts: int | None = None) -> list[PortfolioFill]:
+        """``GET /portfolio/fills`` for the signer's account (``min_ts``/``max_ts`` in Unix seconds), all pages,
+        de-duplicated by ``(trade_id, order_id)``, sorted by ``created_time`` then ``trade_id``."""
+        params = {"limit": self.page_limit, "ticker": ticker, "min_ts": min_ts, "max_ts": max_ts}
+        found: dict[tuple[str, str], PortfolioFill] = {}
+        async for page in self._pages("portfolio/fills", _FillsPage, params):
+            for fill in page.fills or ():
+                found.setdefault((fill.trade_id, fill.order_id), fill)
+        return sorted(found.values(), key=lambda f: (f.created_time, f.trade_id, f.order_id))
 
     async def get_orderbook(self, ticker: str, depth: int = 0) -> RestOrderbook:
         """``GET /markets/{ticker}/orderbook`` (``depth`` 0 = every level), both sides ascending by price."""
