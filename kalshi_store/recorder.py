@@ -49,7 +49,17 @@ from kalshi_ws import events as ev
 from kalshi_ws import messages as m
 
 from .batch import Batch, LedgerOp, SessionManifest, SessionProgress
-from .rows import TABLES, MissingSeqError, RestTradeLike, Row, RowBuilders, dead_letter_row, rest_trade_row
+from .rows import (
+    TABLES,
+    MissingSeqError,
+    RestFillLike,
+    RestTradeLike,
+    Row,
+    RowBuilders,
+    dead_letter_row,
+    rest_fill_row,
+    rest_trade_row,
+)
 from .spill import SpillBuffer, SpillFull, SpillLocked, _spill_folders, read_segment
 from .writer import CopyWriter, WriteResult, is_connection_error, ns_to_datetime
 
@@ -389,8 +399,12 @@ class Recorder:
                              incident_id=event.incident_id,
                              detail={"reconnected_at": ns_to_datetime(at).isoformat(), "new_generation": gen}))
         elif isinstance(event, ev.Disconnected):
+            # A close the client will not follow with a reconnect (the deadline, a stop) is the end of the
+            # recording, not a hole in it: its row is closed at once so the ledger has no incident left open.
+            final = not event.will_reconnect
             add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
                          incident_id=event.incident_id, kind="disconnect",
+                         ended_ns=at if final else None, outcome="session_end" if final else None,
                          detail={"reason": event.reason, "will_reconnect": event.will_reconnect}))
         elif isinstance(event, ev.ConnectFailed):
             add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
@@ -450,6 +464,20 @@ class Recorder:
         rows = [rest_trade_row(trade, now, session.session_id) for trade in trades]
         if rows:
             self._lists["trades"].extend(rows)
+            if not self._pending:
+                self._oldest_ns = now
+            self._pending += len(rows)
+            self._wake.set()
+        return len(rows)
+
+    def add_rest_fills(self, fills: Iterable[RestFillLike]) -> int:
+        """Queue the account's fills fetched from REST (``source = 'rest'``; a fill already recorded, live or
+        from REST, is skipped by its key ``(trade_id, order_id)``)."""
+        session = self._require_session()
+        now = time.time_ns()
+        rows = [rest_fill_row(fill, now, session.session_id) for fill in fills]
+        if rows:
+            self._lists["rest_fills"].extend(rows)
             if not self._pending:
                 self._oldest_ns = now
             self._pending += len(rows)

@@ -28,11 +28,13 @@ __all__ = [
     "DEAD_LETTER",
     "TABLES",
     "TABLE_ORDER",
+    "RestFillLike",
     "RestTradeLike",
     "Row",
     "RowBuilders",
     "TableSpec",
     "dead_letter_row",
+    "rest_fill_row",
     "rest_trade_row",
 ]
 
@@ -216,6 +218,26 @@ FILLS = TableSpec(
             coalesce({ms_ts_ms}, {s_ts_s}), {received}, session_id, generation, sid
         from pg_temp.stage_fills
         on conflict do nothing""").format(ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED),  # noqa: S608
+)
+
+#: Fills backfilled from ``GET /portfolio/fills`` (``source = 'rest'``): same table and key as :data:`FILLS`,
+#: written after it in a batch, so a fill the WebSocket also delivered keeps the live row.
+REST_FILLS = TableSpec(
+    "rest_fills",
+    (
+        ("trade_id", "text", str), ("order_id", "text", str), ("market_ticker", "text", str),
+        ("client_order_id", "text", _S), ("is_taker", "boolean", bool), ("outcome_side", "text", _S),
+        ("book_side", "text", _S), ("yes_price", "numeric", Decimal), ("count", "numeric", Decimal),
+        ("fee_cost", "numeric", _D), ("side", "text", _S), ("action", "text", _S), ("exchange_text", "text", _S),
+        ("received_ns", "bigint", int), ("session_id", "uuid", _S),
+    ),
+    sql.SQL("""
+        insert into kalshi.fills (trade_id, order_id, market_ticker, client_order_id, is_taker, outcome_side,
+            book_side, yes_price, count, fee_cost, side, action, exchange_ts, received_at, session_id, source)
+        select trade_id, order_id, market_ticker, client_order_id, is_taker, outcome_side, book_side, yes_price,
+            count, fee_cost, side, action, exchange_text::timestamptz, {received}, session_id, 'rest'
+        from pg_temp.stage_rest_fills
+        on conflict do nothing""").format(received=_RECEIVED),  # noqa: S608
 )
 
 USER_ORDERS = TableSpec(
@@ -429,7 +451,7 @@ DEAD_LETTER = TableSpec(
 
 #: Every COPY target, in the order a batch writes them.
 TABLE_ORDER: Final = (
-    TRADES, ORDERBOOK_SNAPSHOTS, ORDERBOOK_DELTAS, TICKERS, FILLS, USER_ORDERS, MARKET_POSITIONS,
+    TRADES, ORDERBOOK_SNAPSHOTS, ORDERBOOK_DELTAS, TICKERS, FILLS, REST_FILLS, USER_ORDERS, MARKET_POSITIONS,
     MARKET_LIFECYCLE, EVENT_LIFECYCLE, EVENT_FEE_UPDATES, ORDER_GROUP_UPDATES, COMMUNICATIONS,
     REFERENCE_VALUES, DEAD_LETTER,
 )
@@ -484,6 +506,48 @@ def rest_trade_row(trade: RestTradeLike, received_ns: int, session_id: str | Non
         trade.trade_id, trade.ticker, trade.yes_price_dollars, trade.no_price_dollars, trade.count_fp,
         trade.taker_outcome_side, trade.taker_book_side, trade.taker_side, bool(trade.is_block_trade),
         None, None, created, received_ns, "rest", session_id, None, None, None,
+    )
+
+
+class RestFillLike(Protocol):
+    """A REST fill (``kalshi_ws.rest.PortfolioFill`` or anything with these attributes)."""
+
+    @property
+    def trade_id(self) -> str: ...
+    @property
+    def order_id(self) -> str: ...
+    @property
+    def ticker(self) -> str: ...
+    @property
+    def client_order_id(self) -> str | None: ...
+    @property
+    def is_taker(self) -> bool: ...
+    @property
+    def outcome_side(self) -> str | None: ...
+    @property
+    def book_side(self) -> str | None: ...
+    @property
+    def yes_price_dollars(self) -> Decimal: ...
+    @property
+    def count_fp(self) -> Decimal: ...
+    @property
+    def fee_cost(self) -> Decimal | None: ...
+    @property
+    def side(self) -> str | None: ...
+    @property
+    def action(self) -> str | None: ...
+    @property
+    def created_time(self) -> datetime | str: ...
+
+
+def rest_fill_row(fill: RestFillLike, received_ns: int, session_id: str | None) -> Row:
+    created = fill.created_time
+    if isinstance(created, datetime):
+        created = created.isoformat() if created.tzinfo is not None else created.isoformat() + "+00:00"
+    return (
+        fill.trade_id, fill.order_id, fill.ticker, fill.client_order_id, bool(fill.is_taker), fill.outcome_side,
+        fill.book_side, fill.yes_price_dollars, fill.count_fp, fill.fee_cost, fill.side, fill.action, created,
+        received_ns, session_id,
     )
 
 
