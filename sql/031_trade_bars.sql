@@ -33,7 +33,14 @@ language sql
 stable
 parallel safe
 as $$
-    with bucketed as (
+    -- The untrusted windows, computed once for all bars (not once per bar).
+    with windows as materialized (
+        select w.market_ticker, w.time_range
+        from kalshi.untrusted_windows w
+        where (trade_bars.market is null or w.market_ticker = trade_bars.market)
+          and w.time_range && tstzrange(trade_bars.from_ts - trade_bars.bar, trade_bars.to_ts + trade_bars.bar, '[)')  -- bars overhang the range
+    ),
+    bucketed as (
         select t.market_ticker, t.yes_price, t.count, t.taker_outcome_side, t.is_block_trade, t.exchange_ts, t.seq,
                t.received_at, t.trade_id,
                date_bin(trade_bars.bar, t.exchange_ts, timestamptz '2000-01-01 00:00:00+00') as bar_start
@@ -64,7 +71,7 @@ as $$
     )
     select bars.*,
            not exists (
-               select from kalshi.untrusted_windows w
+               select from windows w
                where w.market_ticker = bars.market_ticker
                  and w.time_range && tstzrange(bars.bar_start, bars.bar_end, '[)')
            ) as trusted

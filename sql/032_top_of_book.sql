@@ -67,7 +67,14 @@ language sql
 stable
 parallel safe
 as $$
-    with bucketed as (
+    -- The untrusted windows, computed once for all bars (not once per bar).
+    with windows as materialized (
+        select w.market_ticker, w.time_range
+        from kalshi.untrusted_windows w
+        where (spread_bars.market is null or w.market_ticker = spread_bars.market)
+          and w.time_range && tstzrange(spread_bars.from_ts - spread_bars.bar, spread_bars.to_ts + spread_bars.bar, '[)')  -- bars overhang the range
+    ),
+    bucketed as (
         select b.*, date_bin(spread_bars.bar, b.exchange_ts, timestamptz '2000-01-01 00:00:00+00') as bar_start
         from kalshi.top_of_book b
         where b.exchange_ts >= spread_bars.from_ts
@@ -91,7 +98,7 @@ as $$
     )
     select bars.*,
            not exists (
-               select from kalshi.untrusted_windows w
+               select from windows w
                where w.market_ticker = bars.market_ticker
                  and w.time_range && tstzrange(bars.bar_start, bars.bar_end, '[)')
            ) as trusted
