@@ -6,10 +6,11 @@ with ``.submit()`` would each get another loop):
 
 1. resolve the market set's markets (explicit tickers, then the open markets of its events and series);
 2. open the session row (``kalshi.sessions``) through the :class:`~kalshi_store.recorder.Recorder`;
-3. backfill trades from REST since the last trade stored by a previous session (continuity between
-   sessions), and again after every reconnect, from the moment the connection was lost (each backfill
-   starts once the live trade stream is flowing again, so REST and WebSocket overlap; duplicates are
-   skipped by ``trade_id``);
+3. backfill trades (and the account's fills, when the market set records ``fill``: an un-sequenced channel
+   that loses whatever is printed while the socket is down) from REST since the last trade stored by a
+   previous session (continuity between sessions), and again after every reconnect, from the moment the
+   connection was lost (each backfill starts once the live stream is flowing again, so REST and WebSocket
+   overlap; duplicates are skipped by ``trade_id``, fills by ``(trade_id, order_id)``);
 4. run :class:`~kalshi_ws.client.KalshiWebSocketClient` with the recorder as its sink until the deadline
    (the client's own graceful time box), calling ``on_progress`` every ``progress_interval`` seconds;
 5. flush, and close the session row with a status that tells the truth: ``completed``; ``cancelled``
@@ -38,7 +39,7 @@ from kalshi_ws import events, messages
 from kalshi_ws.auth import Signer
 from kalshi_ws.client import KalshiWebSocketClient
 from kalshi_ws.protocol import UNFILTERED_CHANNELS, SessionProtocol, Subscription
-from kalshi_ws.rest import KalshiRestClient, MarketTrade
+from kalshi_ws.rest import KalshiRestClient, MarketTrade, PortfolioFill
 
 log = logging.getLogger(__name__)
 
@@ -145,21 +146,24 @@ _CHANNEL_OF: dict[type, str] = {
 
 
 class _SessionSink:
-    """Forwards to the recorder, counting what passes and scheduling REST trade backfills.
+    """Forwards to the recorder, counting what passes and scheduling REST backfills.
 
-    A backfill (trades since a time) becomes due at the start of a session that follows an earlier one
+    A backfill (trades, and fills when recorded, since a time) becomes due at the start of a session that follows an earlier one
     (since its last stored trade), when the connection is lost, after a gap on the trade stream and when
     the trade subscription is re-created (since the exchange time of the last trade received). It is fired
     on the first live ``trade`` message after it became due, so the REST answer is certain to overlap the
     live stream (a REST query made before the trade subscription is live could miss the trades in
-    between), or at the end of the session if no trade arrives.
+    between), or at the end of the session if no trade arrives. A market set recording ``fill`` without
+    ``trade`` uses the same windows, keyed on the fills it receives instead (``trigger``).
     """
 
     def __init__(self, recorder: Recorder, *, backfill: Callable[[datetime], None] | None,
-                 since: datetime | None) -> None:
+                 since: datetime | None, trigger: type[messages.Trade | messages.Fill] = messages.Trade) -> None:
         self._recorder = recorder
         self._on_message = recorder.on_message
         self._backfill = backfill
+        self._trigger = trigger
+        self._trigger_channel = "trade" if trigger is messages.Trade else "fill"
         self._due: datetime | None = since if backfill is not None else None
         self._last_trade_ms: int | None = None
         #: Recent (seq, exchange ms) of trade frames per sid: a gap's backfill starts at the trade just before
@@ -180,7 +184,7 @@ class _SessionSink:
         if ts_ms:
             self.last_lag = received_ns / 1e9 - ts_ms / 1000
         self._on_message(message, generation, received_ns)
-        if type(message) is messages.Trade:
+        if type(message) is self._trigger:
             if ts_ms:
                 if self._last_trade_ms is None or ts_ms > self._last_trade_ms:
                     self._last_trade_ms = ts_ms
@@ -242,7 +246,7 @@ class _SessionSink:
                 self._trades_missed_since(event.at_ns, self._before_gap(event.sid, event.expected))
             else:
                 self.open_gaps.add(event.incident_id)
-        elif isinstance(event, events.Resubscribed) and event.channel == "trade":
+        elif isinstance(event, events.Resubscribed) and event.channel in ("trade", self._trigger_channel):
             self._trades_missed_since(event.at_ns)
         elif isinstance(event, events.Recovered) and event.outcome != "abandoned":
             self.open_gaps.discard(event.incident_id)
@@ -289,6 +293,14 @@ async def fetch_trades(rest: KalshiRestClient, markets: Sequence[str], since: da
     return sorted(found, key=lambda t: (t.created_time, t.trade_id))
 
 
+async def fetch_fills(rest: KalshiRestClient, markets: Sequence[str], since: datetime) -> list[PortfolioFill]:
+    """The account's fills in ``markets`` since ``since`` (minus the overlap), oldest first (one query: an
+    account's fills are few)."""
+    wanted = set(markets)
+    fills = await rest.get_fills(min_ts=int((since - BACKFILL_OVERLAP).timestamp()))
+    return [f for f in fills if f.ticker in wanted]
+
+
 async def run_recording_session(
     settings: Settings,
     market_set: MarketSet,
@@ -316,16 +328,26 @@ async def run_recording_session(
         await asyncio.to_thread(close_abandoned_sessions, database_url, market_set.name)
         backfills: list[asyncio.Task[int]] = []
 
+        records_trades = "trade" in market_set.channels
+        records_fills = "fill" in market_set.channels
+
         async def backfill(since: datetime) -> int:
-            trades = await fetch_trades(rest, markets, since)
-            return recorder.add_rest_trades(trades) if trades else 0  # type: ignore[arg-type]  # frozen structs
+            """Everything the live stream may have missed since ``since``: trades, and fills when recorded."""
+            added = 0
+            if records_trades:
+                trades = await fetch_trades(rest, markets, since)
+                added += recorder.add_rest_trades(trades) if trades else 0  # type: ignore[arg-type]  # frozen structs
+            if records_fills:
+                fills = await fetch_fills(rest, markets, since)
+                added += recorder.add_rest_fills(fills) if fills else 0  # type: ignore[arg-type]  # frozen structs
+            return added
 
         def start_backfill(since: datetime) -> None:
             backfills.append(asyncio.create_task(backfill(since), name="kalshi-rest-backfill"))
 
-        records_trades = "trade" in market_set.channels
         previous = await recorder.last_trade_time(markets) if records_trades else None
-        sink = _SessionSink(recorder, backfill=start_backfill if records_trades else None, since=previous)
+        sink = _SessionSink(recorder, backfill=start_backfill if records_trades or records_fills else None,
+                            since=previous, trigger=messages.Trade if records_trades else messages.Fill)
         protocol = SessionProtocol(subscriptions_for(market_set, markets), use_yes_price=market_set.use_yes_price)
         client = KalshiWebSocketClient(environment.ws_url, sink, protocol=protocol, signer=signer)
         outcome = _Outcome()
@@ -337,8 +359,8 @@ async def run_recording_session(
             sink.final_backfill(started)
             for done in await asyncio.gather(*backfills, return_exceptions=True):
                 if isinstance(done, BaseException):
-                    outcome.status = "degraded"  # trades missed while disconnected may be missing
-                    outcome.problems.append(f"REST trade backfill failed: {type(done).__name__}: {done}")
+                    outcome.status = "degraded"  # trades/fills missed while disconnected may be missing
+                    outcome.problems.append(f"REST backfill failed: {type(done).__name__}: {done}")
                 else:
                     outcome.backfilled += done
         except asyncio.CancelledError:
