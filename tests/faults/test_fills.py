@@ -16,10 +16,6 @@ pytestmark = pytest.mark.timeout(120)
 
 CHANNELS = ["orderbook_delta", "ticker", "trade", "fill"]
 
-#: Open gap (docs/fault-matrix.md, note 9): fills printed while the connection is down are never recovered.
-FILLS_BUG = ("kalshi_ingest/session.py backfills trades only: fills printed while the connection is down are lost "
-             "(the simulator has no REST fills mirror either)")
-
 
 async def test_fills_complete_under_sequence_faults_and_garbage(sim: Simulator, db_url: str, tmp_path: Path) -> None:
     plan = random_plan(29, ["drop", "duplicate", "reorder", "malformed", "unknown_type", "stall"], rate=1.5,
@@ -43,6 +39,5 @@ async def test_fills_complete_across_reconnects(sim: Simulator, db_url: str, tmp
     report = check_trades(db_url, sim, window)
     assert not report.problems, report.problems
     check_fills(db_url, sim, window, report=report)
-    if report.fills_wrong:
-        pytest.xfail(FILLS_BUG + f" ({report.fills_wrong} orders short)")
     report.assert_clean()
+    assert report.fills_expected > 0, "the account was never filled: the check proved nothing"
