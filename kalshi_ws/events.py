@@ -22,7 +22,7 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True):
     at_ns: int
 
 
-class Connected(_Event, kw_only=True):
+class Connected(_Event, frozen=True, kw_only=True):
     """A connection was established and authenticated (the upgrade returned 101)."""
 
     url: str
@@ -30,7 +30,7 @@ class Connected(_Event, kw_only=True):
     incident_id: int | None = None
 
 
-class Disconnected(_Event, kw_only=True):
+class Disconnected(_Event, frozen=True, kw_only=True):
     """The connection ended. Every sid is void; all books become untrusted until re-snapshotted."""
 
     incident_id: int
@@ -39,7 +39,7 @@ class Disconnected(_Event, kw_only=True):
     will_reconnect: bool
 
 
-class ConnectFailed(_Event, kw_only=True):
+class ConnectFailed(_Event, frozen=True, kw_only=True):
     """A connection attempt failed (network error, HTTP status other than 101)."""
 
     attempt: int
@@ -49,20 +49,20 @@ class ConnectFailed(_Event, kw_only=True):
     retry_in: float | None = None
 
 
-class AuthRejected(_Event, kw_only=True):
+class AuthRejected(_Event, frozen=True, kw_only=True):
     """The handshake was rejected with 401/403: the key id, key or clock is wrong. Not retried in a storm."""
 
     status: int
     detail: str
 
 
-class StaleStream(_Event, kw_only=True):
+class StaleStream(_Event, frozen=True, kw_only=True):
     """No frame (data or ping) arrived for ``silent_for`` seconds; the client forces a reconnect."""
 
     silent_for: float
 
 
-class SequenceGap(_Event, kw_only=True):
+class SequenceGap(_Event, frozen=True, kw_only=True):
     """A sequenced subscription skipped numbers. Every book on the sid is untrusted until recovered."""
 
     incident_id: int
@@ -73,7 +73,7 @@ class SequenceGap(_Event, kw_only=True):
     received: int
 
 
-class SnapshotRequested(_Event, kw_only=True):
+class SnapshotRequested(_Event, frozen=True, kw_only=True):
     """Fresh snapshots were requested on the live connection (``get_snapshot``) to repair a gap."""
 
     incident_id: int
@@ -85,7 +85,7 @@ class SnapshotRequested(_Event, kw_only=True):
 RecoveryOutcome = Literal["snapshot", "resubscribed", "reconnected", "abandoned"]
 
 
-class Recovered(_Event, kw_only=True):
+class Recovered(_Event, frozen=True, kw_only=True):
     """An incident (gap or disconnect) is closed: every affected book is trusted again (or never will be)."""
 
     incident_id: int
@@ -94,7 +94,7 @@ class Recovered(_Event, kw_only=True):
     markets: tuple[str, ...] = ()
 
 
-class Resubscribed(_Event, kw_only=True):
+class Resubscribed(_Event, frozen=True, kw_only=True):
     """A subscription was re-created (after a terminal error, or as a recovery fallback)."""
 
     channel: str
@@ -103,7 +103,7 @@ class Resubscribed(_Event, kw_only=True):
     incident_id: int | None = None
 
 
-class SubscriptionFailed(_Event, kw_only=True):
+class SubscriptionFailed(_Event, frozen=True, kw_only=True):
     """The server answered a command or a subscription with an ``error``."""
 
     code: int
@@ -116,7 +116,7 @@ class SubscriptionFailed(_Event, kw_only=True):
     markets: tuple[str, ...] = ()
 
 
-class BookInconsistency(_Event, kw_only=True):
+class BookInconsistency(_Event, frozen=True, kw_only=True):
     """A local book failed a check after an update (crossed, negative size, price outside 0-1)."""
 
     market: str
@@ -124,7 +124,7 @@ class BookInconsistency(_Event, kw_only=True):
     detail: str
 
 
-class Stopped(_Event, kw_only=True):
+class Stopped(_Event, frozen=True, kw_only=True):
     """The client stopped: at its deadline, on request, or on a fatal error."""
 
     reason: Literal["deadline", "requested", "auth_rejected", "fatal"]

@@ -18,7 +18,7 @@ reason, so a bad frame can be dead-lettered while its neighbours are stored.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import msgspec
 
@@ -45,7 +45,7 @@ class _Frame(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_
     """Base of every top-level frame; ``type`` is the tag."""
 
 
-class _DataFrame(_Frame, kw_only=True):
+class _DataFrame(_Frame, frozen=True, kw_only=True):
     """A data message: the subscription it belongs to and, on sequenced channels, its place in the stream."""
 
     sid: int
@@ -59,7 +59,7 @@ PriceLevel = tuple[Decimal, Decimal]
 """``[price_dollars, count_fp]``, both exact."""
 
 
-class OrderbookSnapshotPayload(_Payload, kw_only=True):
+class OrderbookSnapshotPayload(_Payload, frozen=True, kw_only=True):
     market_ticker: str
     market_id: str = ""
     #: YES bids; the key is absent on the wire when there are none.
@@ -68,13 +68,13 @@ class OrderbookSnapshotPayload(_Payload, kw_only=True):
     no_dollars_fp: list[PriceLevel] = []
 
 
-class OrderbookSnapshot(_DataFrame, tag="orderbook_snapshot", kw_only=True):
+class OrderbookSnapshot(_DataFrame, tag="orderbook_snapshot", frozen=True, kw_only=True):
     #: Present when the snapshot answers a ``get_snapshot`` command.
     id: int | None = None
     msg: OrderbookSnapshotPayload
 
 
-class OrderbookDeltaPayload(_Payload, kw_only=True):
+class OrderbookDeltaPayload(_Payload, frozen=True, kw_only=True):
     market_ticker: str
     market_id: str = ""
     price_dollars: Decimal
@@ -88,7 +88,7 @@ class OrderbookDeltaPayload(_Payload, kw_only=True):
     ts: str | int | None = None
 
 
-class OrderbookDelta(_DataFrame, tag="orderbook_delta", kw_only=True):
+class OrderbookDelta(_DataFrame, tag="orderbook_delta", frozen=True, kw_only=True):
     msg: OrderbookDeltaPayload
 
 
@@ -96,7 +96,7 @@ class OrderbookDelta(_DataFrame, tag="orderbook_delta", kw_only=True):
 # ticker (section 4.2)
 
 
-class TickerPayload(_Payload, kw_only=True):
+class TickerPayload(_Payload, frozen=True, kw_only=True):
     market_ticker: str
     market_id: str = ""
     #: Last traded price; ``None`` when the market never traded (the wire then sends ``""``).
@@ -115,7 +115,7 @@ class TickerPayload(_Payload, kw_only=True):
     time: str | None = None
 
 
-class Ticker(_DataFrame, tag="ticker", kw_only=True):
+class Ticker(_DataFrame, tag="ticker", frozen=True, kw_only=True):
     msg: TickerPayload
 
 
@@ -123,7 +123,7 @@ class Ticker(_DataFrame, tag="ticker", kw_only=True):
 # trade (section 4.4)
 
 
-class TradePayload(_Payload, kw_only=True):
+class TradePayload(_Payload, frozen=True, kw_only=True):
     trade_id: str
     market_ticker: str
     yes_price_dollars: Decimal
@@ -137,7 +137,7 @@ class TradePayload(_Payload, kw_only=True):
     ts: int | None = None
 
 
-class Trade(_DataFrame, tag="trade", kw_only=True):
+class Trade(_DataFrame, tag="trade", frozen=True, kw_only=True):
     msg: TradePayload
 
 
@@ -145,7 +145,7 @@ class Trade(_DataFrame, tag="trade", kw_only=True):
 # fill (section 4.5)
 
 
-class FillPayload(_Payload, kw_only=True):
+class FillPayload(_Payload, frozen=True, kw_only=True):
     trade_id: str
     order_id: str
     market_ticker: str
@@ -166,7 +166,7 @@ class FillPayload(_Payload, kw_only=True):
     subaccount: int | None = None
 
 
-class Fill(_DataFrame, tag="fill", kw_only=True):
+class Fill(_DataFrame, tag="fill", frozen=True, kw_only=True):
     msg: FillPayload
 
 
@@ -174,7 +174,7 @@ class Fill(_DataFrame, tag="fill", kw_only=True):
 # market_positions -> market_position (section 4.6)
 
 
-class MarketPositionPayload(_Payload, kw_only=True):
+class MarketPositionPayload(_Payload, frozen=True, kw_only=True):
     user_id: str = ""
     market_ticker: str
     position_fp: Decimal
@@ -186,7 +186,7 @@ class MarketPositionPayload(_Payload, kw_only=True):
     subaccount: int | None = None
 
 
-class MarketPosition(_DataFrame, tag="market_position", kw_only=True):
+class MarketPosition(_DataFrame, tag="market_position", frozen=True, kw_only=True):
     msg: MarketPositionPayload
 
 
@@ -195,13 +195,13 @@ class MarketPosition(_DataFrame, tag="market_position", kw_only=True):
 # multivariate_market_lifecycle -> multivariate_market_lifecycle, event_lifecycle (section 4.8)
 
 
-class PriceRange(_Payload, kw_only=True):
+class PriceRange(_Payload, frozen=True, kw_only=True):
     start: Decimal
     end: Decimal
     step: Decimal
 
 
-class MarketLifecyclePayload(_Payload, kw_only=True):
+class MarketLifecyclePayload(_Payload, frozen=True, kw_only=True):
     market_ticker: str
     #: created, activated, deactivated, close_date_updated, determined, settled,
     #: price_level_structure_updated, metadata_updated (kept as ``str``: new kinds must not fail decoding).
@@ -224,15 +224,15 @@ class MarketLifecyclePayload(_Payload, kw_only=True):
     yes_sub_title: str | None = None
 
 
-class MarketLifecycle(_DataFrame, tag="market_lifecycle_v2", kw_only=True):
+class MarketLifecycle(_DataFrame, tag="market_lifecycle_v2", frozen=True, kw_only=True):
     msg: MarketLifecyclePayload
 
 
-class MultivariateMarketLifecycle(_DataFrame, tag="multivariate_market_lifecycle", kw_only=True):
+class MultivariateMarketLifecycle(_DataFrame, tag="multivariate_market_lifecycle", frozen=True, kw_only=True):
     msg: MarketLifecyclePayload
 
 
-class EventLifecyclePayload(_Payload, kw_only=True):
+class EventLifecyclePayload(_Payload, frozen=True, kw_only=True):
     event_ticker: str
     exchange_index: int | None = None
     title: str = ""
@@ -245,17 +245,17 @@ class EventLifecyclePayload(_Payload, kw_only=True):
     strike_period: str | None = None
 
 
-class EventLifecycle(_DataFrame, tag="event_lifecycle", kw_only=True):
+class EventLifecycle(_DataFrame, tag="event_lifecycle", frozen=True, kw_only=True):
     msg: EventLifecyclePayload
 
 
-class EventFeeUpdatePayload(_Payload, kw_only=True):
+class EventFeeUpdatePayload(_Payload, frozen=True, kw_only=True):
     event_ticker: str
     fee_type_override: str | None = None
     fee_multiplier_override: Decimal | None = None
 
 
-class EventFeeUpdate(_DataFrame, tag="event_fee_update", kw_only=True):
+class EventFeeUpdate(_DataFrame, tag="event_fee_update", frozen=True, kw_only=True):
     msg: EventFeeUpdatePayload
 
 
@@ -263,14 +263,14 @@ class EventFeeUpdate(_DataFrame, tag="event_fee_update", kw_only=True):
 # communications -> RFQ and quote messages (section 4.10)
 
 
-class MveLeg(_Payload, kw_only=True):
+class MveLeg(_Payload, frozen=True, kw_only=True):
     event_ticker: str | None = None
     market_ticker: str | None = None
     side: str | None = None
     yes_settlement_value_dollars: Decimal | None = None
 
 
-class RfqCreatedPayload(_Payload, kw_only=True):
+class RfqCreatedPayload(_Payload, frozen=True, kw_only=True):
     id: str
     creator_id: str = ""
     market_ticker: str
@@ -282,11 +282,11 @@ class RfqCreatedPayload(_Payload, kw_only=True):
     mve_selected_legs: list[MveLeg] | None = None
 
 
-class RfqCreated(_DataFrame, tag="rfq_created", kw_only=True):
+class RfqCreated(_DataFrame, tag="rfq_created", frozen=True, kw_only=True):
     msg: RfqCreatedPayload
 
 
-class RfqDeletedPayload(_Payload, kw_only=True):
+class RfqDeletedPayload(_Payload, frozen=True, kw_only=True):
     id: str
     creator_id: str = ""
     market_ticker: str
@@ -296,11 +296,11 @@ class RfqDeletedPayload(_Payload, kw_only=True):
     deleted_ts: str | None = None
 
 
-class RfqDeleted(_DataFrame, tag="rfq_deleted", kw_only=True):
+class RfqDeleted(_DataFrame, tag="rfq_deleted", frozen=True, kw_only=True):
     msg: RfqDeletedPayload
 
 
-class QuotePayload(_Payload, kw_only=True):
+class QuotePayload(_Payload, frozen=True, kw_only=True):
     """Shared by quote_created, quote_accepted and quote_executed (each uses a subset)."""
 
     quote_id: str
@@ -323,15 +323,15 @@ class QuotePayload(_Payload, kw_only=True):
     subaccount: int | None = None
 
 
-class QuoteCreated(_DataFrame, tag="quote_created", kw_only=True):
+class QuoteCreated(_DataFrame, tag="quote_created", frozen=True, kw_only=True):
     msg: QuotePayload
 
 
-class QuoteAccepted(_DataFrame, tag="quote_accepted", kw_only=True):
+class QuoteAccepted(_DataFrame, tag="quote_accepted", frozen=True, kw_only=True):
     msg: QuotePayload
 
 
-class QuoteExecuted(_DataFrame, tag="quote_executed", kw_only=True):
+class QuoteExecuted(_DataFrame, tag="quote_executed", frozen=True, kw_only=True):
     msg: QuotePayload
 
 
@@ -339,14 +339,14 @@ class QuoteExecuted(_DataFrame, tag="quote_executed", kw_only=True):
 # order_group_updates (section 4.11)
 
 
-class OrderGroupUpdatePayload(_Payload, kw_only=True):
+class OrderGroupUpdatePayload(_Payload, frozen=True, kw_only=True):
     event_type: str
     order_group_id: str
     contracts_limit_fp: Decimal | None = None
     ts_ms: int | None = None
 
 
-class OrderGroupUpdate(_DataFrame, tag="order_group_updates", kw_only=True):
+class OrderGroupUpdate(_DataFrame, tag="order_group_updates", frozen=True, kw_only=True):
     msg: OrderGroupUpdatePayload
 
 
@@ -354,7 +354,7 @@ class OrderGroupUpdate(_DataFrame, tag="order_group_updates", kw_only=True):
 # user_orders -> user_order (section 4.12)
 
 
-class UserOrderPayload(_Payload, kw_only=True):
+class UserOrderPayload(_Payload, frozen=True, kw_only=True):
     order_id: str
     user_id: str = ""
     #: The market ticker (this message calls it ``ticker``, not ``market_ticker``).
@@ -386,7 +386,7 @@ class UserOrderPayload(_Payload, kw_only=True):
     subaccount_number: int | None = None
 
 
-class UserOrder(_DataFrame, tag="user_order", kw_only=True):
+class UserOrder(_DataFrame, tag="user_order", frozen=True, kw_only=True):
     msg: UserOrderPayload
 
 
@@ -394,14 +394,14 @@ class UserOrder(_DataFrame, tag="user_order", kw_only=True):
 # Reference-data channels (section 4.13): entitled sessions only, decoded for completeness.
 
 
-class WindowAverage(_Payload, kw_only=True):
+class WindowAverage(_Payload, frozen=True, kw_only=True):
     value: Decimal | None = None
     window_size: int | None = None
     window_start_ts_ms: int | None = None
     window_end_ts_exclusive: int | None = None
 
 
-class CfbenchmarksValuePayload(_Payload, kw_only=True):
+class CfbenchmarksValuePayload(_Payload, frozen=True, kw_only=True):
     index_id: str
     received_at: int | None = None
     #: Raw upstream JSON, as a string.
@@ -410,11 +410,11 @@ class CfbenchmarksValuePayload(_Payload, kw_only=True):
     last_60s_windowed_average_15min: WindowAverage | None = None
 
 
-class CfbenchmarksValue(_DataFrame, tag="cfbenchmarks_value", kw_only=True):
+class CfbenchmarksValue(_DataFrame, tag="cfbenchmarks_value", frozen=True, kw_only=True):
     msg: CfbenchmarksValuePayload
 
 
-class IndexValuePayload(_Payload, kw_only=True):
+class IndexValuePayload(_Payload, frozen=True, kw_only=True):
     index_id: str | None = None
     underlying_ticker: str | None = None
     value_usd: Decimal | None = None
@@ -423,30 +423,30 @@ class IndexValuePayload(_Payload, kw_only=True):
     data: str | None = None
 
 
-class CfbenchmarksValue5hz(_DataFrame, tag="cfbenchmarks_value_5hz", kw_only=True):
+class CfbenchmarksValue5hz(_DataFrame, tag="cfbenchmarks_value_5hz", frozen=True, kw_only=True):
     msg: IndexValuePayload
 
 
-class PythValue(_DataFrame, tag="pyth_value", kw_only=True):
+class PythValue(_DataFrame, tag="pyth_value", frozen=True, kw_only=True):
     msg: IndexValuePayload
 
 
-class IndexListPayload(_Payload, kw_only=True):
+class IndexListPayload(_Payload, frozen=True, kw_only=True):
     index_ids: list[str] = []
     underlying_tickers: list[str] = []
 
 
-class CfbenchmarksIndexList(_DataFrame, tag="cfbenchmarks_value_indexlist", kw_only=True):
+class CfbenchmarksIndexList(_DataFrame, tag="cfbenchmarks_value_indexlist", frozen=True, kw_only=True):
     id: int | None = None
     msg: IndexListPayload
 
 
-class CfbenchmarksIndexList5hz(_DataFrame, tag="cfbenchmarks_value_5hz_indexlist", kw_only=True):
+class CfbenchmarksIndexList5hz(_DataFrame, tag="cfbenchmarks_value_5hz_indexlist", frozen=True, kw_only=True):
     id: int | None = None
     msg: IndexListPayload
 
 
-class PythUnderlyingList(_DataFrame, tag="pyth_value_underlying_list", kw_only=True):
+class PythUnderlyingList(_DataFrame, tag="pyth_value_underlying_list", frozen=True, kw_only=True):
     id: int | None = None
     msg: IndexListPayload
 
@@ -455,35 +455,35 @@ class PythUnderlyingList(_DataFrame, tag="pyth_value_underlying_list", kw_only=T
 # Command replies (section 3)
 
 
-class SubscribedPayload(_Payload, kw_only=True):
+class SubscribedPayload(_Payload, frozen=True, kw_only=True):
     channel: str
     sid: int
 
 
-class Subscribed(_Frame, tag="subscribed", kw_only=True):
+class Subscribed(_Frame, tag="subscribed", frozen=True, kw_only=True):
     id: int | None = None
     msg: SubscribedPayload
 
 
-class Unsubscribed(_Frame, tag="unsubscribed", kw_only=True):
+class Unsubscribed(_Frame, tag="unsubscribed", frozen=True, kw_only=True):
     id: int | None = None
     sid: int
     seq: int | None = None
 
 
-class OkPayload(_Payload, kw_only=True):
+class OkPayload(_Payload, frozen=True, kw_only=True):
     market_tickers: list[str] | None = None
     market_ids: list[str] | None = None
     index_ids: list[str] | None = None
     underlying_tickers: list[str] | None = None
 
 
-class SubscriptionInfo(_Payload, kw_only=True):
+class SubscriptionInfo(_Payload, frozen=True, kw_only=True):
     channel: str
     sid: int
 
 
-class Ok(_Frame, tag="ok", kw_only=True):
+class Ok(_Frame, tag="ok", frozen=True, kw_only=True):
     """Reply to ``update_subscription`` (object ``msg``) or ``list_subscriptions`` (array ``msg``)."""
 
     id: int | None = None
@@ -506,14 +506,14 @@ class Ok(_Frame, tag="ok", kw_only=True):
         return self.msg if isinstance(self.msg, list) else None
 
 
-class ErrorPayload(_Payload, kw_only=True):
+class ErrorPayload(_Payload, frozen=True, kw_only=True):
     code: int
     msg: str = ""
     market_ticker: str | None = None
     market_tickers: list[str] | None = None
 
 
-class Error(_Frame, tag="error", kw_only=True):
+class Error(_Frame, tag="error", frozen=True, kw_only=True):
     id: int | None = None
     sid: int | None = None
     seq: int | None = None
@@ -713,7 +713,7 @@ def _classify(frame: bytes, error: str) -> AnyMessage:
                    if not (value == "" and (key.endswith("_dollars") or key.endswith("_fp")))}
         if len(lenient) != len(payload):
             try:
-                return msgspec.convert({**obj, "msg": lenient}, cls, strict=False)
+                return cast(Message, msgspec.convert({**obj, "msg": lenient}, cls, strict=False))
             except msgspec.ValidationError as exc:
                 error = str(exc)
     return MalformedFrame(error=error, raw=frame, type=kind, sid=sid, seq=seq)
