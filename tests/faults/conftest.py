@@ -51,6 +51,8 @@ def own_pg(own_pg_server: EmbeddedPostgres) -> Iterator[tuple[EmbeddedPostgres, 
         conn.execute(f"create database {name}")  # noqa: S608 - name is ours
     url = server.url(name)
     migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("checkpoint")  # the schema survives the crashes (stop -m immediate) these tests cause
     yield server, url
     server.thaw()
     server.start()

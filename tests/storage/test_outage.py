@@ -37,6 +37,10 @@ def outage_db(outage_pg: EmbeddedPostgres) -> str:
     outage_pg.start()
     url = outage_pg.create_database(f"outage_{next(_db_counter)}")
     migrate(url)
+    # Test servers run with fsync and synchronous_commit off; these tests crash the server
+    # (pg_ctl stop -m immediate), which could otherwise take the just-committed schema with it.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("checkpoint")
     return url
 
 
