@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -31,7 +32,7 @@ from kalshi_ingest import summaries
 from kalshi_ingest.artifacts import session_markdown
 from kalshi_ingest.config import DepthBelowRule, MarketSet, load_config
 from kalshi_ingest.report import session_report
-from kalshi_ingest.session import Progress, SessionSummary, run_recording_session
+from kalshi_ingest.session import Progress, SessionNotStarted, SessionSummary, Slot, run_recording_session
 from kalshi_ingest.settings import Settings
 
 #: Prefect's hard backstop on a whole flow run; the session's own deadline ends it gracefully long before.
@@ -66,8 +67,9 @@ async def prepare_database(settings: Settings) -> str:
 
 
 @task(name="record-session", cache_policy=NO_CACHE, persist_result=False)
-async def record_session(market_set: str, duration_seconds: float | None) -> SessionSummary:
-    """Record the market set until its deadline; the socket, REST and the writer share this event loop."""
+async def record_session(market_set: str, slot: Slot) -> SessionSummary | str:
+    """Record the market set for its slot; the socket, REST and the writer share this event loop. Returns the
+    reason when the session did not start (a duplicate of a live session, or a slot already over)."""
     logger = get_run_logger()
     settings = Settings()
     config = load_market_set(market_set)
@@ -80,11 +82,15 @@ async def record_session(market_set: str, duration_seconds: float | None) -> Ses
         logger.info(progress.line())
         await aupdate_progress_artifact(progress_id, progress=round(progress.fraction * 100, 1))
 
-    async with _session_slot(settings.kalshi_session_limit):
+    seconds = (slot.deadline - datetime.now(UTC)).total_seconds()
+    try:
         summary = await run_recording_session(
-            settings, config, url, duration=duration_seconds, on_progress=on_progress,
-            progress_interval=min(10.0, max(1.0, (duration_seconds or config.session_seconds) / 12)),
-            flow_run_id=str(runtime.flow_run.id or ""), signer=signer)
+            settings, config, url, slot=slot, on_progress=on_progress,
+            progress_interval=min(10.0, max(1.0, seconds / 12)), flow_run_id=str(runtime.flow_run.id or ""),
+            signer=signer)
+    except SessionNotStarted as exc:
+        logger.info("session not started: %s", exc)
+        return str(exc)
     await aupdate_progress_artifact(progress_id, progress=100.0)
     logger.info("session %s %s: %s", summary.session_id, summary.status, summary.status_message)
     return summary
@@ -145,8 +151,13 @@ async def ingest_market_set(market_set: str, duration_seconds: float | None = No
     """Record one session of ``market_set`` (``duration_seconds``, default: the set's ``session_seconds``),
     then summarise depth and raise alerts. Failed when data was spilled or lost, Completed otherwise."""
     config = load_market_set(market_set)
-    timeout = (duration_seconds or config.session_seconds) + RECORD_MARGIN_SECONDS
-    summary = await record_session.with_options(timeout_seconds=timeout)(market_set, duration_seconds)
+    async with _session_slot(Settings().kalshi_session_limit):
+        slot = await _slot_of_this_run(config, duration_seconds)
+        get_run_logger().info("recording %s: %s", market_set, slot.describe())
+        timeout = max(0.0, (slot.deadline - datetime.now(UTC)).total_seconds()) + RECORD_MARGIN_SECONDS
+        summary = await record_session.with_options(timeout_seconds=timeout)(market_set, slot)
+    if isinstance(summary, str):
+        return Completed(name="Skipped", message=summary)
     depth, fired, problems = await _follow_ups(summary)
     await acreate_markdown_artifact(key=f"session-{_slug(market_set)}", description=f"Session {summary.session_id}",
                                     markdown=session_markdown(summary, depth, fired, problems))
@@ -169,15 +180,55 @@ async def _follow_ups(summary: SessionSummary) -> tuple[pd.DataFrame | None, lis
             await alerts.aresult() if alerts.is_completed() else [], problems)
 
 
+async def _slot_of_this_run(config: MarketSet, duration_seconds: float | None) -> Slot:
+    """A run made by the deployment's schedule owns its slot: from its scheduled start to the next scheduled start
+    of the deployment (at most ``session_seconds``, or ``duration_seconds`` when given), plus ``handover_seconds``
+    for the next run to take over. Any other run (manual, ad hoc, the CLI) records ``duration_seconds`` (default
+    ``session_seconds``) from now."""
+    seconds = duration_seconds or config.session_seconds
+    run_id = runtime.flow_run.id
+    if not run_id:
+        return Slot.adhoc(seconds)
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterExpectedStartTime,
+    )
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async with get_client() as client:
+        run = await client.read_flow_run(run_id)
+        if not run.auto_scheduled or run.deployment_id is None or run.expected_start_time is None:
+            return Slot.adhoc(seconds)
+        start = run.expected_start_time.astimezone(UTC)
+        later = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=[run.deployment_id]),
+                expected_start_time=FlowRunFilterExpectedStartTime(after_=start + timedelta(seconds=1))),
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=20)
+    following = next((r.expected_start_time.astimezone(UTC) for r in later
+                      if r.auto_scheduled and r.expected_start_time is not None), None)
+    end = start + timedelta(seconds=seconds)
+    successor = following is not None and following <= end
+    if successor and following is not None:
+        end = following
+    return Slot.scheduled(start, end, successor_expected=successor, handover_seconds=config.handover_seconds)
+
+
 @contextlib.asynccontextmanager
 async def _session_slot(limit_name: str | None) -> Any:
-    """Hold one slot of the global WebSocket-session limit (per API key) while recording, if configured."""
+    """Hold one slot of the global WebSocket-session limit (per API key) while recording, if configured. The wait
+    for a slot is logged and does not count against the recording's time box."""
     if not limit_name:
         yield
         return
     from prefect.concurrency.asyncio import concurrency
 
+    get_run_logger().info("waiting for a slot of the global concurrency limit %r (WebSocket sessions per API key)",
+                          limit_name)
     async with concurrency(limit_name, occupy=1, strict=True):
+        get_run_logger().info("got a slot of %r", limit_name)
         yield
 
 

@@ -122,6 +122,11 @@ class MarketSet(BaseModel):
     depth_distances: list[Dollars] = [Decimal("0.01"), Decimal("0.02"), Decimal("0.05"), Decimal("0.10")]
     #: Upper bound on markets after series/event expansion (Kalshi limits subscriptions per connection).
     max_markets: int = Field(default=500, gt=0)
+    #: Scheduled sessions: how long past its slot a session keeps recording while the next one starts (it stops as
+    #: soon as the next one has its books stored).
+    handover_seconds: float = Field(default=120, ge=0, le=3600)
+    #: Followed sets (series/events): seconds between REST polls for markets that opened or closed.
+    discovery_seconds: float = Field(default=60, gt=0)
 
     @model_validator(mode="after")
     def _has_markets(self) -> MarketSet:

@@ -1,19 +1,24 @@
-"""One recording session: resolve markets, record the WebSocket into PostgreSQL until the deadline, close.
+"""One recording session: claim the market set, record the WebSocket into PostgreSQL for its slot, hand over, close.
 
 :func:`run_recording_session` is everything a flow run does to the socket and the database, in one
 coroutine, so the socket, the REST client and the recorder share one event loop (Prefect tasks started
 with ``.submit()`` would each get another loop):
 
-1. resolve the market set's markets (explicit tickers, then the open markets of its events and series);
-2. open the session row (``kalshi.sessions``) through the :class:`~kalshi_store.recorder.Recorder`;
-3. backfill trades (and the account's fills, when the market set records ``fill``: an un-sequenced channel
-   that loses whatever is printed while the socket is down) from REST since the last trade stored by a
-   previous session (continuity between sessions), and again after every reconnect, from the moment the
-   connection was lost (each backfill starts once the live stream is flowing again, so REST and WebSocket
-   overlap; duplicates are skipped by ``trade_id``, fills by ``(trade_id, order_id)``);
-4. run :class:`~kalshi_ws.client.KalshiWebSocketClient` with the recorder as its sink until the deadline
-   (the client's own graceful time box), calling ``on_progress`` every ``progress_interval`` seconds;
-5. flush, and close the session row with a status that tells the truth: ``completed``; ``cancelled``
+1. resolve the market set's markets (explicit tickers, then the open markets of its events and series; possibly
+   none: a followed set then records its lifecycle channel and waits for markets);
+2. claim the market set (:class:`~kalshi_store.continuity.SessionLink`): a session that would only duplicate one
+   already recording does not start (:class:`DuplicateSession`); live sessions it extends become its predecessors;
+3. open the session row and record until the :class:`Slot`'s deadline: a scheduled session owns its slot, from its
+   scheduled start to the next scheduled start, plus up to ``handover_seconds`` for the next session to take over;
+   an ad-hoc one records ``duration`` seconds from now. Once this session's order book snapshots are stored it
+   takes over from its predecessors, which stop at their next heartbeat (about a second later); it stops itself the
+   same way when its successor takes over;
+4. follow the set live (:class:`~kalshi_ingest.following.MarketFollower`): markets that open are added to the live
+   subscriptions, closed ones removed, and the coverage record says from when to when each market was recorded;
+5. backfill trades (and the account's fills, when the market set records ``fill``) from REST since the last trade
+   stored by a previous session, and again after every reconnect (each backfill starts once the live stream is
+   flowing again, so REST and WebSocket overlap; duplicates are skipped by ``trade_id``);
+6. flush, and close the session row with a status that tells the truth: ``completed``; ``cancelled``
    (SIGTERM / flow cancellation, after a flush); ``degraded`` when rows were spilled to local files or a
    gap was never repaired.
 """
@@ -26,6 +31,7 @@ import logging
 import signal
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,12 +39,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kalshi_ingest.config import MarketSet
+from kalshi_ingest.following import MarketFollower, follows
 from kalshi_ingest.settings import Settings
+from kalshi_store.continuity import Claim, LiveSession, SessionLink
 from kalshi_store.recorder import Recorder
 from kalshi_ws import events, messages
 from kalshi_ws.auth import Signer
 from kalshi_ws.client import KalshiWebSocketClient
-from kalshi_ws.protocol import UNFILTERED_CHANNELS, SessionProtocol, Subscription
+from kalshi_ws.protocol import SessionProtocol
 from kalshi_ws.rest import KalshiRestClient, MarketTrade, PortfolioFill
 
 log = logging.getLogger(__name__)
@@ -52,8 +60,65 @@ BACKFILL_OVERLAP = timedelta(seconds=2)
 PER_MARKET_BACKFILL_LIMIT = 20
 
 
+#: Seconds between heartbeats (and coverage writes); a predecessor stops within about this long of a handover.
+HEARTBEAT_SECONDS = 1.0
+
+
 class NoMarketsError(RuntimeError):
-    """The market set resolved to no open market; there is nothing to record."""
+    """The market set names only explicit tickers and none is left to record."""
+
+
+class SessionNotStarted(RuntimeError):
+    """The session did not start because there is nothing for it to do (not an error of the run)."""
+
+
+class DuplicateSession(SessionNotStarted):
+    """Another live session already records the market set at least as long as this one would."""
+
+    def __init__(self, market_set: str, other: LiveSession) -> None:
+        super().__init__(f"market set {market_set!r} is already being recorded by {other.describe()}; "
+                         "not starting a duplicate session")
+        self.other = other
+
+
+class SlotOver(SessionNotStarted):
+    """The schedule slot of this run ended before it could start (the run started too late)."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """When a session records.
+
+    ``end`` is the end of the slot the session owns: for a scheduled run the next scheduled start of its deployment
+    (or its scheduled start + ``session_seconds`` when that comes first), for an ad-hoc run ``duration`` seconds after
+    it starts. ``deadline`` is when it stops at the latest: ``end``, plus ``handover_seconds`` when a next session
+    is expected to take over (it stops as soon as that session's books are stored).
+    """
+
+    #: The planned start: the scheduled start, or when an ad-hoc run asked to record.
+    begins: datetime
+    end: datetime
+    deadline: datetime
+    #: The scheduled start (None: an ad-hoc run).
+    start: datetime | None = None
+    successor_expected: bool = False
+
+    @classmethod
+    def adhoc(cls, seconds: float, now: datetime | None = None) -> Slot:
+        begins = now or datetime.now(UTC)
+        end = begins + timedelta(seconds=seconds)
+        return cls(begins=begins, end=end, deadline=end)
+
+    @classmethod
+    def scheduled(cls, start: datetime, end: datetime, *, successor_expected: bool, handover_seconds: float) -> Slot:
+        grace = timedelta(seconds=handover_seconds if successor_expected else 0)
+        return cls(begins=start, end=end, deadline=end + grace, start=start, successor_expected=successor_expected)
+
+    def describe(self) -> str:
+        if self.start is None:
+            return f"ad hoc, until {self.end:%H:%M:%S} UTC"
+        handover = f" (+ handover until {self.deadline:%H:%M:%S})" if self.successor_expected else ""
+        return f"slot {self.start:%H:%M:%S}-{self.end:%H:%M:%S} UTC{handover}"
 
 
 @dataclass(frozen=True)
@@ -125,6 +190,12 @@ class SessionSummary:
     unrecovered_gaps: int = 0
     rest_backfilled: int = 0
     stop_reason: str = ""
+    #: Handover: the sessions this one took over from, and the one that took over from it (if any).
+    took_over_from: list[str] = field(default_factory=list)
+    handed_over_to: str | None = None
+    markets_added: list[str] = field(default_factory=list)
+    markets_removed: list[str] = field(default_factory=list)
+    planned_end: datetime | None = None
 
     @property
     def healthy(self) -> bool:
@@ -134,6 +205,7 @@ class SessionSummary:
         out = dict(self.__dict__)
         out["started_at"] = self.started_at.isoformat()
         out["ended_at"] = self.ended_at.isoformat()
+        out["planned_end"] = self.planned_end.isoformat() if self.planned_end else None
         return out
 
 
@@ -158,9 +230,15 @@ class _SessionSink:
     """
 
     def __init__(self, recorder: Recorder, *, backfill: Callable[[datetime], None] | None,
-                 since: datetime | None, trigger: type[messages.Trade | messages.Fill] = messages.Trade) -> None:
+                 since: datetime | None, trigger: type[messages.Trade | messages.Fill] = messages.Trade,
+                 follower: MarketFollower | None = None) -> None:
         self._recorder = recorder
         self._on_message = recorder.on_message
+        #: Messages the market follower watches: snapshots (coverage starts) and market lifecycle (new markets).
+        self._hooks: dict[type, Callable[[Any, int], None]] = {}
+        if follower is not None:
+            self._hooks[messages.OrderbookSnapshot] = lambda m, ns: follower.on_snapshot(m.msg.market_ticker, ns)
+            self._hooks[messages.MarketLifecycle] = lambda m, ns: follower.on_lifecycle(m.msg, ns)
         self._backfill = backfill
         self._trigger = trigger
         self._trigger_channel = "trade" if trigger is messages.Trade else "fill"
@@ -184,6 +262,9 @@ class _SessionSink:
         if ts_ms:
             self.last_lag = received_ns / 1e9 - ts_ms / 1000
         self._on_message(message, generation, received_ns)
+        hook = self._hooks.get(type(message))
+        if hook is not None:
+            hook(message, received_ns)
         if type(message) is self._trigger:
             if ts_ms:
                 if self._last_trade_ms is None or ts_ms > self._last_trade_ms:
@@ -214,6 +295,11 @@ class _SessionSink:
                 else session_start)
         self._due = tail if self._due is None else min(self._due, tail)
         self.fire_backfill()
+
+    def backfill_from(self, since: datetime) -> None:
+        """Trades may be missing since ``since`` (a market was added to the live subscriptions after it opened)."""
+        if self._backfill is not None:
+            self._due = since if self._due is None else min(self._due, since)
 
     def _trades_missed_since(self, at_ns: int, since_ms: int | None = None) -> None:
         """Trades may be missing from ``since_ms`` (default: the last trade received, else ``at_ns``) on."""
@@ -262,18 +348,13 @@ class _SessionSink:
         await self._recorder.wait_resumed()
 
 
-def subscriptions_for(market_set: MarketSet, markets: Sequence[str]) -> list[Subscription]:
-    """One subscription per configured channel; channels without a market filter cover every market."""
-    return [Subscription(channel) if channel in UNFILTERED_CHANNELS else Subscription(channel, tuple(markets))
-            for channel in market_set.channels]
-
-
 async def resolve_markets(rest: KalshiRestClient, market_set: MarketSet) -> list[str]:
+    """The set's markets open now (explicit tickers as given). A followed set (series/events) may resolve to none
+    and waits for markets; a set of explicit tickers always has its tickers."""
     markets = await rest.resolve_markets(series=market_set.series, events=market_set.events,
                                          tickers=market_set.tickers)
-    if not markets:
-        raise NoMarketsError(f"market set {market_set.name!r} resolved to no open market "
-                             f"(tickers={market_set.tickers}, series={market_set.series}, events={market_set.events})")
+    if not markets and not follows(market_set):
+        raise NoMarketsError(f"market set {market_set.name!r} resolved to no market (tickers={market_set.tickers})")
     if len(markets) > market_set.max_markets:
         log.warning("market set %r resolved to %d markets; recording the first %d (max_markets)",
                     market_set.name, len(markets), market_set.max_markets)
@@ -307,105 +388,177 @@ async def run_recording_session(
     database_url: str,
     *,
     duration: float | None = None,
+    slot: Slot | None = None,
     on_progress: ProgressCallback | None = None,
     progress_interval: float = 10.0,
     flow_run_id: str | None = None,
     signer: Signer | None = None,
 ) -> SessionSummary:
-    """Record ``market_set`` for ``duration`` seconds (default: its ``session_seconds``); see the module doc."""
-    duration = float(duration if duration is not None else market_set.session_seconds)
+    """Record ``market_set`` for its ``slot`` (default: ad hoc, ``duration`` seconds, default its
+    ``session_seconds``); see the module doc. Raises :class:`SessionNotStarted` when there is nothing to do."""
+    slot = slot or Slot.adhoc(float(duration if duration is not None else market_set.session_seconds))
+    if slot.start is not None and slot.deadline <= datetime.now(UTC) + timedelta(seconds=1):
+        raise SlotOver(f"the slot of market set {market_set.name!r} ({slot.describe()}) is already over")
     environment = settings.environment()
     signer = signer if signer is not None else await settings.signer()
+    session_id = str(uuid.uuid4())
+    link = SessionLink(database_url, session_id, market_set.name)
     async with KalshiRestClient(environment.rest_url, signer) as rest, \
             Recorder(database_url, spill_dir=settings.data_dir / "spill") as recorder:
-        markets = await resolve_markets(rest, market_set)
-        started = datetime.now(UTC)
-        deadline = time.time() + duration
-        session_id = await recorder.open_session(
-            market_set.name, environment.name, markets, list(market_set.channels), planned_start=started,
-            planned_end=started + timedelta(seconds=duration), flow_run_id=flow_run_id,
-            use_yes_price=market_set.use_yes_price)
-        await asyncio.to_thread(close_abandoned_sessions, database_url, market_set.name)
-        backfills: list[asyncio.Task[int]] = []
-
-        records_trades = "trade" in market_set.channels
-        records_fills = "fill" in market_set.channels
-
-        async def backfill(since: datetime) -> int:
-            """Everything the live stream may have missed since ``since``: trades, and fills when recorded."""
-            added = 0
-            if records_trades:
-                trades = await fetch_trades(rest, markets, since)
-                added += recorder.add_rest_trades(trades) if trades else 0  # type: ignore[arg-type]  # frozen structs
-            if records_fills:
-                fills = await fetch_fills(rest, markets, since)
-                added += recorder.add_rest_fills(fills) if fills else 0  # type: ignore[arg-type]  # frozen structs
-            return added
-
-        def start_backfill(since: datetime) -> None:
-            backfills.append(asyncio.create_task(backfill(since), name="kalshi-rest-backfill"))
-
-        previous = await recorder.last_trade_time(markets) if records_trades else None
-        sink = _SessionSink(recorder, backfill=start_backfill if records_trades or records_fills else None,
-                            since=previous, trigger=messages.Trade if records_trades else messages.Fill)
-        protocol = SessionProtocol(subscriptions_for(market_set, markets), use_yes_price=market_set.use_yes_price)
-        client = KalshiWebSocketClient(environment.ws_url, sink, protocol=protocol, signer=signer)
-        outcome = _Outcome()
-        reporter = asyncio.create_task(_report_progress(
-            sink, recorder, market_set.name, session_id, duration, progress_interval, on_progress))
         try:
-            with _cancel_on_sigterm():
-                await client.run(deadline=deadline)
-            sink.final_backfill(started)
-            for done in await asyncio.gather(*backfills, return_exceptions=True):
-                if isinstance(done, BaseException):
-                    outcome.status = "degraded"  # trades/fills missed while disconnected may be missing
-                    outcome.problems.append(f"REST backfill failed: {type(done).__name__}: {done}")
-                else:
-                    outcome.backfilled += done
-        except asyncio.CancelledError:
-            outcome.status = "cancelled"
-            outcome.problems.append("cancelled before the deadline (flow cancelled or SIGTERM); data flushed")
-            raise
-        except Exception as exc:
-            outcome.status = "failed"
-            outcome.problems.append(f"{type(exc).__name__}: {exc}")
-            raise
+            return await _record(settings, market_set, database_url, slot, environment.name, environment.ws_url,
+                                 signer, rest, recorder, link, on_progress, progress_interval, flow_run_id)
         finally:
-            reporter.cancel()
-            for task in backfills:
-                task.cancel()
-            summary = await _close(recorder, sink, outcome, session_id=session_id, market_set=market_set,
-                                   environment=environment.name, markets=markets, started=started)
+            await link.close()
+
+
+async def _record(settings: Settings, market_set: MarketSet, database_url: str, slot: Slot, environment: str,
+                  ws_url: str, signer: Signer, rest: KalshiRestClient, recorder: Recorder, link: SessionLink,
+                  on_progress: ProgressCallback | None, progress_interval: float,
+                  flow_run_id: str | None) -> SessionSummary:
+    markets = await resolve_markets(rest, market_set)
+    follower = MarketFollower(market_set, markets, link)
+    started = datetime.now(UTC)
+    claim = await link.claim(environment=environment, markets=follower.markets, channels=follower.channels,
+                             use_yes_price=market_set.use_yes_price, planned_start=slot.begins,
+                             planned_end=slot.deadline, slot_start=slot.start,
+                             slot_end=slot.end, flow_run_id=flow_run_id)
+    if claim.duplicate_of is not None:
+        raise DuplicateSession(market_set.name, claim.duplicate_of)
+    session_id = await recorder.open_session(
+        market_set.name, environment, follower.markets, follower.channels, planned_start=slot.begins,
+        planned_end=slot.deadline, flow_run_id=flow_run_id, use_yes_price=market_set.use_yes_price,
+        session_id=link.session_id)
+    if not follower.markets:
+        log.info("[%s] no open market right now: recording the lifecycle channel and waiting for markets",
+                 market_set.name)
+    log.info("[%s] session %s: %s, %d markets%s", market_set.name, session_id, slot.describe(), len(follower.markets),
+             f"; taking over from {', '.join(p.session_id for p in claim.predecessors)}" if claim.predecessors else "")
+    backfills: list[asyncio.Task[int]] = []
+    records_trades = "trade" in market_set.channels
+    records_fills = "fill" in market_set.channels
+
+    async def backfill(since: datetime) -> int:
+        """Everything the live stream may have missed since ``since``: trades, and fills when recorded."""
+        added = 0
+        current = list(follower.markets)
+        if records_trades and current:
+            trades = await fetch_trades(rest, current, since)
+            added += recorder.add_rest_trades(trades) if trades else 0  # type: ignore[arg-type]  # frozen structs
+        if records_fills and current:
+            fills = await fetch_fills(rest, current, since)
+            added += recorder.add_rest_fills(fills) if fills else 0  # type: ignore[arg-type]  # frozen structs
+        return added
+
+    def start_backfill(since: datetime) -> None:
+        backfills.append(asyncio.create_task(backfill(since), name="kalshi-rest-backfill"))
+
+    previous = await recorder.last_trade_time(follower.markets) if records_trades and follower.markets else None
+    sink = _SessionSink(recorder, backfill=start_backfill if records_trades or records_fills else None,
+                        since=previous, trigger=messages.Trade if records_trades else messages.Fill,
+                        follower=follower)
+    follower.on_added = sink.backfill_from  # a market added late: its trades since it opened come from REST
+    protocol = SessionProtocol(follower.subscriptions(explicit=follows(market_set)),
+                               use_yes_price=market_set.use_yes_price)
+    client = KalshiWebSocketClient(ws_url, sink, protocol=protocol, signer=signer)
+    follower.start(client, time.time_ns())
+    outcome = _Outcome()
+    handover = _Handover(slot=slot)
+    helpers = [
+        asyncio.create_task(_report_progress(sink, recorder, market_set.name, session_id,
+                                             (slot.deadline - started).total_seconds(), progress_interval,
+                                             on_progress), name="kalshi-progress"),
+        asyncio.create_task(_keep_alive(link, client, handover), name="kalshi-heartbeat"),
+        asyncio.create_task(_take_over(link, claim, follower, recorder, handover), name="kalshi-handover"),
+    ]
+    if follows(market_set):
+        helpers.append(asyncio.create_task(_discover(rest, market_set, follower, market_set.discovery_seconds),
+                                           name="kalshi-discovery"))
+    try:
+        with _cancel_on_sigterm():
+            await client.run(deadline=slot.deadline)
+        sink.final_backfill(started)
+        for done in await asyncio.gather(*backfills, return_exceptions=True):
+            if isinstance(done, BaseException):
+                outcome.status = "degraded"  # trades/fills missed while disconnected may be missing
+                outcome.problems.append(f"REST backfill failed: {type(done).__name__}: {done}")
+            else:
+                outcome.backfilled += done
+    except asyncio.CancelledError:
+        outcome.status = "cancelled"
+        outcome.problems.append("cancelled before the deadline (flow cancelled or SIGTERM); data flushed")
+        raise
+    except Exception as exc:
+        outcome.status = "failed"
+        outcome.problems.append(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        for helper in helpers:
+            helper.cancel()
+        for pending in backfills:
+            pending.cancel()
+        follower.finish("handover" if handover.successor else "failed" if outcome.status == "failed"
+                        else "session_end", time.time_ns())
+        summary = await _close(recorder, sink, outcome, session_id=session_id, market_set=market_set,
+                               environment=environment, follower=follower, started=started, handover=handover,
+                               link=link)
     return summary
 
 
-#: A session still ``running`` this long after its planned end was abandoned (its process was killed): no
-#: live session outlasts its deadline by more than the flow's closing margin (5 minutes).
-ABANDONED_AFTER = timedelta(minutes=15)
+@dataclass
+class _Handover:
+    """What this session knows of the sessions before and after it."""
+
+    slot: Slot
+    #: Sessions this one took over from, once its books were stored.
+    took_over_from: list[str] = field(default_factory=list)
+    took_over_at: datetime | None = None
+    #: The session that took over from this one, and when.
+    successor: str | None = None
+    superseded_at: datetime | None = None
 
 
-def close_abandoned_sessions(database_url: str, market_set: str) -> int:
-    """Mark earlier sessions of ``market_set`` left ``running`` by a killed process as ``failed``.
+async def _keep_alive(link: SessionLink, client: KalshiWebSocketClient, handover: _Handover) -> None:
+    """Heartbeat and coverage every :data:`HEARTBEAT_SECONDS`; stop the client once the next session took over."""
+    while True:
+        superseded = await link.beat()
+        if superseded is not None and handover.successor is None:
+            handover.successor, handover.superseded_at = superseded
+            log.info("session %s: session %s took over at %s UTC; stopping", link.session_id, superseded[0],
+                     f"{superseded[1]:%H:%M:%S.%f}"[:-3])
+            client.stop()
+        await asyncio.sleep(HEARTBEAT_SECONDS)
 
-    Their data up to the kill is stored (and the next session backfilled the trades after it); only the row
-    said otherwise. Returns how many rows were closed; a database that is away is left for a later session.
-    """
-    import psycopg
 
-    try:
-        with psycopg.connect(database_url, connect_timeout=3) as conn:
-            closed = conn.execute(
-                "update kalshi.sessions set status = 'failed', ended_at = coalesce(ended_at, updated_at), "
-                "status_message = 'abandoned: the process recording this session stopped without closing it "
-                "(killed?); rows received before that are stored', updated_at = now() "
-                "where market_set = %s and status = 'running' and planned_end < now() - %s",
-                (market_set, ABANDONED_AFTER)).rowcount
-    except psycopg.OperationalError:
-        return 0
-    if closed:
-        log.warning("closed %d abandoned session(s) of %r as failed", closed, market_set)
-    return closed
+async def _take_over(link: SessionLink, claim: Claim, follower: MarketFollower, recorder: Recorder,
+                     handover: _Handover) -> None:
+    """Once every order book snapshot of this session is stored, tell the predecessors to stop."""
+    if not claim.predecessors:
+        return
+    while not follower.books_ready:
+        await asyncio.sleep(0.02)
+    await recorder.flush()
+    await link.beat()  # the coverage of this session is on record before the predecessors' ends
+    at = await link.hand_over(claim.predecessors)
+    if at is not None:
+        handover.took_over_from = [p.session_id for p in claim.predecessors]
+        handover.took_over_at = at
+        log.info("session %s took over from %s at %s UTC", link.session_id,
+                 ", ".join(handover.took_over_from), f"{at:%H:%M:%S.%f}"[:-3])
+
+
+async def _discover(rest: KalshiRestClient, market_set: MarketSet, follower: MarketFollower, interval: float) -> None:
+    """Poll REST for the set's open markets every ``interval`` seconds (a fallback for the lifecycle channel)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            found = await rest.resolve_markets(series=market_set.series, events=market_set.events,
+                                               tickers=market_set.tickers)
+        except Exception as exc:  # discovery is a fallback: a failed poll is retried at the next interval
+            log.warning("[%s] market discovery failed (%s: %s); retrying in %.0f s", market_set.name,
+                        type(exc).__name__, exc, interval)
+            continue
+        follower.reconcile(found, time.time_ns())
 
 
 @contextlib.contextmanager
@@ -450,7 +603,8 @@ class _Outcome:
 
 
 async def _close(recorder: Recorder, sink: _SessionSink, outcome: _Outcome, *, session_id: str,
-                 market_set: MarketSet, environment: str, markets: list[str], started: datetime) -> SessionSummary:
+                 market_set: MarketSet, environment: str, follower: MarketFollower, started: datetime,
+                 handover: _Handover, link: SessionLink) -> SessionSummary:
     """Flush and close the session row with an honest status, shielded so a cancellation cannot cut it short."""
 
     async def close() -> SessionSummary:
@@ -472,15 +626,33 @@ async def _close(recorder: Recorder, sink: _SessionSink, outcome: _Outcome, *, s
         if status == "completed" and (stats.rows_spilled or stats.unstorable_rows or stats.paused_count
                                       or sink.open_gaps or sink.open_disconnects):
             status = "degraded"
-        message = "; ".join(problems) or "recorded until the deadline"
+        notes = []
+        if handover.took_over_from:
+            notes.append(f"took over from session {', '.join(handover.took_over_from)}")
+        if follower.added or follower.removed:
+            notes.append(f"markets followed live: {len(follower.added)} added, {len(follower.removed)} removed")
+        if handover.successor:
+            ended = f"handed over to session {handover.successor}"
+        elif status != "completed":
+            ended = ""
+        elif handover.slot.successor_expected:
+            ended = ("recorded until the deadline: no next session took over within handover_seconds (did the "
+                     "next scheduled run start?)")
+        else:
+            ended = "recorded until the deadline"
+        message = "; ".join([*problems, *filter(None, [ended]), *notes]) or "recorded until the deadline"
         await recorder.close_session(status, message)  # type: ignore[arg-type]
+        await link.finish(list(follower.ever))
         stats = recorder.stats()
         return SessionSummary(
-            session_id=session_id, market_set=market_set.name, environment=environment, markets=markets,
-            channels=list(market_set.channels), started_at=started, ended_at=datetime.now(UTC),
+            session_id=session_id, market_set=market_set.name, environment=environment, markets=list(follower.ever),
+            channels=list(follower.channels), started_at=started, ended_at=datetime.now(UTC),
             status=status, status_message=message, messages=dict(sink.counts), rows_written=dict(stats.written),
             rows_spilled=stats.rows_spilled, reconnects=sink.reconnects, gaps=sink.gaps,
-            unrecovered_gaps=len(sink.open_gaps) + len(sink.open_disconnects), rest_backfilled=outcome.backfilled, stop_reason=sink.stop_reason)
+            unrecovered_gaps=len(sink.open_gaps) + len(sink.open_disconnects), rest_backfilled=outcome.backfilled,
+            stop_reason=sink.stop_reason, took_over_from=handover.took_over_from, handed_over_to=handover.successor,
+            markets_added=list(follower.added), markets_removed=list(follower.removed),
+            planned_end=handover.slot.deadline)
 
     task = asyncio.ensure_future(close())
     try:

@@ -271,8 +271,9 @@ class Recorder:
         flow_run_id: str | None = None,
         *,
         use_yes_price: bool = False,
+        session_id: str | None = None,
     ) -> str:
-        """Start a session and return its id (a UUID made here, so it works while the database is down).
+        """Start a session and return its id (a UUID made here unless given, so it works while the database is down).
 
         ``use_yes_price`` must say what the client's order book subscription pinned (it decides how NO-side
         book prices read). The session row is written right away when the database is reachable, else with the
@@ -282,7 +283,7 @@ class Recorder:
             raise RuntimeError("Recorder is not started: use `async with Recorder(...)` or await start()")
         if self._session is not None:
             raise RuntimeError(f"session {self._session.session_id} is still open; close_session() it first")
-        session_id = str(uuid.uuid4())
+        session_id = session_id or str(uuid.uuid4())
         started = datetime.now(UTC)
         self._session = SessionManifest(
             session_id=session_id, market_set=market_set, environment=environment, markets=list(markets),

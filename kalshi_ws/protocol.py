@@ -115,6 +115,10 @@ class Subscription:
     #: Extra subscribe params: ``send_initial_snapshot``, ``skip_ticker_ack``, ``user_filter``,
     #: ``shard_factor``, ``shard_key``, ``index_ids``, ``underlying_tickers`` ...
     params: Mapping[str, Any] = field(default_factory=dict)
+    #: ``market_tickers`` is the exact list even when it is empty: an empty list means no server subscription
+    #: (yet), not every market. A session that follows a market set live uses this: markets come and go
+    #: through :meth:`SessionProtocol.update_markets`, and the subscription is made with the first one.
+    explicit: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.market_tickers, str):
@@ -130,7 +134,9 @@ class Subscription:
                              f"(subscribing yields error 8); use {replacement}")
         if channel not in messages.CHANNELS:
             raise ValueError(f"unknown channel {channel!r}; known channels: {', '.join(sorted(messages.CHANNELS))}")
-        if channel in messages.MARKET_REQUIRED_CHANNELS and not self.market_tickers:
+        if channel in UNFILTERED_CHANNELS and self.explicit:
+            raise ValueError(f"channel {channel!r} has no market filter; it cannot follow an explicit market list")
+        if channel in messages.MARKET_REQUIRED_CHANNELS and not self.market_tickers and not self.explicit:
             raise ValueError(f"channel {channel!r} needs market_tickers (Kalshi answers error 14 without them)")
         if channel in UNFILTERED_CHANNELS and self.market_tickers:
             raise ValueError(f"channel {channel!r} has no market filter (it always covers every market); "
@@ -145,18 +151,25 @@ class Subscription:
 class _Channel:
     """One server subscription (per channel) and what the caller wants it to cover."""
 
-    __slots__ = ("failed_subscribes", "markets", "name", "params", "recovery", "sid", "subscribe_id")
+    __slots__ = ("explicit", "failed_subscribes", "markets", "name", "params", "recovery", "sid", "subscribe_id")
 
-    def __init__(self, name: str, markets: Iterable[str], params: Mapping[str, Any]) -> None:
+    def __init__(self, name: str, markets: Iterable[str], params: Mapping[str, Any], explicit: bool = False) -> None:
         self.name = name
-        #: Desired markets, in order (a dict used as an ordered set); empty = all markets.
+        #: Desired markets, in order (a dict used as an ordered set); empty = all markets, unless ``explicit``.
         self.markets: dict[str, None] = dict.fromkeys(markets)
+        #: The list is exact: while it is empty the channel has no server subscription.
+        self.explicit = explicit
         self.params = dict(params)
         #: Live sid on this connection (``None`` while (re)subscribing or disconnected).
         self.sid: int | None = None
         self.subscribe_id: int | None = None
         self.failed_subscribes = 0
         self.recovery: _Recovery | None = None
+
+    @property
+    def dormant(self) -> bool:
+        """An explicit list that is empty: nothing to subscribe to until a market is added."""
+        return self.explicit and not self.markets
 
 
 class _Sid:
@@ -243,6 +256,8 @@ class SessionProtocol:
         self._incidents = 0
         self._disconnect_incident: int | None = None
         self._awaiting_subscribed: set[str] = set()
+        #: Between ``connection_opened`` and ``connection_lost``.
+        self._connected = False
         #: Markets already reported as ``delta_before_snapshot`` in the current incident/connection.
         self._warned: set[str] = set()
         # Hot-path shortcut: the BookSet's dict (BookSet never rebinds it).
@@ -251,8 +266,10 @@ class SessionProtocol:
     def _add_subscription(self, sub: Subscription) -> None:
         channel = self._channels.get(sub.channel)
         if channel is None:
-            self._channels[sub.channel] = _Channel(sub.channel, sub.market_tickers, sub.params)
+            self._channels[sub.channel] = _Channel(sub.channel, sub.market_tickers, sub.params, sub.explicit)
             return
+        if channel.explicit != sub.explicit:
+            raise ValueError(f"two subscriptions to {sub.channel!r} disagree on whether their market list is explicit")
         for key, value in sub.params.items():
             if key in channel.params and channel.params[key] != value:
                 raise ValueError(f"two subscriptions to {sub.channel!r} disagree on {key!r} "
@@ -304,6 +321,7 @@ class SessionProtocol:
     def connection_opened(self, url: str = "") -> None:
         """A new connection is up: subscribe everything again with the current market lists."""
         self.generation += 1
+        self._connected = True
         self.seq_per_connection = False
         self._tracker = CommandTracker(self._clock)
         self._sids = {}
@@ -319,11 +337,12 @@ class SessionProtocol:
         for channel in self._channels.values():
             channel.sid = None
             channel.failed_subscribes = 0
-            self._subscribe(channel)
+            if not channel.dormant:
+                self._subscribe(channel)
         if incident is not None:
-            self._awaiting_subscribed = set(self._channels)
+            self._awaiting_subscribed = {name for name, channel in self._channels.items() if not channel.dormant}
         book = self._channels.get(BOOK_CHANNEL)
-        if book is not None and (incident is not None or book.recovery is not None):
+        if book is not None and book.markets and (incident is not None or book.recovery is not None):
             recovery = book.recovery
             if recovery is None:
                 recovery = book.recovery = _Recovery(tuple(book.markets))
@@ -339,6 +358,7 @@ class SessionProtocol:
 
     def connection_lost(self, reason: str, will_reconnect: bool) -> None:
         """The connection ended: every sid is void and every book untrusted until re-snapshotted."""
+        self._connected = False
         if self._disconnect_incident is None:
             self._disconnect_incident = self._new_incident()
         at_ns = self._wall_ns()
@@ -405,18 +425,22 @@ class SessionProtocol:
             raise ValueError(f"channel {channel!r} has no market filter; it always covers every market")
         if isinstance(add, str) or isinstance(remove, str):
             raise ValueError("add/remove take sequences of tickers, not a single string")
-        if not state.markets and channel != BOOK_CHANNEL:
+        if not state.markets and channel != BOOK_CHANNEL and not state.explicit:
             raise ValueError(f"channel {channel!r} is subscribed to every market; there is no list to change")
         added = [m for m in dict.fromkeys(add) if m not in state.markets]
         removed = [m for m in dict.fromkeys(remove) if m in state.markets and m not in added]
-        if channel == BOOK_CHANNEL and len(state.markets) + len(added) - len(removed) <= 0:
-            raise ValueError("orderbook_delta needs at least one market; remove the subscription's last market "
-                             "by ending the session instead")
+        if len(state.markets) + len(added) - len(removed) <= 0 and (channel == BOOK_CHANNEL or state.explicit):
+            raise ValueError(f"{channel} needs at least one market: a live subscription keeps at least one "
+                             "(end the session, or keep the last market)")
+        was_dormant = state.dormant
         for market in added:
             state.markets[market] = None
         for market in removed:
             del state.markets[market]
-        if state.sid is not None:
+        if was_dormant and added:
+            if self.generation and state.sid is None and state.subscribe_id is None and self._connected:
+                self._subscribe(state)  # the first market of a followed list: subscribe now
+        elif state.sid is not None:
             if added:
                 self._update(state, "add_markets", added)
             if removed:

@@ -215,6 +215,7 @@ class MarketModel:
         self.rfqs: list[dict[str, Any]] = []
         self._counter = 0
         self._lifecycle_markets = 0
+        self._opened_markets = 0
         self.halted = False  # exchange-wide trading pause (pause_market_activity does not use this)
         now = self.now_ms()
         self.start_ms = now
@@ -664,7 +665,7 @@ class MarketModel:
                 quote_id=rfq["quote"], rfq_id=rfq["id"], quote_creator_id=self.comm_id[:8], rfq_creator_id="0",
                 market_ticker=ticker, event_ticker=mk.event_ticker, yes_bid_dollars=d4(yes_bid),
                 no_bid_dollars=no_bid, accepted_side="yes", contracts_accepted_fp=rfq["contracts"]), ticker)]
-        if stage == 2:  # executed: an off-book (block) trade on the public tape
+        if stage == 2 and mk.status == "active":  # executed: an off-book (block) trade on the public tape
             out = [Emit("communications", m.QuoteExecuted, m.QuotePayload(
                 quote_id=rfq["quote"], rfq_id=rfq["id"], quote_creator_id=self.comm_id[:8], rfq_creator_id="0",
                 order_id=self._uuid(), client_order_id=f"sim-rfq-{rfq['id'][4:]}", market_ticker=ticker,
@@ -809,6 +810,40 @@ class MarketModel:
         return [self._lc(mk, "price_level_structure_updated", price_level_structure=mk.structure,
                          price_ranges=self._ranges_payload(mk))]
 
+    def open_market(self, series: str | None = None) -> tuple[str, list[Emit]]:
+        """Open a new tradeable market in an existing series (default: the first): a new event, ``created`` and
+        ``activated`` lifecycle messages, then books, trades and tickers like every other market."""
+        ts = self.now_ms()
+        series = series or (self.series[0] if self.series else "KXSIM")
+        self._opened_markets += 1
+        event = f"{series}-27OPEN{self._opened_markets:03d}"
+        ticker = f"{event}-T{self._opened_markets}.5"
+        self._add_market(ticker, len(self.tickers), ts)
+        mk = self.markets[ticker]
+        mk.open_ts = ts // 1000
+        self.tickers.append(ticker)
+        out = [self._event_created(self.events[event], "market_lifecycle_v2"),
+               self._created(mk, "market_lifecycle_v2", m.MarketLifecycle),
+               self._lc(mk, "activated", is_deactivated=False)]
+        return ticker, out
+
+    def close_market(self, ticker: str) -> list[Emit]:
+        """Close and settle a tradeable market: it stops trading (``deactivated``), is determined and settled."""
+        mk = self.markets[ticker]
+        ts = self.now_ms()
+        if ticker in self.tickers:
+            self.tickers.remove(ticker)
+        mk.trading = False
+        mk.status = "finalized"
+        mk.close_ts = ts // 1000
+        mk.result = "yes" if (mk.last_price or ZERO) >= Decimal("0.5") else "no"
+        mk.settlement_value = ONE if mk.result == "yes" else ZERO
+        mk.settled_ts = ts // 1000
+        return [self._lc(mk, "deactivated", is_deactivated=True),
+                self._lc(mk, "determined", result=mk.result, settlement_value=d4(mk.settlement_value),
+                         determination_ts=ts // 1000),
+                self._lc(mk, "settled", settled_ts=ts // 1000)]
+
     def _lc(self, mk: Market, kind: str, **fields: Any) -> Emit:
         if mk.mve:
             return Emit("multivariate_market_lifecycle", m.MultivariateMarketLifecycle,
@@ -825,8 +860,9 @@ class MarketModel:
         if not self.tickers:
             return self._lifecycle(ts) if r < 0.5 else []
         mk = self.markets[self.rng.choice(self.tickers)]
-        if mk.status != "active" and r < 0.9:
-            return []  # paused market: nothing trades
+        if mk.status != "active":
+            # A deactivated (paused) market neither trades nor changes its book; the exchange may reactivate it.
+            return self._lifecycle(ts) if r < 0.02 else []
         if r < 0.02:
             return self._lifecycle(ts)
         if r < 0.03:

@@ -304,6 +304,24 @@ class Simulator:
         self.produced += total
         return total
 
+    def open_market(self, series: str | None = None) -> str:
+        """Open a tradeable market in ``series`` now (lifecycle ``created`` + ``activated``, then books, trades and
+        tickers); returns its ticker. REST lists it as open at once."""
+        ticker, emits = self.model.open_market(series)
+        self.tickers.append(ticker)
+        self.events.append(self.model.markets[ticker].event_ticker)
+        self.produced += len(emits)
+        self._fanout(emits)
+        return ticker
+
+    def close_market(self, ticker: str) -> None:
+        """Close and settle a market now (``deactivated``, ``determined``, ``settled``); it stops trading."""
+        emits = self.model.close_market(ticker)
+        if ticker in self.tickers:
+            self.tickers.remove(ticker)
+        self.produced += len(emits)
+        self._fanout(emits)
+
     async def pause_market_activity(self) -> None:
         self._running.clear()
 
@@ -1041,6 +1059,11 @@ class Simulator:
                 return _json(connection, 200, {"ok": True})
             if path == "/_sim/resume":
                 self._running.set()
+                return _json(connection, 200, {"ok": True})
+            if path == "/_sim/open_market":
+                return _json(connection, 200, {"ticker": self.open_market(q.get("series"))})
+            if path == "/_sim/close_market":
+                self.close_market(q["ticker"])
                 return _json(connection, 200, {"ok": True})
             if path == "/_sim/state":
                 return _json(connection, 200, {

@@ -1,6 +1,6 @@
-"""Two sessions of the same market set overlapping (same database, same spill root), and a scheduled session
-starting while the previous one is still flushing (its final batches held up by a lock): every trade stored
-once, each session's books equal to the exchange's at its end."""
+"""Two sessions of the same market set at once (same database, same spill root): a duplicate is refused; and a
+scheduled session starting while the previous one is still flushing (its final batches held up by a lock): every
+trade stored once, each session's books equal to the exchange's at its end."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from kalshi_ingest.session import DuplicateSession
 from kalshi_store.embedded import EmbeddedPostgres
 from kalshi_ws.simulator import Simulator
 
@@ -40,7 +41,10 @@ def _sessions_connected(sim: Simulator, n: int) -> bool:
                if not c.closed and all(ch in c.by_channel for ch in ("orderbook_delta", "ticker", "trade"))) >= n
 
 
-async def test_two_overlapping_sessions_of_one_market_set(sim: Simulator, db_url: str, tmp_path: Path) -> None:
+async def test_a_second_session_of_one_market_set_is_refused_while_the_first_records(
+        sim: Simulator, db_url: str, tmp_path: Path) -> None:
+    """Two manual runs of one set started 1.5 s apart: the second would only duplicate the first (issue 10), so it
+    does not start; the first records everything, faults included."""
     data = tmp_path / "data"
     settings, market_set = settings_for(sim, data), market_set_for(sim)
     await sim.pause_market_activity()
@@ -49,9 +53,10 @@ async def test_two_overlapping_sessions_of_one_market_set(sim: Simulator, db_url
     await wait_until(lambda: subscribed_everywhere(sim, after=before) or a.done(), 20, "session A subscribed")
     window = Window(tape_start=len(sim.model.tape), started=True)
     await sim.resume()
-    await asyncio.sleep(1.5)  # B starts 1.5 s into A (schedule)
-    b = asyncio.create_task(run_recording_session(settings, market_set, db_url, duration=7, progress_interval=3600))
-    await wait_until(lambda: _sessions_connected(sim, 2) or b.done(), 20, "session B subscribed")
+    await asyncio.sleep(1.5)  # B starts 1.5 s into A
+    with pytest.raises(DuplicateSession, match="already being recorded"):
+        await run_recording_session(settings, market_set, db_url, duration=7, progress_interval=3600)
+    assert not _sessions_connected(sim, 2)
     faults_before = len(sim.faults_injected)
     plan = random_plan(17, ["close", "drop", "duplicate", "malformed"], rate=1.0, channel="orderbook_delta")
     plan_task = asyncio.create_task(plan(sim))
@@ -59,17 +64,17 @@ async def test_two_overlapping_sessions_of_one_market_set(sim: Simulator, db_url
     plan_task.cancel()
     await sim.pause_market_activity()
     window.tape_end = len(sim.model.tape)
-    first, second = await asyncio.wait_for(asyncio.gather(a, b), 60)
-    window.summaries += [first, second]
+    first = await asyncio.wait_for(a, 60)
+    window.summaries += [first]
     window.faults += sim.faults_injected[faults_before:]
     report = check_trades(db_url, sim, window)
-    for summary in (first, second):
-        check_books(db_url, sim, summary.session_id, report=report)
+    check_books(db_url, sim, first.session_id, report=report)
     check_ledger(db_url, sim, window, report=report)
     check_dead_letter(db_url, window, report=report, sim=sim)
     report.assert_clean()
     assert report.trades_expected > 50
-    assert report.books_compared + report.books_untrusted_and_ledgered == 2 * len(sim.tickers)
+    assert report.books_compared + report.books_untrusted_and_ledgered == len(sim.tickers)
+    assert rows(db_url, "select count(*) from kalshi.sessions") == [(1,)]
 
 
 def _hold_lock(url: str, taken: threading.Event, release: threading.Event) -> None:
