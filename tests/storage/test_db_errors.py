@@ -269,3 +269,29 @@ def test_classification() -> None:
     assert classify(psycopg.OperationalError(
         'connection failed: FATAL:  password authentication failed for user "u"')) == "config"
     assert classify(psycopg.OperationalError('connection failed: FATAL:  database "x" does not exist')) == "config"
+
+
+async def test_cli_db_commands_show_one_redacted_line(
+        auth_pg: EmbeddedPostgres, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`db migrate` / `db replay` with a malformed DATABASE_URL: one line, no password, no traceback; and
+    `db replay` of a poisoned spill stores what it can instead of crashing."""
+    import asyncio
+
+    from kalshi_ingest.cli import main
+
+    spill = tmp_path / "spill"
+    await record_poisoned(closed_port_url(), spill)
+    monkeypatch.setenv("KALSHI_INGEST_DATA_DIR", str(tmp_path))
+    malformed = url_form(auth_pg, "recorder", "kalshi_auth").replace("postgresql://", "postgresql+psycopg://")
+    monkeypatch.setenv("DATABASE_URL", malformed)
+    for command in (["db", "migrate"], ["db", "replay"]):
+        assert await asyncio.to_thread(main, command) == 2
+        captured = capsys.readouterr()
+        assert SECRET not in captured.out + captured.err
+        (line,) = captured.err.strip().splitlines()
+        assert "DATABASE_URL" in line and "malformed" in line
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    assert await asyncio.to_thread(main, ["db", "replay"]) == 0
+    assert "replayed" in capsys.readouterr().out
+    assert not [p for p in spill.rglob("*") if p.is_file() and p.name != ".lock"]
