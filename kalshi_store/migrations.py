@@ -20,6 +20,8 @@ from typing import Final
 
 import psycopg
 
+from .dberrors import connect_error
+
 __all__ = [
     "SQL_DIR",
     "Migration",
@@ -99,7 +101,11 @@ def migrate(url: str, *, sql_dir: Path = SQL_DIR, partition_days_ahead: int = 7)
     """
     migrations = discover(sql_dir)
     applied_now: list[str] = []
-    with psycopg.connect(url, autocommit=True) as conn:
+    try:
+        connection = psycopg.connect(url, autocommit=True)
+    except psycopg.Error as exc:  # typed and redacted: libpq may echo the URL, password included
+        raise connect_error(exc, url) from None
+    with connection as conn:
         conn.execute("select pg_advisory_lock(%s)", (LOCK_KEY,))
         try:
             with conn.transaction():

@@ -6,6 +6,12 @@ it to that table's list; nothing else. A background task flushes the lists as on
 every ``flush_interval`` seconds, or as soon as ``batch_rows`` rows are waiting, through a
 :class:`~kalshi_store.writer.CopyWriter` (one transaction per batch).
 
+A configuration error (wrong password, missing database or schema, a role without privileges, a malformed URL)
+is not an outage: :meth:`Recorder.start` raises :class:`~kalshi_store.dberrors.DatabaseConfigError` before
+anything is recorded (one line naming ``DATABASE_URL``, without the password). A value the database cannot store
+is not an outage either: the writer moves it to ``dead_letter`` and stores the rest. Every error text the
+recorder logs or stores is redacted (:func:`kalshi_store.dberrors.redact`).
+
 When the database fails (connection refused, shut down, or a write that does not finish within its timeout) the
 batch goes to the durable :class:`~kalshi_store.spill.SpillBuffer` and recording continues; the recorder retries
 the database with capped exponential backoff and, when it is back, replays the spill in order before writing
@@ -49,6 +55,7 @@ from kalshi_ws import events as ev
 from kalshi_ws import messages as m
 
 from .batch import Batch, LedgerOp, SessionManifest, SessionProgress
+from .dberrors import DatabaseConfigError, classify, describe, redact, url_secrets
 from .rows import (
     TABLES,
     MissingSeqError,
@@ -147,6 +154,7 @@ class Recorder:
         partition_days_ahead: int = 2,
     ) -> None:
         self.url = url
+        self._secrets = url_secrets(url)
         self.spill_root = Path(spill_dir)
         self.batch_rows = batch_rows
         self.flush_interval = flush_interval
@@ -221,15 +229,31 @@ class Recorder:
             elif isinstance(exc, asyncio.CancelledError):
                 await self.close_session("cancelled", "the recording task was cancelled")
             else:
-                await self.close_session("failed", f"{type(exc).__name__}: {exc}")
+                await self.close_session("failed", describe(exc, self.url))
         await self.stop()
 
     async def start(self) -> None:
-        """Create this recorder's spill folder and start the flush loop."""
+        """Connect, create this recorder's spill folder and start the flush loop.
+
+        Raises :class:`~kalshi_store.dberrors.DatabaseConfigError` when the database answers that ``url`` is
+        wrong (authentication, missing database/schema, privileges, malformed); an unreachable database is not an
+        error here (the recorder spills until it is back).
+        """
         if self._task is not None:
             return
         folder = self.spill_root / f"recorder-{uuid.uuid4().hex[:12]}"
         self._spill = SpillBuffer(folder, max_bytes=self.spill_max_bytes)
+        try:
+            await self._connect()
+        except DatabaseConfigError:
+            self._spill.close()
+            self._spill = None
+            with contextlib.suppress(OSError):
+                (folder / ".lock").unlink()
+                folder.rmdir()
+            raise
+        except Exception as exc:  # unreachable: spill until it is back
+            self._set_unavailable(exc)
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="kalshi-recorder-flush")
 
@@ -283,6 +307,11 @@ class Recorder:
             raise RuntimeError("Recorder is not started: use `async with Recorder(...)` or await start()")
         if self._session is not None:
             raise RuntimeError(f"session {self._session.session_id} is still open; close_session() it first")
+        unstorable = [ticker for ticker in markets if not _storable_text(ticker)]
+        if unstorable:
+            log.warning("recorder: dropping market tickers with NUL or control characters from the session row: %s",
+                        ", ".join(repr(t) for t in unstorable))
+            markets = [ticker for ticker in markets if _storable_text(ticker)]
         session_id = session_id or str(uuid.uuid4())
         started = datetime.now(UTC)
         self._session = SessionManifest(
@@ -322,6 +351,8 @@ class Recorder:
             return
         if status not in _STATUSES:
             raise ValueError(f"unknown session status {status!r}; expected one of {sorted(_STATUSES)}")
+        if message is not None:
+            message = redact(message, *self._secrets)
         if self._paused:
             self._resume()
         await self.flush()
@@ -495,7 +526,7 @@ class Recorder:
                                          (list(markets),))
                 row = await cur.fetchone()
         except psycopg.Error as exc:
-            log.warning("recorder: cannot read the last trade time (%s)", exc)
+            log.warning("recorder: cannot read the last trade time (%s)", describe(exc, self.url))
             return None
         return row[0] if row else None
 
@@ -626,15 +657,22 @@ class Recorder:
         if time.monotonic() < self._retry_at:
             return False
         try:
-            writer = await asyncio.wait_for(CopyWriter.connect(self.url, connect_timeout=self.connect_timeout),
-                                            self.connect_timeout + 2)
-        except (psycopg.Error, OSError, TimeoutError) as exc:
+            await self._connect()
+        except Exception as exc:  # unreachable, or reconfigured while recording: spill and retry
             self._set_unavailable(exc)
             return False
+        return True
+
+    async def _connect(self) -> None:
+        """Open the writer (raises the typed, redacted errors of :meth:`CopyWriter.connect`)."""
+        try:
+            writer = await asyncio.wait_for(CopyWriter.connect(self.url, connect_timeout=self.connect_timeout),
+                                            self.connect_timeout + 2)
+        except TimeoutError:
+            raise TimeoutError(f"no connection within {self.connect_timeout + 2:.1f} s") from None
         self._writer = writer
         log.info("recorder: connected to the database")
         await self._ensure_partitions(writer)
-        return True
 
     def _days_ahead(self) -> int:
         return max(self.partition_days_ahead, self._session_day_span + 1)
@@ -645,10 +683,14 @@ class Recorder:
             self._retry_delay = self.retry_initial
 
     def _set_unavailable(self, exc: BaseException) -> None:
-        message = f"{type(exc).__name__}: {str(exc).strip()}" or type(exc).__name__
+        message = describe(exc, self.url)
         if self._db_available or self._last_error != message:
-            log.warning("recorder: database unavailable (%s); spilling to %s, retrying in %.1f s", message,
-                        self._spill.directory if self._spill else "?", self._retry_delay)
+            if classify(exc) == "config":
+                log.error("recorder: the database refuses this recorder (%s); spilling to %s, retrying in %.1f s",
+                          message, self._spill.directory if self._spill else "?", self._retry_delay)
+            else:
+                log.warning("recorder: database unavailable (%s); spilling to %s, retrying in %.1f s", message,
+                            self._spill.directory if self._spill else "?", self._retry_delay)
         self._last_error = message
         self._db_available = False
         self._retry_at = time.monotonic() + self._retry_delay
@@ -682,7 +724,7 @@ class Recorder:
         try:
             await self._bounded(writer, writer.ensure_partitions(self._days_ahead()), self.write_timeout)
         except Exception as exc:
-            log.warning("recorder: could not create day partitions ahead (%s: %s)", type(exc).__name__, exc)
+            log.warning("recorder: could not create day partitions ahead (%s)", describe(exc, self.url))
 
     async def _write(self, batch: Batch) -> bool:
         """Write one batch; False (and the database marked unavailable) on a connection problem or timeout."""
@@ -693,20 +735,24 @@ class Recorder:
             result = await self._bounded(writer, writer.write(batch),
                                          self.write_timeout + batch.row_count * 50e-6)
         except Exception as exc:
+            # The writer isolates what the database rejects for good (dead_letter), so what arrives here is an
+            # outage, a configuration change (privileges revoked) or a bug: keep the batch (spill) and retry.
             if not is_connection_error(exc):
-                log.error("recorder: batch %s failed (%s: %s); keeping it for retry", batch.batch_id,
-                          type(exc).__name__, exc)
+                log.error("recorder: batch %s failed (%s); keeping it for retry", batch.batch_id,
+                          describe(exc, self.url))
             self._set_unavailable(exc)
             return False
-        self._account(result)
+        self._account(result, batch)
         return True
 
-    def _account(self, result: WriteResult) -> None:
+    def _account(self, result: WriteResult, batch: Batch) -> None:
         for name, n in result.inserted.items():
             self._written[name] = self._written.get(name, 0) + n
         for name, n in result.duplicates.items():
             self._duplicates[name] = self._duplicates.get(name, 0) + n
-        self._unstorable += result.unstorable
+        if self._session is not None and batch.session_id == self._session.session_id:
+            # Rows of an earlier session (a replayed spill) that went to dead_letter do not damage this one.
+            self._unstorable += result.unstorable
         self._batches_written += 1
 
     async def _write_outbox(self) -> bool:
@@ -826,6 +872,12 @@ class Recorder:
         if self._session is None:
             raise RuntimeError("no open session: call `await recorder.open_session(...)` before delivering data")
         return self._session
+
+
+def _storable_text(text: str) -> bool:
+    """False for text with NUL or other control characters (a market ticker never has them; PostgreSQL cannot
+    store NUL at all)."""
+    return text.isprintable()
 
 
 def _abort(writer: CopyWriter) -> None:

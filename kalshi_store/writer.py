@@ -6,15 +6,20 @@ staging table (created once per connection, emptied at every commit), then moved
 ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` that also converts epoch integers to timestamps and computes
 partition days and content hashes. The inserted row count per table says how many rows were new.
 
-If the database rejects a row (a value it cannot store), the batch is retried table by table, bisecting the
-rejected table until the offending rows are isolated; those go to ``kalshi.dead_letter`` (reason
-``unstorable``) and every other row is stored. Connection problems (refused, shut down, timed out) are raised
-to the caller, which spills the batch and retries later.
+If the database rejects anything for good (a value it cannot store: NUL in text, out of range, a constraint;
+see :mod:`kalshi_store.dberrors`), the batch is retried piece by piece: the session row, each table (bisected
+until the offending rows are isolated), each gap-ledger operation, the session counters. What cannot be stored
+goes to ``kalshi.dead_letter`` (reason ``unstorable``, the error and the original values); the session row and
+ledger rows are stored with their unstorable characters replaced, so a poison value never blocks a session, a
+replay or a later session. Only transient errors (refused, shut down, timed out) and configuration errors
+(authentication, privileges, missing schema) are raised to the caller: the first spill and retry later, the
+second fail fast.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,17 +32,43 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from .batch import Batch, LedgerOp, SessionManifest, SessionProgress
+from .dberrors import DatabaseConfigError, classify, connect_error, describe, redact, redact_url
 from .rows import DEAD_LETTER, TABLE_ORDER, Row, TableSpec
 
-__all__ = ["RowRejected", "CopyWriter", "WriteResult", "is_connection_error"]
+__all__ = ["CopyWriter", "WriteResult", "is_connection_error", "is_rejection"]
 
 log = logging.getLogger(__name__)
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-#: Errors that mean "this row cannot be stored", as opposed to "the database is not reachable".
-RowRejected: Final = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 _json: Final = msgspec.json.Encoder(decimal_format="string")
 _UNSTORABLE_NAMESPACE: Final = uuid.UUID("5d0c8f63-4a4e-4c55-9d43-6b2f1f0e7a11")
+
+
+class _AccessProblem(Exception):
+    """The schema is missing or the role cannot write it (a configuration error, see ``CopyWriter.connect``)."""
+
+
+#: (table, privilege) pairs the recorder needs: checked at connect so a role without them fails before recording.
+_NEEDED_PRIVILEGES: Final = (
+    *((f"kalshi.{name}", "INSERT") for name in ("trades", "orderbook_snapshots", "orderbook_deltas", "tickers",
+                                                  "fills", "dead_letter")),
+    ("kalshi.sessions", "INSERT"), ("kalshi.sessions", "UPDATE"),
+    ("kalshi.gap_ledger", "INSERT"), ("kalshi.gap_ledger", "UPDATE"),
+)
+_ACCESS_CHECK: Final = sql.SQL("""
+    select case
+        when to_regnamespace('kalshi') is null
+            then 'schema kalshi is missing (run `kalshi-ingest db migrate`)'
+        when not has_schema_privilege('kalshi', 'USAGE')
+            then 'the role has no USAGE privilege on schema kalshi (grant it, or use the owner role)'
+        else (select string_agg(case when to_regclass(p.t) is null then p.t || ' is missing'
+                                     else 'no ' || p.priv || ' privilege on ' || p.t end, ', ')
+                         || case when bool_or(to_regclass(p.t) is null)
+                                 then ' (run `kalshi-ingest db migrate`)' else '' end
+              from unnest(%s::text[], %s::text[]) as p(t, priv)
+              where case when to_regclass(p.t) is null then true
+                         else not has_table_privilege(to_regclass(p.t), p.priv) end)
+    end""")
 
 
 def ns_to_datetime(ns: int) -> datetime:
@@ -47,9 +78,12 @@ def ns_to_datetime(ns: int) -> datetime:
 
 def is_connection_error(exc: BaseException) -> bool:
     """True when ``exc`` means the database is unreachable or went away (spill and retry, not a data problem)."""
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError | TimeoutError):
-        return True
-    return isinstance(exc, psycopg.Error) and exc.sqlstate is not None and exc.sqlstate[:2] in {"08", "57", "53"}
+    return classify(exc) == "transient"
+
+
+def is_rejection(exc: BaseException) -> bool:
+    """True when the database rejected what was sent for good (isolate it; never spill and retry it)."""
+    return isinstance(exc, psycopg.Error | UnicodeError) and classify(exc) == "permanent"
 
 
 @dataclass
@@ -119,15 +153,32 @@ class CopyWriter:
         # Staging tables created on this connection. Only the tables a session uses are created, because at every
         # commit PostgreSQL empties *all* of a connection's ON COMMIT DELETE ROWS tables (a few ms for 14).
         self._staged: set[str] = set()
+        # Sessions whose manifest the database rejected and which were stored cleaned: later batches of the session
+        # carry the same manifest, and upsert the cleaned one instead of failing (and isolating) every time.
+        self._cleaned_sessions: set[str] = set()
 
     @classmethod
     async def connect(cls, url: str, *, connect_timeout: float = 5.0, application_name: str = "kalshi-recorder"
                       ) -> CopyWriter:
-        conn = await psycopg.AsyncConnection.connect(
-            url, connect_timeout=max(1, round(connect_timeout)), application_name=application_name
-        )
+        """Connect and prepare; raises :class:`~kalshi_store.dberrors.DatabaseConfigError` (wrong password, missing
+        database, role or schema, no privileges, malformed URL) or
+        :class:`~kalshi_store.dberrors.DatabaseUnavailableError` (refused, timed out ...), both redacted."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                url, connect_timeout=max(1, round(connect_timeout)), application_name=application_name
+            )
+        except (psycopg.Error, OSError) as exc:
+            raise connect_error(exc, url) from None
         writer = cls(conn)
-        await writer._prepare()
+        try:
+            await writer._prepare()
+        except BaseException as exc:
+            await writer.close()
+            if isinstance(exc, _AccessProblem):
+                raise DatabaseConfigError(f"DATABASE_URL ({redact_url(url)}): {exc}") from None
+            if isinstance(exc, psycopg.Error | OSError):
+                raise connect_error(exc, url) from None
+            raise
         return writer
 
     async def close(self) -> None:
@@ -144,6 +195,14 @@ class CopyWriter:
             # A batch leaves memory/spill once its commit returns, so the commit must be durable even if the
             # server runs with synchronous_commit = off (an asynchronous commit is lost if the server crashes).
             await self.conn.execute("set synchronous_commit = on")
+        # A missing schema or a role without privileges is a configuration error, found here before recording
+        # starts rather than at the first batch (see kalshi_store.dberrors).
+        tables = sorted(set(_NEEDED_PRIVILEGES))
+        async with self.conn.transaction():
+            cur = await self.conn.execute(_ACCESS_CHECK, ([t for t, _ in tables], [p for _, p in tables]))
+            row = await cur.fetchone()
+        if row is not None and row[0]:
+            raise _AccessProblem(row[0])
 
     async def ensure_partitions(self, days_ahead: int) -> int:
         async with self.conn.transaction():
@@ -154,16 +213,17 @@ class CopyWriter:
     # -- writing ------------------------------------------------------------------------------------------
 
     async def write(self, batch: Batch) -> WriteResult:
-        """Write ``batch`` (idempotent). Raises on connection problems; isolates rows the database rejects."""
+        """Write ``batch`` (idempotent). Raises on connection and configuration problems; isolates anything the
+        database rejects for good (module docstring)."""
         try:
             async with self.conn.transaction():
                 return await self._write_all(batch)
-        except RowRejected as exc:
+        except BaseException as exc:
             self._staged.clear()  # staging tables created in the rolled-back transaction are gone
-            log.warning("batch %s: a row was rejected (%s); isolating it", batch.batch_id, exc)
-        except BaseException:
-            self._staged.clear()
-            raise
+            if not is_rejection(exc):
+                raise
+            log.warning("batch %s: the database rejected part of it (%s); isolating it", batch.batch_id,
+                        describe(exc))
         return await self._write_isolating(batch)
 
     async def _write_all(self, batch: Batch) -> WriteResult:
@@ -180,14 +240,37 @@ class CopyWriter:
         await self._bookkeeping(batch, result)
         return result
 
+    async def _attempt(self, work: Any) -> str | None:
+        """Run ``work()`` in its own transaction; the rejection's description if the database rejected it for good
+        (other errors are raised)."""
+        try:
+            async with self.conn.transaction():
+                await work()
+        except BaseException as exc:
+            self._staged.clear()
+            if not is_rejection(exc):
+                raise
+            return describe(exc)
+        return None
+
     async def _write_isolating(self, batch: Batch) -> WriteResult:
         result = WriteResult()
         rejected: list[Row] = []
-        if batch.session is not None:
-            async with self.conn.transaction():
-                await self._upsert_session(batch.session)
         session_id = batch.session.session_id if batch.session else (
             batch.progress.session_id if batch.progress else None)
+        if batch.session is not None:
+            manifest = batch.session
+            error = await self._attempt(lambda: self._upsert_session(manifest))
+            if error is not None:
+                log.error("session %s: the session row could not be stored as is (%s); storing it with unstorable "
+                          "characters replaced, the original in dead_letter", manifest.session_id, error)
+                rejected.append(_unstorable_record("sessions", msgspec.structs.asdict(manifest), error, session_id))
+                clean = msgspec.structs.replace(manifest, **_clean(msgspec.structs.asdict(manifest)))
+                again = await self._attempt(lambda: self._upsert_session(clean))
+                if again is None:
+                    self._cleaned_sessions.add(manifest.session_id)
+                else:
+                    log.error("session %s: the session row could not be stored (%s)", manifest.session_id, again)
         for spec in TABLE_ORDER:
             rows = batch.tables.get(spec.name)
             if not rows:
@@ -198,24 +281,57 @@ class CopyWriter:
             for row, error in bad:
                 log.error("%s row could not be stored (%s); moved to dead_letter", spec.name, error)
                 rejected.append(_unstorable_row(spec, row, error, session_id))
+        for op in batch.ledger:
+            error = await self._attempt(lambda op=op: self._apply_ledger([op]))
+            if error is None:
+                continue
+            log.error("gap-ledger %s %s could not be stored as is (%s); storing it with unstorable characters "
+                      "replaced, the original in dead_letter", op.op, op.event_id, error)
+            rejected.append(_unstorable_record("gap_ledger", msgspec.structs.asdict(op), error, session_id))
+            clean_op = msgspec.structs.replace(op, **_clean(msgspec.structs.asdict(op)))
+            if await self._attempt(lambda clean_op=clean_op: self._apply_ledger([clean_op])) is not None:
+                log.error("gap-ledger %s %s could not be stored", op.op, op.event_id)
         if rejected:
-            async with self.conn.transaction():
-                result.unstorable = await self._copy_insert(DEAD_LETTER, rejected)
+            result.unstorable = await self._store_rejected(rejected)
             result.inserted["dead_letter"] = result.inserted.get("dead_letter", 0) + result.unstorable
-        async with self.conn.transaction():
-            await self._apply_ledger(batch.ledger)
-            await self._bookkeeping(batch, result)
+        error = await self._attempt(lambda: self._bookkeeping(batch, result))
+        if error is not None and batch.progress is not None:
+            log.error("session %s: progress could not be stored as is (%s); storing it with unstorable characters "
+                      "replaced", batch.progress.session_id, error)
+            progress = batch.progress
+            clean_progress = msgspec.structs.replace(progress, **_clean(msgspec.structs.asdict(progress)))
+            cleaned = Batch(batch_id=batch.batch_id, session=None, session_id=batch.session_id,
+                            session_date=batch.session_date, progress=clean_progress)
+            if await self._attempt(lambda: self._bookkeeping(cleaned, result)) is not None:
+                log.error("session %s: progress could not be stored", progress.session_id)
         return result
+
+    async def _store_rejected(self, rejected: list[Row]) -> int:
+        """Store dead_letter rows; one that is itself unstorable (NUL in its type) is stored with text cleaned."""
+        inserted, bad = await self._bisect(DEAD_LETTER, rejected, None)
+        for row, error in bad:
+            clean_row = tuple(_clean(v) if isinstance(v, str) else v for v in row)
+            try:
+                async with self.conn.transaction():
+                    inserted += await self._copy_insert(DEAD_LETTER, [clean_row])
+            except BaseException as exc:
+                self._staged.clear()
+                if not is_rejection(exc):
+                    raise
+                log.error("a dead_letter row could not be stored (%s; first: %s)", describe(exc), error)
+        return inserted
 
     async def _bisect(self, spec: TableSpec, rows: Sequence[Row], constants: dict[str, Any] | None
                       ) -> tuple[int, list[tuple[Row, str]]]:
         try:
             async with self.conn.transaction():
                 return await self._copy_insert(spec, rows, constants), []
-        except RowRejected as exc:
+        except BaseException as exc:
             self._staged.clear()
+            if not is_rejection(exc):
+                raise
             if len(rows) == 1:
-                return 0, [(rows[0], str(exc).strip())]
+                return 0, [(rows[0], describe(exc))]
         half = len(rows) // 2
         left, bad_left = await self._bisect(spec, rows[:half], constants)
         right, bad_right = await self._bisect(spec, rows[half:], constants)
@@ -239,7 +355,10 @@ class CopyWriter:
             return max(cur.rowcount, 0)
 
     async def _upsert_session(self, manifest: SessionManifest) -> None:
-        await self.conn.execute(_SESSION_INSERT, msgspec.structs.asdict(manifest))
+        params = msgspec.structs.asdict(manifest)
+        if manifest.session_id in self._cleaned_sessions:
+            params = _clean(params)
+        await self.conn.execute(_SESSION_INSERT, params)
 
     async def _bookkeeping(self, batch: Batch, result: WriteResult) -> None:
         session_id = batch.session.session_id if batch.session else (
@@ -287,16 +406,40 @@ def _constants(batch: Batch, spec: TableSpec) -> dict[str, Any] | None:
     return {"session_id": batch.session_id, "session_date": batch.session_date}
 
 
+def _clean(value: Any) -> Any:
+    """``value`` with what PostgreSQL text cannot hold replaced by U+FFFD (NUL, lone surrogates), recursively."""
+    if isinstance(value, str):
+        value = value.replace("\x00", "\ufffd")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return value
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_clean(v) for v in value)
+    return value
+
+
+def _unstorable_record(kind: str, values: dict[str, Any], error: str, session_id: str | None) -> Row:
+    """A dead_letter row keeping a session manifest or ledger operation that could not be stored as is."""
+    raw = _json.encode(values)
+    row_id = uuid.uuid5(_UNSTORABLE_NAMESPACE, kind + "\0" + raw.decode("utf-8", "replace"))
+    return (str(row_id), session_id, values.get("generation"), values.get("at_ns") or time.time_ns(), "unstorable", kind,
+            values.get("sid"), None, redact(error).replace("\x00", "\\0")[:2000], raw)
+
+
 def _unstorable_row(spec: TableSpec, row: Row, error: str, session_id: str | None) -> Row:
     names = [name for name, _, _ in spec.columns]
     values = dict(zip(names, row, strict=True))
     raw = _json.encode(values)
     received_ns = values.get("received_ns")
     # Derived from the row, so replaying the batch never stores the rejection twice.
-    row_id = uuid.uuid5(_UNSTORABLE_NAMESPACE, spec.name + "\0" + raw.decode())
+    row_id = uuid.uuid5(_UNSTORABLE_NAMESPACE, spec.name + "\0" + raw.decode("utf-8", "replace"))
     return (
         str(row_id), session_id, values.get("generation"),
         received_ns if isinstance(received_ns, int) else 0, "unstorable", spec.name, values.get("sid"),
-        values.get("seq"), error.replace("\x00", "\\0")[:2000], raw,
+        values.get("seq"), redact(error).replace("\x00", "\\0")[:2000], raw,
     )
 
