@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +186,110 @@ async def test_mostly_garbage_session_is_not_completed(db_url: str, tmp_path: Pa
     assert stored == 150
     assert status == "degraded", message
     assert "150 of 200 rows" in message
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Issue 11 item 5: fragmented messages. Memory is bounded by max_size at about one byte per payload byte, and
+# only complete messages (or heartbeats between messages) keep the watchdog quiet.
+
+
+async def test_endless_fragmented_message_is_a_stale_stream(exchange: Any, sink: Any, keys: Any) -> None:
+    """A server that starts a message and never ends it (1-byte fragments, pings in between) delivers nothing:
+    the watchdog fires and the client reconnects."""
+
+    async def endless(peer: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 20  # bounded: the watchdog fires long before
+        n = 0
+        while loop.time() < end:
+            yield "x"
+            n += 1
+            if n % 10 == 0:
+                await peer.ws.ping()  # heartbeats keep flowing, the message never completes
+            await asyncio.sleep(0.01)
+
+    async def script(peer: Any) -> None:
+        await peer.answer_subscribes(1)
+        if peer.number == 1:
+            await peer.ws.send(endless(peer))
+        await peer.ws.wait_closed()
+
+    exchange.script = script
+    options = ClientOptions(backoff_initial=0.01, backoff_cap=0.05, poll_interval=0.05, close_timeout=1.0,
+                            open_timeout=2.0, keepalive_interval=None, stale_after=0.5)
+    client = KalshiWebSocketClient(exchange.ws_url, sink, [Subscription("trade", (TICKER,))], signer=keys.signer,
+                                   options=options, rng=random.Random(7))
+    task = asyncio.create_task(client.run())
+    try:
+        await sink.wait_for(lambda: len(sink.of(events.Connected)) >= 2, timeout=15)
+    finally:
+        client.stop()
+        await task
+    stale = sink.of(events.StaleStream)
+    assert len(stale) == 1 and stale[0].generation == 1 and stale[0].silent_for >= 0.5
+    assert sink.messages == []  # nothing was ever delivered
+
+
+@pytest.mark.timeout(120)
+async def test_huge_message_in_one_byte_fragments_is_bounded(exchange: Any, sink: Any, keys: Any) -> None:
+    """1-byte fragments: an unfinished message holds about one byte of memory per payload byte (a list of small
+    ``bytes`` held ~40), and past ``max_size`` the client closes with 1009 (message too big) and reconnects."""
+    max_size = 256 * 1024
+    chunk_frames = 16 * 1024
+    # raw frames: a text frame without FIN, then continuation frames of one byte (the message never ends)
+    first = bytes([0x01, 1]) + b"x"
+    chunk = (bytes([0x00, 1]) + b"x") * chunk_frames
+    held = asyncio.Event()
+    measured = asyncio.Event()
+
+    async def script(peer: Any) -> None:
+        await peer.answer_subscribes(1)
+        if peer.number == 1:
+            transport = peer.ws.transport
+            transport.write(first)
+            for _ in range(max_size // chunk_frames - 1):  # just under the limit
+                transport.write(chunk)
+                await peer.ws.drain()
+            # the client answers this ping after it has handled every fragment before it
+            pong = await peer.ws.ping()
+            await pong
+            held.set()
+            await measured.wait()
+            for _ in range(2):  # now past the limit
+                if transport.is_closing():
+                    break
+                transport.write(chunk)
+                await peer.ws.drain()
+        await peer.ws.wait_closed()
+
+    exchange.script = script
+    options = ClientOptions(backoff_initial=0.01, backoff_cap=0.05, poll_interval=0.05, close_timeout=1.0,
+                            open_timeout=2.0, keepalive_interval=None, compression=False, max_size=max_size)
+    client = KalshiWebSocketClient(exchange.ws_url, sink, [Subscription("trade", (TICKER,))], signer=keys.signer,
+                                   options=options, rng=random.Random(7))
+    tracemalloc.start()
+    try:
+        task = asyncio.create_task(client.run())
+        try:
+            await sink.wait_for(lambda: bool(sink.of(events.Connected)), timeout=10)
+            before = tracemalloc.get_traced_memory()[0]
+            async with asyncio.timeout(60):
+                await held.wait()
+            retained = tracemalloc.get_traced_memory()[0] - before
+            measured.set()
+            await sink.wait_for(lambda: len(sink.of(events.Connected)) >= 2, timeout=60)
+        finally:
+            measured.set()
+            client.stop()
+            await task
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = max_size - chunk_frames + 1
+    log.warning("an unfinished message of %d 1-byte fragments holds %.0f KiB (%.1f bytes per payload byte); "
+                "traced peak %.1f MiB (websockets parses each 256 KiB socket read into frame objects at once)",
+                size, retained / 1024, retained / size, peak / 2**20)
+    assert retained < 3 * max_size, f"{retained / size:.1f} bytes held per payload byte"
+    first_close = sink.of(events.Disconnected)[0]
+    assert "1009" in first_close.reason, first_close.reason
+    assert sink.messages == []
