@@ -226,7 +226,8 @@ async def test_endless_fragmented_message_is_a_stale_stream(exchange: Any, sink:
         client.stop()
         await task
     stale = sink.of(events.StaleStream)
-    assert len(stale) == 1 and stale[0].generation == 1 and stale[0].silent_for >= 0.5
+    # (the idle second connection may go stale too before the stop: only the first one matters here)
+    assert stale and stale[0].generation == 1 and stale[0].silent_for >= 0.5
     assert sink.messages == []  # nothing was ever delivered
 
 
