@@ -82,6 +82,10 @@ _STATUSES: Final = frozenset({"running", "completed", "cancelled", "failed", "de
 #: Seconds between looks for spill folders left by recorders that have ended (also at connect and at stop):
 #: a recorder that ends while the database is away leaves its batches for the next one running.
 ORPHAN_CHECK_INTERVAL: Final = 5.0
+#: A session with at least this many dead letters, making up at least this percentage of the rows it received,
+#: ends ``degraded`` rather than ``completed`` (a stream of mostly garbage is not a good recording).
+DEAD_LETTER_DEGRADES_AT: Final = 100
+DEAD_LETTER_DEGRADES_PERCENT: Final = 1
 #: Seconds between checks that day partitions exist ahead (also done at every connect).
 PARTITION_CHECK_INTERVAL: Final = 3600.0
 # Where the exchange time (ms) and the receive time (ns) sit in a row, for the message-age statistic.
@@ -343,7 +347,7 @@ class Recorder:
         """End the session: write everything (or spill it) and the final status.
 
         ``completed`` becomes ``degraded`` when the recorder knows the record is damaged (rows it could not
-        store, reading paused by backpressure, or batches still in the spill because the database is away), and
+        store, a stream of mostly undecodable frames, reading paused by backpressure, or batches still in the spill because the database is away), and
         the reasons are appended to ``message``. When the database is away, the final status reaches
         ``kalshi.sessions`` with the spilled batches (at the next recorder start, or ``kalshi-ingest db replay``).
         """
@@ -359,6 +363,7 @@ class Recorder:
         damage = []
         if self._unstorable:
             damage.append(f"{self._unstorable} rows could not be stored (see dead_letter)")
+        damage += self._garbage_damage()
         if self._paused_count:
             damage.append(f"reading paused {self._paused_count} times ({self._paused_seconds:.1f} s) by backpressure")
         if self._spill is not None and not self._spill.is_empty or self._outbox:
@@ -414,7 +419,21 @@ class Recorder:
             dead_letter_row(message, generation, received_ns, session.session_id, reason=reason, error=error))
         if not self._pending:
             self._oldest_ns = received_ns
-        self._pending += 1
+        # The same bound as data rows: a flood of garbage wakes the flush loop and pauses reading like data does.
+        pending = self._pending = self._pending + 1
+        if pending >= self.batch_rows:
+            if pending == self.batch_rows:
+                self._wake.set()
+            if pending + self._outbox_rows >= self.max_rows_in_memory:
+                self._pause()
+
+    def _garbage_damage(self) -> list[str]:
+        """A session that received much that could not be decoded is not ``completed`` (say how much)."""
+        dead = self._received.get("dead_letter", 0)
+        total = sum(self._received.values())
+        if dead < DEAD_LETTER_DEGRADES_AT or dead * 100 < total * DEAD_LETTER_DEGRADES_PERCENT:
+            return []
+        return [f"{dead} of {total} rows received were frames that could not be decoded or stored (see dead_letter)"]
 
     def on_event(self, event: ev.SessionEvent) -> None:
         """Record a session event in the gap ledger (incidents open and close) and the session counters."""

@@ -12,12 +12,14 @@ books, recovery). This module only owns the socket:
   ``n``-th consecutive failure). ``n`` resets once a connection has stayed up for ``healthy_after``.
 * **Liveness**, two layers:
 
-  1. the stale-stream watchdog. Kalshi pings every 10 s, so a live connection hears *something* (a data
-     frame, a server ping or a close frame) at least every 10 s. The websockets connection counts every
-     such frame (``_WatchedConnection.process_event``, which also sees control frames); the timer notes
-     when the count last moved, so nothing time-related runs per frame. Pongs answering *our* pings do not count: a server
-     that answers pings but has stopped sending data and heartbeats is exactly the "silent stall" peer
-     systems suffer from. No frame for ``stale_after`` (30 s = three missed heartbeats) emits
+  1. the stale-stream watchdog. Kalshi pings every 10 s, so a live connection hears *something* (a complete
+     data message, a server ping or a close frame) at least every 10 s. The websockets connection counts
+     each (``_WatchedConnection.process_event``, which also sees control frames); the timer notes when the
+     count last moved, so nothing time-related runs per frame. Progress is a *complete* message: fragments
+     of a message do not count, nor do pings while a fragmented message is unfinished (a message that never
+     ends delivers nothing). Pongs answering *our* pings do not count either: a server that answers pings
+     but has stopped sending data and heartbeats is exactly the "silent stall" peer systems suffer from.
+     Nothing for ``stale_after`` (30 s = three missed heartbeats) emits
      :class:`~kalshi_ws.events.StaleStream` and reconnects.
   2. websockets' own keepalive (``keepalive_interval``/``keepalive_timeout``): our pings detect a dead
      TCP path quickly even when the server's heartbeat is late; the library closes such a connection
@@ -139,8 +141,10 @@ class _WatchedConnection(ClientConnection):
     frames; ``process_event`` then runs once per frame, synchronously, inside the read. While ``deliver``
     is set, every complete data message goes to it right there, instead of through websockets' message
     queue and one ``await recv()`` per message (that round trip cost more than decoding the frame).
-    ``heard`` counts the frames heard from the server (data, ping, close; not the pongs answering our
-    pings); the watchdog timer compares it between ticks, so nothing time-related runs per frame.
+    ``heard`` counts what the server said (complete data messages, close frames, and pings between
+    messages; not fragments, not the pongs answering our pings); the watchdog timer compares it between
+    ticks, so nothing time-related runs per frame. A fragmented message is assembled in one ``bytearray``
+    bounded by ``max_size``.
 
     Before ``deliver`` is installed (between the handshake and the reader starting) data messages are
     kept in ``early`` and handed over when it is; after ``deliver`` is set to :func:`_discard` (the
@@ -154,29 +158,39 @@ class _WatchedConnection(ClientConnection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.early: list[bytes] = []
-        self._fragments: list[bytes] = []
+        #: The fragmented message being received (``None`` between messages). One buffer, so a message of
+        #: 1-byte fragments costs about its size, not ~40 bytes per byte; websockets' ``max_size`` bounds the
+        #: whole message (it counts the fragments received so far), so this buffer never exceeds it.
+        self._fragments: bytearray | None = None
 
     def process_event(self, event: Any) -> None:
         if self.response is None:  # the handshake response
             super().process_event(event)
             return
         opcode = event.opcode
-        if opcode is not _PONG:
-            self.heard += 1
         if opcode is _TEXT or opcode is _BINARY:
             if not event.fin:
-                self._fragments = [bytes(event.data)]
+                self._fragments = bytearray(event.data)
                 return
             data = event.data
         elif opcode is _CONT:
-            self._fragments.append(bytes(event.data))
+            buffer = self._fragments
+            if buffer is None:  # pragma: no cover - websockets rejects a continuation without a first frame
+                return
+            buffer += event.data
             if not event.fin:
                 return
-            data = b"".join(self._fragments)
-            self._fragments = []
+            self._fragments = None
+            data = bytes(buffer)
+            del buffer
         else:  # ping, pong, close: websockets handles them (pong replies, ping acks, closing handshake)
+            # A ping is a heartbeat only between messages: pings interleaved with a message that never ends
+            # must not keep a stream that delivers nothing alive. Pongs answer *our* pings: never progress.
+            if opcode is _CLOSE or (opcode is _PING and self._fragments is None):
+                self.heard += 1
             super().process_event(event)
             return
+        self.heard += 1  # progress is a complete message, never a fragment
         deliver = self.deliver
         if deliver is None:
             self.early.append(bytes(data))
@@ -193,7 +207,8 @@ def _discard(data: bytes) -> None:
     """``deliver`` of a connection that ended: its remaining frames are not delivered."""
 
 
-_TEXT, _BINARY, _CONT, _PONG = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PONG
+_TEXT, _BINARY, _CONT, _PING, _PONG, _CLOSE = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PING, Opcode.PONG,
+                                                Opcode.CLOSE)
 
 
 class _Connection:

@@ -17,8 +17,10 @@ reason, so a bad frame can be dead-lettered while its neighbours are stored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Final, Literal, cast
+from operator import attrgetter
+from typing import Any, Final, Literal, NamedTuple, cast
 
 import msgspec
 
@@ -471,16 +473,18 @@ class Unsubscribed(_Frame, tag="unsubscribed", frozen=True, kw_only=True):
     seq: int | None = None
 
 
+class SubscriptionInfo(_Payload, frozen=True, kw_only=True):
+    channel: str
+    sid: int
+
+
 class OkPayload(_Payload, frozen=True, kw_only=True):
     market_tickers: list[str] | None = None
     market_ids: list[str] | None = None
     index_ids: list[str] | None = None
     underlying_tickers: list[str] | None = None
-
-
-class SubscriptionInfo(_Payload, frozen=True, kw_only=True):
-    channel: str
-    sid: int
+    #: A ``list_subscriptions`` answer wrapped in an object instead of being the ``msg`` array itself.
+    subscriptions: list[SubscriptionInfo] | None = None
 
 
 class Ok(_Frame, tag="ok", frozen=True, kw_only=True):
@@ -490,8 +494,10 @@ class Ok(_Frame, tag="ok", frozen=True, kw_only=True):
     sid: int | None = None
     seq: int | None = None
     msg: OkPayload | list[SubscriptionInfo] | None = None
-    #: One third-party capture puts the ticker list at the top level instead of inside ``msg``.
+    #: One third-party capture puts the ``ok`` fields at the top level instead of inside ``msg``: the ticker
+    #: list, and so the ``list_subscriptions`` answer too (read through :attr:`subscriptions`).
     market_tickers: list[str] | None = None
+    listed: list[SubscriptionInfo] | None = msgspec.field(default=None, name="subscriptions")
 
     @property
     def tickers(self) -> list[str] | None:
@@ -502,8 +508,14 @@ class Ok(_Frame, tag="ok", frozen=True, kw_only=True):
 
     @property
     def subscriptions(self) -> list[SubscriptionInfo] | None:
-        """The ``list_subscriptions`` answer, or ``None`` for other ``ok`` replies."""
-        return self.msg if isinstance(self.msg, list) else None
+        """The ``list_subscriptions`` answer wherever the server put it (the ``msg`` array, a ``subscriptions``
+        list inside ``msg`` or at the top level), or ``None`` for other ``ok`` replies."""
+        msg = self.msg
+        if isinstance(msg, list):
+            return msg
+        if isinstance(msg, OkPayload) and msg.subscriptions is not None:
+            return msg.subscriptions
+        return self.listed
 
 
 class ErrorPayload(_Payload, frozen=True, kw_only=True):
@@ -613,18 +625,76 @@ REMOVED_TYPES: Final = {"ticker_v2": "removed 2026-02-12", "multivariate_lookup"
 #: Channels that must be filtered by market (subscribe without tickers yields error 14).
 MARKET_REQUIRED_CHANNELS: Final = frozenset({"orderbook_delta"})
 
-# Integer-cent / integer-count keys removed from payloads on 2026-03-12 (section 4.14). A frame whose
-# payload has one of these keys and lacks its fixed-point twin is in the legacy shape.
+# Integer-cent / integer-count keys removed from payloads on 2026-03-12 (section 4.14: "integer count fields (those
+# with ``_fp`` twins) and integer-cent price fields (those with ``_dollars`` twins) removed from all payloads").
+# The twins are derived from the structs, so every type and field is covered: ``count_fp`` -> ``count``,
+# ``yes_bid_dollars`` -> ``yes_bid``, snapshot ``yes_dollars_fp`` -> ``yes_dollars`` (``[price_dollars, int]``)
+# and ``yes`` (``[cents, int]``). A frame whose payload has one of the old keys and lacks its fixed-point twin
+# is in the legacy shape: a :class:`LegacyMessage`, never the current type with that value missing.
+
+
+def _legacy_names(field: str) -> tuple[str, ...]:
+    if field.endswith("_dollars_fp"):
+        return (field[:-3], field[:-11])
+    if field.endswith("_fp"):
+        return (field[:-3],)
+    if field.endswith("_dollars"):
+        return (field[:-8],)
+    return ()
+
+
+def _twins(cls: type[_Frame]) -> dict[str, str]:
+    """``{legacy key: fixed-point field}`` of a message type's payload (empty for types without a payload)."""
+    msg = {f.name: f for f in msgspec.structs.fields(cls)}.get("msg")
+    payload = msg.type if msg is not None else None
+    if not (isinstance(payload, type) and issubclass(payload, _Payload)):
+        return {}
+    fields = {f.name for f in msgspec.structs.fields(payload)}
+    twins = {old: new for new in sorted(fields) for old in _legacy_names(new)}
+    clash = fields & twins.keys()
+    assert not clash, f"{cls.__name__}: a current field has a legacy name: {clash}"
+    return twins
+
+
+#: Message ``type`` -> {legacy key: its fixed-point twin} (section 4, the "Legacy" notes of every message).
 _LEGACY_TWINS: Final[dict[str, dict[str, str]]] = {
-    "orderbook_snapshot": {"yes": "yes_dollars_fp", "no": "no_dollars_fp"},
-    "orderbook_delta": {"price": "price_dollars", "delta": "delta_fp"},
-    "ticker": {"price": "price_dollars", "yes_bid": "yes_bid_dollars", "volume": "volume_fp"},
-    "trade": {"yes_price": "yes_price_dollars", "count": "count_fp"},
-    "fill": {"yes_price": "yes_price_dollars", "count": "count_fp"},
-    "market_position": {"position": "position_fp"},
-    "rfq_created": {"contracts": "contracts_fp"},
-    "quote_created": {"yes_bid": "yes_bid_dollars"},
-}
+    kind: twins for kind, cls in MESSAGE_TYPES.items() if (twins := _twins(cls))}
+
+
+class _PostParseCheck(NamedTuple):
+    """The fixed-point fields of a type that may be absent, so a legacy frame still parses without them."""
+
+    #: payload -> the values of those fields, as a tuple (one C call on the hot path).
+    values: Callable[[Any], tuple[Any, ...]]
+    #: What such a field holds when absent (``None``, or ``[]`` for book sides).
+    absent: Any
+    #: (field, the quoted legacy key to look for in the raw frame) for a closer look.
+    fields: tuple[tuple[str, bytes], ...]
+
+
+def _post_parse_check(cls: type[_Frame]) -> _PostParseCheck | None:
+    """Required twins need no check (their absence fails the parse and the slow path classifies the frame)."""
+    msg = {f.name: f for f in msgspec.structs.fields(cls)}["msg"]
+    fields = []
+    absent = set()
+    for f in msgspec.structs.fields(msg.type):
+        if f.required:
+            continue
+        for old in _legacy_names(f.name):
+            fields.append((f.name, f'"{old}"'.encode()))
+            absent.add("list" if f.default_factory is list or f.default == [] else repr(f.default))
+    if not fields:
+        return None
+    assert len(absent) == 1, f"{cls.__name__}: optional fixed-point fields with different defaults {absent}"
+    names = [name for name, _ in fields]
+    return _PostParseCheck(attrgetter(*names, names[0]), [] if absent == {"list"} else None, tuple(fields))
+
+
+#: Struct -> the check after a successful parse (types without optional fixed-point fields are absent, so the
+#: hot path of ``orderbook_delta``, whose twins are required, costs one dict lookup).
+_POST_PARSE_CHECKS: Final[dict[type, _PostParseCheck]] = {
+    cls: check for kind, cls in MESSAGE_TYPES.items() if kind in _LEGACY_TWINS
+    if (check := _post_parse_check(cls)) is not None}
 
 _decoder: Final = msgspec.json.Decoder(Message)
 _encoder: Final = msgspec.json.Encoder(decimal_format="string")
@@ -646,15 +716,26 @@ def decode(frame: bytes | str) -> AnyMessage:
         return MalformedFrame(error=f"invalid JSON: {exc}", raw=frame)
     except RecursionError:  # absurd nesting: msgspec gives up before MAX_NESTING can be checked
         return MalformedFrame(error=f"frame nests deeper than {MAX_NESTING} levels", raw=frame)
-    cls = message.__class__
-    # Where every fixed-point field is optional, a legacy frame decodes "successfully" as an empty
-    # message (a snapshot with no levels would wipe a book); look closer when they are all missing.
-    if cls is OrderbookSnapshot:
-        if not message.msg.yes_dollars_fp and not message.msg.no_dollars_fp:  # type: ignore[union-attr]
-            return _legacy_or(message, frame)
-    elif cls is Ticker:
-        payload: Any = message.msg  # type: ignore[union-attr]
-        if payload.price_dollars is None and payload.yes_bid_dollars is None and payload.volume_fp is None:
+    check = _POST_PARSE_CHECKS.get(message.__class__)
+    if check is not None:
+        # A fixed-point field that may be absent is absent: a legacy frame parses "successfully" without its
+        # value (a snapshot with no levels would wipe a book); look closer. (A loop of ``is None``: ``None in
+        # values`` compares each Decimal with None, which costs an ABC isinstance check each.)
+        if check.absent is None:
+            for value in check.values(message.msg):  # type: ignore[union-attr]
+                if value is None:
+                    return _absent_twin(message, frame, check)
+        elif not all(check.values(message.msg)):  # type: ignore[union-attr]
+            return _absent_twin(message, frame, check)
+    return message
+
+
+def _absent_twin(message: Message, frame: bytes, check: _PostParseCheck) -> AnyMessage:
+    """``message`` unless a fixed-point field is absent and its old key is in the frame (then the closer look)."""
+    payload: Any = message.msg  # type: ignore[union-attr]
+    for name, old_key in check.fields:
+        value = getattr(payload, name)
+        if (value is None if check.absent is None else not value) and old_key in frame:
             return _legacy_or(message, frame)
     return message
 
