@@ -401,7 +401,7 @@ def close_abandoned_sessions(database_url: str, market_set: str) -> int:
                 "(killed?); rows received before that are stored', updated_at = now() "
                 "where market_set = %s and status = 'running' and planned_end < now() - %s",
                 (market_set, ABANDONED_AFTER)).rowcount
-    except psycopg.OperationalError:
+    except psycopg.Error:  # away, or a role that may not update: housekeeping waits for a session that can
         return 0
     if closed:
         log.warning("closed %d abandoned session(s) of %r as failed", closed, market_set)

@@ -39,10 +39,17 @@ def load_private_key(pem: bytes | str, *, source: str = "the PEM text") -> rsa.R
     data = pem.encode() if isinstance(pem, str) else pem
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
+    except TypeError:  # cryptography's way of saying "this key needs a password"
         raise PrivateKeyError(
-            f"could not read an unencrypted RSA private key (PKCS#1 or PKCS#8 PEM) from {source}: "
-            f"{type(exc).__name__}"
+            f"{source} holds an encrypted (password-protected) private key: give the unencrypted key "
+            "(openssl pkey -in ENCRYPTED.pem -out key.pem, then chmod 600 key.pem)"
+        ) from None
+    except ValueError:  # cryptography's messages say nothing about the key's content, but neither do we
+        what = "no PEM block" if b"-----BEGIN" not in data else "a PEM block that is not an RSA private key"
+        raise PrivateKeyError(
+            f"could not read an unencrypted RSA private key (PKCS#1 or PKCS#8 PEM) from {source}: found {what}; "
+            "give the private key file downloaded from Kalshi (it starts with -----BEGIN RSA PRIVATE KEY----- "
+            "or -----BEGIN PRIVATE KEY-----)"
         ) from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise PrivateKeyError(f"{source} holds a {type(key).__name__}; Kalshi keys are RSA")
@@ -59,6 +66,10 @@ def read_private_key_file(path: str | os.PathLike[str]) -> rsa.RSAPrivateKey:
         raise PrivateKeyError(f"private key file {p} does not exist") from None
     except PermissionError:
         raise PrivateKeyError(f"private key file {p} is not readable by this user") from None
+    except IsADirectoryError:
+        raise PrivateKeyError(f"{p} is a directory, not a private key file: give the path of the PEM file") from None
+    except OSError as exc:
+        raise PrivateKeyError(f"private key file {p} cannot be read ({exc.strerror or type(exc).__name__})") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("private key file %s is accessible by group/others (mode %o); run: chmod 600 %s",
                     p, stat.S_IMODE(mode), p)
