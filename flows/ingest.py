@@ -148,6 +148,7 @@ async def ingest_market_set(market_set: str, duration_seconds: float | None = No
     timeout = (duration_seconds or config.session_seconds) + RECORD_MARGIN_SECONDS
     summary = await record_session.with_options(timeout_seconds=timeout)(market_set, duration_seconds)
     depth, fired, problems = await _follow_ups(summary)
+    problems += alert_rules.delivery_problems(fired)  # e.g. a notify_block that does not exist
     await acreate_markdown_artifact(key=f"session-{_slug(market_set)}", description=f"Session {summary.session_id}",
                                     markdown=session_markdown(summary, depth, fired, problems))
     emit_event(event=f"kalshi.session.{summary.status}", resource=_resource(market_set), payload=summary.as_dict())
