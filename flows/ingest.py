@@ -159,6 +159,7 @@ async def ingest_market_set(market_set: str, duration_seconds: float | None = No
     if isinstance(summary, str):
         return Completed(name="Skipped", message=summary)
     depth, fired, problems = await _follow_ups(summary)
+    problems += alert_rules.delivery_problems(fired)  # e.g. a notify_block that does not exist
     await acreate_markdown_artifact(key=f"session-{_slug(market_set)}", description=f"Session {summary.session_id}",
                                     markdown=session_markdown(summary, depth, fired, problems))
     emit_event(event=f"kalshi.session.{summary.status}", resource=_resource(market_set), payload=summary.as_dict())

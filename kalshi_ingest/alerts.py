@@ -11,6 +11,7 @@ Evaluation and storage are synchronous (psycopg); :func:`notify` is async (Prefe
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from kalshi_ingest.config import (
     SpreadRule,
     rule_name,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -318,20 +321,30 @@ async def load_notification_block(name: str) -> Any:
     return block
 
 
-async def notify(block_name: str | None, market_set: str, alerts: Sequence[Alert]) -> None:
-    """Send every new alert through the block; failures are recorded on the alert, never raised."""
+async def notify(block_name: str | None, market_set: str, alerts: Sequence[Alert]) -> list[str]:
+    """Send every new alert through the block; failures are recorded on the alert, never raised.
+
+    Returns the delivery problems (one line each, saying what to fix), also logged as warnings, for the
+    flow to report: a configured block that is missing or is not a notification block, sends that failed.
+    No ``notify_block`` at all is a choice (alerts are still stored and emitted as events), not a problem.
+    """
     if not alerts:
-        return
+        return []
     if not block_name:
         for alert in alerts:
             alert.notify_error = "no notify_block configured for this market set"
-        return
+        return []
     try:
         block = await load_notification_block(block_name)
     except Exception as exc:  # a missing block must not lose the stored alerts
+        missing = isinstance(exc, ValueError) and str(exc).startswith("no Prefect block named")
+        what = "not found: create it" if missing else f"cannot be used ({type(exc).__name__}: {exc}): fix it"
+        problem = (f"notify block {block_name!r} {what} (UI -> Blocks) or fix notify_block in market set {market_set!r}; "
+                   f"{len(alerts)} alert(s) not sent")
         for alert in alerts:
-            alert.notify_error = f"{type(exc).__name__}: {exc}"
-        return
+            alert.notify_error = problem
+        return _warn([problem])
+    failed: list[str] = []
     for alert in alerts:
         subject = f"kalshi alert [{market_set}] {alert.condition.kind}"
         try:
@@ -341,3 +354,33 @@ async def notify(block_name: str | None, market_set: str, alerts: Sequence[Alert
             alert.notified = True
         except Exception as exc:  # one failed delivery is recorded and the others are still tried
             alert.notify_error = f"{type(exc).__name__}: {exc}"
+            failed.append(alert.notify_error)
+    if not failed:
+        return []
+    return _warn([f"notify block {block_name!r} failed to send {len(failed)} of {len(alerts)} alert(s) of market set "
+                  f"{market_set!r} (first: {failed[0]}): check the block's settings (UI -> Blocks)"])
+
+
+def delivery_problems(alerts: Sequence[Alert]) -> list[str]:
+    """The distinct delivery problems recorded on ``alerts`` by :func:`notify` (for the flow's problems list)."""
+    problems = [a.notify_error for a in alerts if a.notify_error and not a.notified
+                and a.notify_error != "no notify_block configured for this market set"]
+    return list(dict.fromkeys(problems))
+
+
+def _warn(problems: list[str]) -> list[str]:
+    """Log each problem as a warning, on the Prefect run logger when there is one (it shows in the UI)."""
+    logger: Any = log
+    try:
+        from prefect import get_run_logger
+        from prefect.exceptions import MissingContextError
+
+        try:
+            logger = get_run_logger()
+        except MissingContextError:
+            pass
+    except ImportError:  # pragma: no cover - Prefect is a dependency
+        pass
+    for problem in problems:
+        logger.warning(problem)
+    return problems

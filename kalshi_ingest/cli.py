@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import os
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from kalshi_ingest.settings import Settings, local_prefect_defaults, redacted
+from kalshi_ingest.settings import (
+    Settings,
+    check_exchange_access,
+    local_prefect_defaults,
+    redacted,
+    session_duration,
+)
 
 EPILOG = """\
 environment:
@@ -109,24 +117,71 @@ def main(argv: Sequence[str] | None = None) -> int:
     except asyncio.CancelledError:
         print("kalshi-ingest: stopped by SIGTERM; the session was flushed and closed as cancelled", file=sys.stderr)
         return 143
-    except (ValueError, RuntimeError, OSError) as exc:
-        # ConfigError, CredentialsError and friends: their message is the whole story.
-        print(f"kalshi-ingest: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise  # a bug: the traceback is what the report needs
+        print(f"kalshi-ingest: error: {one_line(str(exc) or type(exc).__name__)}", file=sys.stderr)
         return 2
+
+
+class CommandError(RuntimeError):
+    """A command cannot run as asked (a bad option value, a part missing from this checkout)."""
+
+
+#: Errors whose message is the whole story (a setting, a file, a key, the database or exchange being away):
+#: ``main`` prints them as one line and exits 2. Anything else is a bug and keeps its traceback.
+USER_ERRORS: Final = (
+    ("kalshi_ingest.config", "ConfigError"),
+    ("kalshi_ingest.settings", "SettingsError"),
+    ("kalshi_ingest.settings", "CredentialsError"),
+    ("kalshi_ingest.report", "ReportError"),
+    ("kalshi_ingest.session", "NoMarketsError"),
+    ("kalshi_ws.auth", "PrivateKeyError"),
+    ("kalshi_ws.errors", "AuthenticationError"),
+    ("kalshi_store.embedded", "EmbeddedPostgresError"),
+    ("kalshi_store.migrations", "MigrationError"),
+    ("psycopg", "OperationalError"),  # the database cannot be reached or refuses the login
+)
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a mistake in the setup to report in one line (see :data:`USER_ERRORS`)."""
+    if isinstance(exc, (CommandError, OSError)):  # OSError: a file, a port, a permission; the message names it
+        return True
+    for module_name, name in USER_ERRORS:
+        module = sys.modules.get(module_name)  # a module never imported cannot have raised its error
+        kind = getattr(module, name, None) if module is not None else None
+        if isinstance(kind, type) and isinstance(exc, kind):
+            return True
+    return False
+
+
+_URL_PASSWORD: Final = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+_KEYWORD_PASSWORD: Final = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line (libpq's messages have several) with any password in a URL or conninfo masked."""
+    text = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    return _KEYWORD_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
 
 
 def _demo(args: argparse.Namespace) -> int:
     from kalshi_ingest.demo import run_demo
 
+    duration = session_duration(args.duration) or 60.0
     settings = Settings() if args.data_dir is None else Settings(kalshi_ingest_data_dir=args.data_dir)
-    return asyncio.run(run_demo(settings, market_set=args.market_set, duration=args.duration, live=not args.no_live))
+    return asyncio.run(run_demo(settings, market_set=args.market_set, duration=duration, live=not args.no_live))
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Every mistake in the setup fails here, in one line, before Prefect starts or a session opens.
+    args.duration = session_duration(args.duration)
     settings = Settings() if args.config is None else Settings(kalshi_ingest_config=args.config)
     from kalshi_ingest.config import load_config
 
-    load_config(settings.config_path).get(args.market_set)  # fail before importing Prefect or connecting
+    load_config(settings.config_path).get(args.market_set)
+    asyncio.run(check_exchange_access(settings))
     if args.config is not None:
         os.environ["KALSHI_INGEST_CONFIG"] = str(args.config)
     local_prefect_defaults(settings, quiet=False)
@@ -147,7 +202,8 @@ def _db_migrate(args: argparse.Namespace) -> int:
     from kalshi_store.migrations import migrate
 
     url = _database_url()
-    migrate(url)
+    with _database_errors(url):
+        migrate(url)
     print(f"database migrated: {redacted(url)}")
     return 0
 
@@ -155,7 +211,9 @@ def _db_migrate(args: argparse.Namespace) -> int:
 def _db_replay(args: argparse.Namespace) -> int:
     from kalshi_store.spill import replay_spill
 
-    result = replay_spill(_database_url(), args.dir or Settings().data_dir / "spill")
+    url = _database_url()
+    with _database_errors(url):
+        result = replay_spill(url, args.dir or Settings().data_dir / "spill")
     print(f"replayed: {result}")
     return 0
 
@@ -163,7 +221,11 @@ def _db_replay(args: argparse.Namespace) -> int:
 def _db_retention(args: argparse.Namespace) -> int:
     from kalshi_store.retention import apply_retention
 
-    changes = apply_retention(_database_url(), args.keep_days)
+    if args.keep_days < 0:
+        raise CommandError(f"--keep-days: {args.keep_days} is negative: give the whole days of data to keep (0 = today)")
+    url = _database_url()
+    with _database_errors(url):
+        changes = apply_retention(url, args.keep_days)
     for table, action, rows in changes:
         print(f"{table}: {action} ({rows} rows)")
     if not changes:
@@ -177,6 +239,19 @@ def _database_url() -> str:
 
     settings = Settings()
     return ensure_database(settings.database(), settings.data_dir)
+
+
+@contextlib.contextmanager
+def _database_errors(url: str) -> Iterator[None]:
+    """A database that cannot be reached or refuses the login is a setup problem: one line naming it."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        source = "DATABASE_URL" if Settings().database() else "the embedded database"
+        raise CommandError(f"cannot use the database {redacted(url)} ({source}): {one_line(str(exc))}: "
+                           "check that it is running and reachable, and DATABASE_URL") from None
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -204,7 +279,7 @@ def _entry_point(modules: Sequence[str], attribute: str, what: str) -> Callable[
         function = getattr(module, attribute, None)
         if callable(function):
             return function  # type: ignore[no-any-return]
-    raise RuntimeError(f"{what} is not available in this checkout (looked for {attribute}() in {', '.join(modules)})")
+    raise CommandError(f"{what} is not available in this checkout (looked for {attribute}() in {', '.join(modules)})")
 
 
 PASSTHROUGH.update(simulate=_simulate, report=_report, bench=_bench)

@@ -21,14 +21,34 @@ File shape::
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from kalshi_ws.messages import CHANNELS, REMOVED_CHANNELS
+
+#: Longest session: the flow's hard backstop (flows/ingest.py BACKSTOP_SECONDS) is 6 hours.
+MAX_SESSION_SECONDS = 5 * 3600
+
+
+#: Market-set names become file names (reports) and Prefect tags: a safe, short charset.
+MARKET_SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+#: A market, event or series ticker as Kalshi writes them (KXCPI-26JAN-T0.3): no spaces, commas or slashes.
+TICKER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class ConfigError(ValueError):
@@ -112,7 +132,7 @@ class MarketSet(BaseModel):
     events: list[str] = []
     channels: list[Channel] = ["orderbook_delta", "ticker", "trade"]
     #: At most 5 hours: the flow's hard backstop (flows/ingest.py BACKSTOP_SECONDS) is 6 hours.
-    session_seconds: float = Field(default=3600, gt=0, le=5 * 3600)
+    session_seconds: float = Field(default=3600, gt=0, le=MAX_SESSION_SECONDS, allow_inf_nan=False)
     use_yes_price: bool = False
     #: Name of a Prefect notification block (SlackWebhook, CustomWebhookNotificationBlock, ...).
     notify_block: str | None = None
@@ -127,6 +147,17 @@ class MarketSet(BaseModel):
     handover_seconds: float = Field(default=120, ge=0, le=3600)
     #: Followed sets (series/events): seconds between REST polls for markets that opened or closed.
     discovery_seconds: float = Field(default=60, gt=0)
+
+    @field_validator("tickers", "series", "events", "channels")
+    @classmethod
+    def _no_repeats(cls, values: list[str], info: ValidationInfo) -> list[str]:
+        for i, value in enumerate(values):
+            if info.field_name != "channels" and not TICKER.fullmatch(value):
+                raise ValueError(f"item {i} ({value!r}) is not a ticker: use letters, digits, '.', '_' and '-', "
+                                 "one ticker per list item")
+            if value in values[:i]:
+                raise ValueError(f"{value!r} is listed twice (items {values.index(value)} and {i}): remove one")
+        return values
 
     @model_validator(mode="after")
     def _has_markets(self) -> MarketSet:
@@ -164,17 +195,49 @@ def load_config(path: str | Path) -> MarketSetsFile:
     """Read and validate every market set in ``path``; :class:`ConfigError` on the first bad file/key."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}): "
+                          "save the market-set file as UTF-8") from None
     except OSError as exc:
-        raise ConfigError(f"{p}: cannot read the market-set file ({exc.strerror}); "
+        raise ConfigError(f"{p}: cannot read the market-set file ({exc.strerror or type(exc).__name__}); "
                           "set KALSHI_INGEST_CONFIG to its location") from None
     try:
-        document = yaml.safe_load(text) or {}
+        document = yaml.load(text, Loader=_StrictLoader) or {}  # noqa: S506  # a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{p}: line {exc.line}: key {exc.key!r} appears twice in the same mapping "
+                          "(YAML keeps only the last one): remove or rename one") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""
         raise ConfigError(f"{p}:{line} not valid YAML: {getattr(exc, 'problem', exc)}") from None
     return parse_config(document, p)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: object, line: int) -> None:
+        super().__init__(f"duplicate key {key!r} on line {line}")
+        self.key = key
+        self.line = line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key repeated within one mapping (plain YAML keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if duplicate:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_config(document: Any, path: Path) -> MarketSetsFile:
@@ -193,6 +256,9 @@ def parse_config(document: Any, path: Path) -> MarketSetsFile:
     sets: dict[str, MarketSet] = {}
     for name, body in raw_sets.items():
         where = f"{path}: market set {name!r}"
+        if not MARKET_SET_NAME.fullmatch(str(name)):
+            raise ConfigError(f"{where}: not a usable market-set name (it names files and Prefect tags): use 1-64 "
+                              "letters, digits, '_' or '-', starting with a letter or digit")
         if not isinstance(body, dict):
             raise ConfigError(f"{where}: expected a mapping of keys, got {type(body).__name__}")
         if "name" in body:
@@ -221,3 +287,12 @@ def _describe(exc: ValidationError) -> str:
     if error["type"] == "union_tag_invalid":
         message = f"unknown alert kind {error['input'].get('kind')!r} (known: {', '.join(sorted(RULE_KINDS))})"
     return f"key {key!r}: {message}" if key else message
+
+
+def unmatched_tickers(market_set: MarketSet, resolved: Iterable[str]) -> list[str]:
+    """Warning lines for the set's explicit ``tickers`` that are not among the ``resolved`` (open) markets:
+    a typo or a closed market would otherwise just record nothing for it."""
+    found = set(resolved)
+    return [f"market set {market_set.name!r}: ticker {ticker!r} matches no open market: check its spelling "
+            "or remove it if the market closed"
+            for ticker in market_set.tickers if ticker not in found]

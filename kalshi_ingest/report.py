@@ -46,6 +46,7 @@ __all__ = [
     "print_report",
     "render_html",
     "report_markdown",
+    "report_path",
     "session_report",
 ]
 
@@ -841,6 +842,17 @@ def report_markdown(data: ReportData, path: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def report_path(out_dir: Path, market_set: str, suffix: str) -> Path:
+    """``out_dir/report-<market set>-<suffix>.html``, always inside ``out_dir``: the market set (a name from a
+    config file or the database) is reduced to letters, digits, ``_`` and ``-``, so ``../../x`` cannot
+    write elsewhere."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "-" for c in market_set)[:64] or "set"
+    path = Path(out_dir) / f"report-{safe}-{suffix}.html"
+    if path.resolve().parent != Path(out_dir).resolve():
+        raise ReportError(f"report file name for market set {market_set!r} would leave {out_dir}")
+    return path
+
+
 def session_report(url: str, session_id: str, out_dir: Path) -> SessionReport:
     """Build the report of one recording session (its market set, its window) into ``out_dir``.
 
@@ -854,7 +866,7 @@ def session_report(url: str, session_id: str, out_dir: Path) -> SessionReport:
         raise ReportError(f"no session {session_id} in the database")
     market_set, started, ended = row
     data = collect(url, market_set, started, ended + timedelta(milliseconds=1))
-    path = Path(out_dir) / f"report-{market_set}-{started:%Y%m%dT%H%M%S}-{str(session_id)[:8]}.html"
+    path = report_path(out_dir, market_set, f"{started:%Y%m%dT%H%M%S}-{str(session_id)[:8]}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_html(data), encoding="utf-8")
     return SessionReport(path=path, markdown=report_markdown(data, path))
@@ -943,8 +955,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet:
         print_report(data, console)
     if not args.no_html:
-        name = f"report-{args.market_set or 'all'}-{data.start:%Y%m%dT%H%M%S}-{data.end:%Y%m%dT%H%M%S}.html"
-        out: Path = args.out or settings.data_dir / "reports" / name
+        out: Path = args.out or report_path(settings.data_dir / "reports", args.market_set or "all",
+                                            f"{data.start:%Y%m%dT%H%M%S}-{data.end:%Y%m%dT%H%M%S}")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(render_html(data, max_charts=args.max_charts), encoding="utf-8")
         console.print(f"HTML report: [bold]{out}[/] (open it in a browser)")

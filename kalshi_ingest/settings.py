@@ -21,6 +21,7 @@ password) are ``SecretStr`` so they never appear in a ``repr``, a log line or a 
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Final
@@ -28,6 +29,7 @@ from typing import Any, Final
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kalshi_ingest.config import MAX_SESSION_SECONDS
 from kalshi_ws.auth import PrivateKeyError, Signer
 from kalshi_ws.environments import Environment, resolve
 
@@ -35,8 +37,17 @@ from kalshi_ws.environments import Environment, resolve
 SIMULATOR_URL: Final = "http://127.0.0.1:8765"
 
 
+#: Every value ``KALSHI_ENV`` accepts besides a base URL.
+ENVIRONMENT_NAMES: Final = ("production", "demo", "production-shared", "demo-shared", "simulator")
+
+
 class CredentialsError(RuntimeError):
     """No usable API key: the message names the environment variable(s) to set."""
+
+
+class SettingsError(ValueError):
+    """An environment variable (or an option standing for one) has a value that cannot work; the message
+    names it and says what to set."""
 
 
 class Settings(BaseSettings):
@@ -77,12 +88,23 @@ class Settings(BaseSettings):
         return self.kalshi_env == "simulator"
 
     def environment(self) -> Environment:
-        """Where to connect; ``ValueError`` names ``KALSHI_ENV`` when it is not understood."""
+        """Where to connect; :class:`SettingsError` names the variable (``KALSHI_ENV``, ``KALSHI_WS_URL``,
+        ``KALSHI_REST_URL``) whose value is not understood."""
         name = SIMULATOR_URL if self.is_simulator else self.kalshi_env
         try:
-            env = resolve(name, ws_url=self.kalshi_ws_url, rest_url=self.kalshi_rest_url)
+            resolve(name)
         except ValueError as exc:
-            raise ValueError(f"KALSHI_ENV: {exc}") from None
+            if "://" in name or ":" in name:
+                raise SettingsError(f"KALSHI_ENV: {exc}") from None
+            raise SettingsError(
+                f"KALSHI_ENV: unknown Kalshi environment {name!r}: set it to one of {', '.join(ENVIRONMENT_NAMES)} "
+                "or a base URL such as http://127.0.0.1:8765") from None
+        for variable, url in (("KALSHI_WS_URL", self.kalshi_ws_url), ("KALSHI_REST_URL", self.kalshi_rest_url)):
+            try:
+                resolve(name, **{variable.lower().removeprefix("kalshi_"): url})
+            except ValueError as exc:
+                raise SettingsError(f"{variable}: {exc}") from None
+        env = resolve(name, ws_url=self.kalshi_ws_url, rest_url=self.kalshi_rest_url)
         if self.is_simulator:
             env = Environment("simulator", env.ws_url, env.rest_url)
         return env
@@ -98,6 +120,7 @@ class Settings(BaseSettings):
         (``.kalshi-sim/keys``) is used. Raises :class:`CredentialsError` naming the variable to set; the key
         never appears in a message.
         """
+        self.environment()  # a garbled KALSHI_ENV is the problem to report, not the key that goes with it
         key_id = self.kalshi_api_key_id
         published = self._simulator_key() if key_id is None else None
         if published is not None:
@@ -132,6 +155,47 @@ class Settings(BaseSettings):
         if not self.is_simulator:
             return None
         return newest_simulator_key(self.simulator_dir)
+
+
+async def check_exchange_access(settings: Settings) -> None:
+    """Before a session: the environment resolves, the key loads, and one signed REST request is accepted.
+
+    Raises :class:`SettingsError` / :class:`CredentialsError` with one line saying what to fix (an unknown
+    ``KALSHI_ENV``, an unreadable key, an exchange that cannot be reached, a rejected signature: a wrong key
+    or a wrong clock). Other answers (the exchange failing, rate limits) are left to the session, which
+    retries them. A key kept in a Prefect Secret block is checked by the flow instead (it needs Prefect).
+    """
+    from kalshi_ws.rest import KalshiRestClient, RestError
+
+    env = settings.environment()
+    if (settings.kalshi_private_key_block and settings.kalshi_api_key_id and settings.kalshi_private_key_path is None
+            and settings.kalshi_private_key_pem is None):
+        return
+    signer = await settings.signer()
+    try:
+        async with KalshiRestClient(env.rest_url, signer, max_retries=0, timeout=10) as rest:
+            await rest.get_exchange_status()
+    except RestError as exc:
+        if exc.status == 0:
+            hint = ("start `kalshi-ingest simulate` first, or set KALSHI_ENV" if settings.is_simulator
+                    else "check KALSHI_ENV / KALSHI_REST_URL and the network")
+            raise SettingsError(f"cannot reach the exchange at {env.rest_url} ({exc.message}): {hint}") from None
+        if exc.status == 401:
+            raise CredentialsError(f"{env.name} ({env.rest_url}): {exc}") from None
+        if exc.status == 403:
+            raise CredentialsError(f"{env.name} ({env.rest_url}) refused the request with HTTP 403 (often a CDN rule "
+                                   "or a blocked network): check KALSHI_ENV / KALSHI_REST_URL") from None
+
+
+def session_duration(value: float | None, *, option: str = "--duration") -> float | None:
+    """``value`` if it is a usable session length in seconds (``None``: the market set's own); otherwise
+    :class:`SettingsError` naming ``option`` and the allowed range (0, MAX_SESSION_SECONDS]."""
+    if value is None:
+        return None
+    if not math.isfinite(value) or not 0 < value <= MAX_SESSION_SECONDS:
+        raise SettingsError(f"{option}: {value:g} is not a usable session length: give seconds, more than 0 and at "
+                            f"most {MAX_SESSION_SECONDS:g} ({MAX_SESSION_SECONDS / 3600:g} h)")
+    return float(value)
 
 
 def newest_simulator_key(simulator_dir: Path) -> tuple[str, Path] | None:
@@ -189,4 +253,5 @@ def local_prefect_defaults(settings: Settings, *, quiet: bool) -> None:
         os.environ.setdefault(name, value)
 
 
-__all__ = ["CredentialsError", "Settings", "local_prefect_defaults", "newest_simulator_key", "redacted"]
+__all__ = ["ENVIRONMENT_NAMES", "CredentialsError", "Settings", "SettingsError", "local_prefect_defaults",
+           "newest_simulator_key", "redacted", "session_duration"]

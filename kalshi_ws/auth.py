@@ -7,6 +7,7 @@ and errors about a key name the file or variable, never its content.
 from __future__ import annotations
 
 import base64
+import email.utils
 import logging
 import os
 import stat
@@ -38,10 +39,17 @@ def load_private_key(pem: bytes | str, *, source: str = "the PEM text") -> rsa.R
     data = pem.encode() if isinstance(pem, str) else pem
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
+    except TypeError:  # cryptography's way of saying "this key needs a password"
         raise PrivateKeyError(
-            f"could not read an unencrypted RSA private key (PKCS#1 or PKCS#8 PEM) from {source}: "
-            f"{type(exc).__name__}"
+            f"{source} holds an encrypted (password-protected) private key: give the unencrypted key "
+            "(openssl pkey -in ENCRYPTED.pem -out key.pem, then chmod 600 key.pem)"
+        ) from None
+    except ValueError:  # cryptography's messages say nothing about the key's content, but neither do we
+        what = "no PEM block" if b"-----BEGIN" not in data else "a PEM block that is not an RSA private key"
+        raise PrivateKeyError(
+            f"could not read an unencrypted RSA private key (PKCS#1 or PKCS#8 PEM) from {source}: found {what}; "
+            "give the private key file downloaded from Kalshi (it starts with -----BEGIN RSA PRIVATE KEY----- "
+            "or -----BEGIN PRIVATE KEY-----)"
         ) from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise PrivateKeyError(f"{source} holds a {type(key).__name__}; Kalshi keys are RSA")
@@ -58,10 +66,50 @@ def read_private_key_file(path: str | os.PathLike[str]) -> rsa.RSAPrivateKey:
         raise PrivateKeyError(f"private key file {p} does not exist") from None
     except PermissionError:
         raise PrivateKeyError(f"private key file {p} is not readable by this user") from None
+    except IsADirectoryError:
+        raise PrivateKeyError(f"{p} is a directory, not a private key file: give the path of the PEM file") from None
+    except OSError as exc:
+        raise PrivateKeyError(f"private key file {p} cannot be read ({exc.strerror or type(exc).__name__})") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("private key file %s is accessible by group/others (mode %o); run: chmod 600 %s",
                     p, stat.S_IMODE(mode), p)
     return load_private_key(data, source=f"file {p}")
+
+
+#: Clock differences below this are within what a ``Date`` header (1 s resolution) and latency can show.
+CLOCK_SKEW_NOTICEABLE = 2.0
+
+
+def clock_skew(date_header: str | None, signed_ms: str | int | None = None) -> float | None:
+    """Seconds this machine's clock was ahead of the server's (negative: behind) when it signed a request:
+    the signed ``KALSHI-ACCESS-TIMESTAMP`` (default: now) against the answer's HTTP ``Date`` header; ``None``
+    without a usable header."""
+    if not date_header:
+        return None
+    try:
+        server = email.utils.parsedate_to_datetime(date_header).timestamp()
+        local = time.time() if signed_ms is None else int(signed_ms) / 1000
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    # The header is truncated to the second: the server's clock read between ``server`` and ``server + 1``.
+    return local - (server + 0.5)
+
+
+def signature_rejected_hint(date_header: str | None, signed_ms: str | int | None = None) -> str:
+    """One sentence on why the exchange rejected a signed request (HTTP 401), using its ``Date`` header to
+    tell a wrong clock (the signed timestamp is outside the accepted window) from a wrong key."""
+    skew = clock_skew(date_header, signed_ms)
+    said = "the exchange rejected the request signature"
+    if skew is None:
+        return (f"{said}: check that KALSHI_API_KEY_ID and the private key belong together and to this "
+                "environment (demo keys do not work in production), and that this machine's clock is synchronised (NTP)")
+    if abs(skew) >= CLOCK_SKEW_NOTICEABLE:
+        direction = "ahead of" if skew > 0 else "behind"
+        return (f"{said}; this machine's clock is {abs(skew):.0f} s {direction} the exchange's (Date header): "
+                "sync it (NTP)")
+    return (f"{said}; this machine's clock agrees with the exchange's (Date header, within "
+            f"{CLOCK_SKEW_NOTICEABLE:g} s), so check that KALSHI_API_KEY_ID and the private key belong together and "
+            "to this environment (demo keys do not work in production)")
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ from websockets.frames import Opcode
 from websockets.protocol import State
 
 from . import events, messages
-from .auth import Signer
+from .auth import Signer, signature_rejected_hint
 from .errors import AuthenticationError, KalshiError
 from .messages import MAX_FRAME_BYTES
 from .protocol import SessionProtocol, Subscription
@@ -276,6 +276,7 @@ class KalshiWebSocketClient:
         self._deadline: float | None = None
         self._runner: asyncio.Task[None] | None = None
         self._started = False
+        self._signed_ms: str | None = None  # KALSHI-ACCESS-TIMESTAMP of the last handshake (explains a 401)
         #: Connection attempts made and handshakes that succeeded (for tests and session manifests).
         self.attempts = 0
         self.connections = 0
@@ -402,7 +403,8 @@ class KalshiWebSocketClient:
                                                    status=status, detail=detail))
                     if auth_rejections >= self.options.max_auth_rejections:
                         self._connect_failed(failures, f"HTTP {status}", status, retry_in=None)
-                        raise self._auth_error(status, detail, auth_rejections) from None
+                        raise self._auth_error(status, detail, auth_rejections,
+                                               exc.response.headers.get("Date")) from None
                 else:
                     auth_rejections = 0
                 await self._back_off(failures, f"HTTP {status}: {detail}", status)
@@ -432,6 +434,7 @@ class KalshiWebSocketClient:
         if remaining is not None:
             timeout = max(0.0, min(timeout, remaining))
         headers = self._signer.websocket_headers() if self._signer is not None else None
+        self._signed_ms = headers.get("KALSHI-ACCESS-TIMESTAMP") if headers else None
         attempt = connect(
             self.url,
             additional_headers=headers,
@@ -467,10 +470,11 @@ class KalshiWebSocketClient:
         assert isinstance(ws, _WatchedConnection)
         return ws
 
-    def _auth_error(self, status: int, detail: str, attempts: int) -> AuthenticationError:
+    def _auth_error(self, status: int, detail: str, attempts: int, date: str | None = None) -> AuthenticationError:
         who = f"API key id {self._signer.key_id}" if self._signer else "no API key configured"
         said = f"; server said {detail!r}" if detail else ""
-        return AuthenticationError(status, f"{who}, {attempts} consecutive rejections at {self.url}{said}")
+        hint = signature_rejected_hint(date, self._signed_ms) if status == 401 and self._signer else ""
+        return AuthenticationError(status, f"{who}, {attempts} consecutive rejections at {self.url}{said}", hint)
 
     def _connect_failed(self, failures: int, reason: str, status: int | None, retry_in: float | None) -> None:
         self._emit(events.ConnectFailed(generation=self.generation, at_ns=time.time_ns(), attempt=failures,

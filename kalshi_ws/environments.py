@@ -7,6 +7,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .auth import REST_PREFIX, WS_PATH
 
+#: Schemes a base URL may have (the WebSocket and REST URLs are derived from each other).
+BASE_URL_SCHEMES = ("http", "https", "ws", "wss")
+
 
 @dataclass(frozen=True)
 class Environment:
@@ -21,6 +24,9 @@ class Environment:
         ``ws``/``wss`` and ``http``/``https`` are derived from each other; a path is ignored.
         """
         parts = urlsplit(base_url if "://" in base_url else f"http://{base_url}")
+        if parts.scheme not in BASE_URL_SCHEMES or not parts.hostname:
+            raise ValueError(f"{base_url!r} is not a base URL this client can use: give an http://, https://, "
+                             "ws:// or wss:// URL with a host, such as http://127.0.0.1:8765")
         secure = parts.scheme in ("https", "wss")
         ws = urlunsplit(("wss" if secure else "ws", parts.netloc, WS_PATH, "", ""))
         rest = urlunsplit(("https" if secure else "http", parts.netloc, REST_PREFIX, "", ""))
@@ -52,4 +58,13 @@ def resolve(name_or_url: str, *, ws_url: str | None = None, rest_url: str | None
         )
     if ws_url or rest_url:
         env = Environment(env.name, ws_url or env.ws_url, rest_url or env.rest_url)
+    _check_url(env.ws_url, ("ws", "wss"), "WebSocket")
+    _check_url(env.rest_url, ("http", "https"), "REST")
     return env
+
+
+def _check_url(url: str, schemes: tuple[str, ...], what: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"{url!r} is not a {what} URL: it must start with {' or '.join(s + '://' for s in schemes)} "
+                         "and name a host")

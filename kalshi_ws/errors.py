@@ -109,11 +109,11 @@ class ServerError(KalshiError):
 class AuthenticationError(KalshiError):
     """The WebSocket upgrade was refused (HTTP ``status``, usually 401 or 403)."""
 
-    def __init__(self, status: int, detail: str = "") -> None:
+    def __init__(self, status: int, detail: str = "", hint: str = "") -> None:
         self.status = status
         self.detail = detail
-        hint = ("check KALSHI_API_KEY_ID and the private key belong together and to this environment "
-                "(demo keys do not work in production), and that the system clock is synchronised (NTP)")
+        hint = hint or ("check KALSHI_API_KEY_ID and the private key belong together and to this environment "
+                        "(demo keys do not work in production), and that the system clock is synchronised (NTP)")
         if status == 403:
             hint = ("the request was forbidden before reaching the API (often a CDN rule); check the host, the "
                     "path /trade-api/ws/v2 and the KALSHI-ACCESS-* headers, then " + hint)

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 
-from .auth import REST_PREFIX, Signer
+from .auth import REST_PREFIX, Signer, signature_rejected_hint
 from .errors import KalshiError
 from .messages import PriceLevel, PriceRange
 
@@ -53,15 +53,19 @@ MAX_RETRY_AFTER: Final = 120.0
 class RestError(KalshiError):
     """A REST call failed with HTTP ``status``; ``code``/``message`` come from the error body if it had one."""
 
-    def __init__(self, status: int, code: str, message: str, details: str = "", path: str = "") -> None:
+    def __init__(self, status: int, code: str, message: str, details: str = "", path: str = "",
+                 hint: str = "") -> None:
         self.status = status
         self.code = code
         self.message = message
         self.details = details
         self.path = path
+        #: What to do about it, when the client can tell (a 401: the clock or the key).
+        self.hint = hint
         extra = f" ({details})" if details and details != message else ""
         where = f" {path}" if path else ""
-        super().__init__(f"Kalshi REST{where} answered HTTP {status} {code}: {message}{extra}")
+        text = f"Kalshi REST{where} answered HTTP {status} {code}: {message}{extra}"
+        super().__init__(f"{hint} [{text}]" if hint else text)
 
     @classmethod
     def from_response(cls, status: int, body: bytes, path: str = "") -> RestError:
@@ -351,6 +355,10 @@ class KalshiRestClient:
                 if response.is_success:
                     return body
                 error = RestError.from_response(response.status_code, body, request.url.path)
+                if response.status_code == 401 and self._signer is not None:
+                    error = RestError(error.status, error.code, error.message, error.details, error.path,
+                                      hint=signature_rejected_hint(response.headers.get("Date"),
+                                                                request.headers.get("KALSHI-ACCESS-TIMESTAMP")))
                 if response.status_code not in RETRY_STATUSES or attempt >= self.max_retries:
                     raise error
                 hinted = _retry_after(response.headers.get("Retry-After"))
