@@ -57,9 +57,13 @@ async def prepare_database(settings: Settings) -> str:
     """The database URL, migrated if the database is reachable (if not, the recorder spills)."""
     from kalshi_store.migrations import migrate
 
+    from kalshi_store.dberrors import DatabaseConfigError
+
     url = await database_url(settings)
     try:
         await asyncio.to_thread(migrate, url)
+    except DatabaseConfigError:
+        raise  # a wrong DATABASE_URL, password or privilege: fail now, naming it, rather than spill a session
     except Exception as exc:  # an unreachable database: the recorder spills, the session reports it
         get_run_logger().warning("database not reachable (%s); recording will spill to %s",
                                  type(exc).__name__, settings.data_dir / "spill")

@@ -140,6 +140,7 @@ USER_ERRORS: Final = (
     ("kalshi_ws.errors", "AuthenticationError"),
     ("kalshi_store.embedded", "EmbeddedPostgresError"),
     ("kalshi_store.migrations", "MigrationError"),
+    ("kalshi_store.dberrors", "DatabaseConfigError"),
     ("psycopg", "OperationalError"),  # the database cannot be reached or refuses the login
 )
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kalshi_ingest.config import MarketSet
+from kalshi_ingest.config import MarketSet, unmatched_tickers
 from kalshi_ingest.following import MarketFollower, follows
 from kalshi_ingest.settings import Settings
 from kalshi_store.continuity import Claim, LiveSession, SessionLink
@@ -353,6 +353,14 @@ async def resolve_markets(rest: KalshiRestClient, market_set: MarketSet) -> list
     and waits for markets; a set of explicit tickers always has its tickers."""
     markets = await rest.resolve_markets(series=market_set.series, events=market_set.events,
                                          tickers=market_set.tickers)
+    if market_set.tickers:  # a typo or a closed market would otherwise just record nothing for it
+        try:
+            known = [m.ticker for m in await rest.get_markets(tickers=market_set.tickers, status="open")]
+        except Exception as exc:  # the check is advice: a REST hiccup must not stop the session
+            log.debug("could not check the set's tickers (%s)", exc)
+        else:
+            for line in unmatched_tickers(market_set, known):
+                log.warning(line)
     if not markets and not follows(market_set):
         raise NoMarketsError(f"market set {market_set.name!r} resolved to no market (tickers={market_set.tickers})")
     if len(markets) > market_set.max_markets:
