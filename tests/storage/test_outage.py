@@ -8,6 +8,7 @@ for its own commits, or a crash right after a commit would lose the batch, which
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -190,3 +191,78 @@ async def test_backpressure_pauses_reading_when_memory_and_spill_are_full(
         ledger = conn.execute("select kind, outcome, ended_at is not null from kalshi.gap_ledger").fetchall()
     assert (status, paused) == ("degraded", 1)
     assert ledger == [("backpressure", "resumed", True)]
+
+
+async def test_the_spill_disk_fills_during_an_outage_reading_pauses_and_nothing_is_lost(
+        outage_pg: EmbeddedPostgres, outage_db: str, small_disk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database is down, the spill is on a real 2 MiB tmpfs: first another file fills the disk, then (once it
+    is deleted) the spill itself does; each time reading pauses until the spill takes batches again (space freed,
+    then the database back). Every row the source sent is stored once; the session says what happened."""
+    from disk import fill
+
+    from kalshi_store.spill import SpillBuffer, read_segment
+
+    deleted: list[Path] = []
+    unread: list[str] = []
+    remove = SpillBuffer.remove
+
+    def checked_remove(self: SpillBuffer, path: Path) -> None:  # the real removal, after a look at the segment
+        read = read_segment(path)
+        if read.unreadable or read.header is None:
+            unread.append(f"{path}: {read.unreadable}")
+        deleted.append(path)
+        remove(self, path)
+
+    monkeypatch.setattr(SpillBuffer, "remove", checked_remove)
+    spill_dir = small_disk / "spill"
+    recorder = fast_recorder(outage_db, spill_dir, max_rows_in_memory=50_000)
+    stop = asyncio.Event()
+    async with recorder:
+        session_id = await recorder.open_session("test", "simulator", ["M"], ["trade", "orderbook_delta"])
+        stream = Stream(recorder)
+        await stream.send(2000)
+        await recorder.flush()
+        assert recorder.stats().database_available
+        await run_in_thread(lambda: outage_pg.stop("immediate"))
+        ballast = fill(small_disk, leave=300_000)
+
+        async def source() -> None:  # a client that reads as fast as it may: it stops while paused
+            while not stop.is_set():
+                await stream.send(100)
+
+        sender = asyncio.create_task(source())
+        try:
+            await eventually(lambda: recorder.paused and recorder.stats().spill_full,
+                             what="the disk to fill and reading to pause")
+            ballast.unlink()
+            await eventually(lambda: not recorder.paused, what="reading to resume once space came back")
+            await eventually(lambda: recorder.paused and recorder.stats().spill_full_count == 2,
+                             what="the spill itself to fill the disk")
+            assert not recorder.stats().database_available
+            await run_in_thread(outage_pg.start)
+            await eventually(lambda: recorder.stats().database_available and not recorder.paused
+                             and recorder.stats().spill_bytes == 0, timeout=60, what="the spill to be replayed")
+            await stream.send(2000)  # and recording goes on
+        finally:
+            stop.set()
+            if recorder.paused:  # a failed wait above: do not hang on a source that waits for a resume
+                sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+        await recorder.close_session()
+    assert stream.sent > 10_000
+    assert counts(outage_db) == {"trades": stream.sent, "orderbook_deltas": stream.sent}
+    with psycopg.connect(outage_db) as conn:
+        status, message, received, written, spilled, paused = conn.execute(
+            "select status, status_message, received, written, rows_spilled, paused_count from kalshi.sessions "
+            "where session_id = %s", (session_id,)).fetchone() or (None,) * 6
+        ledger = conn.execute("select detail ->> 'cause', outcome, ended_at is not null from kalshi.gap_ledger "
+                              "where kind = 'backpressure' order by started_at").fetchall()
+    assert status == "degraded"
+    assert "the disk under the local spill was full 2 times" in message
+    assert "No space left on device" in message and "reading paused 2 times" in message
+    assert received == written == {"trades": stream.sent, "orderbook_deltas": stream.sent}
+    assert spilled > 0 and paused == 2
+    assert ledger == [("spill_full", "resumed", True)] * 2
+    assert deleted and unread == []  # no segment was deleted with records it had not read
+    assert not [p.name for p in spill_dir.rglob("*") if p.suffix in (".spill", ".quarantine")]
