@@ -266,3 +266,90 @@ async def test_the_spill_disk_fills_during_an_outage_reading_pauses_and_nothing_
     assert ledger == [("spill_full", "resumed", True)] * 2
     assert deleted and unread == []  # no segment was deleted with records it had not read
     assert not [p.name for p in spill_dir.rglob("*") if p.suffix in (".spill", ".quarantine")]
+
+
+class SwitchableProxy:
+    """A TCP proxy on 127.0.0.1 whose upstream can be switched (cutting the connections it carries): the
+    database URL stays the same while another server answers behind it."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+    def switch(self, port: int) -> None:
+        self.upstream = port
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    async def close(self) -> None:
+        self.switch(self.upstream)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def test_another_database_behind_the_same_url_gets_none_of_the_rows(
+        outage_pg: EmbeddedPostgres, outage_db: str, pg_url: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The URL first reaches the session's database; then (a failover to the wrong server, say) another cluster
+    with a database of the same name answers behind it: the recorder refuses it and keeps spilling, and stores
+    everything in its own database once that is back behind the URL."""
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    name = conninfo_to_dict(outage_db)["dbname"]
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # the other cluster: the shared test server
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    other_url = make_conninfo(pg_url, dbname=name)
+    migrate(other_url)
+    proxy = SwitchableProxy(int(conninfo_to_dict(outage_db)["port"]))
+    url = make_conninfo(outage_db, host="127.0.0.1", port=str(await proxy.start()))
+    try:
+        async with fast_recorder(url, tmp_path) as recorder:
+            await recorder.open_session("test", "simulator", ["M"], ["trade", "orderbook_delta"])
+            stream = Stream(recorder)
+            await stream.send(1000)
+            await recorder.flush()
+            assert recorder.stats().database_available
+            proxy.switch(int(conninfo_to_dict(pg_url)["port"]))
+            await stream.send(1000)
+            await eventually(lambda: "now reaches" in (recorder.stats().last_error or ""),
+                             what="the recorder to notice the other database")
+            await stream.send(1000)
+            await recorder.flush()
+            assert recorder.stats().rows_spilled > 0
+            proxy.switch(int(conninfo_to_dict(outage_db)["port"]))
+            await eventually(lambda: recorder.stats().database_available and recorder.stats().spill_bytes == 0,
+                             what="the spill to be replayed into the session's database")
+            await recorder.close_session()
+        assert counts(outage_db) == {"trades": stream.sent, "orderbook_deltas": stream.sent}
+        assert counts(other_url) == {"trades": 0, "orderbook_deltas": 0}
+        refused = [r.getMessage() for r in caplog.records if "now reaches" in r.getMessage()]
+        assert refused and f"database {name!r}" in refused[0] and "not database" in refused[0], refused
+    finally:
+        await proxy.close()
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
