@@ -10,9 +10,15 @@ When the database fails (connection refused, shut down, or a write that does not
 batch goes to the durable :class:`~kalshi_store.spill.SpillBuffer` and recording continues; the recorder retries
 the database with capped exponential backoff and, when it is back, replays the spill in order before writing
 anything new. Nothing is lost and nothing is duplicated (batches are idempotent). Memory is bounded:
-when ``max_rows_in_memory`` rows are waiting (the database hangs, or the spill is full or failing) the recorder
-sets :attr:`Recorder.paused`; the client then stops reading the socket until :meth:`Recorder.wait_resumed`
-returns. Every pause is logged and recorded in the gap ledger (kind ``backpressure``).
+when ``max_rows_in_memory`` rows are waiting (the database hangs, or the spill is at its size limit or failing),
+or at once when the disk under the spill is full (ENOSPC/EDQUOT) while the database is away, the recorder sets
+:attr:`Recorder.paused`; the client then stops reading the socket until :meth:`Recorder.wait_resumed` returns.
+Every pause is logged and recorded in the gap ledger (kind ``backpressure``, ``detail.cause`` ``memory_full`` or
+``spill_full``).
+
+Spill segments name the database they belong to: the first one the recorder reaches is pinned (another database
+appearing behind the same URL later is refused; rows keep spilling), and folders left by other processes are
+replayed only when they belong to it (:func:`~kalshi_store.spill.target_mismatch`).
 
 Session events become gap-ledger rows (incidents are opened and later closed by ``Recovered``); undecodable,
 legacy and unknown frames go to ``dead_letter``. The session manifest (``kalshi.sessions``) is written with every

@@ -41,7 +41,7 @@ import socket
 import struct
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -511,11 +511,6 @@ def read_segment(path: Path) -> SegmentRead:
             result.unreadable.append((offset, end))
         offset = end
     return result
-
-
-def iter_batches(spill: SpillBuffer) -> Iterator[tuple[Path, SegmentRead]]:
-    for path in spill.segments():
-        yield path, spill.read_segment(path)
 
 
 @dataclass
