@@ -182,5 +182,5 @@ async def test_spill_disk_full_while_the_database_is_down(
     assert "the disk under the local spill was full" in message and "No space left on device" in message
     assert "reading paused" in message
     assert rows(url, "select detail ->> 'cause', outcome from kalshi.gap_ledger where session_id = %s "
-                     "and kind = 'backpressure'", summary.session_id)[0] == ("spill_full", "resumed")
+                     "and kind = 'backpressure' order by started_at", summary.session_id)[0] == ("spill_full", "resumed")
     assert not list(small_disk.rglob("*.spill")) and not list(small_disk.rglob("*.quarantine"))

@@ -260,10 +260,13 @@ async def test_the_spill_disk_fills_during_an_outage_reading_pauses_and_nothing_
                               "where kind = 'backpressure' order by started_at").fetchall()
     assert status == "degraded"
     assert "the disk under the local spill was full 2 times" in message
-    assert "No space left on device" in message and "reading paused 2 times" in message
+    assert "No space left on device" in message and f"reading paused {paused} times" in message
     assert received == written == {"trades": stream.sent, "orderbook_deltas": stream.sent}
-    assert spilled > 0 and paused == 2
-    assert ledger == [("spill_full", "resumed", True)] * 2
+    # Each fill paused reading; on a busy machine the source may also outrun the spill in between (a
+    # memory_full pause, which the second fill then finds already in place).
+    assert spilled > 0 and paused >= 2 and len(ledger) == paused
+    assert ledger[0] == ("spill_full", "resumed", True)
+    assert all(row[1:] == ("resumed", True) and row[0] in ("spill_full", "memory_full") for row in ledger)
     assert deleted and unread == []  # no segment was deleted with records it had not read
     assert not [p.name for p in spill_dir.rglob("*") if p.suffix in (".spill", ".quarantine")]
 
