@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(handler=_db_migrate)
     replay = db_commands.add_parser(
         "replay", help="load spilled files (written while the database was away) into PostgreSQL",
-        description="Replay spill files into the database; rows already stored are skipped.")
+        description="Replay spill files into the database; rows already stored are skipped. Spill files that "
+                    "belong to another database (or have no header) are left in place, one line each, exit status 1.")
     replay.add_argument("--dir", type=Path, help="spill folder (default: DATA_DIR/spill)")
     replay.set_defaults(handler=_db_replay)
     retention = db_commands.add_parser("retention", help="delete recorded data older than --keep-days",
@@ -213,10 +214,20 @@ def _db_replay(args: argparse.Namespace) -> int:
     from kalshi_store.spill import replay_spill
 
     url = _database_url()
+    folder = args.dir or Settings().data_dir / "spill"
     with _database_errors(url):
-        result = replay_spill(url, args.dir or Settings().data_dir / "spill")
-    print(f"replayed: {result}")
-    return 0
+        result = replay_spill(url, folder)
+    if not (result.folders or result.locked_folders):
+        print(f"replayed nothing: no spill files under {folder}")
+        return 0
+    print(f"replayed into {redacted(url)}: {result.summary()}")
+    for locked in result.locked_folders:
+        print(f"{locked}: in use by a running recorder (it replays its own spill); left alone")
+    for moved in result.quarantined:
+        print(f"{moved}: held unreadable bytes; its readable batches are stored and the file is kept for inspection")
+    for line in result.skipped:  # one line per folder: whose database it is
+        print(f"kalshi-ingest: {line}", file=sys.stderr)
+    return 1 if result.skipped else 0
 
 
 def _db_retention(args: argparse.Namespace) -> int:

@@ -16,9 +16,15 @@ When the database fails (connection refused, shut down, or a write that does not
 batch goes to the durable :class:`~kalshi_store.spill.SpillBuffer` and recording continues; the recorder retries
 the database with capped exponential backoff and, when it is back, replays the spill in order before writing
 anything new. Nothing is lost and nothing is duplicated (batches are idempotent). Memory is bounded:
-when ``max_rows_in_memory`` rows are waiting (the database hangs, or the spill is full or failing) the recorder
-sets :attr:`Recorder.paused`; the client then stops reading the socket until :meth:`Recorder.wait_resumed`
-returns. Every pause is logged and recorded in the gap ledger (kind ``backpressure``).
+when ``max_rows_in_memory`` rows are waiting (the database hangs, or the spill is at its size limit or failing),
+or at once when the disk under the spill is full (ENOSPC/EDQUOT) while the database is away, the recorder sets
+:attr:`Recorder.paused`; the client then stops reading the socket until :meth:`Recorder.wait_resumed` returns.
+Every pause is logged and recorded in the gap ledger (kind ``backpressure``, ``detail.cause`` ``memory_full`` or
+``spill_full``).
+
+Spill segments name the database they belong to: the first one the recorder reaches is pinned (another database
+appearing behind the same URL later is refused; rows keep spilling), and folders left by other processes are
+replayed only when they belong to it (:func:`~kalshi_store.spill.target_mismatch`).
 
 Session events become gap-ledger rows (incidents are opened and later closed by ``Recovered``); undecodable,
 legacy and unknown frames go to ``dead_letter``. The session manifest (``kalshi.sessions``) is written with every
@@ -67,7 +73,19 @@ from .rows import (
     rest_fill_row,
     rest_trade_row,
 )
-from .spill import SpillBuffer, SpillFull, SpillLocked, _spill_folders, read_segment
+from .spill import (
+    ReplayResult,
+    SpillBuffer,
+    SpillDiskFull,
+    SpillFull,
+    SpillLocked,
+    SpillTarget,
+    _spill_folders,
+    database_identity,
+    replay_segments,
+    same_database,
+    url_target,
+)
 from .writer import CopyWriter, WriteResult, is_connection_error, ns_to_datetime
 
 __all__ = ["Recorder", "RecorderStats", "SessionStatus"]
@@ -114,6 +132,10 @@ class RecorderStats:
     unstorable_rows: int
     last_error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The disk under the spill is full right now (reading is paused until space returns or the database is back).
+    spill_full: bool = False
+    #: Times this session found the disk under the spill full.
+    spill_full_count: int = 0
 
 
 class Recorder:
@@ -198,6 +220,13 @@ class Recorder:
         self._paused_count = 0
         self._paused_seconds = 0.0
 
+        self._spill_full: str | None = None  # why the spill refuses batches (disk full), while it does
+        self._spill_full_count = 0
+        self._spill_full_error: str | None = None
+        self._spill_error: str | None = None  # the spill's last failure (logged once), until it takes a batch
+        self._quarantined: list[str] = []
+        self._identity: SpillTarget | None = None  # the database this recorder writes to, once reached
+        self._reported: set[str] = set()
         self._outbox: deque[Batch] = deque()
         self._outbox_rows = 0
         self._batch_counter = 0
@@ -246,7 +275,7 @@ class Recorder:
         if self._task is not None:
             return
         folder = self.spill_root / f"recorder-{uuid.uuid4().hex[:12]}"
-        self._spill = SpillBuffer(folder, max_bytes=self.spill_max_bytes)
+        self._spill = SpillBuffer(folder, target=url_target(self.url), max_bytes=self.spill_max_bytes)
         try:
             await self._connect()
         except DatabaseConfigError:
@@ -329,8 +358,9 @@ class Recorder:
         self._dispatch = {cls: (self._lists[table], builder) for cls, (table, builder)
                           in self._builders.dispatch.items()}
         self._received, self._written, self._duplicates = {}, {}, {}
-        self._reconnects = self._gaps = self._paused_count = self._unstorable = 0
+        self._reconnects = self._gaps = self._paused_count = self._unstorable = self._spill_full_count = 0
         self._paused_seconds = 0.0
+        self._quarantined = []
         self._max_age_ms = None
         self._stop_reason = None
         self._generation = 0
@@ -347,9 +377,11 @@ class Recorder:
         """End the session: write everything (or spill it) and the final status.
 
         ``completed`` becomes ``degraded`` when the recorder knows the record is damaged (rows it could not
-        store, a stream of mostly undecodable frames, reading paused by backpressure, or batches still in the spill because the database is away), and
-        the reasons are appended to ``message``. When the database is away, the final status reaches
-        ``kalshi.sessions`` with the spilled batches (at the next recorder start, or ``kalshi-ingest db replay``).
+        store, a stream of mostly undecodable frames, reading paused by backpressure, the spill's disk full, spill segments with unreadable bytes, or
+        batches still in the spill because the database is away), and the reasons are appended to ``message``
+        (the pauses, the full disk and unreadable segments always: only the recorder knows them). When the
+        database is away, the final status reaches ``kalshi.sessions`` with the spilled batches (at the next
+        recorder start, or ``kalshi-ingest db replay``).
         """
         if self._session is None:
             return
@@ -360,21 +392,30 @@ class Recorder:
         if self._paused:
             self._resume()
         await self.flush()
+        known = []  # what only the recorder knows: always reported
+        if self._spill_full_count:
+            times = "once" if self._spill_full_count == 1 else f"{self._spill_full_count} times"
+            known.append(f"the disk under the local spill was full {times} (last: {self._spill_full_error}); "
+                         "reading stopped until space came back or the database returned")
+        if self._paused_count:
+            known.append(f"reading paused {self._paused_count} times ({self._paused_seconds:.1f} s) by backpressure")
+        if self._quarantined:
+            known.append(f"{len(self._quarantined)} spill segments held unreadable bytes; their readable batches are "
+                         f"stored and the files kept as {', '.join(self._quarantined)}")
         damage = []
         if self._unstorable:
             damage.append(f"{self._unstorable} rows could not be stored (see dead_letter)")
         damage += self._garbage_damage()
-        if self._paused_count:
-            damage.append(f"reading paused {self._paused_count} times ({self._paused_seconds:.1f} s) by backpressure")
         if self._spill is not None and not self._spill.is_empty or self._outbox:
             damage.append("some batches are still in the local spill (database unavailable at close); "
                           "run `kalshi-ingest db replay`")
-        upgraded = status == "completed" and bool(damage)
+        upgraded = status == "completed" and bool(known or damage)
         if upgraded:
             status = "degraded"
-        # A caller that wrote its own message has usually described the damage already; add ours only when we
-        # changed the status or there is no message.
-        notes = damage if upgraded or not message else []
+        # A caller that wrote its own message has usually described the rest of the damage already; add it only
+        # when we changed the status or there is no message.
+        notes = [n for n in known if not message or n not in message]
+        notes += damage if upgraded or not message else []
         stop = self._stop_reason if self._stop_reason and (not message or self._stop_reason not in message) else None
         parts = [p for p in (message, stop, *notes) if p]
         final_message = "; ".join(parts) if parts else None
@@ -410,7 +451,7 @@ class Recorder:
             if pending == self.batch_rows:  # once per batch; the flush loop is awake until it takes the rows
                 self._wake.set()
             if pending + self._outbox_rows >= self.max_rows_in_memory:
-                self._pause()
+                self._pause("memory_full")
 
     def _dead_letter(self, message: Any, generation: int, received_ns: int, *, reason: str | None = None,
                      error: str | None = None) -> None:
@@ -425,7 +466,7 @@ class Recorder:
             if pending == self.batch_rows:
                 self._wake.set()
             if pending + self._outbox_rows >= self.max_rows_in_memory:
-                self._pause()
+                self._pause("memory_full")
 
     def _garbage_damage(self) -> list[str]:
         """A session that received much that could not be decoded is not ``completed`` (say how much)."""
@@ -564,6 +605,7 @@ class Recorder:
             database_available=self._db_available, lag_seconds=max(lag, 0.0), paused=self._paused,
             paused_count=self._paused_count, max_message_age_ms=self._max_age_ms,
             batches_written=self._batches_written, unstorable_rows=self._unstorable, last_error=self._last_error,
+            spill_full=self._spill_full is not None, spill_full_count=self._spill_full_count,
         )
 
     # ===================================================================================== flushing
@@ -612,7 +654,8 @@ class Recorder:
                     self._set_available()
             if self._outbox:
                 await self._spill_outbox()
-        if self._paused and self._pending + self._outbox_rows < self.max_rows_in_memory // 2:
+        if (self._paused and self._spill_full is None
+                and self._pending + self._outbox_rows < self.max_rows_in_memory // 2):
             self._resume()
 
     def _take_batch(self, final: tuple[str, str | None] | None = None, *, force: bool = False) -> None:
@@ -676,22 +719,44 @@ class Recorder:
         if time.monotonic() < self._retry_at:
             return False
         try:
-            await self._connect()
+            return await self._connect()
         except Exception as exc:  # unreachable, or reconfigured while recording: spill and retry
             self._set_unavailable(exc)
             return False
-        return True
 
-    async def _connect(self) -> None:
-        """Open the writer (raises the typed, redacted errors of :meth:`CopyWriter.connect`)."""
+    async def _connect(self) -> bool:
+        """Open the writer (raises the typed, redacted errors of :meth:`CopyWriter.connect`); False when the URL
+        now reaches another database than the one this recorder writes to (its rows stay in the spill)."""
         try:
             writer = await asyncio.wait_for(CopyWriter.connect(self.url, connect_timeout=self.connect_timeout),
                                             self.connect_timeout + 2)
         except TimeoutError:
             raise TimeoutError(f"no connection within {self.connect_timeout + 2:.1f} s") from None
         self._writer = writer
+        if not await self._check_identity(writer):
+            return False
         log.info("recorder: connected to the database")
         await self._ensure_partitions(writer)
+        return True
+
+    async def _check_identity(self, writer: CopyWriter) -> bool:
+        """Learn which database ``url`` reaches (spill segments say it from now on) and refuse a database other
+        than the one this recorder has been writing to (its spill belongs to that one)."""
+        try:
+            identity = await self._bounded(writer, database_identity(writer.conn, self.url), self.write_timeout)
+        except Exception as exc:
+            self._set_unavailable(exc)
+            return False
+        if self._identity is None:
+            self._identity = identity
+            if self._spill is not None:
+                self._spill.set_target(identity)
+        elif not same_database(self._identity, identity):
+            self._set_unavailable(RuntimeError(
+                f"{url_target(self.url).url} now reaches {identity.describe()}, not {self._identity.describe()} that "
+                "this recorder has been writing to; its rows stay in the local spill"))
+            return False
+        return True
 
     def _days_ahead(self) -> int:
         return max(self.partition_days_ahead, self._session_day_span + 1)
@@ -783,6 +848,7 @@ class Recorder:
             self._outbox_rows -= batch.row_count
             self._durable_through = max(self._durable_through, batch.batch_id)
             self._stuck = False
+        self._spill_full = None  # nothing waits for the spill any more
         return True
 
     async def _spill_outbox(self) -> None:
@@ -792,47 +858,72 @@ class Recorder:
             batch = self._outbox[0]
             try:
                 await asyncio.to_thread(spill.append, batch)
-            except (SpillFull, OSError) as exc:
+            except SpillDiskFull as exc:
+                # The disk is full: nothing more can be made durable, so reading stops now (the same backpressure
+                # as a full memory) until the disk takes batches again or the database is back.
                 self._stuck = True
-                if self._last_error != str(exc):
+                if self._spill_full is None:
+                    self._spill_full_count += 1
                     log.error("recorder: cannot spill (%s); %d rows held in memory", exc,
                               self._outbox_rows + self._pending)
-                self._last_error = str(exc)
-                if self._outbox_rows + self._pending >= self.max_rows_in_memory:
-                    self._pause()
+                self._spill_full = self._spill_full_error = self._last_error = str(exc)
+                self._pause("spill_full")
                 return
+            except (SpillFull, OSError) as exc:
+                self._stuck = True
+                if self._spill_error != str(exc):  # once per error, not at every retry
+                    log.error("recorder: cannot spill (%s); %d rows held in memory", exc,
+                              self._outbox_rows + self._pending)
+                self._spill_error = self._last_error = str(exc)
+                if self._outbox_rows + self._pending >= self.max_rows_in_memory:
+                    self._pause("memory_full")
+                return
+            if self._spill_full is not None or self._spill_error is not None:
+                log.info("recorder: the spill takes batches again")
+                self._spill_full = self._spill_error = None
             self._outbox.popleft()
             self._outbox_rows -= batch.row_count
             self._durable_through = max(self._durable_through, batch.batch_id)
             self._stuck = False
 
+    async def _replay_write(self, batch: Batch) -> WriteResult | None:
+        # The recorder counts what it wrote itself (``_account``); the replay only needs success or failure.
+        return WriteResult() if await self._write(batch) else None
+
     async def _replay_spills(self) -> bool:
         """Write every spilled batch (ours, then folders left by dead processes) in order; True when all are stored."""
         spill = self._spill
-        assert spill is not None
+        assert spill is not None and self._identity is not None
         if not spill.is_empty:
             spill.seal()
+            result = ReplayResult()
+
+            async def keep_memory_bounded() -> None:
+                if self._pending >= self.batch_rows:
+                    # Keep memory bounded while catching up: new rows queue behind the spill, in a new segment.
+                    self._take_batch()
+                    spill.seal()
+                    await self._spill_outbox()
+
             while True:
-                segments = spill.segments()
+                segments = [p for p in spill.segments() if str(p) not in result.left]
                 if not segments:
                     break
-                for path in segments:
-                    read = await asyncio.to_thread(read_segment, path)
-                    for batch in read.batches:
-                        if not await self._write(batch):
-                            return False
-                        if self._pending >= self.batch_rows:
-                            # Keep memory bounded while catching up: new rows queue behind the spill.
-                            self._take_batch()
-                            spill.seal()
-                            await self._spill_outbox()
-                    spill.remove(path)
+                done = await replay_segments(spill, segments, self._identity, self._replay_write, result,
+                                             after_batch=keep_memory_bounded)
+                self._quarantined += [q for q in result.quarantined if q not in self._quarantined]
+                if not done:
+                    self._report(result)
+                    return False
+            self._report(result)
+            if result.batches:
                 log.info("recorder: spilled batches replayed")
         return await self._replay_orphans()
 
     async def _replay_orphans(self) -> bool:
         if time.monotonic() - self._orphans_checked < ORPHAN_CHECK_INTERVAL and not self._stopping:
             return True
+        assert self._identity is not None
         own = self._spill.directory if self._spill else None
         for folder in _spill_folders(self.spill_root):
             if folder == own:
@@ -841,37 +932,52 @@ class Recorder:
                 orphan = SpillBuffer(folder)
             except SpillLocked:
                 continue  # a live recorder's folder
+            result = ReplayResult()
             with orphan:
-                log.info("recorder: replaying batches left in %s by an earlier process", folder)
-                for path in orphan.segments():
-                    read = await asyncio.to_thread(read_segment, path)
-                    for batch in read.batches:
-                        if not await self._write(batch):
-                            return False
-                    orphan.remove(path)
-            with contextlib.suppress(OSError):
-                (folder / ".lock").unlink()
-                folder.rmdir()
+                done = await replay_segments(orphan, orphan.segments(), self._identity, self._replay_write, result)
+                left = orphan.segments()
+            self._report(result)
+            if result.batches:
+                log.info("recorder: replayed %d batches (%d rows) left in %s by an earlier process", result.batches,
+                         result.rows, folder)
+            if not done:
+                return False
+            if not left:
+                with contextlib.suppress(OSError):
+                    (folder / ".lock").unlink()
+                    folder.rmdir()
         self._orphans_checked = time.monotonic()
         return True
 
+    def _report(self, result: ReplayResult) -> None:
+        """Log each spill left in place once per recorder (orphans are looked at every few seconds)."""
+        for line in result.skipped:
+            if line not in self._reported:
+                self._reported.add(line)
+                log.warning("recorder: %s", line)
+
     # -- backpressure ---------------------------------------------------------------------------------
 
-    def _pause(self) -> None:
+    def _pause(self, cause: Literal["memory_full", "spill_full"]) -> None:
         if self._paused:
             return
         self._paused = True
         self._resumed.clear()
         self._paused_count += 1
         self._pause_started_ns = time.time_ns()
-        log.warning("recorder: %d rows in memory and the database/spill cannot take more; the session stops "
-                    "reading the socket until they are stored", self._pending + self._outbox_rows)
+        rows = self._pending + self._outbox_rows
+        if cause == "spill_full":
+            log.warning("recorder: the spill's disk is full and the database is away (%d rows in memory); the "
+                        "session stops reading the socket until the spill or the database takes rows again", rows)
+        else:
+            log.warning("recorder: %d rows in memory and the database/spill cannot take more; the session stops "
+                        "reading the socket until they are stored", rows)
         if self._session is not None:
             self._pause_event_id = str(uuid.uuid4())
             self._ledger.append(LedgerOp(
                 op="open", event_id=self._pause_event_id, session_id=self._session.session_id,
                 at_ns=self._pause_started_ns, generation=self._generation or None, kind="backpressure",
-                detail={"rows_in_memory": self._pending + self._outbox_rows, "last_error": self._last_error}))
+                detail={"cause": cause, "rows_in_memory": rows, "last_error": self._last_error}))
 
     def _resume(self) -> None:
         if not self._paused:

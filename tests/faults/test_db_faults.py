@@ -6,7 +6,10 @@ exactly once and every book equals the exchange's."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -15,7 +18,7 @@ import pytest
 from kalshi_store.embedded import EmbeddedPostgres
 from kalshi_ws.simulator import Simulator
 
-from .harness import Window, check_all, framed_session, random_plan, scalar
+from .harness import Window, check_all, framed_session, random_plan, rows, scalar, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -43,10 +46,12 @@ async def test_database_stopped_mid_session_and_restarted(sim: Simulator, own_pg
     report.assert_clean()
     assert report.trades_expected > 50
     assert summary.rows_spilled > 0, "the outage never made the recorder spill"
-    # the session row was written as soon as the database came back, with its final status
-    assert scalar(url, "select status from kalshi.sessions where session_id = %s", summary.session_id) in (
-        "completed", "degraded")
-    assert not list((tmp_path / "data" / "spill").rglob("*.seg*")), "spill files left behind"
+    # the session row was written as soon as the database came back, with its final status (a session that spilled
+    # is degraded and says so)
+    assert scalar(url, "select status from kalshi.sessions where session_id = %s", summary.session_id) == "degraded"
+    spill = tmp_path / "data" / "spill"
+    assert spill.is_dir(), "the recorder spilled somewhere else"  # else the next line could not fail
+    assert not list(spill.rglob("*.spill")) and not list(spill.rglob("*.quarantine")), "spill files left behind"
 
 
 def _hold_lock(url: str, released: threading.Event, taken: threading.Event) -> None:
@@ -109,7 +114,7 @@ async def test_database_down_for_the_whole_session_then_replayed(
     first, window = await framed_session(sim, url, data, duration=7, plan=wire, window=window)
     assert first.rows_spilled > 0
     assert first.status != "completed", "a session that stored nothing in the database must not say completed"
-    assert list((data / "spill").rglob("*")), "nothing in the spill"
+    assert list((data / "spill").rglob("*.spill")), "nothing in the spill"
     await asyncio.to_thread(server.start)
     # the next run (same data dir) replays the spill before recording
     second, window = await framed_session(sim, url, data, duration=5, window=window)
@@ -120,3 +125,62 @@ async def test_database_down_for_the_whole_session_then_replayed(
                   [first.session_id, second.session_id]) == 2
     assert scalar(url, "select count(*) from kalshi.orderbook_snapshots where session_id = %s",
                   first.session_id) >= len(sim.tickers)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MiB tmpfs (writes past it fail with ENOSPC), unmounted afterwards."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],  # noqa: S603, S607
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a 2 MiB tmpfs for the full-disk test (needs root and mount permission): "
+                    f"{done.stderr.strip() or f'exit status {done.returncode}'}")
+    try:
+        yield mount
+    finally:
+        if subprocess.run(["umount", str(mount)], capture_output=True, check=False).returncode != 0:  # noqa: S603, S607
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)  # noqa: S603, S607
+
+
+async def test_spill_disk_full_while_the_database_is_down(
+        sim: Simulator, own_pg: tuple[EmbeddedPostgres, str], tmp_path: Path, small_disk: Path,
+        captured_logs: pytest.LogCaptureFixture) -> None:
+    """PostgreSQL stopped mid-session with the spill folder on a 2 MiB tmpfs that another file has almost filled:
+    the spill fills the disk, the session stops reading the socket (the exchange's frames wait in the socket),
+    space is freed, the database restarted. Every trade is stored once, every book equals the exchange's, and
+    the session is degraded naming the full disk and the pause."""
+    server, url = own_pg
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "spill").symlink_to(small_disk, target_is_directory=True)
+
+    def disk_full() -> bool:
+        return any("no space left for the spill" in r.getMessage() for r in captured_logs.records)
+
+    async def plan(s: Simulator) -> None:
+        await asyncio.sleep(2.0)
+        await asyncio.to_thread(server.stop, "fast")
+        stat = os.statvfs(small_disk)
+        ballast = small_disk / "ballast"
+        ballast.write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - 48 * 1024))
+        await wait_until(disk_full, 20, "the spill to hit the full disk")
+        await asyncio.sleep(2.0)  # fault schedule: the disk stays full while the exchange keeps printing
+        ballast.unlink()
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(server.start)
+
+    summary, window = await framed_session(sim, url, data, duration=18, plan=plan)
+    report = check_all(url, sim, window)
+    report.assert_clean()
+    assert report.trades_expected > 50
+    assert summary.rows_spilled > 0
+    status, message, paused = rows(url, "select status, status_message, paused_count from kalshi.sessions "
+                                        "where session_id = %s", summary.session_id)[0]
+    assert status == "degraded" and paused >= 1
+    assert "the disk under the local spill was full" in message and "No space left on device" in message
+    assert "reading paused" in message
+    assert rows(url, "select detail ->> 'cause', outcome from kalshi.gap_ledger where session_id = %s "
+                     "and kind = 'backpressure' order by started_at", summary.session_id)[0] == ("spill_full", "resumed")
+    assert not list(small_disk.rglob("*.spill")) and not list(small_disk.rglob("*.quarantine"))

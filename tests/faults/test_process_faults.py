@@ -148,7 +148,8 @@ async def test_sigkill_while_spilling_then_run_again_replays_the_spill(
     assert len(killed) == 1, killed
     stored = scalar(url, "select count(*) from kalshi.orderbook_deltas where session_id = %s", killed[0])
     assert stored >= spilled["orderbook_deltas"]
-    assert not _spilled(data), "spill left after the replay"
+    # _spilled reads what it can (a segment being written may not parse): the files themselves must be gone
+    assert not list((data / "spill").rglob("*.spill")), "spill left after the replay"
 
 
 async def test_sigterm_mid_batch_flushes_and_closes_cancelled(sim: Simulator, db_url: str, tmp_path: Path) -> None:

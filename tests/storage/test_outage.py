@@ -8,6 +8,7 @@ for its own commits, or a crash right after a commit would lose the batch, which
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -190,3 +191,168 @@ async def test_backpressure_pauses_reading_when_memory_and_spill_are_full(
         ledger = conn.execute("select kind, outcome, ended_at is not null from kalshi.gap_ledger").fetchall()
     assert (status, paused) == ("degraded", 1)
     assert ledger == [("backpressure", "resumed", True)]
+
+
+async def test_the_spill_disk_fills_during_an_outage_reading_pauses_and_nothing_is_lost(
+        outage_pg: EmbeddedPostgres, outage_db: str, small_disk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database is down, the spill is on a real 2 MiB tmpfs: first another file fills the disk, then (once it
+    is deleted) the spill itself does; each time reading pauses until the spill takes batches again (space freed,
+    then the database back). Every row the source sent is stored once; the session says what happened."""
+    from disk import fill
+
+    from kalshi_store.spill import SpillBuffer, read_segment
+
+    deleted: list[Path] = []
+    unread: list[str] = []
+    remove = SpillBuffer.remove
+
+    def checked_remove(self: SpillBuffer, path: Path) -> None:  # the real removal, after a look at the segment
+        read = read_segment(path)
+        if read.unreadable or read.header is None:
+            unread.append(f"{path}: {read.unreadable}")
+        deleted.append(path)
+        remove(self, path)
+
+    monkeypatch.setattr(SpillBuffer, "remove", checked_remove)
+    spill_dir = small_disk / "spill"
+    recorder = fast_recorder(outage_db, spill_dir, max_rows_in_memory=50_000)
+    stop = asyncio.Event()
+    async with recorder:
+        session_id = await recorder.open_session("test", "simulator", ["M"], ["trade", "orderbook_delta"])
+        stream = Stream(recorder)
+        await stream.send(2000)
+        await recorder.flush()
+        assert recorder.stats().database_available
+        await run_in_thread(lambda: outage_pg.stop("immediate"))
+        ballast = fill(small_disk, leave=300_000)
+
+        async def source() -> None:  # a client that reads as fast as it may: it stops while paused
+            while not stop.is_set():
+                await stream.send(100)
+
+        sender = asyncio.create_task(source())
+        try:
+            await eventually(lambda: recorder.paused and recorder.stats().spill_full,
+                             what="the disk to fill and reading to pause")
+            ballast.unlink()
+            await eventually(lambda: not recorder.paused, what="reading to resume once space came back")
+            await eventually(lambda: recorder.paused and recorder.stats().spill_full_count == 2,
+                             what="the spill itself to fill the disk")
+            assert not recorder.stats().database_available
+            await run_in_thread(outage_pg.start)
+            await eventually(lambda: recorder.stats().database_available and not recorder.paused
+                             and recorder.stats().spill_bytes == 0, timeout=60, what="the spill to be replayed")
+            await stream.send(2000)  # and recording goes on
+        finally:
+            stop.set()
+            if recorder.paused:  # a failed wait above: do not hang on a source that waits for a resume
+                sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+        await recorder.close_session()
+    assert stream.sent > 10_000
+    assert counts(outage_db) == {"trades": stream.sent, "orderbook_deltas": stream.sent}
+    with psycopg.connect(outage_db) as conn:
+        status, message, received, written, spilled, paused = conn.execute(
+            "select status, status_message, received, written, rows_spilled, paused_count from kalshi.sessions "
+            "where session_id = %s", (session_id,)).fetchone() or (None,) * 6
+        ledger = conn.execute("select detail ->> 'cause', outcome, ended_at is not null from kalshi.gap_ledger "
+                              "where kind = 'backpressure' order by started_at").fetchall()
+    assert status == "degraded"
+    assert "the disk under the local spill was full 2 times" in message
+    assert "No space left on device" in message and f"reading paused {paused} times" in message
+    assert received == written == {"trades": stream.sent, "orderbook_deltas": stream.sent}
+    # Each fill paused reading; on a busy machine the source may also outrun the spill in between (a
+    # memory_full pause, which the second fill then finds already in place).
+    assert spilled > 0 and paused >= 2 and len(ledger) == paused
+    assert ledger[0] == ("spill_full", "resumed", True)
+    assert all(row[1:] == ("resumed", True) and row[0] in ("spill_full", "memory_full") for row in ledger)
+    assert deleted and unread == []  # no segment was deleted with records it had not read
+    assert not [p.name for p in spill_dir.rglob("*") if p.suffix in (".spill", ".quarantine")]
+
+
+class SwitchableProxy:
+    """A TCP proxy on 127.0.0.1 whose upstream can be switched (cutting the connections it carries): the
+    database URL stays the same while another server answers behind it."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+    def switch(self, port: int) -> None:
+        self.upstream = port
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    async def close(self) -> None:
+        self.switch(self.upstream)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def test_another_database_behind_the_same_url_gets_none_of_the_rows(
+        outage_pg: EmbeddedPostgres, outage_db: str, pg_url: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The URL first reaches the session's database; then (a failover to the wrong server, say) another cluster
+    with a database of the same name answers behind it: the recorder refuses it and keeps spilling, and stores
+    everything in its own database once that is back behind the URL."""
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    name = conninfo_to_dict(outage_db)["dbname"]
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # the other cluster: the shared test server
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    other_url = make_conninfo(pg_url, dbname=name)
+    migrate(other_url)
+    proxy = SwitchableProxy(int(conninfo_to_dict(outage_db)["port"]))
+    url = make_conninfo(outage_db, host="127.0.0.1", port=str(await proxy.start()))
+    try:
+        async with fast_recorder(url, tmp_path) as recorder:
+            await recorder.open_session("test", "simulator", ["M"], ["trade", "orderbook_delta"])
+            stream = Stream(recorder)
+            await stream.send(1000)
+            await recorder.flush()
+            assert recorder.stats().database_available
+            proxy.switch(int(conninfo_to_dict(pg_url)["port"]))
+            await stream.send(1000)
+            await eventually(lambda: "now reaches" in (recorder.stats().last_error or ""),
+                             what="the recorder to notice the other database")
+            await stream.send(1000)
+            await recorder.flush()
+            assert recorder.stats().rows_spilled > 0
+            proxy.switch(int(conninfo_to_dict(outage_db)["port"]))
+            await eventually(lambda: recorder.stats().database_available and recorder.stats().spill_bytes == 0,
+                             what="the spill to be replayed into the session's database")
+            await recorder.close_session()
+        assert counts(outage_db) == {"trades": stream.sent, "orderbook_deltas": stream.sent}
+        assert counts(other_url) == {"trades": 0, "orderbook_deltas": 0}
+        refused = [r.getMessage() for r in caplog.records if "now reaches" in r.getMessage()]
+        assert refused and f"database {name!r}" in refused[0] and "not database" in refused[0], refused
+    finally:
+        await proxy.close()
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))

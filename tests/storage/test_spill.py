@@ -16,10 +16,21 @@ import storage_frames as f
 
 from kalshi_store.batch import Batch, LedgerOp, SessionManifest, SessionProgress
 from kalshi_store.rows import TABLES, RowBuilders, dead_letter_row
-from kalshi_store.spill import SpillBuffer, SpillFull, SpillLocked, read_segment, replay_spill
+from kalshi_store.spill import (
+    SpillBuffer,
+    SpillDiskFull,
+    SpillFull,
+    SpillLocked,
+    SpillTarget,
+    read_segment,
+    replay_spill,
+    url_target,
+)
 from kalshi_ws import messages as m
 
 SESSION = "3f2b8a34-5d2c-4e5e-8f6a-0123456789ab"
+#: The target of spills that are never replayed.
+NOWHERE = url_target("postgresql://kalshi@127.0.0.1:9/nowhere")
 
 
 def make_batch(batch_id: int, first_seq: int = 1, n: int = 3) -> Batch:
@@ -43,7 +54,7 @@ def make_batch(batch_id: int, first_seq: int = 1, n: int = 3) -> Batch:
 
 def test_spilled_batches_read_back_identical(tmp_path: Path) -> None:
     batches = [make_batch(i, first_seq=10 * i) for i in range(1, 4)]
-    with SpillBuffer(tmp_path / "spill") as spill:
+    with SpillBuffer(tmp_path / "spill", target=NOWHERE) as spill:
         for batch in batches:
             spill.append(batch)
         (segment,) = spill.segments()
@@ -57,7 +68,7 @@ def test_spilled_batches_read_back_identical(tmp_path: Path) -> None:
 def test_a_torn_last_record_is_skipped_and_the_rest_replayed(tmp_path: Path, db_url: str) -> None:
     folder = tmp_path / "spill"
     batches = [make_batch(i, first_seq=10 * i) for i in range(1, 4)]
-    with SpillBuffer(folder) as spill:
+    with SpillBuffer(folder, target=url_target(db_url)) as spill:
         for batch in batches:
             spill.append(batch)
         (segment,) = spill.segments()
@@ -70,6 +81,8 @@ def test_a_torn_last_record_is_skipped_and_the_rest_replayed(tmp_path: Path, db_
     result = replay_spill(db_url, tmp_path)
     assert (result.batches, result.torn_records, result.segments) == (2, 1, 1)
     assert not any(folder.glob("*.spill"))
+    assert result.quarantined == [str(segment.with_suffix(".quarantine"))]  # the torn tail is kept, not deleted
+    assert segment.with_suffix(".quarantine").stat().st_size == size - 25
     with psycopg.connect(db_url) as conn:
         ids = {r[0] for r in conn.execute("select trade_id from kalshi.trades").fetchall()}
         assert {"t-10", "t-12", "t-20", "t-22", "t-1"} <= ids and "t-30" not in ids
@@ -77,7 +90,7 @@ def test_a_torn_last_record_is_skipped_and_the_rest_replayed(tmp_path: Path, db_
         assert conn.execute("select count(*) from kalshi.dead_letter").fetchone() == (2,)
         assert conn.execute("select status from kalshi.sessions").fetchall() == [("running",)]
     # Replaying the same batches again (say the first replay died before deleting) changes nothing.
-    with SpillBuffer(folder) as spill:
+    with SpillBuffer(folder, target=url_target(db_url)) as spill:
         spill.append(batches[0])
     again = replay_spill(db_url, tmp_path)
     assert again.batches == 1 and again.inserted == 0
@@ -85,7 +98,7 @@ def test_a_torn_last_record_is_skipped_and_the_rest_replayed(tmp_path: Path, db_
 
 def test_garbage_after_the_last_record_does_not_crash_replay(tmp_path: Path) -> None:
     folder = tmp_path / "spill"
-    with SpillBuffer(folder) as spill:
+    with SpillBuffer(folder, target=NOWHERE) as spill:
         spill.append(make_batch(1))
         (segment,) = spill.segments()
     with segment.open("ab") as handle:
@@ -98,9 +111,9 @@ _CHILD = """
 import sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
-from test_spill import make_batch
+from test_spill import NOWHERE, make_batch
 from kalshi_store.spill import SpillBuffer
-spill = SpillBuffer(Path({folder!r}), segment_bytes=1 << 30)
+spill = SpillBuffer(Path({folder!r}), target=NOWHERE, segment_bytes=1 << 30)
 i = 0
 while True:
     i += 1
@@ -132,7 +145,7 @@ def test_a_process_killed_while_spilling_leaves_a_readable_spill(tmp_path: Path)
 
 def test_a_live_folder_is_not_replayed_by_others(tmp_path: Path, db_url: str) -> None:
     folder = tmp_path / "recorder-live"
-    with SpillBuffer(folder) as spill:
+    with SpillBuffer(folder, target=url_target(db_url)) as spill:
         spill.append(make_batch(1))
         with pytest.raises(SpillLocked):
             SpillBuffer(folder)
@@ -142,7 +155,7 @@ def test_a_live_folder_is_not_replayed_by_others(tmp_path: Path, db_url: str) ->
 
 
 def test_the_spill_refuses_batches_beyond_its_size_limit(tmp_path: Path) -> None:
-    with SpillBuffer(tmp_path / "spill", max_bytes=10_000) as spill:
+    with SpillBuffer(tmp_path / "spill", target=NOWHERE, max_bytes=10_000) as spill:
         spill.append(make_batch(1, n=1))
         with pytest.raises(SpillFull):
             for i in range(2, 100):
@@ -151,7 +164,7 @@ def test_the_spill_refuses_batches_beyond_its_size_limit(tmp_path: Path) -> None
 
 
 def test_segments_rotate_and_replay_in_order(tmp_path: Path) -> None:
-    with SpillBuffer(tmp_path / "spill", segment_bytes=1) as spill:
+    with SpillBuffer(tmp_path / "spill", target=NOWHERE, segment_bytes=1) as spill:
         for i in range(1, 6):
             spill.append(make_batch(i))
             time.sleep(0)  # names come from a strictly increasing counter, not the clock's resolution
@@ -165,7 +178,7 @@ async def test_the_next_recorder_replays_what_a_dead_one_left(tmp_path: Path, db
     from kalshi_store.recorder import Recorder
 
     dead = tmp_path / "recorder-dead"
-    with SpillBuffer(dead) as spill:  # a recorder that died while the database was down
+    with SpillBuffer(dead, target=url_target(db_url)) as spill:  # a recorder that died while the database was down
         spill.append(make_batch(1, first_seq=500))
     async with Recorder(db_url, spill_dir=tmp_path) as recorder:
         await recorder.open_session("next", "simulator", ["M"], ["trade"])
@@ -186,7 +199,7 @@ async def test_a_running_recorder_picks_up_what_a_recorder_ending_meanwhile_left
         await recorder.open_session("next", "simulator", ["M"], ["trade"])
         await recorder.flush()  # connected; the folder below appears only after its first look for leftovers
         ended = tmp_path / "recorder-ended-meanwhile"
-        with SpillBuffer(ended) as spill:
+        with SpillBuffer(ended, target=url_target(db_url)) as spill:
             spill.append(make_batch(1, first_seq=700))
         await recorder.close_session()
     with psycopg.connect(db_url) as conn:
@@ -207,3 +220,235 @@ def test_batches_spilled_by_the_older_row_layout_read_back(tmp_path: Path) -> No
     legacy = _encoder.encode({"batch_id": 1, "session": batch.session, "tables": legacy_tables,
                               "ledger": batch.ledger, "progress": batch.progress})
     assert decode_batch(legacy) == batch
+
+
+# -- torn records --------------------------------------------------------------------------------------------
+
+
+def _segment_parts(folder: Path, batches: list[Batch], target: SpillTarget) -> tuple[Path, bytes, list[bytes]]:
+    """Spill ``batches`` into one segment; return it, its header bytes and each batch's record bytes."""
+    with SpillBuffer(folder, target=target) as spill:
+        sizes = []
+        for batch in batches:
+            spill.append(batch)
+            (segment,) = spill.segments()
+            sizes.append(segment.stat().st_size)
+    data = segment.read_bytes()
+    head_end = sizes[0] - _record_size(batches[0])
+    ends = [head_end, *sizes]
+    return segment, data[:head_end], [data[a:b] for a, b in zip(ends[:-1], ends[1:], strict=True)]
+
+
+def _record_size(batch: Batch) -> int:
+    from kalshi_store.spill import _record, encode_batch
+
+    return len(_record(encode_batch(batch)))
+
+
+def test_a_torn_record_followed_by_good_ones_reads_every_good_one(tmp_path: Path, db_url: str) -> None:
+    """A short write then ENOSPC left half a record, the retry appended the whole record after it, and a later
+    record has a flipped byte: every intact record before and after them is read, and replayed."""
+    batches = [make_batch(i, first_seq=10 * i) for i in range(1, 6)]
+    segment, head, (r1, r2, r3, r4, r5) = _segment_parts(tmp_path / "spill", batches, url_target(db_url))
+    flipped = bytearray(r4)
+    flipped[len(r4) // 2] ^= 0xFF
+    segment.write_bytes(head + r1 + r2[:37] + r2 + r3 + bytes(flipped) + r5)
+    read = read_segment(segment)
+    assert read.batches == [batches[0], batches[1], batches[2], batches[4]]
+    torn_at = len(head) + len(r1)
+    flipped_at = torn_at + 37 + len(r2) + len(r3)
+    assert read.unreadable == [(torn_at, torn_at + 37), (flipped_at, flipped_at + len(r4))]
+
+    # Replay stores every readable batch and keeps the segment aside (*.quarantine): it is never deleted.
+    result = replay_spill(db_url, tmp_path)
+    assert (result.batches, result.torn_records, result.segments) == (4, 2, 1)
+    quarantined = segment.with_suffix(".quarantine")
+    assert result.quarantined == [str(quarantined)] and not segment.exists()
+    assert read_segment(quarantined).unreadable == read.unreadable
+    with psycopg.connect(db_url) as conn:
+        ids = {r[0] for r in conn.execute("select trade_id from kalshi.trades").fetchall()}
+    assert {"t-10", "t-20", "t-30", "t-50", "t-52"} <= ids and not {"t-40", "t-41", "t-42"} & ids
+
+
+def test_a_full_disk_never_leaves_a_torn_record(small_disk: Path) -> None:
+    """On a real tmpfs: appends fail with ENOSPC part-way through a record (short write, then ENOSPC) and while
+    starting a segment; each failure is cut back, so the spill holds exactly the acknowledged batches, and once
+    space is freed appending goes on (and every batch reads back, in order)."""
+    from disk import fill
+
+    folder = small_disk / "spill"
+    ballast = fill(small_disk, leave=150_000)
+    acknowledged: list[int] = []
+    refused = 0
+    with SpillBuffer(folder, target=NOWHERE, segment_bytes=40_000) as spill:
+        for i in range(1, 400):
+            try:
+                spill.append(make_batch(i, first_seq=1000 * i, n=60))
+            except SpillDiskFull as exc:
+                assert "no space left for the spill" in str(exc).lower()
+                refused += 1
+                if refused == 3:
+                    ballast.unlink()  # space comes back
+                continue
+            acknowledged.append(i)
+            if refused >= 3 and len(acknowledged) > 60:
+                break
+        assert spill.disk_full_count == refused == 3
+        reads = [read_segment(path) for path in spill.segments()]
+    assert [r.unreadable for r in reads if r.unreadable] == []
+    assert [b.batch_id for r in reads for b in r.batches] == acknowledged
+    assert all(r.header is not None and r.header.target == NOWHERE for r in reads)
+
+
+# -- which database a spill belongs to -----------------------------------------------------------------------
+
+
+async def _identity(url: str) -> SpillTarget:
+    from kalshi_store.spill import database_identity
+
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        return await database_identity(conn, url)
+
+
+def identity(url: str) -> SpillTarget:
+    import asyncio
+
+    return asyncio.run(_identity(url))
+
+
+def test_the_database_identity_is_read(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        name, system = conn.execute(
+            "select current_database(), (select system_identifier::text from pg_control_system())").fetchone() or ()
+    assert identity(db_url) == SpillTarget(url=url_target(db_url).url, database=name, system_identifier=system)
+    assert "password" not in url_target("postgresql://u:password@h:6000/db?sslmode=require").url
+    assert url_target("postgresql://u:password@h:6000/db?sslmode=require").url == "postgresql://h:6000/db"
+
+
+def test_a_spill_is_replayed_only_into_the_database_it_belongs_to(tmp_path: Path, db_url: str) -> None:
+    here = identity(db_url)
+    assert here.database is not None and here.system_identifier is not None
+    other_cluster = SpillTarget(url=here.url, database=here.database, system_identifier="1234567")
+    other_database = SpillTarget(url=here.url, database="kalshi_elsewhere", system_identifier=here.system_identifier)
+    elsewhere = url_target("postgresql://db.internal:5432/kalshi")  # spilled before it ever reached its database
+    for name, target, first in [("cluster", other_cluster, 100), ("database", other_database, 200),
+                                ("never-reached", elsewhere, 300), ("ours", here, 400), ("ours-early", url_target(db_url), 500)]:
+        with SpillBuffer(tmp_path / name, target=target) as spill:
+            spill.append(make_batch(first, first_seq=first))
+    result = replay_spill(db_url, tmp_path)
+    assert (result.folders, result.batches, result.segments) == (5, 2, 2)
+    assert sorted(result.skipped) == sorted([
+        f"spill folder {tmp_path / 'cluster'}: belongs to database {here.database!r} (system 1234567, {here.url}), "
+        f"not to {here.describe()}; not replayed",
+        f"spill folder {tmp_path / 'database'}: belongs to database 'kalshi_elsewhere' (system "
+        f"{here.system_identifier}, {here.url}), not to {here.describe()}; not replayed",
+        f"spill folder {tmp_path / 'never-reached'}: belongs to the database at postgresql://db.internal:5432/kalshi "
+        f"(never reached while spilling), not to {here.describe()}; not replayed",
+    ])
+    for name in ("cluster", "database", "never-reached"):  # left in place, whole
+        (segment,) = (tmp_path / name).glob("*.spill")
+        assert len(read_segment(segment).batches) == 1
+        assert str(segment) in result.left
+    assert not list((tmp_path / "ours").glob("*.spill")) and not list((tmp_path / "ours-early").glob("*.spill"))
+    with psycopg.connect(db_url) as conn:
+        ids = {r[0] for r in conn.execute("select trade_id from kalshi.trades").fetchall()}
+    assert {"t-400", "t-500"} <= ids and not {"t-100", "t-200", "t-300"} & ids
+
+
+def test_a_role_that_may_not_read_the_system_identifier_falls_back_to_name_and_url(db_url: str) -> None:
+    import uuid
+
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
+    from kalshi_store.spill import SegmentHeader, target_mismatch
+
+    role = f"spill_reader_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("revoke execute on function pg_control_system() from public")
+        conn.execute(sql.SQL("create role {} login").format(sql.Identifier(role)))
+    try:
+        restricted = identity(make_conninfo(db_url, user=role))
+        full = identity(db_url)
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+    assert restricted.system_identifier is None and restricted.database == full.database
+    assert restricted.url == full.url  # the user is not part of the target
+
+    def header(target: SpillTarget) -> SegmentHeader:
+        return SegmentHeader(target=target, created_ns=0, host="h", pid=1)
+
+    assert target_mismatch(header(full), restricted) is None  # same name, same server
+    assert target_mismatch(header(restricted), full) is None
+    moved = SpillTarget(url="postgresql://elsewhere:5432/x", database=full.database,
+                        system_identifier=full.system_identifier)
+    assert "belongs to database" in (target_mismatch(header(moved), restricted) or "")
+    assert target_mismatch(None, full) == "has no spill header (not written by this version); not replayed"
+
+
+def test_a_spill_file_without_header_is_reported_and_left_in_place(tmp_path: Path, db_url: str) -> None:
+    """A file in the format of the unreleased first version (no header, no record markers) does not crash replay."""
+    import struct
+    import zlib
+
+    from kalshi_store.spill import encode_batch
+
+    folder = tmp_path / "recorder-old"
+    folder.mkdir()
+    payload = encode_batch(make_batch(1, first_seq=900))
+    old = folder / f"{1:020d}.spill"
+    old.write_bytes(struct.pack("<II", len(payload), zlib.crc32(payload)) + payload)
+    result = replay_spill(db_url, tmp_path)
+    assert result.batches == 0 and result.left == [str(old)]
+    assert result.skipped == [f"spill folder {folder}: has no spill header (not written by this version); not replayed"]
+    assert old.read_bytes()[8:] == payload
+
+
+@pytest.mark.asyncio
+async def test_the_recorder_leaves_the_spill_of_another_database_in_place(
+        tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from kalshi_store.recorder import Recorder
+
+    here = await _identity(db_url)
+    theirs = SpillTarget(url=here.url, database="kalshi_prod", system_identifier="42")
+    foreign = tmp_path / "recorder-foreign"
+    with SpillBuffer(foreign, target=theirs) as spill:
+        spill.append(make_batch(1, first_seq=800))
+    caplog.set_level(logging.WARNING, logger="kalshi_store.recorder")
+    async with Recorder(db_url, spill_dir=tmp_path) as recorder:
+        await recorder.open_session("next", "simulator", ["M"], ["trade"])
+        await recorder.flush()
+        await recorder.close_session()
+    (segment,) = foreign.glob("*.spill")
+    assert [b.batch_id for b in read_segment(segment).batches] == [1]
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("select count(*) from kalshi.trades where trade_id = 't-800'").fetchone() == (0,)
+        assert conn.execute("select market_set from kalshi.sessions").fetchall() == [("next",)]
+    lines = [r.getMessage() for r in caplog.records if str(foreign) in r.getMessage()]
+    assert lines == [f"recorder: spill folder {foreign}: belongs to {theirs.describe()}, not to {here.describe()}; "
+                     "not replayed"]  # one line, once per recorder
+    assert "database 'kalshi_prod' (system 42, " in lines[0]
+
+
+def test_db_replay_names_the_database_a_foreign_spill_belongs_to(
+        tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from kalshi_ingest.cli import main
+
+    here = identity(db_url)
+    theirs = SpillTarget(url="postgresql://db.internal:5432/kalshi", database="kalshi", system_identifier="99")
+    with SpillBuffer(tmp_path / "recorder-theirs", target=theirs, segment_bytes=1) as spill:
+        for i in (1, 2):  # two segments: still one line
+            spill.append(make_batch(i, first_seq=100 * i))
+    with SpillBuffer(tmp_path / "recorder-ours", target=here) as spill:
+        spill.append(make_batch(3, first_seq=300))
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    assert main(["db", "replay", "--dir", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert "replayed into " in out and "1 batches" in out
+    assert err.splitlines() == [
+        f"kalshi-ingest: spill folder {tmp_path / 'recorder-theirs'}: belongs to database 'kalshi' (system 99, "
+        f"postgresql://db.internal:5432/kalshi), not to {here.describe()}; not replayed"]
+    assert len(list((tmp_path / "recorder-theirs").glob("*.spill"))) == 2
