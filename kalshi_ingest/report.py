@@ -159,11 +159,10 @@ where %(market_set)s::text is null or market_set = %(market_set)s
 """
 
 _MARKETS_SQL: Final = """
-select distinct m.market_ticker
-from kalshi.sessions s
-cross join lateral unnest(s.markets) as m(market_ticker)
-where (%(market_set)s::text is null or s.market_set = %(market_set)s)
-  and s.started_at < %(end)s and coalesce(s.ended_at, s.updated_at) > %(start)s
+select distinct w.market_ticker
+from kalshi.coverage_windows w
+where (%(market_set)s::text is null or w.market_set = %(market_set)s)
+  and w.recording_from < %(end)s and w.recording_to > %(start)s
 order by 1
 """
 
@@ -181,15 +180,20 @@ order by started_at, market_ticker
 """
 
 _COMPLETENESS_SQL: Final = """
-with recorded as (
-    select m.market_ticker,
-           range_agg(tstzrange(s.started_at, greatest(s.started_at, coalesce(s.ended_at, s.updated_at)))
-                     * tstzrange(%(start)s, %(end)s)) as recorded
-    from kalshi.sessions s
-    cross join lateral unnest(s.markets) as m(market_ticker)
-    where (%(market_set)s::text is null or s.market_set = %(market_set)s)
-      and m.market_ticker = any(%(markets)s)
-    group by m.market_ticker
+-- Per market: the span from its first to its last recorded instant within the range (holes between sessions
+-- inside it count), and how much of that span an untrusted window (incident or uncovered time) touches.
+with covered as (
+    select w.market_ticker, range_agg(w.time_range * tstzrange(%(start)s, %(end)s)) as recorded
+    from kalshi.coverage_windows w
+    where (%(market_set)s::text is null or w.market_set = %(market_set)s)
+      and w.market_ticker = any(%(markets)s)
+    group by w.market_ticker
+),
+span as (
+    select market_ticker, recorded,
+           tstzmultirange(tstzrange(lower(recorded), upper(recorded))) as span
+    from covered
+    where not isempty(recorded)
 ),
 untrusted as (
     select market_ticker, range_agg(time_range) as untrusted
@@ -197,10 +201,11 @@ untrusted as (
     where market_ticker = any(%(markets)s) and (%(market_set)s::text is null or market_set = %(market_set)s)
     group by market_ticker
 )
-select r.market_ticker,
-       kalshi.multirange_seconds(r.recorded) as recorded_seconds,
-       kalshi.multirange_seconds(r.recorded * coalesce(u.untrusted, '{}'::tstzmultirange)) as untrusted_seconds
-from recorded r
+select s.market_ticker,
+       kalshi.multirange_seconds(s.span) as recorded_seconds,
+       kalshi.multirange_seconds(s.span * coalesce(u.untrusted, '{}'::tstzmultirange)) as untrusted_seconds,
+       kalshi.multirange_seconds(s.span - s.recorded) as uncovered_seconds
+from span s
 left join untrusted u using (market_ticker)
 """
 
@@ -229,7 +234,9 @@ _ALERTS_SQL: Final = """
 select fired_at, rule, kind, market_ticker, value, threshold, message, resolved_at, notified, notify_error
 from kalshi.alerts
 where (%(market_set)s::text is null or market_set = %(market_set)s)
-  and fired_at < %(end)s and coalesce(resolved_at, 'infinity') >= %(start)s
+  and ((fired_at < %(end)s and coalesce(resolved_at, 'infinity') >= %(start)s)
+       -- a session's report shows the alerts its own evaluation fired (after its end)
+       or %(session_id)s::uuid in (session_id, last_session_id))
 order by fired_at
 """
 
@@ -256,7 +263,7 @@ def choose_bar(start: datetime, end: datetime) -> timedelta:
 
 
 def collect(url: str, market_set: str | None = None, start: datetime | None = None, end: datetime | None = None,
-            *, bar: timedelta | None = None) -> ReportData:
+            *, bar: timedelta | None = None, session_id: str | None = None) -> ReportData:
     """Read the report's data for ``market_set`` (``None``: every market) over [start, end).
 
     Without ``end``, the range ends when the market set last recorded; without ``start``, it starts
@@ -265,7 +272,7 @@ def collect(url: str, market_set: str | None = None, start: datetime | None = No
     """
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("set time zone 'UTC'")
-        params: dict[str, Any] = {"market_set": market_set}
+        params: dict[str, Any] = {"market_set": market_set, "session_id": session_id}
         if start is None or end is None:
             first, last = conn.execute(_RANGE_SQL, params).fetchone() or (None, None)
             if last is None:
@@ -387,6 +394,22 @@ def _untrusted_spans(data: ReportData, market: str) -> list[tuple[datetime, date
     return [(max(w.started_at, data.start), min(w.ended_at, data.end)) for w in windows.itertuples()]
 
 
+def _holes(data: ReportData, market: str) -> list[tuple[datetime, datetime]]:
+    """Windows in which nobody was recording the market: lines must not be drawn across them."""
+    windows = data.windows[(data.windows.market_ticker == market) & (data.windows.kind == "uncovered")]
+    return [(w.started_at, w.ended_at) for w in windows.itertuples()]
+
+
+def _broken(times: list[Any], values: list[float], holes: list[tuple[datetime, datetime]]) -> tuple[list[Any], list[float]]:
+    """``times``/``values`` of a step line with a NaN at the start of every hole, so the line stops there instead of
+    carrying the last value across time nobody recorded."""
+    if not holes:
+        return times, values
+    points = sorted([*zip(times, values, strict=True), *((start, math.nan) for start, _ in holes)],
+                    key=lambda p: p[0])
+    return [p[0] for p in points], [p[1] for p in points]
+
+
 def market_chart(data: ReportData, market: str) -> bytes:
     """PNG: price (bid/ask band, VWAP, trades), volume by taker side, spread, and depth, on one time axis."""
     import matplotlib
@@ -413,18 +436,21 @@ def market_chart(data: ReportData, market: str) -> bytes:
             ax.axvspan(start, end if end > start else start + timedelta(milliseconds=200), color=COLORS["untrusted"],
                        alpha=0.18, linewidth=0, zorder=0)
 
+    holes = _holes(data, market)
     if len(spreads):
-        times = list(spreads.bar_start) + [spreads.bar_end.iloc[-1]]
-        bid = [_f(v) for v in spreads.yes_bid] + [_f(spreads.yes_bid.iloc[-1])]
-        ask = [_f(v) for v in spreads.yes_ask] + [_f(spreads.yes_ask.iloc[-1])]
+        raw_times = list(spreads.bar_start) + [spreads.bar_end.iloc[-1]]
+        times, bid = _broken(raw_times, [_f(v) for v in spreads.yes_bid] + [_f(spreads.yes_bid.iloc[-1])], holes)
+        _, ask = _broken(raw_times, [_f(v) for v in spreads.yes_ask] + [_f(spreads.yes_ask.iloc[-1])], holes)
+        _, spread = _broken(raw_times, [_f(v) * 100 for v in list(spreads.spread) + [spreads.spread.iloc[-1]]], holes)
+        _, low = _broken(raw_times, [_f(v) * 100 for v in list(spreads.spread_min) + [spreads.spread_min.iloc[-1]]],
+                         holes)
+        _, high = _broken(raw_times, [_f(v) * 100 for v in list(spreads.spread_max) + [spreads.spread_max.iloc[-1]]],
+                          holes)
         price_ax.fill_between(times, bid, ask, step="post", color=COLORS["price"], alpha=0.08, label="bid–ask")
         price_ax.step(times, ask, where="post", color=COLORS["ask"], linewidth=1.1, label="best ask (YES)")
         price_ax.step(times, bid, where="post", color=COLORS["bid"], linewidth=1.1, label="best bid (YES)")
-        spread_ax.step(times, [_f(v) * 100 for v in list(spreads.spread) + [spreads.spread.iloc[-1]]], where="post",
-                       color=COLORS["spread"], linewidth=1.2)
-        spread_ax.fill_between(times, [_f(v) * 100 for v in list(spreads.spread_min) + [spreads.spread_min.iloc[-1]]],
-                               [_f(v) * 100 for v in list(spreads.spread_max) + [spreads.spread_max.iloc[-1]]],
-                               step="post", color=COLORS["spread"], alpha=0.12, linewidth=0)
+        spread_ax.step(times, spread, where="post", color=COLORS["spread"], linewidth=1.2)
+        spread_ax.fill_between(times, low, high, step="post", color=COLORS["spread"], alpha=0.12, linewidth=0)
     if len(bars):
         mids = [b + data.bar / 2 for b in bars.bar_start]
         price_ax.vlines(mids, [_f(v) for v in bars.low], [_f(v) for v in bars.high], color=COLORS["price"],
@@ -444,9 +470,9 @@ def market_chart(data: ReportData, market: str) -> bytes:
         for distance, style in zip(shown, ("-", "--"), strict=False):
             rows = depth[depth.distance == distance]
             label = "at the touch" if distance == 0 else f"within {_cents(distance)}"
-            times = [*rows.bucket_start, rows.bucket_end.iloc[-1]]
-            bid_depth = [_f(v) for v in [*rows.bid_depth, rows.bid_depth.iloc[-1]]]
-            ask_depth = [-_f(v) for v in [*rows.ask_depth, rows.ask_depth.iloc[-1]]]
+            raw_times = [*rows.bucket_start, rows.bucket_end.iloc[-1]]
+            times, bid_depth = _broken(raw_times, [_f(v) for v in [*rows.bid_depth, rows.bid_depth.iloc[-1]]], holes)
+            _, ask_depth = _broken(raw_times, [-_f(v) for v in [*rows.ask_depth, rows.ask_depth.iloc[-1]]], holes)
             depth_ax.step(times, bid_depth, where="post", linestyle=style, color=COLORS["bid"], linewidth=1.2,
                           label=f"bid depth {label}")
             depth_ax.step(times, ask_depth, where="post", linestyle=style, color=COLORS["ask"], linewidth=1.2,
@@ -475,7 +501,7 @@ def market_chart(data: ReportData, market: str) -> bytes:
         from matplotlib.patches import Patch
 
         handles.append(Patch(color=COLORS["untrusted"], alpha=0.25))
-        labels.append("data incomplete (gap / disconnect)")
+        labels.append("data incomplete (gap, disconnect, or not recorded)")
     fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.895), ncol=5, fontsize=8, frameon=False)
     depth_ax.set_xlim(data.start, data.end)
     locator = mdates.AutoDateLocator(tz=UTC)
@@ -678,7 +704,8 @@ generated {_e(_time(data.generated_at))} UTC</div></header>
 <div class="cards">{card_html}</div>
 <section><h2>Markets</h2><p class="lead">Prices are YES prices in dollars. VWAP, OHLC and volume over the whole range
 from <code>kalshi.trade_bars</code>; bid, ask and spread are the last top of book (<code>kalshi.spread_bars</code>);
-"data trusted" is the share of the recorded time with no gap or disconnect.</p>{overview}</section>
+"data trusted" is the share of the time from the first to the last recorded instant with no gap, disconnect or
+time in which nobody was recording (between sessions, before a new market was subscribed).</p>{overview}</section>
 <section><h2>Data completeness</h2><p class="lead">Recording sessions (<code>kalshi.session_health</code>) and the
 windows in which data may be missing (<code>kalshi.untrusted_windows</code>). Bars and books inside these windows are
 flagged as incomplete; the red bands in the charts mark them.</p>{sessions}<h2 style="margin-top:18px">Incidents</h2>
@@ -865,7 +892,7 @@ def session_report(url: str, session_id: str, out_dir: Path) -> SessionReport:
     if row is None:
         raise ReportError(f"no session {session_id} in the database")
     market_set, started, ended = row
-    data = collect(url, market_set, started, ended + timedelta(milliseconds=1))
+    data = collect(url, market_set, started, ended + timedelta(milliseconds=1), session_id=session_id)
     path = report_path(out_dir, market_set, f"{started:%Y%m%dT%H%M%S}-{str(session_id)[:8]}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_html(data), encoding="utf-8")

@@ -56,9 +56,12 @@ class _Gap:
 
 
 class _Sampler:
-    """Replays book events and records samples (dicts) at most once per SAMPLE_SECONDS and at bucket ends."""
+    """Replays book events and records samples (dicts) at most once per SAMPLE_SECONDS and at bucket ends, only
+    within ``window`` (the time the session is authoritative for: see :func:`authoritative_window`)."""
 
-    def __init__(self, bucket_seconds: float, distances: Sequence[Decimal], gaps: Sequence[_Gap]) -> None:
+    def __init__(self, bucket_seconds: float, distances: Sequence[Decimal], gaps: Sequence[_Gap],
+                 window: tuple[datetime | None, datetime | None] = (None, None)) -> None:
+        self.window = window
         self.bucket = timedelta(seconds=bucket_seconds)
         self.distances = list(distances)
         self.gaps = gaps
@@ -75,6 +78,10 @@ class _Sampler:
         epoch = at.timestamp()
         return datetime.fromtimestamp(math.floor(epoch / seconds) * seconds, tz=at.tzinfo)
 
+    def _inside(self, at: datetime) -> bool:
+        start, end = self.window
+        return (start is None or at >= start) and (end is None or at < end)
+
     def apply(self, row: dict[str, Any]) -> None:
         market: str = row["market_ticker"]
         at: datetime = row["received_at"]
@@ -84,7 +91,8 @@ class _Sampler:
             self._sample(market, previous + self.bucket - timedelta(microseconds=1), previous)
         self.bucket_of[market] = bucket
         key = (market, bucket)
-        self.updates[key] = self.updates.get(key, 0) + 1
+        if self._inside(at):
+            self.updates[key] = self.updates.get(key, 0) + 1
         book = self.books.get(market)
         if row["kind"] == "s":
             book = OrderBook(market, use_yes_price=bool(row["use_yes_price"]))
@@ -109,7 +117,7 @@ class _Sampler:
 
     def _sample(self, market: str, at: datetime, bucket: datetime) -> None:
         book = self.books.get(market)
-        if book is None:
+        if book is None or not self._inside(at):
             return
         sample: dict[str, Any] = {
             "market_ticker": market, "at": at, "bucket_start": bucket,
@@ -123,9 +131,11 @@ class _Sampler:
 
 
 def replay_depth(events: Iterable[dict[str, Any]], *, bucket_seconds: float, distances: Sequence[Decimal],
-                 gaps: Sequence[_Gap] = ()) -> pd.DataFrame:
-    """Summaries (tidy, one row per market x bucket x distance) from book events in wire order."""
-    sampler = _Sampler(bucket_seconds, distances, gaps)
+                 gaps: Sequence[_Gap] = (),
+                 window: tuple[datetime | None, datetime | None] = (None, None)) -> pd.DataFrame:
+    """Summaries (tidy, one row per market x bucket x distance) from book events in wire order, sampled only
+    within ``window``."""
+    sampler = _Sampler(bucket_seconds, distances, gaps, window)
     for row in events:
         sampler.apply(row)
     sampler.finish()
@@ -170,15 +180,49 @@ def load_gaps(conn: psycopg.Connection[Any], session_id: UUID | str) -> list[_Ga
                 for markets, start, end, outcome in cur.fetchall()]
 
 
+_WINDOW_SQL = """
+select (select max(p.superseded_at) from kalshi.sessions p where p.superseded_by = s.session_id),
+       s.superseded_at
+from kalshi.sessions s where s.session_id = %(session_id)s
+"""
+
+_UNCOVERED_SQL = """
+select market_ticker, started_at, ended_at from kalshi.uncovered_windows u
+where u.market_set = %(market_set)s
+  and u.time_range && (select tstzrange(s.started_at, coalesce(s.ended_at, greatest(s.heartbeat_at, s.updated_at)))
+                       from kalshi.sessions s where s.session_id = %(session_id)s)
+"""
+
+
+def authoritative_window(conn: psycopg.Connection[Any], session_id: UUID | str) -> tuple[datetime | None, datetime | None]:
+    """The time a session's books speak for: from the handover that made it the recorder of its set (the
+    predecessor's ``superseded_at``) to its own handover. During the overlap of a handover both sessions stored the
+    same events; each instant is summarised once, from the session that was authoritative then."""
+    with conn.cursor() as cur:
+        cur.execute(_WINDOW_SQL, {"session_id": session_id})
+        row = cur.fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
 def compute_depth_summaries(database_url: str, session_id: UUID | str, market_set: str, *,
                             bucket_seconds: float, distances: Sequence[Decimal]) -> pd.DataFrame:
-    """Replay the session's books from PostgreSQL, store the summary, return it."""
+    """Replay the session's books from PostgreSQL, store the summary, return it. A bucket is untrusted when a gap
+    touched it or when nobody was recording its market for part of it (kalshi.uncovered_windows)."""
     with psycopg.connect(database_url) as conn:
         gaps = load_gaps(conn, session_id)
+        window = authoritative_window(conn, session_id)
+        with conn.cursor() as cur:
+            cur.execute(_UNCOVERED_SQL, {"session_id": session_id, "market_set": market_set})
+            holes = cur.fetchall()
         with conn.cursor(row_factory=psycopg.rows.dict_row, name="depth_replay") as cur:
             cur.itersize = 5000
             cur.execute(_EVENTS_SQL, {"session_id": session_id})
-            summary = replay_depth(cur, bucket_seconds=bucket_seconds, distances=distances, gaps=gaps)
+            summary = replay_depth(cur, bucket_seconds=bucket_seconds, distances=distances, gaps=gaps, window=window)
+        if holes and not summary.empty:
+            bucket = timedelta(seconds=bucket_seconds)
+            touched = [any(m == market and start < b + bucket and end > b for market, start, end in holes)
+                       for m, b in zip(summary["market_ticker"], summary["bucket_start"], strict=True)]
+            summary["trusted"] = summary["trusted"] & ~pd.Series(touched, index=summary.index)
         store_depth_summaries(conn, session_id, market_set, summary)
     return summary
 

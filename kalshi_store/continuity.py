@@ -32,6 +32,8 @@ from typing import Final, Literal
 
 import psycopg
 
+from .dberrors import redact
+
 __all__ = ["DEAD_AFTER", "MIN_EXTENSION", "Claim", "CoverageChange", "LiveSession", "SessionLink"]
 
 log = logging.getLogger(__name__)
@@ -108,9 +110,9 @@ class SessionLink:
                     return await asyncio.wait_for(self._claim(
                         conn, environment, list(markets), list(channels), use_yes_price, planned_start, planned_end,
                         slot_start, slot_end, flow_run_id), CALL_TIMEOUT)
-        except (psycopg.OperationalError, TimeoutError) as exc:
+        except (psycopg.Error, TimeoutError) as exc:
             await self._drop()
-            log.warning("could not reach the database to claim market set %r (%s); recording without a claim",
+            log.warning("could not claim market set %r in the database (%s); recording without a claim",
                         self.market_set, type(exc).__name__)
             return Claim(reached=False)
 
@@ -168,7 +170,7 @@ class SessionLink:
                         "returning superseded_at", (self.session_id, [p.session_id for p in predecessors])),
                         CALL_TIMEOUT)
                     row = await cur.fetchone()
-        except (psycopg.OperationalError, TimeoutError) as exc:
+        except (psycopg.Error, TimeoutError) as exc:
             await self._drop()
             log.warning("could not tell the previous session to stop (%s): it records until its deadline",
                         type(exc).__name__)
@@ -190,6 +192,12 @@ class SessionLink:
         except (psycopg.OperationalError, TimeoutError) as exc:
             await self._drop()
             log.debug("heartbeat of session %s failed (%s); retrying", self.session_id, type(exc).__name__)
+            return None
+        except psycopg.Error as exc:  # not an outage (privileges, a poison value): drop the changes, keep beating
+            await self._drop()
+            log.warning("session %s: coverage changes could not be stored (%s: %s)", self.session_id,
+                        type(exc).__name__, redact(str(exc)))
+            del self._pending[:len(changes)]
             return None
         del self._pending[:len(changes)]
         return result
@@ -224,7 +232,7 @@ class SessionLink:
                     await asyncio.wait_for(conn.execute(
                         "update kalshi.sessions set markets = %s where session_id = %s", (list(markets), self.session_id)),
                         CALL_TIMEOUT)
-        except (psycopg.OperationalError, TimeoutError):
+        except (psycopg.Error, TimeoutError):
             await self._drop()
 
     async def close(self) -> None:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -17,7 +18,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from kalshi_ingest.cli import main
-from kalshi_ingest.session import close_abandoned_sessions
+from kalshi_store.continuity import SessionLink
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "kalshi_ingest.cli"]
@@ -143,7 +144,7 @@ def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
         main(["bench"])
 
 
-def test_abandoned_session_housekeeping_tolerates_a_read_only_role(db_url: str) -> None:
+async def test_the_market_set_claim_tolerates_a_read_only_role(db_url: str) -> None:
     role = f"ro_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(f"create role {role} login password 'ro-pw'")  # noqa: S608  # a generated identifier
@@ -152,7 +153,12 @@ def test_abandoned_session_housekeeping_tolerates_a_read_only_role(db_url: str) 
     try:
         params = conninfo_to_dict(db_url)
         params.update(user=role, password="ro-pw")
-        assert close_abandoned_sessions(make_conninfo(**params), "cpi") == 0
+        link = SessionLink(make_conninfo(**params), str(uuid.uuid4()), "cpi")
+        now = datetime.now(UTC)
+        claim = await link.claim(environment="test", markets=["X"], channels=["trade"], use_yes_price=False,
+                                 planned_start=now, planned_end=now, slot_start=None, slot_end=now, flow_run_id=None)
+        await link.close()
+        assert not claim.reached and claim.duplicate_of is None
     finally:
         with psycopg.connect(db_url, autocommit=True) as conn:
             conn.execute(f"drop owned by {role}")

@@ -15,6 +15,8 @@ import psycopg
 import pytest
 
 from kalshi_ingest.config import MarketSet
+from kalshi_ingest.report import collect, render_html
+from kalshi_ingest.summaries import compute_depth_summaries
 from kalshi_ingest.session import DuplicateSession, SessionSummary, Slot, run_recording_session
 from kalshi_ws.simulator import Simulator
 
@@ -103,6 +105,15 @@ async def test_handover_leaves_no_instant_unrecorded_and_books_match_the_exchang
     stored = {r[0] for r in rows(db_url, "select trade_id from kalshi.trades where market_ticker = any(%s)", markets)}
     missing = [(t["ticker"], t["ts_ms"]) for t in sim.trade_tape() if t["trade_id"] in tape - stored]
     assert tape and not missing, missing[:5]
+    # Depth summaries speak for each instant once: A until the handover, B from it.
+    bucket = 2.0
+    a_depth = compute_depth_summaries(db_url, first.session_id, "cont", bucket_seconds=bucket,
+                                      distances=[Decimal("0.02")])
+    b_depth = compute_depth_summaries(db_url, second.session_id, "cont", bucket_seconds=bucket,
+                                      distances=[Decimal("0.02")])
+    assert len(a_depth) and len(b_depth)
+    assert (a_depth.bucket_start < superseded_at).all()
+    assert (b_depth.bucket_start + timedelta(seconds=bucket) > superseded_at).all()
     # book_at across the handover equals the exchange's book at 100+ instants.
     start_ms = int(scalar(db_url, "select extract(epoch from min(recording_from)) * 1000 from kalshi.coverage "
                                   "where session_id = %s", first.session_id)) + 50
@@ -167,6 +178,13 @@ async def test_the_pause_between_two_adhoc_sessions_is_untrusted(sim: Simulator,
                   second.session_id) > 5.5
     assert scalar(db_url, "select uncovered_before_seconds from kalshi.session_health where session_id = %s",
                   first.session_id) == 0
+    # The report over both sessions: the pause is a red band, and "data trusted" is not 100 %.
+    data = collect(db_url, "cont")
+    assert "uncovered" in set(data.windows.kind)
+    summary = data.market_summary()
+    assert ((summary.recorded - summary.untrusted) / summary.recorded < 0.75).all()
+    page = render_html(data, max_charts=1)
+    assert "100.00%" not in page
 
 
 async def test_a_market_that_opens_mid_session_is_recorded_from_its_first_snapshot(
