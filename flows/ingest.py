@@ -55,9 +55,8 @@ async def database_url(settings: Settings) -> str:
 
 async def prepare_database(settings: Settings) -> str:
     """The database URL, migrated if the database is reachable (if not, the recorder spills)."""
-    from kalshi_store.migrations import migrate
-
     from kalshi_store.dberrors import DatabaseConfigError
+    from kalshi_store.migrations import migrate
 
     url = await database_url(settings)
     try:

@@ -16,8 +16,8 @@ import pytest
 
 from kalshi_ingest.config import MarketSet
 from kalshi_ingest.report import collect, render_html
-from kalshi_ingest.summaries import compute_depth_summaries
 from kalshi_ingest.session import DuplicateSession, SessionSummary, Slot, run_recording_session
+from kalshi_ingest.summaries import compute_depth_summaries
 from kalshi_ws.simulator import Simulator
 
 from .harness import rows, scalar, settings_for, wait_until, wait_until_db

@@ -806,3 +806,36 @@ def test_channel_without_add_markets_is_recreated_with_the_new_list() -> None:
     unsubscribe, subscribe = h.commands()
     assert unsubscribe["params"] == {"sids": [2]}
     assert subscribe["params"] == {"channels": ["trade"], "market_tickers": [A, C]}
+
+
+def test_an_explicit_empty_list_subscribes_with_its_first_market_and_grows_from_there() -> None:
+    """A followed market set with no open market: no server subscription until a market is added (never "every
+    market"), then add_markets as usual; reconnects subscribe the current list."""
+    h = Harness([Subscription("orderbook_delta", (), explicit=True), Subscription("trade", (), explicit=True),
+                 Subscription("market_lifecycle_v2")])
+    first = h.open()
+    assert [c["params"]["channels"] for c in first] == [["market_lifecycle_v2"]]
+    h.feed(subscribed(first[0]["id"], "market_lifecycle_v2", 1))
+    h.events()
+    h.proto.update_markets("orderbook_delta", add=[A])
+    h.proto.update_markets("trade", add=[A])
+    subscribes = h.commands()
+    assert [(c["cmd"], c["params"]["channels"], c["params"]["market_tickers"]) for c in subscribes] == [
+        ("subscribe", ["orderbook_delta"], [A]), ("subscribe", ["trade"], [A])]
+    h.feed(subscribed(subscribes[0]["id"], "orderbook_delta", 2), subscribed(subscribes[1]["id"], "trade", 3))
+    h.feed(snapshot(2, 1, A, YES_A, NO_A))
+    assert h.book(A).trusted
+    h.proto.update_markets("orderbook_delta", add=[B])
+    [add] = h.commands()
+    assert add["cmd"] == "update_subscription" and add["params"]["action"] == "add_markets"
+    with pytest.raises(ValueError, match="at least one market"):
+        h.proto.update_markets("trade", remove=[A])
+    h.proto.connection_lost("closed", will_reconnect=True)
+    again = h.open()
+    assert sorted((c["params"]["channels"][0], tuple(c["params"].get("market_tickers", ()))) for c in again) == [
+        ("market_lifecycle_v2", ()), ("orderbook_delta", (A, B)), ("trade", (A,))]
+
+
+def test_an_explicit_list_is_only_for_channels_with_a_market_filter() -> None:
+    with pytest.raises(ValueError, match="explicit market list"):
+        Subscription("market_lifecycle_v2", explicit=True)
