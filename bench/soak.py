@@ -8,7 +8,9 @@ Each schedule: a fresh simulator (4 markets, seeded) and a fresh migrated databa
 one recording session through ``run_recording_session`` (the flow's code path) while a seeded Poisson schedule
 injects every wire fault the simulator knows (closes, closes mid-snapshot, stalls, drops, duplicates, reorders,
 numbers-as-JSON, subscription errors 10/25, malformed/unknown/legacy/oversized frames) and, in turn, one database
-fault (stopped for ``--outage`` s and restarted; SIGSTOPped; an ACCESS EXCLUSIVE lock held; none). Then the
+fault (stopped for ``--outage`` s and restarted; SIGSTOPped; an ACCESS EXCLUSIVE lock held; stopped while the
+spill's 2 MiB tmpfs fills up, then space and the database come back; none). Wire faults include poison values
+(a NUL in a stored text field). Then the
 stored trades are compared with the simulator's tape, every book rebuilt from stored snapshots + deltas with the
 simulator's book, every fault with the gap ledger and dead_letter. Totals are printed and written to
 ``bench/results/soak-<UTC>.json``; the exit status is 1 if anything was lost, duplicated or wrong.
@@ -23,7 +25,9 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import random
+import subprocess
 import sys
 import tempfile
 import threading
@@ -45,8 +49,10 @@ from kalshi_ws.simulator import Simulator  # noqa: E402
 from tests.faults.harness import Report, check_all, framed_session, open_incidents  # noqa: E402
 
 WIRE_KINDS = ["close", "close_mid_snapshot", "stall", "drop", "duplicate", "reorder", "numbers", "sub_error",
-              "malformed", "unknown_type", "legacy", "oversized", "extra_key"]
-DB_FAULTS = ["outage", "freeze", "lock", "none"]
+              "malformed", "unknown_type", "legacy", "oversized", "extra_key", "poison"]
+DB_FAULTS = ["outage", "freeze", "lock", "diskfull", "none"]
+#: Size of the tmpfs the spill folder lives on in ``diskfull`` schedules.
+TMPFS_BYTES = 2 * 1024 * 1024
 
 
 def wire_plan(seed: int, rate: float):  # type: ignore[no-untyped-def]
@@ -77,7 +83,8 @@ def wire_plan(seed: int, rate: float):  # type: ignore[no-untyped-def]
     return plan
 
 
-def db_plan(kind: str, server: EmbeddedPostgres, url: str, outage: float, seed: int):  # type: ignore[no-untyped-def]
+def db_plan(kind: str, server: EmbeddedPostgres, url: str, outage: float, seed: int,  # type: ignore[no-untyped-def]
+            spill: Path | None = None):
     rng = random.Random(seed)
 
     async def plan(sim: Simulator) -> None:
@@ -94,6 +101,21 @@ def db_plan(kind: str, server: EmbeddedPostgres, url: str, outage: float, seed: 
                 await asyncio.sleep(rng.uniform(1.0, 4.0))
             finally:
                 await asyncio.to_thread(server.thaw)
+        elif kind == "diskfull":
+            # The database goes away and the spill's disk fills up (another file takes the space) while the session
+            # spills; space comes back, then the database: reading pauses meanwhile, nothing may be lost.
+            assert spill is not None
+            await asyncio.to_thread(server.stop, "fast")
+            filler = spill / "filler"
+            try:
+                free = os.statvfs(spill).f_bavail * os.statvfs(spill).f_frsize
+                await asyncio.to_thread(filler.write_bytes, b"\0" * max(0, free - 64 * 1024))
+                await asyncio.sleep(rng.uniform(2.0, 5.0))
+                filler.unlink(missing_ok=True)
+                await asyncio.sleep(rng.uniform(1.0, 3.0))
+            finally:
+                filler.unlink(missing_ok=True)
+                await asyncio.to_thread(server.start)
         elif kind == "lock":
             release = threading.Event()
 
@@ -113,6 +135,14 @@ def db_plan(kind: str, server: EmbeddedPostgres, url: str, outage: float, seed: 
     return plan
 
 
+def mount_tmpfs(folder: Path) -> bool:
+    """A small tmpfs at ``folder`` (root only): the spill's disk for the ``diskfull`` schedules."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES}", "tmpfs", str(folder)],
+                          capture_output=True, check=False)
+    return done.returncode == 0
+
+
 async def one_schedule(i: int, seed: int, server: EmbeddedPostgres, template: str, work: Path,
                        args: argparse.Namespace) -> tuple[Report, dict[str, Any]]:
     name = f"soak_{seed}_{i}"
@@ -121,9 +151,12 @@ async def one_schedule(i: int, seed: int, server: EmbeddedPostgres, template: st
         conn.execute(sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(template)))
     url = server.url(name)
     db_fault = DB_FAULTS[i % len(DB_FAULTS)]
-    duration = args.duration + (args.outage if db_fault == "outage" else 0)
+    data_dir = work / f"data-{seed}"
+    if db_fault == "diskfull" and not mount_tmpfs(data_dir / "spill"):
+        db_fault = "outage"  # no tmpfs here (not root): the plain outage instead
+    duration = args.duration + (args.outage if db_fault == "outage" else 8 if db_fault == "diskfull" else 0)
     wire = wire_plan(seed, args.rate)
-    dbf = db_plan(db_fault, server, url, args.outage, seed)
+    dbf = db_plan(db_fault, server, url, args.outage, seed, spill=data_dir / "spill")
 
     async def plan(sim: Simulator) -> None:
         await asyncio.gather(wire(sim), dbf(sim))
@@ -131,18 +164,20 @@ async def one_schedule(i: int, seed: int, server: EmbeddedPostgres, template: st
     t0 = time.monotonic()
     async with Simulator(markets=args.markets, seed=seed, rate=args.sim_rate, data_dir=work / f"sim-{i}") as sim:
         try:
-            summary, window = await framed_session(sim, url, work / f"data-{i}", duration=duration, plan=plan,
+            summary, window = await framed_session(sim, url, data_dir, duration=duration, plan=plan,
                                                    plan_margin=1.0)
         finally:
             server.thaw()
             if not server.is_running:
                 server.start()
+            if db_fault == "diskfull":
+                subprocess.run(["umount", "-l", str(data_dir / "spill")], check=False)
         follow_up = None
         still_down = [row[0] for row in open_incidents(url, summary.session_id) if row[0] == "disconnect"]
         if still_down:
             # The session ended disconnected (reconnect backoff ran past the deadline): nothing backfills the
             # trades since the disconnect until the next scheduled session does (bug 3). Run that next session.
-            follow_up, window = await framed_session(sim, url, work / f"data-{i}", duration=4, window=window)
+            follow_up, window = await framed_session(sim, url, data_dir, duration=4, window=window)
         report = await asyncio.to_thread(check_all, url, sim, window)
     injected = len(window.faults) + (db_fault != "none")
     line = {"schedule": i, "seed": seed, "db_fault": db_fault, "seconds": round(time.monotonic() - t0, 1),

@@ -32,6 +32,7 @@ IMMEDIATE = frozenset({
     "sub_error",          # asynchronous subscription error (code 10 or 25) with sid; subscription dropped
     "extra_key",          # a ticker frame carrying an undocumented key ("Clock")
     "zero_delta",         # an orderbook_delta with delta_fp "0.00" (takes the next seq; book unchanged)
+    "poison",             # a well-formed ticker frame whose market_id holds a NUL (PostgreSQL text cannot store it)
 })
 #: Handshake faults: apply to the next `count` connection attempts.
 HANDSHAKE = frozenset({"auth_reject"})  # mode="401" (default) or "403"

@@ -982,6 +982,14 @@ class Simulator:
             obj["msg"]["Clock"] = 123456789
             self._record(kind, conn.id, sid=rec_sid)
             conn.put("ticker", json.dumps(obj).encode())
+        elif kind == "poison":
+            ticker_sub = conn.by_channel.get("ticker")
+            if ticker_sub is None or not self.tickers:
+                return
+            obj = json.loads(m.encode(m.Ticker(sid=ticker_sub.sid, msg=self.model.ticker_payload(self.tickers[0]))))
+            obj["msg"]["market_id"] = "poison\u0000" + str(obj["msg"].get("market_id", ""))
+            self._record(kind, conn.id, sid=ticker_sub.sid)
+            conn.put("sim_poison", json.dumps(obj).encode())  # the NUL travels as the JSON escape \u0000
         elif kind == "zero_delta":
             ob = conn.by_channel.get("orderbook_delta")
             if ob is None or not ob.tickers:

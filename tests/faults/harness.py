@@ -362,9 +362,9 @@ FAULT_LEDGER: dict[str, tuple[str, ...]] = {
 #: Faults that must leave a dead_letter row (reason).
 #: Simulator send-queue kinds of injected frames -> the dead_letter reason they must get.
 SENT_DEAD_LETTER: dict[str, str] = {"malformed": "malformed", "sim_unknown": "unknown", "legacy": "legacy",
-                                    "oversized": "unknown"}
+                                    "oversized": "unknown", "sim_poison": "unstorable"}
 FAULT_DEAD_LETTER: dict[str, str] = {"malformed": "malformed", "unknown_type": "unknown", "legacy": "legacy",
-                                     "oversized": "unknown"}
+                                     "oversized": "unknown", "poison": "unstorable"}
 
 
 def check_ledger(url: str, sim: Simulator, window: Window, report: Report | None = None) -> Report:

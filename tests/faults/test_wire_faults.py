@@ -30,8 +30,9 @@ FAMILIES = {
     "trade_sequence": ["drop", "duplicate", "reorder", "sub_error"],
     # asynchronous subscription errors 10 and 25
     "sub_error": ["sub_error"],
-    # malformed JSON, unknown types, legacy-shaped and oversized (2 MiB) frames, undocumented keys
-    "garbage": ["malformed", "unknown_type", "legacy", "oversized", "extra_key"],
+    # malformed JSON, unknown types, legacy-shaped and oversized (2 MiB) frames, undocumented keys, poison values
+    # (a NUL in a text field: the row goes to dead_letter, nothing else is lost)
+    "garbage": ["malformed", "unknown_type", "legacy", "oversized", "extra_key", "poison"],
     # server stalls with pings still flowing
     "stall": ["stall"],
 }
