@@ -258,9 +258,11 @@ def _database_errors(url: str) -> Iterator[None]:
     """A database that cannot be reached or refuses the login is a setup problem: one line naming it."""
     import psycopg
 
+    from kalshi_store.dberrors import DatabaseUnavailableError
+
     try:
         yield
-    except psycopg.OperationalError as exc:
+    except (psycopg.OperationalError, DatabaseUnavailableError) as exc:
         source = "DATABASE_URL" if Settings().database() else "the embedded database"
         raise CommandError(f"cannot use the database {redacted(url)} ({source}): {one_line(str(exc))}: "
                            "check that it is running and reachable, and DATABASE_URL") from None
