@@ -54,6 +54,11 @@ def channels_for(market_set: MarketSet) -> list[str]:
     return channels
 
 
+def storable(ticker: str) -> bool:
+    """A ticker PostgreSQL can store and the exchange could mean: no NUL or other control character."""
+    return bool(ticker) and all(ch >= " " and ch != "\x7f" for ch in ticker)
+
+
 def _ns(at: datetime) -> int:
     return int(at.timestamp() * 1e9)
 
@@ -142,7 +147,12 @@ class MarketFollower:
 
     def add(self, markets: Iterable[str], *, opened_at: datetime | None, at_ns: int | None = None) -> list[str]:
         room = self.market_set.max_markets - len(self.markets)
-        new = [m for m in dict.fromkeys(markets) if m not in self.markets]
+        wanted = list(dict.fromkeys(markets))
+        bad = [m for m in wanted if not storable(m)]
+        if bad:
+            log.warning("[%s] ignoring market tickers with control characters: %s", self.market_set.name,
+                        ", ".join(repr(m) for m in bad))
+        new = [m for m in wanted if m not in self.markets and storable(m)]
         if len(new) > room:
             log.warning("[%s] %d new market(s) over max_markets=%d are not recorded: %s", self.market_set.name,
                         len(new) - max(room, 0), self.market_set.max_markets, ", ".join(new[max(room, 0):][:10]))

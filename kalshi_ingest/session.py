@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kalshi_ingest.config import MarketSet, unmatched_tickers
-from kalshi_ingest.following import MarketFollower, follows
+from kalshi_ingest.following import MarketFollower, follows, storable
 from kalshi_ingest.settings import Settings
 from kalshi_store.continuity import Claim, LiveSession, SessionLink
 from kalshi_store.recorder import Recorder
@@ -361,6 +361,11 @@ async def resolve_markets(rest: KalshiRestClient, market_set: MarketSet) -> list
         else:
             for line in unmatched_tickers(market_set, known):
                 log.warning(line)
+    bad = [m for m in markets if not storable(m)]
+    if bad:  # a value the database cannot store (NUL) from REST: named and left out, never recorded
+        log.warning("market set %r: ignoring market tickers with control characters from the exchange: %s",
+                    market_set.name, ", ".join(repr(m) for m in bad))
+        markets = [m for m in markets if storable(m)]
     if not markets and not follows(market_set):
         raise NoMarketsError(f"market set {market_set.name!r} resolved to no market (tickers={market_set.tickers})")
     if len(markets) > market_set.max_markets:

@@ -120,9 +120,13 @@ class SegmentHeader(msgspec.Struct, kw_only=True):
 def url_target(url: str) -> SpillTarget:
     """The target as far as ``url`` tells: ``postgresql://host:port/dbname`` (not the user, which does not change
     the database, nor the password)."""
+    import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
-    params = conninfo_to_dict(url)
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:  # malformed: connecting will say so (DatabaseConfigError), without the password
+        return SpillTarget(url="(a malformed DATABASE_URL)")
     host = params.get("host") or ""
     port = params.get("port") or 5432
     dbname = params.get("dbname") or ""

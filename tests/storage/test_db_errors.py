@@ -16,6 +16,7 @@ import logging
 import socket
 import time
 import traceback
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,31 +96,50 @@ def assert_poison_isolated(url: str, session_id: str) -> None:
 async def test_poison_values_are_dead_lettered_and_the_rest_is_stored(db_url: str, tmp_path: Path) -> None:
     session_id = await record_poisoned(db_url, tmp_path / "spill")
     assert_poison_isolated(db_url, session_id)
-    assert not list((tmp_path / "spill").rglob("*.seg*")), "nothing may be left in the spill"
+    assert not list((tmp_path / "spill").rglob("*.spill")), "nothing may be left in the spill"
 
 
-async def test_a_poisoned_spill_blocks_no_later_session(db_url: str, tmp_path: Path) -> None:
+@pytest.fixture
+def down_then_up(private_pg: EmbeddedPostgres) -> Iterator[tuple[str, Any]]:
+    """A migrated database of the private server, stopped: (its URL, a function that starts the server again).
+    A spill is only ever replayed into the database it was written for, so the outage must end on the same URL."""
+    private_pg.start()
+    name = f"poison_{uuid.uuid4().hex[:10]}"
+    url = private_pg.create_database(name)
+    migrate(url)
+    private_pg.stop("fast")
+    try:
+        yield url, private_pg.start
+    finally:
+        private_pg.start()
+
+
+async def test_a_poisoned_spill_blocks_no_later_session(down_then_up: tuple[str, Any], tmp_path: Path) -> None:
+    url, start = down_then_up
     spill = tmp_path / "spill"
     # The database is away: the poisoned session goes to the spill, which the next recorder replays first.
-    poisoned = await record_poisoned(closed_port_url(), spill)
+    poisoned = await record_poisoned(url, spill)
     assert any(spill.iterdir())
-    later, status = await record_clean(db_url, spill)
+    start()
+    later, status = await record_clean(url, spill)
     assert status == "completed", "an earlier poison value degraded a later session"
-    assert_poison_isolated(db_url, poisoned)
-    assert len(rows(db_url, "select 1 from kalshi.trades where session_id = %s", (later,))) == 10
-    assert not [p for p in spill.iterdir()], "the orphaned spill must be replayed and removed"
+    assert_poison_isolated(url, poisoned)
+    assert len(rows(url, "select 1 from kalshi.trades where session_id = %s", (later,))) == 10
+    assert not list(spill.rglob("*.spill")), "the orphaned spill must be replayed and removed"
     # And the next one too.
-    _, status = await record_clean(db_url, spill)
+    _, status = await record_clean(url, spill)
     assert status == "completed"
 
 
-async def test_db_replay_does_not_crash_on_poison(db_url: str, tmp_path: Path) -> None:
+async def test_db_replay_does_not_crash_on_poison(down_then_up: tuple[str, Any], tmp_path: Path) -> None:
+    url, start = down_then_up
     spill = tmp_path / "spill"
-    poisoned = await record_poisoned(closed_port_url(), spill)
-    result = await replay_spill_async(db_url, spill)
-    assert result.batches >= 1
-    assert_poison_isolated(db_url, poisoned)
-    again = await replay_spill_async(db_url, spill)  # safe to run again: nothing left
+    poisoned = await record_poisoned(url, spill)
+    start()
+    result = await replay_spill_async(url, spill)
+    assert result.batches >= 1 and not result.skipped
+    assert_poison_isolated(url, poisoned)
+    again = await replay_spill_async(url, spill)  # safe to run again: nothing left
     assert again.batches == 0
 
 
@@ -291,7 +311,10 @@ async def test_cli_db_commands_show_one_redacted_line(
         assert SECRET not in captured.out + captured.err
         (line,) = captured.err.strip().splitlines()
         assert "DATABASE_URL" in line and "malformed" in line
+    # A spill is replayed only into the database it was written for: another one gets one line and nothing.
     monkeypatch.setenv("DATABASE_URL", db_url)
-    assert await asyncio.to_thread(main, ["db", "replay"]) == 0
-    assert "replayed" in capsys.readouterr().out
-    assert not [p for p in spill.rglob("*") if p.is_file() and p.name != ".lock"]
+    assert await asyncio.to_thread(main, ["db", "replay"]) == 1
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
+    assert "belongs to" in line and "not replayed" in line and SECRET not in line
+    assert list(spill.rglob("*.spill")), "a spill that belongs elsewhere stays where it is"
