@@ -44,6 +44,9 @@ DEAD_AFTER: Final = timedelta(seconds=45)
 #: A new session takes over from a live one only when it records the set at least this much longer; otherwise it
 #: is a duplicate (two manual runs started together) and does not start.
 MIN_EXTENSION: Final = timedelta(seconds=1)
+#: A session's heartbeat (every second) must move within this long for it to count as alive when it would make a new
+#: session a duplicate.
+LIVENESS_SECONDS: Final = 3.0
 #: Seconds a database call may take before it is given up (and retried at the next beat).
 CALL_TIMEOUT: Final = 5.0
 
@@ -102,23 +105,54 @@ class SessionLink:
     async def claim(self, *, environment: str, markets: Sequence[str], channels: Sequence[str], use_yes_price: bool,
                     planned_start: datetime | None, planned_end: datetime, slot_start: datetime | None,
                     slot_end: datetime, flow_run_id: str | None) -> Claim:
-        """Claim the market set for this session (module docstring, step 1); writes the session row."""
+        """Claim the market set for this session (module docstring, step 1); writes the session row.
+
+        Before it refuses to start as a duplicate, it checks that the other session is really alive: its heartbeat
+        must move within :data:`LIVENESS_SECONDS` (a process killed a moment ago has a recent heartbeat that no
+        longer moves; such a session is taken over instead, so a rerun right after a kill records)."""
+        ignore: set[str] = set()
         try:
-            async with self._lock:
-                conn = await self._connect()
-                async with conn.transaction():
-                    return await asyncio.wait_for(self._claim(
-                        conn, environment, list(markets), list(channels), use_yes_price, planned_start, planned_end,
-                        slot_start, slot_end, flow_run_id), CALL_TIMEOUT)
+            while True:
+                async with self._lock:
+                    conn = await self._connect()
+                    async with conn.transaction():
+                        claim = await asyncio.wait_for(self._claim(
+                            conn, environment, list(markets), list(channels), use_yes_price, planned_start,
+                            planned_end, slot_start, slot_end, flow_run_id, ignore), CALL_TIMEOUT)
+                other = claim.duplicate_of
+                if other is None or await self._alive(other.session_id):
+                    return claim
+                log.warning("session %s of %r has stopped beating (its process died?): taking over from it",
+                            other.session_id, self.market_set)
+                ignore.add(other.session_id)
         except (psycopg.Error, TimeoutError) as exc:
             await self._drop()
             log.warning("could not claim market set %r in the database (%s); recording without a claim",
                         self.market_set, type(exc).__name__)
             return Claim(reached=False)
 
+    async def _alive(self, session_id: str) -> bool:
+        """Whether ``session_id``'s heartbeat moves within :data:`LIVENESS_SECONDS`."""
+        query = "select heartbeat_at, status from kalshi.sessions where session_id = %s"
+        async with self._lock:
+            conn = await self._connect()
+            first = await (await conn.execute(query, (session_id,))).fetchone()
+            await conn.commit()
+        deadline = asyncio.get_running_loop().time() + LIVENESS_SECONDS
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.25)
+            async with self._lock:
+                conn = await self._connect()
+                now = await (await conn.execute(query, (session_id,))).fetchone()
+                await conn.commit()
+            if first is None or now is None or now[1] != "running" or now[0] != first[0]:
+                return bool(now and now[1] == "running")
+        return False
+
     async def _claim(self, conn: psycopg.AsyncConnection, environment: str, markets: list[str], channels: list[str],
                      use_yes_price: bool, planned_start: datetime | None, planned_end: datetime,
-                     slot_start: datetime | None, slot_end: datetime, flow_run_id: str | None) -> Claim:
+                     slot_start: datetime | None, slot_end: datetime, flow_run_id: str | None,
+                     ignore: set[str]) -> Claim:
         await conn.execute("select pg_advisory_xact_lock(hashtext('kalshi.market_set'), hashtext(%s))",
                            (self.market_set,))
         dead = await conn.execute(
@@ -144,6 +178,8 @@ class SessionLink:
             (self.market_set, self.session_id, DEAD_AFTER))
         running = [LiveSession(*row) for row in await live.fetchall()]
         for other in running:
+            if other.session_id in ignore:
+                continue
             if other.covers_until is None or other.covers_until >= slot_end - MIN_EXTENSION:
                 return Claim(duplicate_of=other, closed_dead=len(closed))
         await conn.execute(
