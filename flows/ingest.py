@@ -5,13 +5,21 @@ The WebSocket session and the database writer live in ONE task awaited on the fl
 read what the session stored, so a retry or a rerun is safe (their writes are upserts).
 
 A session that spilled data, lost data or could not finish its follow-ups ends the flow run **Failed**
-with a message saying so; only a clean session ends **Completed**.
+with a message saying so; only a clean session ends **Completed**. A session stopped by SIGTERM (what a Prefect
+worker sends when the run is cancelled, or a service manager / container runtime stopping the process) flushes,
+closes as ``cancelled``, publishes what it recorded and ends the run **Cancelled** (not Crashed).
+
+The project's loggers (``kalshi_ws``, ``kalshi_store``, ``kalshi_ingest``) go to the run's logs in the Prefect UI at
+INFO while the flow runs, in whatever process runs it (a worker's flow-run subprocess, ``kalshi-ingest run``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import socket
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,11 +33,11 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
-from prefect.states import Completed, Failed, State
+from prefect.states import Cancelled, Completed, Failed, State
 
 from kalshi_ingest import alerts as alert_rules
 from kalshi_ingest import summaries
-from kalshi_ingest.artifacts import session_markdown
+from kalshi_ingest.artifacts import final_progress_description, progress_description, session_markdown
 from kalshi_ingest.config import DepthBelowRule, MarketSet, load_config
 from kalshi_ingest.report import session_report
 from kalshi_ingest.session import Progress, SessionNotStarted, SessionSummary, Slot, run_recording_session
@@ -39,6 +47,12 @@ from kalshi_ingest.settings import Settings
 BACKSTOP_SECONDS = 6 * 3600
 #: Extra time the record task may take beyond its session (closing, flushing, REST backfill).
 RECORD_MARGIN_SECONDS = 300
+#: A cancelled session's depth summary and report get this long in all (a Prefect worker kills a cancelled run's
+#: process 30 s after its SIGTERM); what does not finish in time is skipped and the session artifact says so.
+CANCELLED_FOLLOW_UPS_SECONDS = 12.0
+#: The project's loggers whose records go to the flow run's logs (the Prefect UI), and from which level.
+PROJECT_LOGGERS = ("kalshi_ws", "kalshi_store", "kalshi_ingest")
+RUN_LOG_LEVEL = logging.INFO
 
 
 def load_market_set(name: str) -> MarketSet:
@@ -79,11 +93,11 @@ async def record_session(market_set: str, slot: Slot) -> SessionSummary | str:
     signer = await settings.signer()  # a missing key fails here, naming the variable to set
     url = await prepare_database(settings)
     progress_id = await acreate_progress_artifact(
-        progress=0.0, key=f"session-progress-{_slug(market_set)}", description=f"Recording {market_set}")
+        progress=0.0, key=f"session-progress-{_slug(market_set)}", description=f"Recording {market_set}: starting")
 
-    async def on_progress(progress: Progress) -> None:
-        logger.info(progress.line())
-        await aupdate_progress_artifact(progress_id, progress=round(progress.fraction * 100, 1))
+    async def on_progress(progress: Progress) -> None:  # the session logs the same line (kalshi_ingest.session)
+        await aupdate_progress_artifact(progress_id, progress=round(progress.fraction * 100, 1),
+                                        description=progress_description(progress))
 
     seconds = (slot.deadline - datetime.now(UTC)).total_seconds()
     try:
@@ -94,7 +108,9 @@ async def record_session(market_set: str, slot: Slot) -> SessionSummary | str:
     except SessionNotStarted as exc:
         logger.info("session not started: %s", exc)
         return str(exc)
-    await aupdate_progress_artifact(progress_id, progress=100.0)
+    done = 100.0 if summary.status != "cancelled" else round(100 * min(1.0, max(0.0, (
+        summary.ended_at - summary.started_at) / max(slot.deadline - summary.started_at, timedelta(seconds=1)))), 1)
+    await aupdate_progress_artifact(progress_id, progress=done, description=final_progress_description(summary))
     logger.info("session %s %s: %s", summary.session_id, summary.status, summary.status_message)
     return summary
 
@@ -109,8 +125,12 @@ async def summarise_depth(summary: SessionSummary) -> pd.DataFrame:
     url = await database_url(settings)
     depth = await asyncio.to_thread(summaries.compute_depth_summaries, url, summary.session_id, summary.market_set,
                                     bucket_seconds=config.depth_bucket_seconds, distances=distances)
-    await acreate_table_artifact(key=f"depth-{_slug(summary.market_set)}", table=summaries.artifact_table(depth),
-                                 description=f"Depth at the end of session {summary.session_id}")
+    table = summaries.artifact_table(depth)
+    shown = "" if len(table) == len(depth.groupby(["market_ticker", "distance"])) else f" (first {len(table)} rows)"
+    await acreate_table_artifact(
+        key=f"depth-{_slug(summary.market_set)}", table=table,
+        description=(f"Depth at the end of session {summary.session_id}: one row per market and distance from the "
+                     f"touch ({', '.join(str(d) for d in distances)}); prices in dollars, depth in contracts{shown}"))
     get_run_logger().info("depth summary: %d rows for %d markets", len(depth), depth["market_ticker"].nunique())
     return depth
 
@@ -143,10 +163,16 @@ async def publish_report(summary: SessionSummary) -> str:
     settings = Settings()
     url = await database_url(settings)
     made = await asyncio.to_thread(session_report, url, summary.session_id, settings.data_dir / "reports")
+    where = report_location(made.path)
     await acreate_markdown_artifact(key=f"report-{_slug(summary.market_set)}", markdown=made.markdown,
-                                    description=f"Report of session {summary.session_id}: {made.path}")
-    get_run_logger().info("report written to %s", made.path)
-    return str(made.path)
+                                    description=f"Report of session {summary.session_id}: {where}")
+    get_run_logger().info("report written to %s", where)
+    return where
+
+
+def report_location(path: Any) -> str:
+    """Where the HTML report is, for a person reading the UI elsewhere: the file under the data folder and its host."""
+    return f"{path.resolve()} on host {socket.gethostname()}"
 
 
 @flow(name="ingest-market-set", flow_run_name="ingest-{market_set}", timeout_seconds=BACKSTOP_SECONDS)
@@ -154,26 +180,52 @@ async def ingest_market_set(market_set: str, duration_seconds: float | None = No
     """Record one session of ``market_set`` (``duration_seconds``, default: the set's ``session_seconds``),
     then summarise depth and raise alerts. Failed when data was spilled or lost, Completed otherwise."""
     config = load_market_set(market_set)
-    async with _session_slot(Settings().kalshi_session_limit):
-        slot = await _slot_of_this_run(config, duration_seconds)
-        get_run_logger().info("recording %s: %s", market_set, slot.describe())
-        timeout = max(0.0, (slot.deadline - datetime.now(UTC)).total_seconds()) + RECORD_MARGIN_SECONDS
-        summary = await record_session.with_options(timeout_seconds=timeout)(market_set, slot)
-    if isinstance(summary, str):
-        return Completed(name="Skipped", message=summary)
-    depth, fired, problems = await _follow_ups(summary)
-    problems += alert_rules.delivery_problems(fired)  # e.g. a notify_block that does not exist
-    await acreate_markdown_artifact(key=f"session-{_slug(market_set)}", description=f"Session {summary.session_id}",
-                                    markdown=session_markdown(summary, depth, fired, problems))
-    emit_event(event=f"kalshi.session.{summary.status}", resource=_resource(market_set), payload=summary.as_dict())
-    message = "; ".join([f"session {summary.status}: {summary.status_message}", *problems])
-    return Completed(message=message, data=summary) if summary.healthy and not problems else Failed(message=message)
+    with project_logs_in_run():
+        async with _session_slot(Settings().kalshi_session_limit):
+            slot = await _slot_of_this_run(config, duration_seconds)
+            get_run_logger().info("recording %s: %s", market_set, slot.describe())
+            timeout = max(0.0, (slot.deadline - datetime.now(UTC)).total_seconds()) + RECORD_MARGIN_SECONDS
+            summary = await record_session.with_options(timeout_seconds=timeout)(market_set, slot)
+        if isinstance(summary, str):
+            return Completed(name="Skipped", message=summary)
+        cancelled = summary.status == "cancelled"
+        depth, fired, problems, report = await _follow_ups(
+            summary, budget=CANCELLED_FOLLOW_UPS_SECONDS if cancelled else None)
+        problems += alert_rules.delivery_problems(fired)  # e.g. a notify_block that does not exist
+        await acreate_markdown_artifact(key=f"session-{_slug(market_set)}",
+                                        description=f"Session {summary.session_id}: {summary.status}",
+                                        markdown=session_markdown(summary, depth, fired, problems, report=report))
+        emit_event(event=f"kalshi.session.{summary.status}", resource=_resource(market_set),
+                   payload=summary.as_dict())
+        message = "; ".join([f"session {summary.status}: {summary.status_message}", *problems])
+        if cancelled:  # the run was cancelled or its process stopped: say so, after publishing what was recorded
+            return Cancelled(message=message)
+        return (Completed(message=message, data=summary) if summary.healthy and not problems
+                else Failed(message=message))
 
 
-async def _follow_ups(summary: SessionSummary) -> tuple[pd.DataFrame | None, list[alert_rules.Alert], list[str]]:
-    """Depth summary, alerts and the report, each with its own retries; their failures are reported, not raised."""
+async def _follow_ups(summary: SessionSummary, *, budget: float | None = None
+                      ) -> tuple[pd.DataFrame | None, list[alert_rules.Alert], list[str], str | None]:
+    """Depth summary, alerts and the report, each with its own retries; their failures are reported, not raised.
+
+    With a ``budget`` (a cancelled session: its process is about to be stopped), alerts are not evaluated, and the
+    depth summary and the report run once each, within ``budget`` seconds in all."""
     if summary.rows_spilled and not sum(summary.rows_written.values()):
-        return None, [], ["depth summary and alerts skipped: nothing reached the database (replay the spill first)"]
+        return None, [], ["depth summary and alerts skipped: nothing reached the database (replay the spill first)"], None
+    if budget is not None:
+        end = asyncio.get_running_loop().time() + budget
+        quick_depth = summarise_depth.with_options(retries=0, timeout_seconds=budget)
+        depth = await quick_depth(summary, return_state=True)  # type: ignore[misc]  # async task
+        left = end - asyncio.get_running_loop().time()
+        quick_report = publish_report.with_options(retries=0, timeout_seconds=left)
+        report = await quick_report(summary, return_state=True) if left > 1 else None  # type: ignore[misc]
+        problems = ["alerts not evaluated: the session was cancelled"]
+        problems += [f"{name} not made: {state.message}" if state is not None else
+                     f"{name} skipped: no time left after the cancellation"
+                     for name, state in (("depth summary", depth), ("report", report))
+                     if state is None or not state.is_completed()]
+        return (await depth.aresult() if depth.is_completed() else None, [], problems,
+                await report.aresult() if report is not None and report.is_completed() else None)
     depth = await summarise_depth(summary, return_state=True)  # type: ignore[misc]  # async task
     alerts = await raise_alerts(summary, return_state=True)  # type: ignore[misc]
     report = await publish_report(summary, return_state=True)  # type: ignore[misc]  # reads depth and alerts
@@ -181,7 +233,59 @@ async def _follow_ups(summary: SessionSummary) -> tuple[pd.DataFrame | None, lis
                 for name, state in (("depth summary", depth), ("alerts", alerts), ("report", report))
                 if not state.is_completed()]
     return (await depth.aresult() if depth.is_completed() else None,
-            await alerts.aresult() if alerts.is_completed() else [], problems)
+            await alerts.aresult() if alerts.is_completed() else [], problems,
+            await report.aresult() if report.is_completed() else None)
+
+
+class _InThisRun(logging.Filter):
+    """Records made inside a flow or task run (the API handler needs the run's id; others stay on the console)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from prefect.context import FlowRunContext, TaskRunContext
+
+        return bool(getattr(record, "flow_run_id", None) or FlowRunContext.get() or TaskRunContext.get())
+
+
+class _Console(logging.Handler):
+    """Hands a record to the root logger's handlers (the console) if its logger would have let it through before
+    :func:`project_logs_in_run` lowered its level: the run's logs get INFO, the console keeps what it showed."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger().callHandlers(record)
+
+
+@contextlib.contextmanager
+def project_logs_in_run(level: int = RUN_LOG_LEVEL) -> Iterator[None]:
+    """While inside, records of :data:`PROJECT_LOGGERS` from ``level`` up go to the current flow run's logs.
+
+    This is what ``PREFECT_LOGGING_EXTRA_LOGGERS=kalshi_ws,kalshi_store,kalshi_ingest`` does (it only adds
+    Prefect's API handler, when set before Prefect is imported) plus the level: it is done here, in the flow, so
+    every way of running it gets it (a worker's flow-run subprocess, ``kalshi-ingest run``, tests) without touching
+    the worker's environment. A logger that already has Prefect's API handler (the variable was set) keeps it.
+    """
+    from prefect.logging.handlers import APILogHandler
+
+    api = APILogHandler()
+    api.addFilter(_InThisRun())
+    saved = []
+    for name in PROJECT_LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.level, logger.propagate, list(logger.handlers)))
+        before = logger.getEffectiveLevel()
+        if not any(isinstance(handler, APILogHandler) for handler in logger.handlers):
+            logger.addHandler(api)
+        if before > level:
+            console = _Console(before)
+            logger.addHandler(console)
+            logger.propagate = False  # the console handler above passes on what propagated before
+            logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, old_level, propagate, handlers in saved:
+            logger.setLevel(old_level)
+            logger.propagate = propagate
+            logger.handlers[:] = handlers
 
 
 async def _slot_of_this_run(config: MarketSet, duration_seconds: float | None) -> Slot:

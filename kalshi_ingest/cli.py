@@ -191,6 +191,8 @@ def _run(args: argparse.Namespace) -> int:
 
     state: Any = asyncio.run(ingest_market_set(args.market_set, args.duration, return_state=True))  # type: ignore[arg-type]
     print(f"{state.name}: {state.message or ''}".rstrip(": "))
+    if state.is_cancelled():  # stopped by SIGTERM: the session was flushed and closed as cancelled
+        return 143
     return 0 if state.is_completed() else 1
 
 

@@ -22,6 +22,7 @@ import html
 import io
 import math
 import re
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -856,12 +857,19 @@ class SessionReport:
 
 def report_markdown(data: ReportData, path: Path | None = None) -> str:
     """A short markdown summary of a report (markets table, completeness, alerts) with the file's location."""
+    summary = data.market_summary()
     lines = [f"### {data.title}: {_time(data.start)} → {_time(data.end)} UTC", ""]
-    if path is not None:
-        lines += [f"Full report (charts, trade bars, incidents): [{path.name}]({path.resolve().as_uri()})", ""]
+    if len(summary):
+        recorded = float(summary.recorded.sum())
+        lines += [f"**{len(summary)} markets**, **{_count(int(summary.trades.sum()))} trades**, volume "
+                  f"**{_count(Decimal(str(summary.volume.sum())))}** contracts; data trusted "
+                  f"**{_percent(recorded - float(summary.untrusted.sum()), recorded)}** of the recorded time.", ""]
+    if path is not None:  # a file on the host that ran the flow (a file:// link would open the reader's own disk)
+        lines += [f"Full report (charts, trade bars, incidents): `{path.resolve()}` on host "
+                  f"`{socket.gethostname()}` (the data folder's `reports/`).", ""]
     lines += ["| market | trades | volume | VWAP | close | spread | data trusted |",
               "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in data.market_summary().itertuples():
+    for r in summary.itertuples():
         lines.append(f"| {r.market} | {_count(r.trades)} | {_count(r.volume)} | {_price(r.vwap, 4)} "
                      f"| {_price(r.close, r.places)} "
                      f"| {_cents(r.spread)} | {_percent(r.recorded - r.untrusted, r.recorded)} |")

@@ -487,13 +487,21 @@ async def _record(settings: Settings, market_set: MarketSet, database_url: str, 
     if follows(market_set):
         helpers.append(asyncio.create_task(_discover(rest, market_set, follower, market_set.discovery_seconds),
                                            name="kalshi-discovery"))
+    def on_sigterm() -> None:
+        outcome.status = "cancelled"
+        outcome.problems.append(f"stopped by SIGTERM at {datetime.now(UTC):%H:%M:%S} UTC, before the deadline (the "
+                                "flow run was cancelled or its process asked to stop); data flushed")
+        client.stop()
+
     try:
-        with _cancel_on_sigterm():
+        with _stop_on_sigterm(on_sigterm):
             await client.run(deadline=slot.deadline)
-        sink.final_backfill(started)
-        for done in await asyncio.gather(*backfills, return_exceptions=True):
+            sink.final_backfill(started)
+            backfilled = await asyncio.gather(*backfills, return_exceptions=True)
+        for done in backfilled:
             if isinstance(done, BaseException):
-                outcome.status = "degraded"  # trades/fills missed while disconnected may be missing
+                if outcome.status == "completed":
+                    outcome.status = "degraded"  # trades/fills missed while disconnected may be missing
                 outcome.problems.append(f"REST backfill failed: {type(done).__name__}: {done}")
             else:
                 outcome.backfilled += done
@@ -575,14 +583,15 @@ async def _discover(rest: KalshiRestClient, market_set: MarketSet, follower: Mar
 
 
 @contextlib.contextmanager
-def _cancel_on_sigterm() -> Iterator[None]:
-    """While recording, SIGTERM (a worker cancelling the run, a container or service stopping) cancels the
-    session, which then flushes and closes as ``cancelled``; a second SIGTERM gets the previous handler.
+def _stop_on_sigterm(stop: Callable[[], None]) -> Iterator[None]:
+    """While recording, SIGTERM (a Prefect worker cancelling the run, a container or service stopping) calls ``stop``:
+    the session ends as at its deadline, flushes and closes as ``cancelled``, and returns its summary, so the flow
+    still publishes what was recorded and ends **Cancelled** (not Crashed). A second SIGTERM gets the previous
+    handler (Prefect's, which ends the run at once).
 
     Only in the main thread (where signals are delivered); elsewhere the caller owns signal handling.
     """
-    task = asyncio.current_task()
-    if threading.current_thread() is not threading.main_thread() or task is None:
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
     loop = asyncio.get_running_loop()
@@ -599,7 +608,7 @@ def _cancel_on_sigterm() -> Iterator[None]:
     def on_sigterm() -> None:
         log.warning("SIGTERM: ending the session before its deadline (flushing first)")
         restore()
-        task.cancel()
+        stop()
 
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     try:

@@ -262,20 +262,22 @@ def _number(value: float) -> Decimal | None:
 
 
 def artifact_table(summary: pd.DataFrame, *, max_rows: int = 200) -> list[dict[str, Any]]:
-    """The latest bucket of every market at the first distance, JSON-friendly, for a Prefect table artifact."""
+    """The latest bucket of every market, one row per market and distance (nearest first), as text rounded for
+    reading (prices 4 decimals, contracts 2, imbalance 2): the rows of the Prefect table artifact."""
     if summary.empty:
         return []
-    first = summary[summary["distance"] == summary["distance"].min()]
-    latest = first.sort_values("bucket_start").groupby("market_ticker").tail(1)
-    rows = []
-    for r in latest.head(max_rows).itertuples(index=False):
-        rows.append({"market": r.market_ticker, "bucket_start": r.bucket_start.isoformat(),
-                     "best_bid": _text(r.best_bid), "best_ask": _text(r.best_ask), "spread": _text(r.spread),
-                     f"bid_depth_{r.distance}": _text(_number(r.bid_depth)),
-                     f"ask_depth_{r.distance}": _text(_number(r.ask_depth)),
-                     "imbalance": _text(_number(r.imbalance)), "trusted": bool(r.trusted)})
-    return rows
+    newest = summary.groupby("market_ticker")["bucket_start"].transform("max")
+    latest = summary[summary["bucket_start"] == newest].sort_values(["market_ticker", "distance"], kind="stable")
+    return [{"market": r.market_ticker, "bucket_start": f"{r.bucket_start:%Y-%m-%d %H:%M:%S}",
+             "distance": fixed(r.distance, 2), "best_bid": fixed(r.best_bid, 4), "best_ask": fixed(r.best_ask, 4),
+             "spread": fixed(r.spread, 4), "bid_depth": fixed(r.bid_depth, 2), "ask_depth": fixed(r.ask_depth, 2),
+             "imbalance": fixed(r.imbalance, 2, sign=True), "trusted": bool(r.trusted)}
+            for r in latest.head(max_rows).itertuples(index=False)]
 
 
-def _text(value: object) -> str:
-    return "" if value is None else str(value)
+def fixed(value: object, places: int, *, sign: bool = False) -> str:
+    """``value`` with exactly ``places`` decimals (``""`` for None or NaN); exact for Decimals."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    number = value if isinstance(value, Decimal) else Decimal(repr(float(value)))  # type: ignore[arg-type]
+    return format(number, f"{'+' if sign else ''}.{places}f")

@@ -84,13 +84,26 @@ async def test_session_stores_every_channel_and_completes_at_its_deadline(
     assert kinds == ["spread_above"]
     artifacts = await flow_run_artifacts(state.state_details.flow_run_id)
     assert artifacts["session-progress-sim"].data == 100.0
+    assert "rows written" in artifacts["session-progress-sim"].description and "messages" in artifacts[
+        "session-progress-sim"].description
     assert artifacts["depth-sim"].type == "table"
+    depth = json.loads(artifacts["depth-sim"].data)
+    assert {row["distance"] for row in depth} == {"0.01", "0.02", "0.05", "0.10"}  # every configured distance
+    assert {len(row["best_bid"].split(".")[1]) for row in depth if row["best_bid"]} == {4}
+    assert {len(row["bid_depth"].split(".")[1]) for row in depth if row["bid_depth"]} == {2}
     summary = artifacts["session-sim"]
     assert summary.type == "markdown" and "Session `sim`: **completed**" in str(summary.data)
+    assert "| | |" not in str(summary.data) and f"{markets} markets: " in str(summary.data)
     report = artifacts["report-sim"]
+    reports = Path(ingest_env["KALSHI_INGEST_DATA_DIR"]) / "reports"
     assert report.type == "markdown" and "Full report" in str(report.data)
-    html = next((Path(ingest_env["KALSHI_INGEST_DATA_DIR"]) / "reports").glob("report-sim-*.html")).read_text()
+    assert "file://" not in str(report.data) and str(reports.resolve()) in str(report.data)
+    html = next(reports.glob("report-sim-*.html")).read_text()
     assert "<img" in html and "data:image/png;base64," in html
+    # the project's own log lines (session, recorder, client) are among the run's logs, at INFO
+    logs = await flow_run_logs(state.state_details.flow_run_id)
+    assert any(name == "kalshi_ingest.session" and level == 20 and "session" in message
+               for name, level, message in logs), logs
 
 
 async def test_alert_reaches_a_webhook_once_per_condition(
@@ -173,6 +186,26 @@ async def flow_run_artifacts(flow_run_id: Any) -> dict[str, Any]:
         found = await client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
     return {artifact.key: artifact for artifact in found if artifact.key}
+
+
+async def flow_run_logs(flow_run_id: Any) -> list[tuple[str, int, str]]:
+    """The run's logs from the API (they are shipped in batches: wait for the project's to arrive)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    found: list[tuple[str, int, str]] = []
+
+    def ours() -> bool:
+        return any(name.startswith("kalshi_") for name, _, _ in found)
+
+    async with get_client() as client:
+        for _ in range(100):
+            logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+            found = [(log.name, log.level, log.message) for log in logs]
+            if ours():
+                break
+            await asyncio.sleep(0.2)
+    return found
 
 
 class _Received(list[dict[str, Any]]):

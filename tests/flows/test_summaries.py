@@ -62,4 +62,16 @@ def test_empty_session_and_artifact_rows() -> None:
     summary = replay_depth([snapshot(1, 0.0, "A"), snapshot(2, 0.0, "B")], bucket_seconds=10, distances=[D("0.02")])
     rows = artifact_table(summary)
     assert [row["market"] for row in rows] == ["A", "B"]
-    assert D(rows[0]["best_bid"]) == D("0.41") and rows[0]["bid_depth_0.02"] == "30.0"
+    assert rows[0]["best_bid"] == "0.4100" and rows[0]["distance"] == "0.02" and rows[0]["bid_depth"] == "30.00"
+
+
+def test_artifact_rows_are_rounded_and_cover_every_distance() -> None:
+    events = [snapshot(1, 0.0, "A"), delta(2, 1.0, "yes", "0.40", 1.0 / 3, market="A")]
+    summary = replay_depth(events, bucket_seconds=10, distances=[D("0.01"), D("0.05"), D("0.10")])
+    rows = artifact_table(summary)
+    assert [row["distance"] for row in rows] == ["0.01", "0.05", "0.10"]
+    for row in rows:
+        for key in ("best_bid", "best_ask", "spread"):
+            assert len(row[key].split(".")[1]) == 4, row
+        for key in ("bid_depth", "ask_depth"):
+            assert len(row[key].split(".")[1]) == 2, row

@@ -91,7 +91,8 @@ def test_main_writes_the_file_and_prints(alerted: Recording, tmp_path: Path, cap
 def test_session_report_for_the_flow(alerted: Recording, tmp_path: Path) -> None:
     made = report.session_report(alerted.url, alerted.session_id, tmp_path / "reports")
     assert made.path.exists() and made.path.parent == tmp_path / "reports"
-    assert made.path.resolve().as_uri() in made.markdown
+    assert f"`{made.path.resolve()}`" in made.markdown and "file://" not in made.markdown
+    assert f"**{len(alerted.tickers)} markets**" in made.markdown
     assert all(f"| {ticker} |" in made.markdown for ticker in alerted.tickers)
 
 
