@@ -45,6 +45,10 @@ from kalshi_ingest.settings import Settings
 
 #: Prefect's hard backstop on a whole flow run; the session's own deadline ends it gracefully long before.
 BACKSTOP_SECONDS = 6 * 3600
+#: The global concurrency limit sessions hold a slot of when it exists (``-<API key id>`` first): see _session_limit.
+SESSION_LIMIT = "kalshi-ws-sessions"
+#: Lease of a held slot: renewed while the session runs; a killed holder's slot comes free after it.
+SLOT_LEASE_SECONDS = 60.0
 #: Extra time the record task may take beyond its session (closing, flushing, REST backfill).
 RECORD_MARGIN_SECONDS = 300
 #: A cancelled session's depth summary and report get this long in all (a Prefect worker kills a cancelled run's
@@ -99,6 +103,8 @@ async def record_session(market_set: str, slot: Slot) -> SessionSummary | str:
         await aupdate_progress_artifact(progress_id, progress=round(progress.fraction * 100, 1),
                                         description=progress_description(progress))
 
+    if slot.start is None:  # an ad-hoc run records its whole duration from now, after the preparation above
+        slot = Slot.adhoc((slot.end - slot.begins).total_seconds())
     seconds = (slot.deadline - datetime.now(UTC)).total_seconds()
     try:
         summary = await run_recording_session(
@@ -181,7 +187,7 @@ async def ingest_market_set(market_set: str, duration_seconds: float | None = No
     then summarise depth and raise alerts. Failed when data was spilled or lost, Completed otherwise."""
     config = load_market_set(market_set)
     with project_logs_in_run():
-        async with _session_slot(Settings().kalshi_session_limit):
+        async with _session_slot(await _session_limit(Settings())):
             slot = await _slot_of_this_run(config, duration_seconds)
             get_run_logger().info("recording %s: %s", market_set, slot.describe())
             timeout = max(0.0, (slot.deadline - datetime.now(UTC)).total_seconds()) + RECORD_MARGIN_SECONDS
@@ -326,8 +332,9 @@ async def _slot_of_this_run(config: MarketSet, duration_seconds: float | None) -
 
 @contextlib.asynccontextmanager
 async def _session_slot(limit_name: str | None) -> Any:
-    """Hold one slot of the global WebSocket-session limit (per API key) while recording, if configured. The wait
-    for a slot is logged and does not count against the recording's time box."""
+    """Hold one slot of the global WebSocket-session limit (per API key) while recording, if there is one. The wait
+    for a slot is logged and does not count against the recording's time box. The slot's lease is short
+    (:data:`SLOT_LEASE_SECONDS`, renewed while held), so a killed holder frees it within about a minute."""
     if not limit_name:
         yield
         return
@@ -335,9 +342,33 @@ async def _session_slot(limit_name: str | None) -> Any:
 
     get_run_logger().info("waiting for a slot of the global concurrency limit %r (WebSocket sessions per API key)",
                           limit_name)
-    async with concurrency(limit_name, occupy=1, strict=True):
+    async with concurrency(limit_name, occupy=1, strict=True, lease_duration=SLOT_LEASE_SECONDS):
         get_run_logger().info("got a slot of %r", limit_name)
         yield
+
+
+async def _session_limit(settings: Settings) -> str | None:
+    """The global limit every session holds a slot of, owned by the Prefect server rather than each worker's
+    environment: ``KALSHI_SESSION_LIMIT`` when set, else ``kalshi-ws-sessions-<API key id>`` or ``kalshi-ws-sessions``
+    when such a limit exists on the server, else none (logged once per run)."""
+    if settings.kalshi_session_limit:
+        return settings.kalshi_session_limit
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    names = [f"{SESSION_LIMIT}-{settings.kalshi_api_key_id}"] if settings.kalshi_api_key_id else []
+    names.append(SESSION_LIMIT)
+    async with get_client() as client:
+        for name in names:
+            try:
+                await client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                continue
+            return name
+    get_run_logger().info("no global concurrency limit %r: WebSocket sessions are not limited per API key "
+                          "(`prefect gcl create %s --limit N` limits them, whichever worker runs them)",
+                          SESSION_LIMIT, SESSION_LIMIT)
+    return None
 
 
 def _resource(market_set: str) -> dict[str, str]:

@@ -289,3 +289,42 @@ async def test_private_key_from_a_prefect_secret_block(
     monkeypatch.setenv("KALSHI_PRIVATE_KEY_BLOCK", "no-such-block")
     with pytest.raises(CredentialsError, match="^KALSHI_PRIVATE_KEY_BLOCK: Prefect Secret block 'no-such-block'"):
         await Settings().signer()
+
+
+async def test_the_server_owned_session_limit_holds_without_any_worker_setting(
+        simulator: Simulator, ingest_env: dict[str, Any], write_config: Callable[[str], Path]) -> None:
+    """A global limit named kalshi-ws-sessions on the Prefect server limits every session, with no
+    KALSHI_SESSION_LIMIT anywhere: a run waits for a slot (and says so), and the wait does not eat its recording."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.asyncio import concurrency
+
+    write_config(market_set_yaml(simulator))
+    async with get_client() as client:
+        await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="kalshi-ws-sessions", limit=1))
+    try:
+        held = asyncio.Event()
+        release = asyncio.Event()
+
+        async def occupy() -> None:  # another session somewhere holds the only slot for 4 s
+            async with concurrency("kalshi-ws-sessions", occupy=1, strict=True):
+                held.set()
+                await release.wait()
+
+        holder = asyncio.create_task(occupy())
+        await asyncio.wait_for(held.wait(), 30)
+        run = asyncio.create_task(ingest_market_set("sim", SESSION_SECONDS, return_state=True))
+        await asyncio.sleep(4)
+        assert not run.done()
+        release.set()
+        await holder
+        state = await asyncio.wait_for(run, 180)
+        assert state.is_completed(), state.message
+        logs = " ".join(message for _, _, message in await flow_run_logs(state.state_details.flow_run_id))
+        assert "waiting for a slot of the global concurrency limit 'kalshi-ws-sessions'" in logs
+        seconds = query(ingest_env["DATABASE_URL"],
+                        "select extract(epoch from ended_at - started_at) from kalshi.sessions where market_set = 'sim'")
+        assert float(seconds) >= SESSION_SECONDS - 0.5  # the wait did not shorten the recording
+    finally:
+        async with get_client() as client:
+            await client.delete_global_concurrency_limit_by_name("kalshi-ws-sessions")
