@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     #: Always absolute (a relative value is taken from the current folder once, here): the embedded database,
     #: spill files, reports, the local Prefect home and the simulator's key live under it.
-    kalshi_ingest_data_dir: Path = Field(default_factory=lambda: default_data_dir())
+    kalshi_ingest_data_dir: Path = Field(default_factory=default_data_dir)
     #: ``None``: the market-set file installed with the package (:data:`DEFAULT_CONFIG`).
     kalshi_ingest_config: Path | None = None
     #: Where ``kalshi-ingest simulate`` writes its generated key pair and where a run against the local
