@@ -32,8 +32,8 @@ environment:
   KALSHI_PRIVATE_KEY_PATH   PEM file with the RSA private key (or KALSHI_PRIVATE_KEY_PEM,
                             or KALSHI_PRIVATE_KEY_BLOCK = a Prefect Secret block name)
   DATABASE_URL              postgresql://...; unset -> embedded PostgreSQL in KALSHI_INGEST_DATA_DIR
-  KALSHI_INGEST_DATA_DIR    default ./.data
-  KALSHI_INGEST_CONFIG      default deployments/market_sets.yaml
+  KALSHI_INGEST_DATA_DIR    default $XDG_DATA_HOME/kalshi-ingest or ~/.local/share/kalshi-ingest
+  KALSHI_INGEST_CONFIG      default: the market_sets.yaml installed with the package
 """
 
 
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "set for --duration seconds through the Prefect flow, then print what was stored.")
     demo.add_argument("--duration", type=float, default=60.0, help="session length in seconds (default 60)")
     demo.add_argument("--market-set", default="demo", help="market set to record (default: demo)")
-    demo.add_argument("--data-dir", type=Path, help="data folder (default: KALSHI_INGEST_DATA_DIR or ./.data)")
+    demo.add_argument("--data-dir", type=Path, help="data folder (default: KALSHI_INGEST_DATA_DIR or ~/.local/share/kalshi-ingest)")
     demo.add_argument("--no-live", action="store_true", help="no live display (plain log lines instead)")
     demo.set_defaults(handler=_demo)
 
@@ -185,9 +185,9 @@ def _run(args: argparse.Namespace) -> int:
     load_config(settings.config_path).get(args.market_set)
     asyncio.run(check_exchange_access(settings))
     if args.config is not None:
-        os.environ["KALSHI_INGEST_CONFIG"] = str(args.config)
+        os.environ["KALSHI_INGEST_CONFIG"] = str(settings.config_path)
     local_prefect_defaults(settings, quiet=False)
-    from flows.ingest import ingest_market_set
+    from kalshi_flows.ingest import ingest_market_set
 
     state: Any = asyncio.run(ingest_market_set(args.market_set, args.duration, return_state=True))  # type: ignore[arg-type]
     print(f"{state.name}: {state.message or ''}".rstrip(": "))
@@ -199,7 +199,9 @@ def _run(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     simulator_main = _entry_point(("kalshi_ws.simulator", "kalshi_ws.simulator.cli", "kalshi_ws.simulator.__main__"),
                                   "main", "the simulator")
-    return int(simulator_main(list(args.args)) or 0)
+    # The key goes where runs against the simulator look for it (Settings.simulator_dir: absolute, the same
+    # whatever the current folder); an explicit --data-dir comes later and wins.
+    return int(simulator_main(["--data-dir", str(Settings().simulator_dir), *args.args]) or 0)
 
 
 def _db_migrate(args: argparse.Namespace) -> int:

@@ -41,19 +41,22 @@ async def run_demo(settings: Settings, *, market_set: str, duration: float, live
 
     console = Console()
     local_prefect_defaults(settings, quiet=live)
-    console.print(f"[bold]kalshi-ingest demo[/]: data in {settings.data_dir.resolve()}")
+    console.print(f"[bold]kalshi-ingest demo[/]: data in {settings.data_dir}")
     started = time.monotonic()
     url = await asyncio.to_thread(ensure_database, settings.database(), settings.data_dir)
     await asyncio.to_thread(migrate, url)
     console.print(f"PostgreSQL ready ({time.monotonic() - started:.1f} s)")
-    async with Simulator(seed=int(time.time()) % 10_000, rate=100.0, data_dir=settings.data_dir / "simulator") as sim:
+    # The demo's own simulator keeps its key apart from `kalshi-ingest simulate`'s (settings.simulator_dir), so
+    # a demo never makes a run against a running simulator pick a key that simulator does not know.
+    async with Simulator(seed=int(time.time()) % 10_000, rate=100.0,
+                         data_dir=settings.data_dir / "demo-simulator") as sim:
         console.print(f"simulator on {sim.base_url}: {len(sim.tickers)} markets in series {', '.join(sim.series)}")
         os.environ.update({
             "KALSHI_ENV": sim.base_url, "KALSHI_API_KEY_ID": sim.key_id,
             "KALSHI_PRIVATE_KEY_PATH": str(sim.private_key_path), "DATABASE_URL": url,
             "KALSHI_INGEST_DATA_DIR": str(settings.data_dir), "KALSHI_INGEST_CONFIG": str(settings.config_path),
         })
-        from flows.ingest import ingest_market_set
+        from kalshi_flows.ingest import ingest_market_set
 
         console.print(f"starting flow run ingest-market-set({market_set!r}, {duration:g} s) ...")
         state = await _with_display(console, live, duration, ingest_market_set(

@@ -15,7 +15,11 @@ password) are ``SecretStr`` so they never appear in a ``repr``, a log line or a 
 ``KALSHI_REST_URL``            overrides the environment's REST URL
 ``DATABASE_URL``               ``postgresql://...``; unset -> an embedded PostgreSQL in the data dir
 ``KALSHI_INGEST_DATA_DIR``     where the embedded database, spill files and simulator keys live
-``KALSHI_INGEST_CONFIG``       the market-set file (``deployments/market_sets.yaml``)
+                               (default ``$XDG_DATA_HOME/kalshi-ingest`` or ``~/.local/share/kalshi-ingest``;
+                               always made absolute)
+``KALSHI_INGEST_CONFIG``       the market-set file (default: the ``market_sets.yaml`` installed with the
+                               package, from ``deployments/`` in the repository)
+``KALSHI_SIMULATOR_DIR``       the local simulator's key folder (default ``<data dir>/simulator``)
 =============================  ====================================================================
 """
 
@@ -26,7 +30,7 @@ import os
 from pathlib import Path
 from typing import Any, Final
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kalshi_ingest.config import MAX_SESSION_SECONDS
@@ -35,6 +39,34 @@ from kalshi_ws.environments import Environment, resolve
 
 #: Where ``kalshi-ingest simulate`` listens unless told otherwise.
 SIMULATOR_URL: Final = "http://127.0.0.1:8765"
+
+
+def default_data_dir() -> Path:
+    """The per-user data folder: ``$XDG_DATA_HOME/kalshi-ingest``, else ``~/.local/share/kalshi-ingest``.
+
+    The XDG base-directory rules: a relative ``XDG_DATA_HOME`` is ignored. The result is absolute, so a
+    deployment means the same folder on every worker host and after every redeploy, whatever the current folder.
+    """
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "kalshi-ingest"
+
+
+def absolute(path: Path) -> Path:
+    """``path`` with ``~`` expanded, made absolute against the current folder and normalised."""
+    return Path(os.path.abspath(path.expanduser()))
+
+
+def _default_config() -> Path:
+    """``kalshi_ingest/deployments/market_sets.yaml`` when installed from the wheel (package data), else the
+    checkout's ``deployments/market_sets.yaml`` (an editable install: the same file, mapped by pyproject.toml)."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "deployments" / "market_sets.yaml"
+    return packaged if packaged.is_file() else here.parent / "deployments" / "market_sets.yaml"
+
+
+#: The market-set file used when ``KALSHI_INGEST_CONFIG`` is not set: the one installed with the package.
+DEFAULT_CONFIG: Final = _default_config()
 
 
 #: Every value ``KALSHI_ENV`` accepts besides a base URL.
@@ -63,13 +95,32 @@ class Settings(BaseSettings):
     kalshi_ws_url: str | None = None
     kalshi_rest_url: str | None = None
     database_url: SecretStr | None = None
-    kalshi_ingest_data_dir: Path = Path(".data")
-    kalshi_ingest_config: Path = Path("deployments/market_sets.yaml")
-    #: Where ``kalshi-ingest simulate`` writes its generated key pair (its ``--data-dir``).
-    kalshi_simulator_dir: Path = Path(".kalshi-sim")
+    #: Always absolute (a relative value is taken from the current folder once, here): the embedded database,
+    #: spill files, reports, the local Prefect home and the simulator's key live under it.
+    kalshi_ingest_data_dir: Path = Field(default_factory=default_data_dir)
+    #: ``None``: the market-set file installed with the package (:data:`DEFAULT_CONFIG`).
+    kalshi_ingest_config: Path | None = None
+    #: Where ``kalshi-ingest simulate`` writes its generated key pair and where a run against the local
+    #: simulator looks for it; ``None``: ``<data dir>/simulator``.
+    kalshi_simulator_dir: Path | None = None
     #: Name of a Prefect global concurrency limit that every session holds one slot of (e.g. one limit per
     #: API key, ``prefect gcl create kalshi-ws-sessions --limit 4``); unset = no limit.
     kalshi_session_limit: str | None = None
+
+    @field_validator("kalshi_ingest_data_dir", mode="before")
+    @classmethod
+    def _data_dir_or_default(cls, value: object) -> object:
+        return default_data_dir() if value is None or value == "" else value
+
+    @field_validator("kalshi_ingest_config", "kalshi_simulator_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("kalshi_ingest_data_dir", "kalshi_ingest_config", "kalshi_simulator_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else absolute(value)
 
     @property
     def data_dir(self) -> Path:
@@ -77,11 +128,11 @@ class Settings(BaseSettings):
 
     @property
     def config_path(self) -> Path:
-        return self.kalshi_ingest_config
+        return self.kalshi_ingest_config or DEFAULT_CONFIG
 
     @property
     def simulator_dir(self) -> Path:
-        return self.kalshi_simulator_dir
+        return self.kalshi_simulator_dir or self.data_dir / "simulator"
 
     @property
     def is_simulator(self) -> bool:
@@ -117,7 +168,7 @@ class Settings(BaseSettings):
         """The request signer, from the first key source that is set (file, PEM, Prefect Secret block).
 
         Against the local simulator with no key configured, the key ``kalshi-ingest simulate`` generated
-        (``.kalshi-sim/keys``) is used. Raises :class:`CredentialsError` naming the variable to set; the key
+        (``<data dir>/simulator/keys``, or ``KALSHI_SIMULATOR_DIR``) is used. Raises :class:`CredentialsError` naming the variable to set; the key
         never appears in a message.
         """
         self.environment()  # a garbled KALSHI_ENV is the problem to report, not the key that goes with it
@@ -126,7 +177,7 @@ class Settings(BaseSettings):
         if published is not None:
             return _from_file(published[0], published[1], f"the key of the local simulator in {published[1].parent}")
         if not key_id:
-            hint = (f"start `kalshi-ingest simulate` in this folder first (no simulator key in "
+            hint = (f"start `kalshi-ingest simulate` first, with the same KALSHI_INGEST_DATA_DIR (no simulator key in "
                     f"{self.simulator_dir / 'keys'}), or " if self.is_simulator else "")
             raise CredentialsError(
                 f"KALSHI_API_KEY_ID is not set: {hint}set it to your API key id for {self.kalshi_env!r} "
@@ -253,5 +304,5 @@ def local_prefect_defaults(settings: Settings, *, quiet: bool) -> None:
         os.environ.setdefault(name, value)
 
 
-__all__ = ["ENVIRONMENT_NAMES", "CredentialsError", "Settings", "SettingsError", "local_prefect_defaults",
-           "newest_simulator_key", "redacted", "session_duration"]
+__all__ = ["DEFAULT_CONFIG", "ENVIRONMENT_NAMES", "CredentialsError", "Settings", "SettingsError", "absolute",
+           "default_data_dir", "local_prefect_defaults", "newest_simulator_key", "redacted", "session_duration"]

@@ -1,6 +1,7 @@
 """Schema migrations: the numbered files in ``sql/`` applied in order, each exactly once.
 
-A migration file is ``sql/NNN_name.sql``. :func:`migrate` applies the files the database has not seen yet, in
+A migration file is ``sql/NNN_name.sql`` in the repository, installed as ``kalshi_store/sql/NNN_name.sql`` (package
+data, byte for byte). :func:`migrate` applies the files the database has not seen yet, in
 number order, each in its own transaction, while holding a PostgreSQL advisory lock so two processes starting
 together never apply the same file twice. Each applied file is recorded in ``kalshi.schema_migrations`` with a
 SHA-256 checksum of its bytes; a released file must never change, so if an applied file's checksum differs,
@@ -34,8 +35,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The repository's ``sql/`` folder.
-SQL_DIR: Final = Path(__file__).resolve().parent.parent / "sql"
+
+def _sql_dir() -> Path:
+    """``kalshi_store/sql/`` in an installed wheel (package data), else the checkout's ``sql/`` (editable)."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "sql"
+    return packaged if packaged.is_dir() else here.parent / "sql"
+
+
+#: The migration files: ``kalshi_store/sql/`` when installed from the wheel, the repository's ``sql/`` in a
+#: checkout (the same bytes: pyproject.toml maps ``sql/`` to the package data ``kalshi_store/sql``).
+SQL_DIR: Final = _sql_dir()
+
 #: Advisory lock key held while migrating (an arbitrary constant: "kalshi_m" in ASCII).
 LOCK_KEY: Final = 0x6B616C7368695F6D
 _NAME: Final = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
@@ -62,7 +73,14 @@ class Migration:
 
 
 def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
-    """Every migration file in ``sql_dir``, in version order."""
+    """Every migration file in ``sql_dir``, in version order.
+
+    A folder that is missing or holds no migration is an error (:class:`MigrationError`): an installation
+    without its migrations must never report a database as migrated.
+    """
+    if not sql_dir.is_dir():
+        raise MigrationError(f"migration folder {sql_dir} does not exist: this installation of kalshi-ingest is "
+                             "incomplete (reinstall the package)")
     found: dict[int, Migration] = {}
     for path in sorted(sql_dir.glob("*.sql")):
         match = _NAME.match(path.name)
@@ -72,6 +90,9 @@ def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
         if version in found:
             raise MigrationError(f"{path} and {found[version].path} have the same number {version:03d}")
         found[version] = Migration(version, path.name, path, path.read_bytes())
+    if not found:
+        raise MigrationError(f"no migration files (NNN_name.sql) in {sql_dir}: this installation of kalshi-ingest "
+                             "is incomplete (reinstall the package)")
     return [found[v] for v in sorted(found)]
 
 

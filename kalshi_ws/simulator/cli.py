@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-interval", type=float, default=10.0)
     p.add_argument("--public-key", action="append", default=[], metavar="KEY_ID=PATH",
                    help="register a public key (PEM); repeatable")
-    p.add_argument("--data-dir", type=Path, default=None, help="where the generated key pair is written")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="where the generated key pair is written (default: ./.kalshi-sim; `kalshi-ingest simulate` "
+                        "passes KALSHI_SIMULATOR_DIR or <data dir>/simulator, where runs look for it)")
     p.add_argument("--rest-auth", choices=["required", "optional", "off"], default="required")
     p.add_argument("--random-faults", type=float, default=0.0, metavar="PER_SECOND",
                    help="inject seeded random faults on every connection at this rate (0 = none)")

@@ -98,3 +98,20 @@ def test_passthrough_commands_hand_every_argument_over() -> None:
                             cwd=ROOT, timeout=60)
     assert result.returncode == 2
     assert "kalshi-ingest simulate: error: argument --port: invalid int value" in result.stderr
+
+
+def test_simulate_writes_its_key_where_runs_look_for_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`kalshi-ingest simulate` keys go to Settings.simulator_dir (absolute, <data dir>/simulator), whatever the
+    current folder; an explicit --data-dir still wins (it comes later on the simulator's command line)."""
+    from kalshi_ingest import cli
+    from kalshi_ws.simulator.cli import build_parser as simulator_parser
+
+    handed: list[list[str]] = []
+    monkeypatch.setattr(cli, "_entry_point", lambda *args: lambda argv: handed.append(argv) or 0)
+    monkeypatch.setenv("KALSHI_INGEST_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("KALSHI_SIMULATOR_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["simulate", "--port", "0"]) == 0
+    assert main(["simulate", "--data-dir", "mine"]) == 0
+    assert handed[0] == ["--data-dir", str(tmp_path / "data" / "simulator"), "--port", "0"]
+    assert simulator_parser().parse_args(handed[1]).data_dir == Path("mine")

@@ -85,6 +85,9 @@ async def test_deploy_all_then_a_process_worker_records_into_postgres(
 
         inspected = await _cli(env, "deployment", "inspect", "ingest-market-set/demo")
         assert "CANCEL_NEW" in inspected and "market-set:demo" in inspected
+        # The same deployment on every worker host: the flow comes from the installed package, no pull step
+        # ties it to the folder it was deployed from.
+        assert "'pull_steps': []" in inspected and "'kalshi_flows.ingest:ingest_market_set'" in inspected
 
         started = await _cli(env, "deployment", "run", "ingest-market-set/adhoc",
                              "--param", "market_set=demo", "--param", "duration_seconds=4")

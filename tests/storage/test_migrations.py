@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from kalshi_store.embedded import EmbeddedPostgres, ensure_database
-from kalshi_store.migrations import SQL_DIR, MigrationChecksumError, discover, migrate
+from kalshi_store.migrations import SQL_DIR, MigrationChecksumError, MigrationError, discover, migrate
 from kalshi_store.retention import apply_retention
 
 TABLES = {
@@ -68,6 +68,18 @@ def test_a_new_migration_is_applied_once(empty_db_url: str, tmp_path: Path) -> N
     (sql_dir / "099_extra.sql").write_text("create table kalshi.extra (x integer);")
     assert migrate(empty_db_url, sql_dir=sql_dir) == ["099_extra.sql"]
     assert migrate(empty_db_url, sql_dir=sql_dir) == []
+
+
+@pytest.mark.parametrize("folder", ["empty", "missing"])
+def test_no_migration_files_is_an_error_not_a_migrated_database(folder: str, tmp_path: Path) -> None:
+    # An installation that lost its migrations (a wheel without package data) used to apply nothing and
+    # report "database migrated". Nothing is connected to: the error comes first.
+    sql_dir = tmp_path / "sql"
+    if folder == "empty":
+        sql_dir.mkdir()
+        (sql_dir / "README").write_text("not a migration")
+    with pytest.raises(MigrationError, match=r"incomplete \(reinstall the package\)"):
+        migrate("postgresql://nobody@127.0.0.1:1/none", sql_dir=sql_dir)
 
 
 def test_reader_role_can_select_and_cannot_write(db_url: str) -> None:
