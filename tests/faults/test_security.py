@@ -117,8 +117,9 @@ def test_reader_role_reads_and_cannot_write(db_url: str) -> None:
 
 
 def test_private_key_is_never_a_flow_or_deployment_parameter() -> None:
-    import kalshi_flows.ingest as ingest
     from prefect import Flow
+
+    import kalshi_flows.ingest as ingest
 
     flows_found = [obj for obj in vars(ingest).values() if isinstance(obj, Flow)]
     assert flows_found

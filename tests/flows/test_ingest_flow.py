@@ -12,8 +12,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from kalshi_flows.ingest import ingest_market_set
 
+from kalshi_flows.ingest import ingest_market_set
 from kalshi_ingest.config import load_config
 from kalshi_ingest.session import run_recording_session
 from kalshi_ingest.settings import Settings
