@@ -38,7 +38,8 @@ async def main(cfg: dict) -> int:
         print(json.dumps({"event": "cancelled"}), flush=True)
         return 3
     print(json.dumps({"event": "summary", **summary.as_dict()}, default=str), flush=True)
-    return 0
+    # SIGTERM while recording stops the session gracefully (it flushes and returns a `cancelled` summary)
+    return 3 if summary.status == "cancelled" else 0
 
 
 if __name__ == "__main__":
