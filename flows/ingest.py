@@ -315,19 +315,27 @@ async def _slot_of_this_run(config: MarketSet, duration_seconds: float | None) -
         run = await client.read_flow_run(run_id)
         if not run.auto_scheduled or run.deployment_id is None or run.expected_start_time is None:
             return Slot.adhoc(seconds)
-        start = run.expected_start_time.astimezone(UTC)
+        start = _utc(run.expected_start_time)
         later = await client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
                 deployment_id=FlowRunFilterDeploymentId(any_=[run.deployment_id]),
-                expected_start_time=FlowRunFilterExpectedStartTime(after_=start + timedelta(seconds=1))),
+                # pydantic converts the datetime to Prefect's DateTime
+                expected_start_time=FlowRunFilterExpectedStartTime(
+                    after_=start + timedelta(seconds=1))),  # type: ignore[arg-type]
             sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=20)
-    following = next((r.expected_start_time.astimezone(UTC) for r in later
+    following = next((_utc(r.expected_start_time) for r in later
                       if r.auto_scheduled and r.expected_start_time is not None), None)
     end = start + timedelta(seconds=seconds)
     successor = following is not None and following <= end
     if successor and following is not None:
         end = following
     return Slot.scheduled(start, end, successor_expected=successor, handover_seconds=config.handover_seconds)
+
+
+def _utc(at: datetime) -> datetime:
+    """A plain ``datetime`` in UTC. Prefect's client returns its own ``DateTime`` (pendulum's), which drops a
+    stdlib ``tzinfo`` in arithmetic: ``expected_start_time.astimezone(UTC) + timedelta(...)`` is naive."""
+    return datetime.fromtimestamp(at.timestamp(), tz=UTC)
 
 
 @contextlib.asynccontextmanager
