@@ -145,7 +145,11 @@ class MarketFollower:
 
     # ------------------------------------------------------------------------------------------ changes
 
-    def add(self, markets: Iterable[str], *, opened_at: datetime | None, at_ns: int | None = None) -> list[str]:
+    def add(self, markets: Iterable[str], *, opened_at: datetime | None, at_ns: int | None = None,
+            inherited: bool = False) -> list[str]:
+        """Record ``markets`` from now on. ``opened_at``: when they opened (None: unknown, then the time of this call
+        stands for it, so the wait for the snapshot counts as uncovered); ``inherited``: a previous session records
+        them until the handover, so nothing is uncovered and the handover waits for their snapshots."""
         room = self.market_set.max_markets - len(self.markets)
         wanted = list(dict.fromkeys(markets))
         bad = [m for m in wanted if not storable(m)]
@@ -166,11 +170,12 @@ class MarketFollower:
             self.ever[market] = None
             # A market found by discovery opened at an unknown time: from now on its coverage starts at its snapshot
             # (the REST poll's time stands for its opening, so the wait for the snapshot counts as uncovered).
-            self._begin(market, now_ns, opened_at=opened_at if opened_at is not None else _at(now_ns))
+            self._begin(market, now_ns, opened_at=None if inherited
+                        else opened_at if opened_at is not None else _at(now_ns))
         if self._client is not None:
             for channel in self.filtered:
                 self._client.update_markets(channel, add=new)
-        if self.on_added is not None:
+        if self.on_added is not None and not inherited:
             self.on_added(opened_at if opened_at is not None else _at(now_ns))
         return new
 

@@ -62,6 +62,9 @@ PER_MARKET_BACKFILL_LIMIT = 20
 
 #: Seconds between heartbeats (and coverage writes); a predecessor stops within about this long of a handover.
 HEARTBEAT_SECONDS = 1.0
+#: Before a handover, how long to wait for the books of markets taken over from the predecessor (the ones it
+#: records that this session did not know of).
+INHERITED_BOOKS_SECONDS = 15.0
 
 
 class NoMarketsError(RuntimeError):
@@ -556,8 +559,17 @@ async def _take_over(link: SessionLink, claim: Claim, follower: MarketFollower, 
     """Once every order book snapshot of this session is stored, tell the predecessors to stop."""
     if not claim.predecessors:
         return
+    # Everything the predecessors record now is recorded here first: a market that opened while this session was
+    # starting (after its REST lookup, before its lifecycle subscription) would otherwise be lost in the handover.
     while not follower.books_ready:
         await asyncio.sleep(0.02)
+    inherited = await link.markets_covered_by(claim.predecessors)
+    if follower.add(inherited, opened_at=None, inherited=True):
+        # A market the exchange no longer serves (closed meanwhile) must not hold the handover up forever.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(INHERITED_BOOKS_SECONDS):
+                while not follower.books_ready:
+                    await asyncio.sleep(0.02)
     await recorder.flush()
     await link.beat()  # the coverage of this session is on record before the predecessors' ends
     at = await link.hand_over(claim.predecessors)

@@ -213,6 +213,24 @@ class SessionLink:
             return None
         return row[0] if row else None
 
+    async def markets_covered_by(self, sessions: Sequence[LiveSession]) -> list[str]:
+        """The markets ``sessions`` are recording now (open coverage), so a successor records them all before it
+        takes over (a market that opened while the successor was starting is not lost in the handover)."""
+        if not sessions:
+            return []
+        try:
+            async with self._lock:
+                conn = await self._connect()
+                async with conn.transaction():
+                    cur = await asyncio.wait_for(conn.execute(
+                        "select distinct market_ticker from kalshi.coverage where session_id = any(%s) "
+                        "and recording_to is null order by 1", ([s.session_id for s in sessions],)), CALL_TIMEOUT)
+                    return [row[0] for row in await cur.fetchall()]
+        except (psycopg.Error, TimeoutError) as exc:
+            await self._drop()
+            log.warning("could not read what the previous session records (%s)", type(exc).__name__)
+            return []
+
     def note(self, change: CoverageChange) -> None:
         """Queue a coverage change; it is written with the next beat."""
         self._pending.append(change)

@@ -218,10 +218,14 @@ async def test_a_market_that_opens_mid_session_is_recorded_from_its_first_snapsh
     # Trades and books of the new market were recorded like the others.
     await asyncio.sleep(0)
     assert scalar(db_url, "select count(*) from kalshi.orderbook_deltas where market_ticker = %s", new) > 0
-    end_ms = int(summary.ended_at.timestamp() * 1000) - 1500
+    # Its book equals the exchange's in the middle of its (longest) stretch of coverage (the simulator may pause it).
+    start, end = rows(db_url, "select recording_from, recording_to from kalshi.coverage_windows where session_id = %s "
+                              "and market_ticker = %s order by recording_to - recording_from desc limit 1",
+                      session_id, new)[0]
+    middle_ms = int((start.timestamp() + (end - start).total_seconds() / 2) * 1000)
     with psycopg.connect(db_url) as conn:
-        got = stored_book_at(conn, new, datetime.fromtimestamp(end_ms / 1000, tz=UTC))
-    assert got is not None and got[1] and got[0] == true_book_at(sim, new, end_ms)
+        got = stored_book_at(conn, new, datetime.fromtimestamp(middle_ms / 1000, tz=UTC))
+    assert got is not None and got[1] and got[0] == true_book_at(sim, new, middle_ms)
     # The coverage record: the new market from its snapshot (its opening on record), the closed one until it closed.
     opened_at, recording_from = rows(db_url, "select opened_at, recording_from from kalshi.coverage "
                                              "where session_id = %s and market_ticker = %s", session_id, new)[0]
