@@ -30,6 +30,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -42,6 +43,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from kalshi_store.embedded import EmbeddedPostgres
 from kalshi_store.migrations import migrate
+
+# Shared test helpers (tests/kalshi_testing.py) are imported as ``kalshi_testing``.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
 
 _TEMPLATE = "kalshi_test_template"
 _counter = itertools.count(1)
