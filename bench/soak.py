@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for folder in (ROOT, ROOT / "tests"):  # tests/ too: the fault harness imports tests/kalshi_testing.py
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402

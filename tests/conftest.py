@@ -3,9 +3,9 @@
 Fixtures
 --------
 ``pg_server`` (session)
-    The :class:`kalshi_store.embedded.EmbeddedPostgres` started once per test run in a temporary folder (listening
-    on 127.0.0.1, a free port). Stopped at the end of the run. Do not stop it in a test; tests that need an
-    outage start their own server (see ``tests/storage/test_outage.py``).
+    The :class:`kalshi_store.embedded.EmbeddedPostgres` started once per test run and pytest-xdist worker in a
+    temporary folder (listening on 127.0.0.1, a free port). Stopped at the end of the run. Do not stop it in a
+    test; tests that need an outage start their own server (see ``tests/storage/test_outage.py``).
 ``pg_url`` (session)
     URL of that server's ``postgres`` database (a superuser connection). Use it to create databases or roles.
 ``db_url`` (function)
@@ -26,11 +26,9 @@ Set ``KALSHI_TEST_DATABASE_URL`` to a superuser URL of an existing server to use
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import shutil
-import tempfile
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +41,12 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from kalshi_store.embedded import EmbeddedPostgres
 from kalshi_store.migrations import migrate
 
+# Shared test helpers (tests/kalshi_testing.py) are imported as ``kalshi_testing``.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
+
+from kalshi_testing import embedded_server  # noqa: E402
+
 _TEMPLATE = "kalshi_test_template"
 _counter = itertools.count(1)
 
@@ -51,51 +55,6 @@ def _database_url(server_url: str, database: str) -> str:
     params = conninfo_to_dict(server_url)
     params["dbname"] = database
     return make_conninfo(**params)  # type: ignore[arg-type]
-
-
-_OWNER = "owner.pid"
-
-
-def _reap_abandoned_servers() -> None:
-    """Stop and delete test servers whose test run died without its teardown (killed by a timeout, say)."""
-    for base in Path(tempfile.gettempdir()).glob("kalshi-test-*pg-*"):
-        try:
-            owner = int((base / _OWNER).read_text())
-        except (OSError, ValueError):
-            continue  # being created, or not ours
-        try:
-            os.kill(owner, 0)
-            continue  # its test run is alive
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        with contextlib.suppress(Exception):
-            EmbeddedPostgres(base / "data").stop("immediate")
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def embedded_server(prefix: str = "kalshi-test-pg-") -> Iterator[EmbeddedPostgres]:
-    """A throwaway embedded server, stopped and deleted afterwards.
-
-    Its folder is a fresh ``/tmp/<prefix>*``, not pytest's ``tmp_path``: the server runs as another user when the
-    tests run as root, and every pytest run resets ``/tmp/pytest-of-<user>`` to mode 0700, which would lock the
-    server out of its own folder. The folder records the test process's pid, so servers left by a run that was
-    killed before its teardown are stopped by the next run.
-    """
-    _reap_abandoned_servers()
-    base = Path(tempfile.mkdtemp(prefix=prefix))
-    (base / _OWNER).write_text(str(os.getpid()))
-    # Throwaway data: skip fsync so CREATE DATABASE, checkpoints and commits do not wait for the disk.
-    server = EmbeddedPostgres(base / "data", settings={"fsync": "off", "synchronous_commit": "off",
-                                                       "full_page_writes": "off"})
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop("immediate")
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

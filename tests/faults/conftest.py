@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from kalshi_testing import embedded_server
 
 from kalshi_store.embedded import EmbeddedPostgres
 from kalshi_store.migrations import migrate
@@ -30,13 +31,11 @@ async def sim(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[S
 
 
 @pytest.fixture(scope="module")
-def own_pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("faults-pg") / "data")
-    server.start()
-    try:
+def own_pg_server() -> Iterator[EmbeddedPostgres]:
+    # Under /tmp/kalshi-test-faults-pg-*, not pytest's tmp folder (see embedded_server); default settings (fsync
+    # and synchronous commit on): these tests crash the server and count what survived.
+    with embedded_server("kalshi-test-faults-pg-", settings={}) as server:
         yield server
-    finally:
-        server.stop("immediate")
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from kalshi_testing import wait_until  # noqa: F401 - re-exported for the fault tests
 
 from kalshi_ingest.config import MarketSet
 from kalshi_ingest.session import SessionSummary, run_recording_session  # noqa: F401 - re-exported for tests
@@ -40,17 +41,6 @@ from kalshi_ingest.settings import Settings
 from kalshi_ws.simulator import Simulator
 
 CHANNELS = ["orderbook_delta", "ticker", "trade"]
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float, what: str = "condition",
-                     interval: float = 0.02) -> None:
-    """Poll ``predicate`` (cheap, non-blocking) until true; ``TimeoutError`` naming ``what`` otherwise."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise TimeoutError(f"{what}: not met within {timeout:.1f} s")
-        await asyncio.sleep(interval)
 
 
 async def wait_until_db(url: str, sql: str, params: Sequence[Any], check: Callable[[Any], bool], timeout: float,

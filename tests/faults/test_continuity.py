@@ -65,6 +65,7 @@ def session_ids(url: str) -> list[str]:
     return [str(r[0]) for r in rows(url, "select session_id from kalshi.sessions order by started_at")]
 
 
+@pytest.mark.timeout(300)  # ~730 kalshi.book_at queries of ~0.1 s each: 80-130 s alone, more beside other tests
 async def test_handover_leaves_no_instant_unrecorded_and_books_match_the_exchange(
         sim: Simulator, db_url: str, tmp_path: Path) -> None:
     settings = settings_for(sim, tmp_path / "data")

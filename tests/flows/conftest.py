@@ -2,7 +2,8 @@
 
 Nothing is mocked: the flow talks to the simulator over loopback sockets with a real signed key, writes
 into a fresh migrated PostgreSQL database (``db_url`` from tests/conftest.py) and reports to a real
-Prefect API server started by ``prefect_test_harness`` once per test run (fixture ``prefect_server``).
+Prefect API server started by ``prefect_test_harness`` once per test run and
+xdist worker (fixture ``prefect_server``).
 """
 
 from __future__ import annotations

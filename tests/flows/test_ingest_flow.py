@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from kalshi_testing import wait_until
 
 from kalshi_flows.ingest import ingest_market_set
 from kalshi_ingest.config import load_config
@@ -43,15 +44,6 @@ def market_set_yaml(simulator: Simulator, *, extra: str = "", name: str = "sim")
         "      - {kind: session_unhealthy}\n"
         f"{extra}"
     )
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await asyncio.to_thread(predicate):
-        if loop.time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.1)
 
 
 async def test_session_stores_every_channel_and_completes_at_its_deadline(
@@ -155,7 +147,8 @@ async def test_cancelled_session_flushes_and_says_so(
     url = ingest_env["DATABASE_URL"]
     market_set = load_config(path).get("sim")
     task = asyncio.ensure_future(run_recording_session(Settings(), market_set, url, duration=60))
-    await wait_until(lambda: (query(url, "select count(*) from kalshi.orderbook_deltas") or 0) > 0)
+    await wait_until(lambda: (query(url, "select count(*) from kalshi.orderbook_deltas") or 0) > 0, 30,
+                     "rows stored", interval=0.1, in_thread=True)
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -259,7 +252,8 @@ async def test_cancelled_flow_run_flushes_and_marks_the_session_cancelled(
     write_config(market_set_yaml(simulator))
     url = ingest_env["DATABASE_URL"]
     run = asyncio.ensure_future(ingest_market_set("sim", 120, return_state=True))
-    await wait_until(lambda: (query(url, "select count(*) from kalshi.orderbook_deltas") or 0) > 0)
+    await wait_until(lambda: (query(url, "select count(*) from kalshi.orderbook_deltas") or 0) > 0, 30,
+                     "rows stored", interval=0.1, in_thread=True)
 
     run.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -9,11 +9,10 @@ the simulator's own record: its trade tape, the book it held at any moment, and 
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from kalshi_testing import wait_until
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -81,12 +81,6 @@ class _CountingSink:
         await self.recorder.wait_resumed()
 
 
-async def _until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
-
-
 async def record(url: str, folder: Path, *, use_yes_price: bool = False, chunks: int = 36, faults: bool = True,
                  seed: int = 11) -> Recording:
     """Record the simulator into the migrated database at ``url``: ``chunks`` x 50 model steps, with a dropped book
@@ -118,18 +112,19 @@ async def record(url: str, folder: Path, *, use_yes_price: bool = False, chunks:
                 return any(isinstance(e, events.Recovered) and e.outcome == outcome for e in sink.events)
 
             async with client:
-                await _until(delivered)
+                await wait_until(delivered, interval=0.005)
                 drop, close = (chunks // 3, 2 * chunks // 3) if faults else (-1, -1)
                 for chunk in range(chunks):
                     if chunk == drop:
                         sim.inject("drop", channel="orderbook_delta")
                     if chunk == close:
                         sim.inject("close", mode="abort")
-                        await _until(lambda: client.generation == 2 and recovered("reconnected"))
+                        await wait_until(lambda: client.generation == 2 and recovered("reconnected"),
+                                         interval=0.005)
                     sim.step(50)
-                    await _until(delivered)
+                    await wait_until(delivered, interval=0.005)
                     if chunk == drop:
-                        await _until(lambda: recovered("snapshot"))
+                        await wait_until(lambda: recovered("snapshot"), interval=0.005)
             await recorder.close_session("completed")
         tape = sim.trade_tape()
         model = sim.model

@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import storage_frames as f
+from kalshi_testing import wait_until
 
 from kalshi_store.embedded import EmbeddedPostgres
 from kalshi_store.migrations import migrate
@@ -50,15 +51,6 @@ def fast_recorder(url: str, spill: Path, **overrides: float) -> Recorder:
                                      retry_initial=0.05, retry_max=0.2)
     options.update(overrides)
     return Recorder(url, spill_dir=spill, **options)  # type: ignore[arg-type]
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    """Wait for ``condition`` (checked every few ms) or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def counts(url: str) -> dict[str, int]:
@@ -104,11 +96,11 @@ async def _outage(url: str, spill: Path, break_db: Callable[[], Awaitable[None]]
         assert recorder.stats().database_available
         await break_db()
         await stream.send(2000)
-        await eventually(lambda: recorder.stats().rows_spilled > 0, what="rows to be spilled")
+        await wait_until(lambda: recorder.stats().rows_spilled > 0, what="rows to be spilled")
         await stream.send(2000)
         await mend_db()
         await stream.send(2000)
-        await eventually(lambda: recorder.stats().database_available and recorder.stats().spill_bytes == 0,
+        await wait_until(lambda: recorder.stats().database_available and recorder.stats().spill_bytes == 0,
                          what="the spill to be replayed")
         await stream.send(2000)
         await recorder.close_session()
@@ -156,7 +148,7 @@ async def test_session_opened_while_the_database_is_down_is_written_when_it_retu
         await recorder.flush()
         assert recorder.stats().rows_spilled == 1000
         await run_in_thread(outage_pg.start)
-        await eventually(lambda: recorder.stats().spill_bytes == 0, what="the spill to be replayed")
+        await wait_until(lambda: recorder.stats().spill_bytes == 0, what="the spill to be replayed")
         await recorder.close_session()
     assert counts(outage_db) == {"trades": 500, "orderbook_deltas": 500}
     with psycopg.connect(outage_db) as conn:
@@ -232,15 +224,15 @@ async def test_the_spill_disk_fills_during_an_outage_reading_pauses_and_nothing_
 
         sender = asyncio.create_task(source())
         try:
-            await eventually(lambda: recorder.paused and recorder.stats().spill_full,
+            await wait_until(lambda: recorder.paused and recorder.stats().spill_full,
                              what="the disk to fill and reading to pause")
             ballast.unlink()
-            await eventually(lambda: not recorder.paused, what="reading to resume once space came back")
-            await eventually(lambda: recorder.paused and recorder.stats().spill_full_count == 2,
+            await wait_until(lambda: not recorder.paused, what="reading to resume once space came back")
+            await wait_until(lambda: recorder.paused and recorder.stats().spill_full_count == 2,
                              what="the spill itself to fill the disk")
             assert not recorder.stats().database_available
             await run_in_thread(outage_pg.start)
-            await eventually(lambda: recorder.stats().database_available and not recorder.paused
+            await wait_until(lambda: recorder.stats().database_available and not recorder.paused
                              and recorder.stats().spill_bytes == 0, timeout=60, what="the spill to be replayed")
             await stream.send(2000)  # and recording goes on
         finally:
@@ -339,13 +331,13 @@ async def test_another_database_behind_the_same_url_gets_none_of_the_rows(
             assert recorder.stats().database_available
             proxy.switch(int(conninfo_to_dict(pg_url)["port"]))
             await stream.send(1000)
-            await eventually(lambda: "now reaches" in (recorder.stats().last_error or ""),
+            await wait_until(lambda: "now reaches" in (recorder.stats().last_error or ""),
                              what="the recorder to notice the other database")
             await stream.send(1000)
             await recorder.flush()
             assert recorder.stats().rows_spilled > 0
             proxy.switch(int(conninfo_to_dict(outage_db)["port"]))
-            await eventually(lambda: recorder.stats().database_available and recorder.stats().spill_bytes == 0,
+            await wait_until(lambda: recorder.stats().database_available and recorder.stats().spill_bytes == 0,
                              what="the spill to be replayed into the session's database")
             await recorder.close_session()
         assert counts(outage_db) == {"trades": stream.sent, "orderbook_deltas": stream.sent}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kalshi_testing import wait_until
 
 from kalshi_ws import events, messages
 from kalshi_ws.auth import Signer, generate_key_pair
@@ -154,7 +155,7 @@ async def test_deadline_stops_reading_and_closes_cleanly(exchange: Any, sink: An
     assert len(lost) == 1 and lost[0].will_reconnect is False
     assert len(exchange.upgrades) == 1
     assert len(exchange.peers[0].commands) == 1  # nothing but the subscribe was ever sent
-    await _until(lambda: bool(close_codes))
+    await wait_until(lambda: bool(close_codes))
     assert close_codes == [1000]
     assert _trade_ids(sink) == [f"t-{i}" for i in range(1, len(_trade_ids(sink)) + 1)]
 
@@ -270,18 +271,11 @@ async def test_update_markets_is_sent_live_and_kept_for_reconnects(exchange: Any
         await sink.wait_for(lambda: bool(sink.of(events.Connected)))
         client.update_markets("trade", add=["KXTEST-2"])
         await asyncio.wait_for(got_update.wait(), 5)
-        await _until(lambda: len(exchange.peers) == 2 and bool(exchange.peers[1].commands))
+        await wait_until(lambda: len(exchange.peers) == 2 and bool(exchange.peers[1].commands))
     update = exchange.peers[0].commands[1]
     assert update["params"]["action"] == "add_markets" and update["params"]["market_tickers"] == ["KXTEST-2"]
     assert sorted(exchange.peers[1].commands[0]["params"]["market_tickers"]) == [TICKER, "KXTEST-2"]
     assert sink.events[-1].reason == "requested"
-
-
-async def _until(predicate: Any, timeout: float = 5.0) -> None:
-    """Wait for a condition the sink is not told about (server-side state), polling with a timeout."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 @pytest.mark.parametrize(("healthy_after", "attempt"), [(0.0, 1), (60.0, 2)])
@@ -320,7 +314,7 @@ async def test_cancelling_run_closes_the_connection_and_reports_stopped(exchange
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await _until(lambda: bool(close_codes))
+    await wait_until(lambda: bool(close_codes))
     assert close_codes == [1000]
     assert sink.of(events.Disconnected)[0].will_reconnect is False
     assert sink.events[-1].reason == "requested" and sink.events[-1].detail == "cancelled"
