@@ -573,11 +573,26 @@ async def _take_over(link: SessionLink, claim: Claim, follower: MarketFollower, 
     await recorder.flush()
     await link.beat()  # the coverage of this session is on record before the predecessors' ends
     at = await link.hand_over(claim.predecessors)
-    if at is not None:
-        handover.took_over_from = [p.session_id for p in claim.predecessors]
-        handover.took_over_at = at
-        log.info("session %s took over from %s at %s UTC", link.session_id,
-                 ", ".join(handover.took_over_from), f"{at:%H:%M:%S.%f}"[:-3])
+    if at is None:
+        return
+    handover.took_over_from = [p.session_id for p in claim.predecessors]
+    handover.took_over_at = at
+    log.info("session %s took over from %s at %s UTC", link.session_id,
+             ", ".join(handover.took_over_from), f"{at:%H:%M:%S.%f}"[:-3])
+    # A market the predecessor added in its last second (its coverage is written with its next heartbeat) is on
+    # record once it has stopped: record whatever it still had and this session has not (a short hole at most,
+    # and on record as one).
+    loop = asyncio.get_running_loop()
+    until = loop.time() + INHERITED_BOOKS_SECONDS
+    while loop.time() < until:
+        await asyncio.sleep(HEARTBEAT_SECONDS / 4)
+        ended = await link.ended(claim.predecessors)
+        late = follower.add(await link.markets_covered_by(claim.predecessors), opened_at=None, inherited=True)
+        if late:
+            log.info("session %s: also recording %s, which the previous session added as it handed over",
+                     link.session_id, ", ".join(late))
+        if ended:
+            break
 
 
 async def _discover(rest: KalshiRestClient, market_set: MarketSet, follower: MarketFollower, interval: float) -> None:

@@ -214,8 +214,8 @@ class SessionLink:
         return row[0] if row else None
 
     async def markets_covered_by(self, sessions: Sequence[LiveSession]) -> list[str]:
-        """The markets ``sessions`` are recording now (open coverage), so a successor records them all before it
-        takes over (a market that opened while the successor was starting is not lost in the handover)."""
+        """The markets ``sessions`` are recording now (open coverage) or recorded until they handed over, so a
+        successor records them all (a market that opened while the successor was starting is not lost)."""
         if not sessions:
             return []
         try:
@@ -224,12 +224,28 @@ class SessionLink:
                 async with conn.transaction():
                     cur = await asyncio.wait_for(conn.execute(
                         "select distinct market_ticker from kalshi.coverage where session_id = any(%s) "
-                        "and recording_to is null order by 1", ([s.session_id for s in sessions],)), CALL_TIMEOUT)
+                        "and (recording_to is null or end_reason = 'handover') order by 1",
+                        ([s.session_id for s in sessions],)), CALL_TIMEOUT)
                     return [row[0] for row in await cur.fetchall()]
         except (psycopg.Error, TimeoutError) as exc:
             await self._drop()
             log.warning("could not read what the previous session records (%s)", type(exc).__name__)
             return []
+
+    async def ended(self, sessions: Sequence[LiveSession]) -> bool:
+        """Whether every one of ``sessions`` has ended (its final coverage is on record)."""
+        try:
+            async with self._lock:
+                conn = await self._connect()
+                async with conn.transaction():
+                    cur = await asyncio.wait_for(conn.execute(
+                        "select count(*) from kalshi.sessions where session_id = any(%s) and status = 'running'",
+                        ([s.session_id for s in sessions],)), CALL_TIMEOUT)
+                    row = await cur.fetchone()
+        except (psycopg.Error, TimeoutError):
+            await self._drop()
+            return False
+        return row is not None and row[0] == 0
 
     def note(self, change: CoverageChange) -> None:
         """Queue a coverage change; it is written with the next beat."""

@@ -227,9 +227,12 @@ async def test_the_spill_disk_fills_during_an_outage_reading_pauses_and_nothing_
             await wait_until(lambda: recorder.paused and recorder.stats().spill_full,
                              what="the disk to fill and reading to pause")
             ballast.unlink()
-            await wait_until(lambda: not recorder.paused, what="reading to resume once space came back")
-            await wait_until(lambda: recorder.paused and recorder.stats().spill_full_count == 2,
+            # Space came back: the spill takes batches again (reading resumes, unless what waited in memory is
+            # already more than the freed space: on a busy machine the source outran the spill) until the spill
+            # itself fills the disk.
+            await wait_until(lambda: recorder.paused and recorder.stats().spill_full_count >= 2,
                              what="the spill itself to fill the disk")
+            fills = recorder.stats().spill_full_count
             assert not recorder.stats().database_available
             await run_in_thread(outage_pg.start)
             await wait_until(lambda: recorder.stats().database_available and not recorder.paused
@@ -251,7 +254,7 @@ async def test_the_spill_disk_fills_during_an_outage_reading_pauses_and_nothing_
         ledger = conn.execute("select detail ->> 'cause', outcome, ended_at is not null from kalshi.gap_ledger "
                               "where kind = 'backpressure' order by started_at").fetchall()
     assert status == "degraded"
-    assert "the disk under the local spill was full 2 times" in message
+    assert f"the disk under the local spill was full {fills} times" in message
     assert "No space left on device" in message and f"reading paused {paused} times" in message
     assert received == written == {"trades": stream.sent, "orderbook_deltas": stream.sent}
     # Each fill paused reading; on a busy machine the source may also outrun the spill in between (a
