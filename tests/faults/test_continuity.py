@@ -234,7 +234,7 @@ async def test_a_market_that_opens_mid_session_is_recorded_from_its_first_snapsh
     assert rows(db_url, "select end_reason from kalshi.coverage where session_id = %s and market_ticker = %s",
                 session_id, gone) == [("inactive",)]
     assert scalar(db_url, "select count(*) from kalshi.uncovered_windows where market_ticker = %s "
-                          "and reason = 'before_subscribed'", new) == 1
+                          "and reason = 'before_subscribed'", new) >= 1  # (again if the simulator paused it)
     assert set(scalar(db_url, "select markets from kalshi.sessions where session_id = %s", session_id)) >= {new, gone}
 
 
