@@ -25,10 +25,10 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import psycopg
 
@@ -49,6 +49,8 @@ MIN_EXTENSION: Final = timedelta(seconds=1)
 LIVENESS_SECONDS: Final = 3.0
 #: Seconds a database call may take before it is given up (and retried at the next beat).
 CALL_TIMEOUT: Final = 5.0
+
+_T = TypeVar("_T")
 
 EndReason = Literal["session_end", "handover", "removed", "inactive", "failed"]
 
@@ -113,12 +115,9 @@ class SessionLink:
         ignore: set[str] = set()
         try:
             while True:
-                async with self._lock:
-                    conn = await self._connect()
-                    async with conn.transaction():
-                        claim = await asyncio.wait_for(self._claim(
-                            conn, environment, list(markets), list(channels), use_yes_price, planned_start,
-                            planned_end, slot_start, slot_end, flow_run_id, ignore), CALL_TIMEOUT)
+                claim = await self._transaction(lambda conn: self._claim(
+                    conn, environment, list(markets), list(channels), use_yes_price, planned_start, planned_end,
+                    slot_start, slot_end, flow_run_id, ignore))
                 other = claim.duplicate_of
                 if other is None or await self._alive(other.session_id):
                     return claim
@@ -126,25 +125,22 @@ class SessionLink:
                             other.session_id, self.market_set)
                 ignore.add(other.session_id)
         except (psycopg.Error, TimeoutError) as exc:
-            await self._drop()
             log.warning("could not claim market set %r in the database (%s); recording without a claim",
                         self.market_set, type(exc).__name__)
             return Claim(reached=False)
 
     async def _alive(self, session_id: str) -> bool:
         """Whether ``session_id``'s heartbeat moves within :data:`LIVENESS_SECONDS`."""
-        query = "select heartbeat_at, status from kalshi.sessions where session_id = %s"
-        async with self._lock:
-            conn = await self._connect()
-            first = await (await conn.execute(query, (session_id,))).fetchone()
-            await conn.commit()
+
+        async def look(conn: psycopg.AsyncConnection) -> tuple[Any, ...] | None:
+            return await (await conn.execute("select heartbeat_at, status from kalshi.sessions where session_id = %s",
+                                             (session_id,))).fetchone()
+
+        first = await self._transaction(look)
         deadline = asyncio.get_running_loop().time() + LIVENESS_SECONDS
         while asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.25)
-            async with self._lock:
-                conn = await self._connect()
-                now = await (await conn.execute(query, (session_id,))).fetchone()
-                await conn.commit()
+            now = await self._transaction(look)
             if first is None or now is None or now[1] != "running" or now[0] != first[0]:
                 return bool(now and now[1] == "running")
         return False
@@ -196,18 +192,15 @@ class SessionLink:
         """Tell the predecessors this session has taken over (its books are stored); returns when."""
         if not predecessors:
             return None
+        async def mark(conn: psycopg.AsyncConnection) -> tuple[Any, ...] | None:
+            return await (await conn.execute(
+                "update kalshi.sessions set superseded_by = %s, superseded_at = now() "
+                "where session_id = any(%s) and superseded_at is null and status = 'running' returning superseded_at",
+                (self.session_id, [p.session_id for p in predecessors]))).fetchone()
+
         try:
-            async with self._lock:
-                conn = await self._connect()
-                async with conn.transaction():
-                    cur = await asyncio.wait_for(conn.execute(
-                        "update kalshi.sessions set superseded_by = %s, superseded_at = now() "
-                        "where session_id = any(%s) and superseded_at is null and status = 'running' "
-                        "returning superseded_at", (self.session_id, [p.session_id for p in predecessors])),
-                        CALL_TIMEOUT)
-                    row = await cur.fetchone()
+            row = await self._transaction(mark)
         except (psycopg.Error, TimeoutError) as exc:
-            await self._drop()
             log.warning("could not tell the previous session to stop (%s): it records until its deadline",
                         type(exc).__name__)
             return None
@@ -218,32 +211,27 @@ class SessionLink:
         successor records them all (a market that opened while the successor was starting is not lost)."""
         if not sessions:
             return []
+        async def read(conn: psycopg.AsyncConnection) -> list[str]:
+            cur = await conn.execute("select distinct market_ticker from kalshi.coverage where session_id = any(%s) "
+                                     "and (recording_to is null or end_reason = 'handover') order by 1",
+                                     ([s.session_id for s in sessions],))
+            return [row[0] for row in await cur.fetchall()]
+
         try:
-            async with self._lock:
-                conn = await self._connect()
-                async with conn.transaction():
-                    cur = await asyncio.wait_for(conn.execute(
-                        "select distinct market_ticker from kalshi.coverage where session_id = any(%s) "
-                        "and (recording_to is null or end_reason = 'handover') order by 1",
-                        ([s.session_id for s in sessions],)), CALL_TIMEOUT)
-                    return [row[0] for row in await cur.fetchall()]
+            return await self._transaction(read)
         except (psycopg.Error, TimeoutError) as exc:
-            await self._drop()
             log.warning("could not read what the previous session records (%s)", type(exc).__name__)
             return []
 
     async def ended(self, sessions: Sequence[LiveSession]) -> bool:
         """Whether every one of ``sessions`` has ended (its final coverage is on record)."""
+        async def running(conn: psycopg.AsyncConnection) -> tuple[Any, ...] | None:
+            return await (await conn.execute("select count(*) from kalshi.sessions where session_id = any(%s) "
+                                             "and status = 'running'", ([s.session_id for s in sessions],))).fetchone()
+
         try:
-            async with self._lock:
-                conn = await self._connect()
-                async with conn.transaction():
-                    cur = await asyncio.wait_for(conn.execute(
-                        "select count(*) from kalshi.sessions where session_id = any(%s) and status = 'running'",
-                        ([s.session_id for s in sessions],)), CALL_TIMEOUT)
-                    row = await cur.fetchone()
+            row = await self._transaction(running)
         except (psycopg.Error, TimeoutError):
-            await self._drop()
             return False
         return row is not None and row[0] == 0
 
@@ -255,16 +243,11 @@ class SessionLink:
         """Write the queued coverage changes and the heartbeat; return (successor, when) once superseded."""
         changes = list(self._pending)
         try:
-            async with self._lock:
-                conn = await self._connect()
-                async with conn.transaction():
-                    result = await asyncio.wait_for(self._beat(conn, changes), CALL_TIMEOUT)
+            result = await self._transaction(lambda conn: self._beat(conn, changes))
         except (psycopg.OperationalError, TimeoutError) as exc:
-            await self._drop()
             log.debug("heartbeat of session %s failed (%s); retrying", self.session_id, type(exc).__name__)
             return None
         except psycopg.Error as exc:  # not an outage (privileges, a poison value): drop the changes, keep beating
-            await self._drop()
             log.warning("session %s: coverage changes could not be stored (%s: %s)", self.session_id,
                         type(exc).__name__, redact(str(exc)))
             del self._pending[:len(changes)]
@@ -295,18 +278,24 @@ class SessionLink:
     async def finish(self, markets: Sequence[str]) -> None:
         """The session ended: write the last coverage changes and every market it recorded (best effort)."""
         await self.beat()
+        with contextlib.suppress(psycopg.Error, TimeoutError):
+            await self._transaction(lambda conn: conn.execute(
+                "update kalshi.sessions set markets = %s where session_id = %s", (list(markets), self.session_id)))
+
+    async def close(self) -> None:
+        await self._drop()
+
+    async def _transaction(self, work: Callable[[psycopg.AsyncConnection], Awaitable[_T]]) -> _T:
+        """Run ``work`` in one transaction on the link's connection, within :data:`CALL_TIMEOUT`; a failure drops the
+        connection (the next call opens a new one) and propagates."""
         try:
             async with self._lock:
                 conn = await self._connect()
                 async with conn.transaction():
-                    await asyncio.wait_for(conn.execute(
-                        "update kalshi.sessions set markets = %s where session_id = %s", (list(markets), self.session_id)),
-                        CALL_TIMEOUT)
+                    return await asyncio.wait_for(work(conn), CALL_TIMEOUT)
         except (psycopg.Error, TimeoutError):
             await self._drop()
-
-    async def close(self) -> None:
-        await self._drop()
+            raise
 
     async def _connect(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
