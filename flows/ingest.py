@@ -55,7 +55,9 @@ RECORD_MARGIN_SECONDS = 300
 #: process 30 s after its SIGTERM); what does not finish in time is skipped and the session artifact says so.
 CANCELLED_FOLLOW_UPS_SECONDS = 12.0
 #: The project's loggers whose records go to the flow run's logs (the Prefect UI), and from which level.
-PROJECT_LOGGERS = ("kalshi_ws", "kalshi_store", "kalshi_ingest")
+PROJECT_LOGGERS = ("kalshi_ws", "kalshi_store", "kalshi_ingest", "kalshi_flows")
+#: This module's own lines (slot waits, the slot a run records): project lines, in the run's logs at INFO.
+log = logging.getLogger("kalshi_flows.ingest")
 RUN_LOG_LEVEL = logging.INFO
 
 
@@ -189,7 +191,7 @@ async def ingest_market_set(market_set: str, duration_seconds: float | None = No
     with project_logs_in_run():
         async with _session_slot(await _session_limit(Settings())):
             slot = await _slot_of_this_run(config, duration_seconds)
-            get_run_logger().info("recording %s: %s", market_set, slot.describe())
+            log.info("recording %s: %s", market_set, slot.describe())
             timeout = max(0.0, (slot.deadline - datetime.now(UTC)).total_seconds()) + RECORD_MARGIN_SECONDS
             summary = await record_session.with_options(timeout_seconds=timeout)(market_set, slot)
         if isinstance(summary, str):
@@ -348,10 +350,9 @@ async def _session_slot(limit_name: str | None) -> Any:
         return
     from prefect.concurrency.asyncio import concurrency
 
-    get_run_logger().info("waiting for a slot of the global concurrency limit %r (WebSocket sessions per API key)",
-                          limit_name)
+    log.info("waiting for a slot of the global concurrency limit %r (WebSocket sessions per API key)", limit_name)
     async with concurrency(limit_name, occupy=1, strict=True, lease_duration=SLOT_LEASE_SECONDS):
-        get_run_logger().info("got a slot of %r", limit_name)
+        log.info("got a slot of %r", limit_name)
         yield
 
 
@@ -373,9 +374,8 @@ async def _session_limit(settings: Settings) -> str | None:
             except ObjectNotFound:
                 continue
             return name
-    get_run_logger().info("no global concurrency limit %r: WebSocket sessions are not limited per API key "
-                          "(`prefect gcl create %s --limit N` limits them, whichever worker runs them)",
-                          SESSION_LIMIT, SESSION_LIMIT)
+    log.info("no global concurrency limit %r: WebSocket sessions are not limited per API key "
+             "(`prefect gcl create %s --limit N` limits them, whichever worker runs them)", SESSION_LIMIT, SESSION_LIMIT)
     return None
 
 

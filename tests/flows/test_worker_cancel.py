@@ -6,9 +6,6 @@ run's logs."""
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,26 +16,11 @@ import pytest
 
 from kalshi_ws.simulator import Simulator
 
+from .prefect_e2e import PREFECT, ROOT, cli, prefect_server
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-ROOT = Path(__file__).resolve().parents[2]
-PREFECT = str(Path(sys.executable).parent / "prefect")
 POOL = "kalshi-cancel-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _cli(env: dict[str, str], *args: str, timeout: float = 120) -> str:
-    proc = await asyncio.create_subprocess_exec(PREFECT, *args, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL)
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    text = out.decode(errors="replace")
-    assert proc.returncode == 0, f"prefect {' '.join(args)} exited {proc.returncode}:\n{text}"
-    return text
 
 
 def _query(url: str, sql: str) -> Any:
@@ -49,30 +31,8 @@ def _query(url: str, sql: str) -> Any:
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "KALSHI_"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_UI_ENABLED="false",
-               PREFECT_LOGGING_LEVEL="WARNING", PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false", PWD=str(ROOT))
-    server = await asyncio.create_subprocess_exec(
-        PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL)
-    try:
-        async with httpx.AsyncClient() as client:
-            for _ in range(1200):
-                assert server.returncode is None, f"prefect server exited with {server.returncode}"
-                try:
-                    if (await client.get(f"http://127.0.0.1:{port}/api/health", timeout=2)).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise TimeoutError("prefect server did not become healthy within 120 s")
+    async with prefect_server(tmp_path / "prefect-home", scheduler=False) as env:
         yield env
-    finally:
-        server.terminate()
-        await asyncio.wait_for(server.wait(), 30)
 
 
 async def test_flow_run_cancel_through_a_process_worker_ends_cancelled(
@@ -86,9 +46,9 @@ async def test_flow_run_cancel_through_a_process_worker_ends_cancelled(
         env = {**api, "KALSHI_ENV": sim.base_url, "KALSHI_API_KEY_ID": sim.key_id,
                "KALSHI_PRIVATE_KEY_PATH": str(sim.private_key_path), "DATABASE_URL": db_url,
                "KALSHI_INGEST_DATA_DIR": str(tmp_path / "data"), "KALSHI_INGEST_CONFIG": str(config)}
-        await _cli(env, "work-pool", "create", POOL, "--type", "process", "--overwrite")
-        await _cli(env, "--no-prompt", "deploy", "--name", "adhoc", "--pool", POOL)
-        started = await _cli(env, "deployment", "run", "ingest-market-set/adhoc",
+        await cli(env, "work-pool", "create", POOL, "--type", "process", "--overwrite")
+        await cli(env, "--no-prompt", "deploy", "--name", "adhoc", "--pool", POOL)
+        started = await cli(env, "deployment", "run", "ingest-market-set/adhoc",
                              "--param", "market_set=sim", "--param", "duration_seconds=120")
         run_id = next(line.split()[-1] for line in started.splitlines() if "UUID" in line)
         worker = await asyncio.create_subprocess_exec(
@@ -100,8 +60,8 @@ async def test_flow_run_cancel_through_a_process_worker_ends_cancelled(
             while not await asyncio.to_thread(_query, db_url, "select count(*) from kalshi.orderbook_deltas"):
                 assert worker.returncode is None and loop.time() < deadline, "nothing recorded"
                 await asyncio.sleep(0.3)
-            await _cli(env, "flow-run", "cancel", run_id)
-            while "state_type=StateType.CANCELLED" not in (inspected := await _cli(env, "flow-run", "inspect", run_id)):
+            await cli(env, "flow-run", "cancel", run_id)
+            while "state_type=StateType.CANCELLED" not in (inspected := await cli(env, "flow-run", "inspect", run_id)):
                 assert "CRASHED" not in inspected and "FAILED" not in inspected, inspected
                 assert loop.time() < deadline + 60, inspected
                 await asyncio.sleep(1)
@@ -111,10 +71,10 @@ async def test_flow_run_cancel_through_a_process_worker_ends_cancelled(
 
     status, message = _query(db_url, "select status, status_message from kalshi.sessions")
     assert status == "cancelled" and "SIGTERM" in message and "data flushed" in message
-    logs = await _cli(env, "flow-run", "logs", run_id)
+    logs = await cli(env, "flow-run", "logs", run_id)
     assert "Crash detected" not in logs, logs
     assert "SIGTERM: ending the session" in logs, logs  # kalshi_ingest.session, from the worker's subprocess
-    artifacts = await _cli(env, "artifact", "ls")
+    artifacts = await cli(env, "artifact", "ls")
     assert "session-sim" in artifacts and "depth-sim" in artifacts, artifacts
     async with httpx.AsyncClient(base_url=api["PREFECT_API_URL"]) as client:
         for _ in range(100):  # events are stored asynchronously
