@@ -293,6 +293,6 @@ def unmatched_tickers(market_set: MarketSet, resolved: Iterable[str]) -> list[st
     """Warning lines for the set's explicit ``tickers`` that are not among the ``resolved`` (open) markets:
     a typo or a closed market would otherwise just record nothing for it."""
     found = set(resolved)
-    return [f"market set {market_set.name!r}: ticker {ticker!r} matches no open market: check its spelling "
-            "or remove it if the market closed"
+    return [f"market set {market_set.name!r}: ticker {ticker!r} is not an open market right now (paused, closed, "
+            "or misspelled?): it is subscribed anyway; check its spelling, or remove it if the market closed"
             for ticker in market_set.tickers if ticker not in found]

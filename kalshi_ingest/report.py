@@ -643,7 +643,8 @@ def render_html(data: ReportData, *, max_charts: int = MAX_CHARTS) -> str:
          ("Repaired by", False)],
         [[_e(_KIND_TEXT.get(w["kind"], w["kind"])), f'<span class="mono">{_e(w["affected"])}</span>',
           _e(_time(w["started_at"], ms=True)), _e(_time(w["ended_at"], ms=True)), _seconds(w["seconds"]),
-          _badge("never repaired", "bad") if w["never_closed"] else _e(_text(w["outcome"]))]
+          _badge("never repaired", "bad") if w["never_closed"]
+          else _e(_OUTCOME_TEXT.get(_text(w["outcome"]), _text(w["outcome"])))]
          for w in data.incidents()],
         empty="No incident: every recorded second is trustworthy.")
 
@@ -732,7 +733,11 @@ def _not_charted(count: int) -> str:
 _KIND_TEXT: Final = {
     "gap": "sequence gap (messages lost)", "disconnect": "connection lost", "backpressure": "reading paused",
     "book_inconsistency": "book inconsistent", "stale": "stream silent", "subscription_error": "subscription failed",
+    "uncovered": "not recorded",
 }
+#: How an uncovered window ended (kalshi.uncovered_windows.reason), in the "repaired by" column.
+_OUTCOME_TEXT: Final = {"between_sessions": "next session (none was recording)",
+                        "before_subscribed": "its first snapshot (market opened mid-session)"}
 
 
 def _card_kind(label: str, value: str) -> str:
@@ -805,7 +810,8 @@ def print_report(data: ReportData, console: Console | None = None) -> None:
         for w in data.incidents():
             windows.add_row(_KIND_TEXT.get(w["kind"], w["kind"]), w["affected"], _time(w["started_at"], ms=True),
                             _time(w["ended_at"], ms=True), _seconds(w["seconds"]),
-                            "[red]never[/]" if w["never_closed"] else _text(w["outcome"]))
+                            "[red]never[/]" if w["never_closed"]
+                            else _OUTCOME_TEXT.get(_text(w["outcome"]), _text(w["outcome"])))
         console.print(windows)
     else:
         console.print("[green]No incident: every recorded second is trustworthy.[/]")

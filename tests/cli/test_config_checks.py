@@ -47,8 +47,8 @@ def test_tickers_that_match_no_market_give_warning_lines(tmp_path: Path) -> None
     path = _write(tmp_path, "market_sets:\n  cpi: {tickers: [KXCPI-1, KXCPI-TYPO], series: [KXCPI]}\n")
     market_set = load_config(path).get("cpi")
     assert unmatched_tickers(market_set, ["KXCPI-1", "KXCPI-2"]) == [
-        "market set 'cpi': ticker 'KXCPI-TYPO' matches no open market: check its spelling or remove it if the "
-        "market closed"]
+        "market set 'cpi': ticker 'KXCPI-TYPO' is not an open market right now (paused, closed, or misspelled?): it "
+        "is subscribed anyway; check its spelling, or remove it if the market closed"]
     assert unmatched_tickers(market_set, ["KXCPI-1", "KXCPI-TYPO"]) == []
 
 
