@@ -396,8 +396,11 @@ $$;
 comment on function kalshi.is_covered_at(text, timestamptz) is
     'True when some session was recording the market at the instant at (kalshi.coverage_windows).';
 
--- book_at: trusted only while some session was recording the market (not after it was removed, between sessions
--- or after the sessions ended), and no untrusted window covers the instant.
+-- book_at: the book is rebuilt from a stream that was being recorded at the instant asked for: the latest snapshot
+-- received at or before it by a session whose coverage contains the instant (across a handover both sessions may
+-- have a snapshot of a market, and the predecessor's stream stops soon after); trusted only when such a session
+-- exists and no untrusted window covers the instant. With no session recording, the latest snapshot is still used
+-- (trusted = false).
 create or replace function kalshi.book_at(market text, at timestamptz)
 returns table (
     side text,
@@ -417,13 +420,31 @@ language sql
 stable
 parallel safe
 as $$
-    with snapshot as (
-        select s.session_id, s.session_date, s.generation, s.sid, s.seq, s.use_yes_price, s.received_at,
-               s.yes_prices, s.yes_sizes, s.no_prices, s.no_sizes
-        from kalshi.orderbook_snapshots s
-        where s.market_ticker = book_at.market
-          and s.received_at <= book_at.at
-        order by s.received_at desc, s.seq desc
+    with recording as (
+        select w.session_id
+        from kalshi.coverage_windows w
+        where w.market_ticker = book_at.market and w.time_range @> book_at.at
+    ),
+    snapshot as (
+        select * from (
+            (select s.session_id, s.session_date, s.generation, s.sid, s.seq, s.use_yes_price, s.received_at,
+                    s.yes_prices, s.yes_sizes, s.no_prices, s.no_sizes, true as recording
+             from kalshi.orderbook_snapshots s
+             where s.market_ticker = book_at.market
+               and s.received_at <= book_at.at
+               and s.session_id in (select r.session_id from recording r)
+             order by s.received_at desc, s.seq desc
+             limit 1)
+            union all
+            (select s.session_id, s.session_date, s.generation, s.sid, s.seq, s.use_yes_price, s.received_at,
+                    s.yes_prices, s.yes_sizes, s.no_prices, s.no_sizes, false as recording
+             from kalshi.orderbook_snapshots s
+             where s.market_ticker = book_at.market
+               and s.received_at <= book_at.at
+             order by s.received_at desc, s.seq desc
+             limit 1)
+        ) candidates
+        order by recording desc
         limit 1
     ),
     changes as (
@@ -456,8 +477,7 @@ as $$
                s.use_yes_price,
                (select max(c.seq) from changes c) as last_seq,
                (select max(c.changed_at) from changes c) as as_of,
-               kalshi.is_trusted_at(book_at.market, book_at.at)
-                   and kalshi.is_covered_at(book_at.market, book_at.at) as trusted
+               s.recording and kalshi.is_trusted_at(book_at.market, book_at.at) as trusted
         from snapshot s
         join kalshi.sessions session using (session_id)
     )
@@ -481,9 +501,10 @@ $$;
 comment on function kalshi.book_at(text, timestamptz) is
     'The order book of a market at instant at: one row per resting level (side yes/no, leg price, contracts, the '
     'price as a YES price: a NO bid at q is a YES ask at 1 - q), rebuilt from the latest snapshot received at or '
-    'before at plus its stream''s later deltas up to at (exchange time). trusted = false when a gap, disconnect or '
-    'other incident covers at, or no session was recording the market at that instant (kalshi.is_covered_at): the '
-    'book may be wrong. Best first within each side.';
+    'before at by a session that was recording the market at that instant (kalshi.coverage_windows), plus its '
+    'stream''s later deltas up to at (exchange time). trusted = false when a gap, disconnect or other incident covers '
+    'at, or no session was recording the market at that instant (the latest snapshot of any session is used then): '
+    'the book may be wrong. Best first within each side.';
 
 grant execute on function kalshi.is_covered_at(text, timestamptz) to kalshi_reader;
 grant select on kalshi.coverage, kalshi.coverage_windows, kalshi.uncovered_windows, kalshi.untrusted_windows,
