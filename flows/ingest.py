@@ -133,12 +133,15 @@ async def summarise_depth(summary: SessionSummary) -> pd.DataFrame:
     url = await database_url(settings)
     depth = await asyncio.to_thread(summaries.compute_depth_summaries, url, summary.session_id, summary.market_set,
                                     bucket_seconds=config.depth_bucket_seconds, distances=distances)
-    table = summaries.artifact_table(depth)
-    shown = "" if len(table) == len(depth.groupby(["market_ticker", "distance"])) else f" (first {len(table)} rows)"
+    at_end = depth[depth["market_ticker"].isin(summary.markets_at_end)] if not depth.empty else depth
+    table = summaries.artifact_table(at_end)
+    shown = "" if len(table) == len(at_end.groupby(["market_ticker", "distance"])) else f" (first {len(table)} rows)"
+    closed = summary.markets_closed
     await acreate_table_artifact(
         key=f"depth-{_slug(summary.market_set)}", table=table,
-        description=(f"Depth at the end of session {summary.session_id}: one row per market and distance from the "
-                     f"touch ({', '.join(str(d) for d in distances)}); prices in dollars, depth in contracts{shown}"))
+        description=(f"Depth at the end of session {summary.session_id}: one row per market still open and distance "
+                     f"from the touch ({', '.join(str(d) for d in distances)}); prices in dollars, depth in contracts"
+                     f"{shown}" + (f"; {len(closed)} market(s) closed during the session are not shown" if closed else "")))
     get_run_logger().info("depth summary: %d rows for %d markets", len(depth), depth["market_ticker"].nunique())
     return depth
 
@@ -149,8 +152,10 @@ async def raise_alerts(summary: SessionSummary) -> list[alert_rules.Alert]:
     settings = Settings()
     config = load_market_set(summary.market_set)
     url = await database_url(settings)
+    # The rules watch the markets still open at the end: one that closed during the session (determined,
+    # deactivated) has an empty book and no more trades, so its depth, spread, staleness and last move are not news.
     facts = alert_rules.SessionFacts(
-        session_id=summary.session_id, market_set=summary.market_set, markets=summary.markets,
+        session_id=summary.session_id, market_set=summary.market_set, markets=summary.markets_at_end,
         started_at=summary.started_at, ended_at=summary.ended_at, gaps=summary.gaps,
         unrecovered_gaps=summary.unrecovered_gaps, reconnects=summary.reconnects, rows_spilled=summary.rows_spilled)
     new = await asyncio.to_thread(alert_rules.evaluate_and_record, url, config, facts)

@@ -134,8 +134,9 @@ def evaluate(conn: psycopg.Connection[Any], market_set: MarketSet, facts: Sessio
         if isinstance(rule, PriceMoveRule):
             conditions += _price_moves(conn, name, rule, facts, params)
         elif isinstance(rule, SpreadRule | DepthBelowRule):
-            if last_bucket is None:
-                last_bucket = _query_last_bucket(conn, params)
+            if last_bucket is None:  # the session's books, of the markets the rules watch (facts.markets)
+                last_bucket = {market: by_distance for market, by_distance in _query_last_bucket(conn, params).items()
+                               if market in markets}
             conditions += _book_conditions(name, rule, last_bucket)
         elif isinstance(rule, MarketStaleRule):
             conditions += _stale(conn, name, rule, facts, params)

@@ -12,6 +12,8 @@ from kalshi_ingest.summaries import fixed
 
 #: Markets named in the session artifact (and depth rows shown); the rest are counted ("+k more").
 MARKETS_SHOWN = 10
+#: Markets named in the session artifact's market list (a paragraph, so it wraps).
+MARKETS_LISTED = 200
 
 
 def list_markets(markets: Sequence[str], shown: int = MARKETS_SHOWN) -> str:
@@ -56,7 +58,7 @@ def session_markdown(summary: SessionSummary, depth: pd.DataFrame | None, alerts
         f"| session id | `{summary.session_id}` |",
         f"| environment | {summary.environment} |",
         f"| window | {summary.started_at:%Y-%m-%d %H:%M:%S} - {summary.ended_at:%H:%M:%S} UTC ({seconds:.0f} s) |",
-        f"| markets | {list_markets(summary.markets)} |",
+        f"| markets | {_market_counts(summary)} |",
         f"| channels | {', '.join(summary.channels)} |",
         f"| messages | {sum(summary.messages.values()):,} |",
         f"| rows written | {sum(summary.rows_written.values()):,} |",
@@ -66,6 +68,7 @@ def session_markdown(summary: SessionSummary, depth: pd.DataFrame | None, alerts
     ]
     if report:
         lines.append(f"| HTML report | {report} |")
+    lines += ["", "## Markets", "", *_market_lines(summary)]
     lines += [
         "",
         "## Messages by channel",
@@ -81,13 +84,35 @@ def session_markdown(summary: SessionSummary, depth: pd.DataFrame | None, alerts
         *(f"| {table} | {count:,} |" for table, count in sorted(summary.rows_written.items())),
     ]
     if depth is not None and not depth.empty:
-        lines += ["", *_depth_section(depth)]
+        open_at_end = depth[depth["market_ticker"].isin(summary.markets_at_end)]
+        if not open_at_end.empty:
+            lines += ["", *_depth_section(open_at_end)]
     lines += ["", f"## Alerts fired: {len(alerts)}", ""]
     lines += [f"- **{a.condition.kind}** {a.condition.message}"
               f"{'' if a.notified else f' (not notified: {a.notify_error})'}" for a in alerts]
     if problems:
         lines += ["", "## Problems", "", *(f"- {p}" for p in problems)]
     return "\n".join(lines) + "\n"
+
+
+def _market_counts(summary: SessionSummary) -> str:
+    """The markets row of the figures table: counts only (the names are listed below it, where they can wrap)."""
+    parts = [f"{len(summary.markets_at_end)} open at the end"]
+    if summary.markets_added:
+        parts.append(f"{len(summary.markets_added)} opened during the session")
+    if summary.markets_closed:
+        parts.append(f"{len(summary.markets_closed)} closed during it")
+    return f"{len(summary.markets)} recorded ({', '.join(parts)})"
+
+
+def _market_lines(summary: SessionSummary) -> list[str]:
+    """Every market by name (a table cell does not wrap in the Prefect UI, a paragraph does)."""
+    closed = summary.markets_closed
+    lines = [f"Open at the end: {list_markets(summary.markets_at_end, shown=MARKETS_LISTED)}."]
+    if closed:
+        lines += ["", f"Closed during the session (not in the depth table or the alerts): "
+                      f"{list_markets(closed, shown=MARKETS_LISTED)}."]
+    return lines
 
 
 def _depth_section(depth: pd.DataFrame) -> list[str]:

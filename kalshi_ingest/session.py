@@ -198,7 +198,15 @@ class SessionSummary:
     handed_over_to: str | None = None
     markets_added: list[str] = field(default_factory=list)
     markets_removed: list[str] = field(default_factory=list)
+    #: The markets still recorded when the session ended (those that closed during it are in ``markets`` only).
+    markets_at_end: list[str] = field(default_factory=list)
     planned_end: datetime | None = None
+
+    @property
+    def markets_closed(self) -> list[str]:
+        """Markets recorded during the session that were no longer open at its end."""
+        still = set(self.markets_at_end)
+        return [market for market in self.markets if market not in still]
 
     @property
     def healthy(self) -> bool:
@@ -701,7 +709,7 @@ async def _close(recorder: Recorder, sink: _SessionSink, outcome: _Outcome, *, s
             unrecovered_gaps=len(sink.open_gaps) + len(sink.open_disconnects), rest_backfilled=outcome.backfilled,
             stop_reason=sink.stop_reason, took_over_from=handover.took_over_from, handed_over_to=handover.successor,
             markets_added=list(follower.added), markets_removed=list(follower.removed),
-            planned_end=handover.slot.deadline)
+            markets_at_end=list(follower.markets), planned_end=handover.slot.deadline)
 
     task = asyncio.ensure_future(close())
     try:

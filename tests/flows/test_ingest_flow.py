@@ -85,7 +85,10 @@ async def test_session_stores_every_channel_and_completes_at_its_deadline(
     assert {len(row["bid_depth"].split(".")[1]) for row in depth if row["bid_depth"]} == {2}
     summary = artifacts["session-sim"]
     assert summary.type == "markdown" and "Session `sim`: **completed**" in str(summary.data)
-    assert "| | |" not in str(summary.data) and f"{markets} markets: " in str(summary.data)
+    assert "| | |" not in str(summary.data) and f"| markets | {markets} recorded (" in str(summary.data)
+    recorded = query(url, "select markets from kalshi.sessions where market_set = 'sim'")
+    listed = str(summary.data).split("## Markets")[1].split("##")[0]  # names in paragraphs, which wrap in the UI
+    assert "Open at the end: " in listed and all(market in listed for market in recorded)
     report = artifacts["report-sim"]
     reports = Path(ingest_env["KALSHI_INGEST_DATA_DIR"]) / "reports"
     assert report.type == "markdown" and "Full report" in str(report.data)
@@ -96,6 +99,39 @@ async def test_session_stores_every_channel_and_completes_at_its_deadline(
     logs = await flow_run_logs(state.state_details.flow_run_id)
     assert any(name == "kalshi_ingest.session" and level == 20 and "session" in message
                for name, level, message in logs), logs
+
+
+async def test_a_market_that_closes_during_the_session_raises_no_alert_and_leaves_the_depth_table(
+        simulator: Simulator, ingest_env: dict[str, Any], write_config: Callable[[str], Path]) -> None:
+    # depth_below with a threshold no book reaches fires for every market still open at the end; the one that
+    # closed (determined) mid-session has an empty book, and an alert about it would be noise on every settlement.
+    write_config(market_set_yaml(simulator, extra="      - {kind: depth_below, threshold: 100000000, within: 0.05}\n"))
+    url = ingest_env["DATABASE_URL"]
+    gone = simulator.tickers[0]
+
+    async def close_one() -> None:
+        await wait_until(lambda: query(url, "select count(*) from kalshi.orderbook_snapshots where market_ticker = %s",
+                                       gone) > 0, timeout=30, in_thread=True)
+        simulator.close_market(gone)
+
+    closer = asyncio.create_task(close_one())
+    state = await ingest_market_set("sim", SESSION_SECONDS, return_state=True)
+    await closer
+
+    assert state.is_completed(), state.message
+    depth_alerts = {row[0] for row in query_all(url, "select market_ticker from kalshi.alerts where kind = 'depth_below'")}
+    assert depth_alerts and gone not in depth_alerts, depth_alerts
+    artifacts = await flow_run_artifacts(state.state_details.flow_run_id)
+    assert gone not in {row["market"] for row in json.loads(artifacts["depth-sim"].data)}
+    summary = str(artifacts["session-sim"].data)
+    closed = [line for line in summary.splitlines() if line.startswith("Closed during the session")]
+    assert closed and gone in closed[0], summary
+    assert f"| {gone} |" not in summary
+
+
+def query_all(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql, params).fetchall()
 
 
 async def test_alert_reaches_a_webhook_once_per_condition(
