@@ -143,7 +143,7 @@ def migrate(url: str, *, sql_dir: Path = SQL_DIR, partition_days_ahead: int = 7)
                             "numbered file."
                         )
                     continue
-                log.info("applying migration %s", migration.name)
+                log.debug("applying migration %s", migration.name)
                 try:
                     with conn.transaction():
                         conn.execute(migration.sql)
@@ -163,4 +163,7 @@ def migrate(url: str, *, sql_dir: Path = SQL_DIR, partition_days_ahead: int = 7)
         finally:
             if not conn.closed:
                 conn.execute("select pg_advisory_unlock(%s)", (LOCK_KEY,))
+    if applied_now:  # one line in the run's log, not one per file
+        log.info("applied %d migration%s: %s", len(applied_now), "" if len(applied_now) == 1 else "s",
+                 applied_now[0] if len(applied_now) == 1 else f"{applied_now[0]} .. {applied_now[-1]}")
     return applied_now
