@@ -1,10 +1,10 @@
 """Alerts: evaluate a market set's rules after a session, store them, notify each new one once.
 
-A *condition* is a rule holding for one market (or for the session). Conditions are kept as alert
-episodes in ``kalshi.alerts``: a condition that starts to hold opens an episode and is notified; while it
-keeps holding in later sessions the episode stays open and nothing is sent again; when it stops holding
-the episode is resolved. So the same condition is never notified twice in a row, across sessions and
-across flow retries.
+A *condition* (:class:`~kalshi_store.alerts_store.Condition`) is a rule holding for one market (or for the
+session). Conditions are kept as alert episodes in ``kalshi.alerts``: a condition that starts to hold opens an
+episode and is notified; while it keeps holding in later sessions the episode stays open and nothing is sent
+again; when it stops holding the episode is resolved. So the same condition is never notified twice in a row,
+across sessions and across flow retries.
 
 Evaluation and storage are synchronous (the reads and writes are :class:`kalshi_store.alerts_store.AlertStore`'s);
 :func:`notify` is async (Prefect blocks).
@@ -29,7 +29,7 @@ from kalshi_ingest.config import (
     SpreadRule,
     rule_name,
 )
-from kalshi_store.alerts_store import AlertStore, Delivery, NewEpisode, store_deliveries
+from kalshi_store.alerts_store import AlertStore, Condition, Delivery, NewEpisode, store_deliveries
 from kalshi_store.depth import LastBucket
 
 log = logging.getLogger(__name__)
@@ -48,20 +48,6 @@ class SessionFacts:
     unrecovered_gaps: int = 0
     reconnects: int = 0
     rows_spilled: int = 0
-
-
-@dataclass(frozen=True)
-class Condition:
-    rule: str
-    kind: str
-    market_ticker: str | None
-    value: Decimal | None
-    threshold: Decimal | None
-    message: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.rule}|{self.market_ticker or '*'}"
 
 
 @dataclass
@@ -196,9 +182,8 @@ def record(store: AlertStore, market_set: MarketSet, facts: SessionFacts,
     holding = [e.alert_id for key, e in open_episodes.items() if key in current]
     resolved = [e.alert_id for key, e in open_episodes.items() if key not in current and e.rule in rules]
     new = [Alert(str(uuid.uuid4()), c) for key, c in current.items() if key not in open_episodes]
-    store.update_episodes(facts.market_set, facts.session_id, holding=holding, resolved=resolved, opened=[
-        NewEpisode(a.alert_id, a.condition.key, a.condition.rule, a.condition.kind, a.condition.market_ticker,
-                   a.condition.value, a.condition.threshold, a.condition.message) for a in new])
+    store.update_episodes(facts.market_set, facts.session_id, holding=holding, resolved=resolved,
+                          opened=[NewEpisode(a.alert_id, a.condition) for a in new])
     return new
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -18,7 +19,7 @@ from psycopg.rows import args_row
 
 from kalshi_store.depth import DepthStore
 
-__all__ = ["AlertStore", "Delivery", "FiredAlert", "NewEpisode", "OpenEpisode", "PriceRange", "store_deliveries"]
+__all__ = ["AlertStore", "Condition", "Delivery", "FiredAlert", "NewEpisode", "OpenEpisode", "PriceRange", "store_deliveries"]
 
 
 class PriceRange(NamedTuple):
@@ -37,17 +38,28 @@ class OpenEpisode(NamedTuple):
     rule: str
 
 
-class NewEpisode(NamedTuple):
-    """An episode to open: the condition that started to hold, as stored in ``kalshi.alerts``."""
+@dataclass(frozen=True)
+class Condition:
+    """A rule holding for one market (``market_ticker``) or for the whole session (None): what an alert says."""
 
-    alert_id: str
-    condition_key: str
     rule: str
     kind: str
     market_ticker: str | None
     value: Decimal | None
     threshold: Decimal | None
     message: str
+
+    @property
+    def key(self) -> str:
+        """The condition's identity across sessions: an episode stays open while a condition with its key holds."""
+        return f"{self.rule}|{self.market_ticker or '*'}"
+
+
+class NewEpisode(NamedTuple):
+    """An episode to open: the condition that started to hold."""
+
+    alert_id: str
+    condition: Condition
 
 
 class Delivery(NamedTuple):
@@ -188,8 +200,8 @@ class AlertStore:
             cur.executemany(_KEEP_SQL, [(session_id, alert_id) for alert_id in holding])
             cur.executemany(_RESOLVE_SQL, [(alert_id,) for alert_id in resolved])
             cur.executemany(_OPEN_EPISODE_SQL, [
-                (e.alert_id, market_set, e.condition_key, e.rule, e.kind, e.market_ticker, session_id, session_id,
-                 e.value, e.threshold, e.message) for e in opened])
+                (alert_id, market_set, c.key, c.rule, c.kind, c.market_ticker, session_id, session_id, c.value,
+                 c.threshold, c.message) for alert_id, c in opened])
         self._conn.commit()
 
     def fired_in(self, session_id: str) -> list[FiredAlert]:

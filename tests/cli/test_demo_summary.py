@@ -14,7 +14,7 @@ from rich.console import Console
 
 from kalshi_ingest.demo import _closing_summary
 from kalshi_ingest.summaries import replay_depth
-from kalshi_store.alerts_store import AlertStore, NewEpisode
+from kalshi_store.alerts_store import AlertStore, Condition, NewEpisode
 from kalshi_store.depth import BookEvent, DepthStore, StoredDelta, StoredSnapshot
 from kalshi_store.session_digest import latest_session_digest
 
@@ -30,9 +30,8 @@ def add_session(url: str, start: datetime, *, reconnects: int = 0) -> str:
     return session_id
 
 
-def episode(condition: str, message: str) -> NewEpisode:
-    return NewEpisode(str(uuid.uuid4()), f"{condition}|A", condition, "spread_above", "A", D("0.08"), D("0.05"),
-                      message)
+def episode(rule: str, message: str) -> NewEpisode:
+    return NewEpisode(str(uuid.uuid4()), Condition(rule, "spread_above", "A", D("0.08"), D("0.05"), message))
 
 
 def snapshot(seq: int, market: str) -> StoredSnapshot:
