@@ -1,12 +1,13 @@
 """Alerts: evaluate a market set's rules after a session, store them, notify each new one once.
 
-A *condition* is a rule holding for one market (or for the session). Conditions are kept as alert
-episodes in ``kalshi.alerts``: a condition that starts to hold opens an episode and is notified; while it
-keeps holding in later sessions the episode stays open and nothing is sent again; when it stops holding
-the episode is resolved. So the same condition is never notified twice in a row, across sessions and
-across flow retries.
+A *condition* (:class:`~kalshi_store.alerts_store.Condition`) is a rule holding for one market (or for the
+session). Conditions are kept as alert episodes in ``kalshi.alerts``: a condition that starts to hold opens an
+episode and is notified; while it keeps holding in later sessions the episode stays open and nothing is sent
+again; when it stops holding the episode is resolved. So the same condition is never notified twice in a row,
+across sessions and across flow retries.
 
-Evaluation and storage are synchronous (psycopg); :func:`notify` is async (Prefect blocks).
+Evaluation and storage are synchronous (the reads and writes are :class:`kalshi_store.alerts_store.AlertStore`'s);
+:func:`notify` is async (Prefect blocks).
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import psycopg
-
 from kalshi_ingest.config import (
     DepthBelowRule,
     MarketSet,
@@ -30,6 +29,8 @@ from kalshi_ingest.config import (
     SpreadRule,
     rule_name,
 )
+from kalshi_store.alerts_store import AlertStore, Condition, Delivery, NewEpisode, store_deliveries
+from kalshi_store.depth import LastBucket
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +50,6 @@ class SessionFacts:
     rows_spilled: int = 0
 
 
-@dataclass(frozen=True)
-class Condition:
-    rule: str
-    kind: str
-    market_ticker: str | None
-    value: Decimal | None
-    threshold: Decimal | None
-    message: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.rule}|{self.market_ticker or '*'}"
-
-
 @dataclass
 class Alert:
     """A newly opened alert episode (the only ones that are notified)."""
@@ -75,109 +62,47 @@ class Alert:
 
 # ----------------------------------------------------------------------------------------------- evaluation
 
-_LAST_PRICES_SQL = """
-with prices as (
-    select market_ticker, coalesce(exchange_ts, received_at) as at, yes_price as price
-    from kalshi.trades where market_ticker = any(%(markets)s) and coalesce(exchange_ts, received_at) <= %(until)s
-      and coalesce(exchange_ts, received_at) > %(since)s
-    union all
-    select market_ticker, exchange_ts, price from kalshi.tickers
-    where market_ticker = any(%(markets)s) and price is not null and exchange_ts <= %(until)s
-      and exchange_ts > %(since)s
-)
-select distinct on (market_ticker) market_ticker, price from prices order by market_ticker, at desc
-"""
-
-_WINDOW_PRICES_SQL = """
-with prices as (
-    select market_ticker, coalesce(exchange_ts, received_at) as at, yes_price as price
-    from kalshi.trades where market_ticker = any(%(markets)s)
-      and coalesce(exchange_ts, received_at) between %(since)s and %(until)s
-    union all
-    select market_ticker, exchange_ts, price from kalshi.tickers
-    where market_ticker = any(%(markets)s) and price is not null and exchange_ts between %(since)s and %(until)s
-)
-select market_ticker, min(price), max(price) from prices group by market_ticker
-"""
-
-_PREVIOUS_SESSION_SQL = """
-select max(ended_at) from kalshi.sessions
-where market_set = %(market_set)s and session_id <> %(session_id)s and ended_at is not null
-  and ended_at <= %(started_at)s
-"""
-
-_LAST_BUCKET_SQL = """
-select distinct on (market_ticker, distance) market_ticker, distance, spread, bid_depth, ask_depth
-from kalshi.depth_summaries where session_id = %(session_id)s
-order by market_ticker, distance, bucket_start desc
-"""
-
-_LAST_SEEN_SQL = """
-select market_ticker, max(received_at) from (
-    select market_ticker, received_at from kalshi.orderbook_deltas where session_id = %(session_id)s
-    union all select market_ticker, received_at from kalshi.orderbook_snapshots where session_id = %(session_id)s
-    union all select market_ticker, received_at from kalshi.tickers where session_id = %(session_id)s
-    union all select market_ticker, received_at from kalshi.trades where session_id = %(session_id)s
-) seen group by market_ticker
-"""
-
-
-def evaluate(conn: psycopg.Connection[Any], market_set: MarketSet, facts: SessionFacts) -> list[Condition]:
+def evaluate(store: AlertStore, market_set: MarketSet, facts: SessionFacts) -> list[Condition]:
     """Every condition that holds now, for every rule of the market set."""
     conditions: list[Condition] = []
-    markets = list(facts.markets)
-    params = {"session_id": facts.session_id, "markets": markets, "market_set": facts.market_set,
-              "started_at": facts.started_at, "until": facts.ended_at}
-    last_bucket: dict[str, dict[Decimal, tuple[Any, Any, Any]]] | None = None
+    last_bucket: dict[str, dict[Decimal, LastBucket]] | None = None
+    markets = set(facts.markets)
     for rule in market_set.alerts:
         name = rule_name(rule)
         if isinstance(rule, PriceMoveRule):
-            conditions += _price_moves(conn, name, rule, facts, params)
+            conditions += _price_moves(store, name, rule, facts)
         elif isinstance(rule, SpreadRule | DepthBelowRule):
             if last_bucket is None:  # the session's books, of the markets the rules watch (facts.markets)
-                last_bucket = {market: by_distance for market, by_distance in _query_last_bucket(conn, params).items()
-                               if market in markets}
+                last_bucket = {}
+                for bucket in store.depth.last_buckets(facts.session_id):
+                    if bucket.market_ticker in markets:
+                        last_bucket.setdefault(bucket.market_ticker, {})[bucket.distance] = bucket
             conditions += _book_conditions(name, rule, last_bucket)
         elif isinstance(rule, MarketStaleRule):
-            conditions += _stale(conn, name, rule, facts, params)
+            conditions += _stale(store, name, rule, facts)
         elif isinstance(rule, SessionUnhealthyRule):
             conditions += _unhealthy(name, rule, facts)
     return conditions
 
 
-def _query_last_bucket(conn: psycopg.Connection[Any], params: dict[str, Any]) -> dict[str, dict[Decimal, tuple[Any, Any, Any]]]:
-    out: dict[str, dict[Decimal, tuple[Any, Any, Any]]] = {}
-    with conn.cursor() as cur:
-        cur.execute(_LAST_BUCKET_SQL, params)
-        for market, distance, spread, bid, ask in cur.fetchall():
-            out.setdefault(market, {})[distance] = (spread, bid, ask)
-    return out
-
-
-def _price_moves(conn: psycopg.Connection[Any], name: str, rule: PriceMoveRule, facts: SessionFacts,
-                 params: dict[str, Any]) -> list[Condition]:
+def _price_moves(store: AlertStore, name: str, rule: PriceMoveRule, facts: SessionFacts) -> list[Condition]:
     threshold = rule.threshold
     out = []
-    with conn.cursor() as cur:
-        if rule.window_seconds is not None:
-            since = facts.ended_at - timedelta(seconds=rule.window_seconds)
-            cur.execute(_WINDOW_PRICES_SQL, {**params, "since": since})
-            for market, low, high in cur.fetchall():
-                move = high - low
-                if move >= threshold:
-                    out.append(Condition(name, rule.kind, market, move, threshold,
-                                         f"{market}: price moved {move} (from {low} to {high}) within "
-                                         f"{rule.window_seconds:g} s (threshold {threshold})"))
-            return out
-        cur.execute(_PREVIOUS_SESSION_SQL, params)
-        previous_end = cur.fetchone()[0]  # type: ignore[index]
-        if previous_end is None:
-            return out  # first session of this market set: nothing to compare with
-        epoch = datetime.fromtimestamp(0, tz=facts.ended_at.tzinfo)
-        cur.execute(_LAST_PRICES_SQL, {**params, "until": previous_end, "since": epoch})
-        before = dict(cur.fetchall())
-        cur.execute(_LAST_PRICES_SQL, {**params, "since": previous_end})
-        now = dict(cur.fetchall())
+    if rule.window_seconds is not None:
+        since = facts.ended_at - timedelta(seconds=rule.window_seconds)
+        for market, low, high in store.price_ranges(facts.markets, since=since, until=facts.ended_at):
+            move = high - low
+            if move >= threshold:
+                out.append(Condition(name, rule.kind, market, move, threshold,
+                                     f"{market}: price moved {move} (from {low} to {high}) within "
+                                     f"{rule.window_seconds:g} s (threshold {threshold})"))
+        return out
+    previous_end = store.previous_session_end(facts.market_set, facts.session_id, facts.started_at)
+    if previous_end is None:
+        return out  # first session of this market set: nothing to compare with
+    epoch = datetime.fromtimestamp(0, tz=facts.ended_at.tzinfo)
+    before = store.last_prices(facts.markets, since=epoch, until=previous_end)
+    now = store.last_prices(facts.markets, since=previous_end, until=facts.ended_at)
     for market, price in now.items():
         if market in before and abs(price - before[market]) >= threshold:
             move = price - before[market]
@@ -188,11 +113,11 @@ def _price_moves(conn: psycopg.Connection[Any], name: str, rule: PriceMoveRule, 
 
 
 def _book_conditions(name: str, rule: SpreadRule | DepthBelowRule,
-                     last_bucket: dict[str, dict[Decimal, tuple[Any, Any, Any]]]) -> list[Condition]:
+                     last_bucket: dict[str, dict[Decimal, LastBucket]]) -> list[Condition]:
     out = []
     for market, by_distance in sorted(last_bucket.items()):
         if isinstance(rule, SpreadRule):
-            spread = next(iter(by_distance.values()))[0]
+            spread = next(iter(by_distance.values())).spread
             if spread is None:
                 continue
             if (rule.kind == "spread_above" and spread > rule.threshold) or (
@@ -204,7 +129,8 @@ def _book_conditions(name: str, rule: SpreadRule | DepthBelowRule,
         eligible = sorted(d for d in by_distance if d >= rule.within)
         if not eligible:
             continue
-        _, bid, ask = by_distance[eligible[0]]
+        nearest = by_distance[eligible[0]]
+        bid, ask = nearest.bid_depth, nearest.ask_depth
         if bid is None or ask is None:
             continue
         thinnest = min(bid, ask)
@@ -216,11 +142,8 @@ def _book_conditions(name: str, rule: SpreadRule | DepthBelowRule,
     return out
 
 
-def _stale(conn: psycopg.Connection[Any], name: str, rule: MarketStaleRule, facts: SessionFacts,
-           params: dict[str, Any]) -> list[Condition]:
-    with conn.cursor() as cur:
-        cur.execute(_LAST_SEEN_SQL, params)
-        seen = dict(cur.fetchall())
+def _stale(store: AlertStore, name: str, rule: MarketStaleRule, facts: SessionFacts) -> list[Condition]:
+    seen = store.last_seen(facts.session_id)
     out = []
     threshold = Decimal(str(rule.seconds))
     for market in facts.markets:
@@ -250,55 +173,30 @@ def _unhealthy(name: str, rule: SessionUnhealthyRule, facts: SessionFacts) -> li
 
 # ----------------------------------------------------------------------------------------------- episodes
 
-_OPEN_SQL = """
-select alert_id, condition_key, rule from kalshi.alerts
-where market_set = %(market_set)s and resolved_at is null
-"""
-
-
-def record(conn: psycopg.Connection[Any], market_set: MarketSet, facts: SessionFacts,
+def record(store: AlertStore, market_set: MarketSet, facts: SessionFacts,
            conditions: Sequence[Condition]) -> list[Alert]:
-    """Open new episodes, keep the ones still holding, resolve the rest; returns the new alerts."""
+    """Open new episodes, keep the ones still holding, resolve the rest; returns the new alerts.
+
+    An open episode of a rule the market set no longer has is left as it is (neither kept nor resolved)."""
     rules = set(market_set.rule_names())
     current = {c.key: c for c in conditions}
-    new: list[Alert] = []
-    with conn.cursor() as cur:
-        cur.execute(_OPEN_SQL, {"market_set": facts.market_set})
-        open_alerts = {key: (alert_id, rule) for alert_id, key, rule in cur.fetchall()}
-        for key, (alert_id, rule) in open_alerts.items():
-            if key in current:
-                cur.execute("update kalshi.alerts set last_seen_at = now(), last_session_id = %s where alert_id = %s",
-                            (facts.session_id, alert_id))
-            elif rule in rules:
-                cur.execute("update kalshi.alerts set resolved_at = now() where alert_id = %s", (alert_id,))
-        for key, condition in current.items():
-            if key in open_alerts:
-                continue
-            alert = Alert(str(uuid.uuid4()), condition)
-            cur.execute(
-                "insert into kalshi.alerts (alert_id, market_set, condition_key, rule, kind, market_ticker, "
-                "session_id, last_session_id, value, threshold, message) "
-                "values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (alert.alert_id, facts.market_set, key, condition.rule, condition.kind, condition.market_ticker,
-                 facts.session_id, facts.session_id, condition.value, condition.threshold, condition.message))
-            new.append(alert)
-    conn.commit()
+    open_episodes = {e.condition_key: e for e in store.open_episodes(facts.market_set)}
+    holding = [e.alert_id for key, e in open_episodes.items() if key in current]
+    resolved = [e.alert_id for key, e in open_episodes.items() if key not in current and e.rule in rules]
+    new = [Alert(str(uuid.uuid4()), c) for key, c in current.items() if key not in open_episodes]
+    store.update_episodes(facts.market_set, facts.session_id, holding=holding, resolved=resolved,
+                          opened=[NewEpisode(a.alert_id, a.condition) for a in new])
     return new
 
 
 def store_notified(database_url: str, alerts: Sequence[Alert]) -> None:
     """Record on each alert whether its notification was accepted (and why not)."""
-    if not alerts:
-        return
-    with psycopg.connect(database_url) as conn, conn.cursor() as cur:
-        for alert in alerts:
-            cur.execute("update kalshi.alerts set notified = %s, notify_error = %s where alert_id = %s",
-                        (alert.notified, alert.notify_error, alert.alert_id))
+    store_deliveries(database_url, [Delivery(a.alert_id, a.notified, a.notify_error) for a in alerts])
 
 
 def evaluate_and_record(database_url: str, market_set: MarketSet, facts: SessionFacts) -> list[Alert]:
-    with psycopg.connect(database_url) as conn:
-        return record(conn, market_set, facts, evaluate(conn, market_set, facts))
+    with AlertStore.connect(database_url) as store:
+        return record(store, market_set, facts, evaluate(store, market_set, facts))
 
 
 # ----------------------------------------------------------------------------------------------- delivery

@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg import sql
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
@@ -25,13 +23,7 @@ from rich.table import Table
 
 from kalshi_ingest.session import Progress, progress_listener
 from kalshi_ingest.settings import Settings, local_prefect_defaults, redacted
-
-_TABLES_SQL = """
-select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
-join pg_attribute a on a.attrelid = c.oid and a.attname = 'session_id' and not a.attisdropped
-where n.nspname = 'kalshi' and c.relkind in ('r', 'p') and not c.relispartition
-order by c.relname
-"""
+from kalshi_store.session_digest import latest_session_digest
 
 
 async def run_demo(settings: Settings, *, market_set: str, duration: float, live: bool) -> int:
@@ -105,54 +97,40 @@ def _panel(progress: Progress | None, duration: float) -> Panel:
 
 def _closing_summary(console: Console, url: str, market_set: str, state: Any, elapsed: float,
                      reports: Path) -> None:
-    with psycopg.connect(url) as conn:
-        session = conn.execute(
-            "select session_id, status, status_message, started_at, ended_at, reconnects, gaps, rows_spilled, "
-            "cardinality(markets) from kalshi.sessions where market_set = %s order by started_at desc limit 1",
-            (market_set,)).fetchone()
-        if session is None:
-            console.print(f"[red]no session was recorded[/]: {state.name}: {state.message}")
-            return
-        session_id = session[0]
-        tables = [name for (name,) in conn.execute(_TABLES_SQL).fetchall()]
-        counts = {}
-        for name in tables:
-            query = sql.SQL("select count(*) from kalshi.{} where session_id = %s").format(sql.Identifier(name))
-            counts[name] = conn.execute(query, (session_id,)).fetchone()[0]  # type: ignore[index]
-        depth = conn.execute(
-            "select distinct on (market_ticker) market_ticker, best_bid, best_ask, spread, bid_depth, ask_depth, "
-            "imbalance from kalshi.depth_summaries where session_id = %s "
-            "order by market_ticker, bucket_start desc, distance", (session_id,)).fetchall()
-        alerts = conn.execute("select kind, message, notified from kalshi.alerts where session_id = %s "
-                              "order by fired_at", (session_id,)).fetchall()
-        still_open = conn.execute("select count(*) from kalshi.alerts where last_session_id = %s and session_id <> %s",
-                                  (session_id, session_id)).fetchone()[0]  # type: ignore[index]
+    digest = latest_session_digest(url, market_set)
+    if digest is None:
+        console.print(f"[red]no session was recorded[/]: {state.name}: {state.message}")
+        return
+    session = digest.session
     colour = "green" if state.is_completed() else "red"
     console.print(f"\n[bold {colour}]flow run {state.name}[/]: {state.message}")
-    console.print(f"session {session_id}: status {session[1]}, {session[8]} markets, "
-                  f"{(session[4] - session[3]).total_seconds() if session[4] else 0:.0f} s recorded; "
-                  f"reconnects {session[5]}, gaps {session[6]}, rows spilled {session[7]}; demo took {elapsed:.0f} s")
+    recorded = (session.ended_at - session.started_at).total_seconds() if session.ended_at else 0
+    console.print(f"session {session.session_id}: status {session.status}, {session.markets} markets, "
+                  f"{recorded:.0f} s recorded; reconnects {session.reconnects}, gaps {session.gaps}, "
+                  f"rows spilled {session.rows_spilled}; demo took {elapsed:.0f} s")
     rows = Table(title="rows stored by this session")
     rows.add_column("table")
     rows.add_column("rows", justify="right")
-    for name, count in counts.items():
+    for name, count in digest.rows_per_table.items():
         if count:
             rows.add_row(name, str(count))
-    rows.add_row("[bold]total[/]", f"[bold]{sum(counts.values())}[/]")
+    rows.add_row("[bold]total[/]", f"[bold]{sum(digest.rows_per_table.values())}[/]")
     console.print(rows)
     book = Table(title="depth at the end of the session (nearest distance)")
     book.add_column("market", no_wrap=True)
     for column in ("bid", "ask", "spread", "bid depth", "ask depth", "imbalance"):
         book.add_column(column, justify="right")
-    for market, bid, ask, spread, bid_depth, ask_depth, imbalance in depth:
-        book.add_row(market, _text(bid), _text(ask), _text(spread), f"{bid_depth or 0:.0f}", f"{ask_depth or 0:.0f}",
-                     "" if imbalance is None else f"{imbalance:+.2f}")
+    for b in digest.depth_at_end():
+        book.add_row(b.market_ticker, _text(b.best_bid), _text(b.best_ask), _text(b.spread), f"{b.bid_depth or 0:.0f}",
+                     f"{b.ask_depth or 0:.0f}", "" if b.imbalance is None else f"{b.imbalance:+.2f}")
     console.print(book)
-    console.print(f"new alerts: {len(alerts)}" + (f" ({still_open} alerts of earlier sessions still hold and were "
-                                                  "not sent again)" if still_open else ""))
-    for kind, message, notified in alerts:
-        console.print(f"  [yellow]{kind}[/] {message}{'' if notified else ' (no notification block configured)'}")
-    report = next(reports.glob(f"report-*-{str(session_id)[:8]}.html"), None)
+    still_open = digest.alerts_still_holding
+    console.print(f"new alerts: {len(digest.alerts)}" + (f" ({still_open} alerts of earlier sessions still hold and "
+                                                         "were not sent again)" if still_open else ""))
+    for alert in digest.alerts:
+        console.print(f"  [yellow]{alert.kind}[/] {alert.message}"
+                      f"{'' if alert.notified else ' (no notification block configured)'}")
+    report = next(reports.glob(f"report-*-{session.session_id[:8]}.html"), None)
     if report is not None:
         console.print(f"\nthe session's report (charts, trade bars, data completeness): {report.resolve().as_uri()}")
     console.print(f"\nexplore the data: psql '{redacted(url)}' (schema kalshi; see README.md, 'Querying the data')")

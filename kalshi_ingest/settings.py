@@ -277,11 +277,10 @@ async def _secret_block(name: str) -> str:
 
 def redacted(url: str) -> str:
     """A database URL without its password (safe to print or log)."""
-    from psycopg.conninfo import conninfo_to_dict
+    # Imported when needed: it loads the database driver, which most commands never use.
+    from kalshi_store.dberrors import url_without_password
 
-    params = conninfo_to_dict(url)
-    user = params.get("user") or ""
-    return f"postgresql://{user}{'@' if user else ''}{params.get('host', '')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
+    return url_without_password(url)
 
 
 def local_prefect_defaults(settings: Settings, *, quiet: bool) -> None:

@@ -7,7 +7,8 @@ end of every bucket; pandas then aggregates the samples per (market, bucket): be
 depth within several distances of the touch, and imbalance. The result goes to
 ``kalshi.depth_summaries`` (tidy: one row per distance) and to a Prefect table artifact.
 
-Everything here is synchronous (psycopg + pandas); the flow runs it in a worker thread.
+Everything here is synchronous (pandas; the reads and the write are :class:`kalshi_store.depth.DepthStore`'s);
+the flow runs it in a worker thread.
 """
 
 from __future__ import annotations
@@ -21,28 +22,12 @@ from typing import Any
 from uuid import UUID
 
 import pandas as pd
-import psycopg
 
+from kalshi_store.depth import DEPTH_SUMMARY_COLUMNS, BookEvent, DepthStore, LedgerGap, StoredSnapshot
 from kalshi_ws.orderbook import OrderBook
 
 #: The book is sampled at most this often (seconds of receive time) per market, plus at every bucket end.
 SAMPLE_SECONDS = 1.0
-
-_EVENTS_SQL = """
-select 's' as kind, generation, sid, seq, market_ticker, received_at, use_yes_price,
-       yes_prices, yes_sizes, no_prices, no_sizes, null::text as side, null::numeric as price, null::numeric as delta
-from kalshi.orderbook_snapshots where session_id = %(session_id)s
-union all
-select 'd', generation, sid, seq, market_ticker, received_at, null,
-       null, null, null, null, side, price, delta
-from kalshi.orderbook_deltas where session_id = %(session_id)s
-order by generation, sid, seq
-"""
-
-_GAPS_SQL = """
-select markets, started_at, ended_at, outcome from kalshi.gap_ledger
-where session_id = %(session_id)s and kind in ('gap', 'disconnect')
-"""
 
 
 @dataclass(frozen=True)
@@ -54,10 +39,16 @@ class _Gap:
     def covers(self, market: str, at: datetime) -> bool:
         return (not self.markets or market in self.markets) and self.start <= at and (self.end is None or at <= self.end)
 
+    @classmethod
+    def from_ledger(cls, gap: LedgerGap) -> _Gap:
+        """An abandoned recovery never ended: the book stays untrusted to the end of the session."""
+        return cls(gap.markets, gap.started_at, gap.ended_at if gap.outcome != "abandoned" else None)
+
 
 class _Sampler:
     """Replays book events and records samples (dicts) at most once per SAMPLE_SECONDS and at bucket ends, only
-    within ``window`` (the time the session is authoritative for: see :func:`authoritative_window`)."""
+    within ``window`` (the time the session is authoritative for: see
+    :meth:`kalshi_store.depth.DepthStore.authoritative_window`)."""
 
     def __init__(self, bucket_seconds: float, distances: Sequence[Decimal], gaps: Sequence[_Gap],
                  window: tuple[datetime | None, datetime | None] = (None, None)) -> None:
@@ -82,9 +73,9 @@ class _Sampler:
         start, end = self.window
         return (start is None or at >= start) and (end is None or at < end)
 
-    def apply(self, row: dict[str, Any]) -> None:
-        market: str = row["market_ticker"]
-        at: datetime = row["received_at"]
+    def apply(self, event: BookEvent) -> None:
+        market = event.market_ticker
+        at = event.received_at
         bucket = self.bucket_start(at)
         previous = self.bucket_of.get(market)
         if previous is not None and bucket != previous:
@@ -94,17 +85,17 @@ class _Sampler:
         if self._inside(at):
             self.updates[key] = self.updates.get(key, 0) + 1
         book = self.books.get(market)
-        if row["kind"] == "s":
-            book = OrderBook(market, use_yes_price=bool(row["use_yes_price"]))
-            book.apply_snapshot(zip(row["yes_prices"], row["yes_sizes"], strict=False),
-                                zip(row["no_prices"], row["no_sizes"], strict=False))
+        if isinstance(event, StoredSnapshot):
+            book = OrderBook(market, use_yes_price=event.use_yes_price)
+            book.apply_snapshot(zip(event.yes_prices, event.yes_sizes, strict=False),
+                                zip(event.no_prices, event.no_sizes, strict=False))
             self.books[market] = book
-            self.generation[market] = row["generation"]
-        elif book is None or self.generation.get(market) != row["generation"]:
+            self.generation[market] = event.generation
+        elif book is None or self.generation.get(market) != event.generation:
             self.untrusted.add(key)  # a delta without a snapshot on this connection: the book is unknown
             return
         else:
-            book.apply_delta(row["side"], row["price"], row["delta"])
+            book.apply_delta(event.side, event.price, event.delta)
         if any(gap.covers(market, at) for gap in self.gaps):
             self.untrusted.add(key)
         if at >= self.next_sample.get(market, at):
@@ -130,22 +121,20 @@ class _Sampler:
         self.samples.append(sample)
 
 
-def replay_depth(events: Iterable[dict[str, Any]], *, bucket_seconds: float, distances: Sequence[Decimal],
+def replay_depth(events: Iterable[BookEvent], *, bucket_seconds: float, distances: Sequence[Decimal],
                  gaps: Sequence[_Gap] = (),
                  window: tuple[datetime | None, datetime | None] = (None, None)) -> pd.DataFrame:
     """Summaries (tidy, one row per market x bucket x distance) from book events in wire order, sampled only
     within ``window``."""
     sampler = _Sampler(bucket_seconds, distances, gaps, window)
-    for row in events:
-        sampler.apply(row)
+    for event in events:
+        sampler.apply(event)
     sampler.finish()
     return _aggregate(sampler, bucket_seconds)
 
 
 def _aggregate(sampler: _Sampler, bucket_seconds: float) -> pd.DataFrame:
-    columns = ["market_ticker", "bucket_start", "bucket_seconds", "distance", "samples", "updates", "best_bid",
-               "best_ask", "spread", "spread_mean", "mid", "bid_depth", "ask_depth", "bid_depth_min",
-               "ask_depth_min", "imbalance", "trusted"]
+    columns = list(DEPTH_SUMMARY_COLUMNS)
     if not sampler.samples:
         return pd.DataFrame(columns=columns)
     samples = pd.DataFrame(sampler.samples).sort_values(["market_ticker", "at"], kind="stable")
@@ -173,92 +162,27 @@ def _float(value: Decimal | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def load_gaps(conn: psycopg.Connection[Any], session_id: UUID | str) -> list[_Gap]:
-    with conn.cursor() as cur:
-        cur.execute(_GAPS_SQL, {"session_id": session_id})
-        return [_Gap(frozenset(markets or ()), start, end if outcome != "abandoned" else None)
-                for markets, start, end, outcome in cur.fetchall()]
-
-
-_WINDOW_SQL = """
-select (select max(p.superseded_at) from kalshi.sessions p where p.superseded_by = s.session_id),
-       s.superseded_at
-from kalshi.sessions s where s.session_id = %(session_id)s
-"""
-
-_UNCOVERED_SQL = """
-select market_ticker, started_at, ended_at from kalshi.uncovered_windows u
-where u.market_set = %(market_set)s
-  and u.time_range && (select tstzrange(s.started_at, coalesce(s.ended_at, greatest(s.heartbeat_at, s.updated_at)))
-                       from kalshi.sessions s where s.session_id = %(session_id)s)
-"""
-
-
-def authoritative_window(conn: psycopg.Connection[Any], session_id: UUID | str) -> tuple[datetime | None, datetime | None]:
-    """The time a session's books speak for: from the handover that made it the recorder of its set (the
-    predecessor's ``superseded_at``) to its own handover. During the overlap of a handover both sessions stored the
-    same events; each instant is summarised once, from the session that was authoritative then."""
-    with conn.cursor() as cur:
-        cur.execute(_WINDOW_SQL, {"session_id": session_id})
-        row = cur.fetchone()
-    return (row[0], row[1]) if row else (None, None)
-
-
 def compute_depth_summaries(database_url: str, session_id: UUID | str, market_set: str, *,
                             bucket_seconds: float, distances: Sequence[Decimal]) -> pd.DataFrame:
     """Replay the session's books from PostgreSQL, store the summary, return it. A bucket is untrusted when a gap
-    touched it or when nobody was recording its market for part of it (kalshi.uncovered_windows)."""
-    with psycopg.connect(database_url) as conn:
-        gaps = load_gaps(conn, session_id)
-        window = authoritative_window(conn, session_id)
-        with conn.cursor() as cur:
-            cur.execute(_UNCOVERED_SQL, {"session_id": session_id, "market_set": market_set})
-            holes = cur.fetchall()
-        with conn.cursor(row_factory=psycopg.rows.dict_row, name="depth_replay") as cur:
-            cur.itersize = 5000
-            cur.execute(_EVENTS_SQL, {"session_id": session_id})
-            summary = replay_depth(cur, bucket_seconds=bucket_seconds, distances=distances, gaps=gaps, window=window)
+    touched it or when nobody was recording its market for part of it (kalshi.uncovered_windows). Only the time the
+    session was authoritative for is summarised (:meth:`~kalshi_store.depth.DepthStore.authoritative_window`): during
+    the overlap of a handover both sessions stored the same events, and each instant is summarised once, from the
+    session that was the recorder then."""
+    with DepthStore.connect(database_url) as store:
+        gaps = [_Gap.from_ledger(gap) for gap in store.gaps(session_id)]
+        window = store.authoritative_window(session_id)
+        holes = store.uncovered_windows(session_id, market_set)
+        summary = replay_depth(store.book_events(session_id), bucket_seconds=bucket_seconds, distances=distances,
+                               gaps=gaps, window=window)
         if holes and not summary.empty:
             bucket = timedelta(seconds=bucket_seconds)
-            touched = [any(m == market and start < b + bucket and end > b for market, start, end in holes)
-                       for m, b in zip(summary["market_ticker"], summary["bucket_start"], strict=True)]
+            touched = [any(hole.market_ticker == market and hole.started_at < b + bucket and hole.ended_at > b
+                           for hole in holes)
+                       for market, b in zip(summary["market_ticker"], summary["bucket_start"], strict=True)]
             summary["trusted"] = summary["trusted"] & ~pd.Series(touched, index=summary.index)
-        store_depth_summaries(conn, session_id, market_set, summary)
+        store.write_summaries(session_id, market_set, summary)
     return summary
-
-
-_INSERT_SQL = """
-insert into kalshi.depth_summaries (session_id, market_set, market_ticker, bucket_start, bucket_seconds, distance,
-    samples, updates, best_bid, best_ask, spread, spread_mean, mid, bid_depth, ask_depth, bid_depth_min,
-    ask_depth_min, imbalance, trusted)
-values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-on conflict (session_id, market_ticker, bucket_start, distance) do update set
-    samples = excluded.samples, updates = excluded.updates, best_bid = excluded.best_bid,
-    best_ask = excluded.best_ask, spread = excluded.spread, spread_mean = excluded.spread_mean, mid = excluded.mid,
-    bid_depth = excluded.bid_depth, ask_depth = excluded.ask_depth, bid_depth_min = excluded.bid_depth_min,
-    ask_depth_min = excluded.ask_depth_min, imbalance = excluded.imbalance, trusted = excluded.trusted,
-    computed_at = now()
-"""
-
-
-def store_depth_summaries(conn: psycopg.Connection[Any], session_id: UUID | str, market_set: str,
-                          summary: pd.DataFrame) -> int:
-    """Upsert the summary rows (a retried task rewrites the same keys); returns the row count."""
-    rows = [
-        (session_id, market_set, r.market_ticker, r.bucket_start, r.bucket_seconds, r.distance, int(r.samples),
-         int(r.updates), r.best_bid, r.best_ask, r.spread, _number(r.spread_mean), r.mid, _number(r.bid_depth),
-         _number(r.ask_depth), _number(r.bid_depth_min), _number(r.ask_depth_min), _number(r.imbalance),
-         bool(r.trusted))
-        for r in summary.itertuples(index=False)
-    ]
-    with conn.cursor() as cur:
-        cur.executemany(_INSERT_SQL, rows)
-    conn.commit()
-    return len(rows)
-
-
-def _number(value: float) -> Decimal | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else Decimal(repr(round(value, 6)))
 
 
 def artifact_table(summary: pd.DataFrame, *, max_rows: int = 200) -> list[dict[str, Any]]:

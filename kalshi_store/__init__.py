@@ -12,6 +12,10 @@ a database driver):
 * :func:`kalshi_store.retention.apply_retention` — drop day partitions older than N days
   (``kalshi-ingest db retention --keep-days N``).
 * :class:`kalshi_store.writer.CopyWriter` — one batch, one transaction: COPY into staging, INSERT ... ON CONFLICT.
+* :class:`kalshi_store.depth.DepthStore` — what a depth summary replays (a session's stored books, gaps, windows)
+  and ``kalshi.depth_summaries``.
+* :class:`kalshi_store.alerts_store.AlertStore` — what the alert rules read, and the alert episodes.
+* :func:`kalshi_store.session_digest.latest_session_digest` — what the latest session of a market set stored.
 
 Schema: see ``sql/001``-``005`` (tables in schema ``kalshi``, comments on every column).
 """

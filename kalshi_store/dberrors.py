@@ -27,7 +27,7 @@ import psycopg
 
 __all__ = [
     "DatabaseConfigError", "DatabaseUnavailableError", "ErrorKind", "classify", "connect_error", "describe",
-    "redact", "redact_url", "url_secrets",
+    "redact", "redact_url", "url_secrets", "url_without_password",
 ]
 
 ErrorKind = Literal["transient", "config", "permanent"]
@@ -121,6 +121,16 @@ def redact(text: str, *secrets: str) -> str:
 def redact_url(url: str) -> str:
     """``url`` with its password masked (works on malformed URLs and conninfo strings too)."""
     return redact(url, *url_secrets(url))
+
+
+def url_without_password(url: str) -> str:
+    """``postgresql://user@host:port/dbname`` of a database URL or conninfo string: what to show a person (no
+    password, no other parameters)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(url)
+    user = params.get("user") or ""
+    return f"postgresql://{user}{'@' if user else ''}{params.get('host', '')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
 
 
 def describe(exc: BaseException, url: str | None = None) -> str:

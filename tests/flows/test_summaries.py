@@ -4,31 +4,28 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
-from typing import Any
 
 from kalshi_ingest.summaries import _Gap, artifact_table, replay_depth
+from kalshi_store.depth import BookEvent, StoredDelta, StoredSnapshot
 
 T0 = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
 
 
-def snapshot(seq: int, at: float, market: str = "M", generation: int = 1) -> dict[str, Any]:
-    return {"kind": "s", "generation": generation, "sid": 1, "seq": seq, "market_ticker": market,
-            "received_at": T0 + timedelta(seconds=at), "use_yes_price": False,
-            "yes_prices": [D("0.40"), D("0.41")], "yes_sizes": [D(10), D(20)],
-            "no_prices": [D("0.55"), D("0.57")], "no_sizes": [D(5), D(7)],
-            "side": None, "price": None, "delta": None}
+def snapshot(seq: int, at: float, market: str = "M", generation: int = 1) -> StoredSnapshot:
+    return StoredSnapshot(generation=generation, sid=1, seq=seq, market_ticker=market,
+                          received_at=T0 + timedelta(seconds=at), use_yes_price=False,
+                          yes_prices=[D("0.40"), D("0.41")], yes_sizes=[D(10), D(20)],
+                          no_prices=[D("0.55"), D("0.57")], no_sizes=[D(5), D(7)])
 
 
-def delta(seq: int, at: float, side: str, price: str, size: int, market: str = "M",
-          generation: int = 1) -> dict[str, Any]:
-    return {"kind": "d", "generation": generation, "sid": 1, "seq": seq, "market_ticker": market,
-            "received_at": T0 + timedelta(seconds=at), "use_yes_price": None, "yes_prices": None,
-            "yes_sizes": None, "no_prices": None, "no_sizes": None, "side": side, "price": D(price),
-            "delta": D(size)}
+def delta(seq: int, at: float, side: str, price: str, size: float, market: str = "M",
+          generation: int = 1) -> StoredDelta:
+    return StoredDelta(generation=generation, sid=1, seq=seq, market_ticker=market,
+                       received_at=T0 + timedelta(seconds=at), side=side, price=D(price), delta=D(size))
 
 
 def test_buckets_report_the_book_at_their_end_and_depth_near_the_touch() -> None:
-    events = [snapshot(1, 0.0), delta(2, 3.0, "yes", "0.42", 4), delta(3, 12.0, "no", "0.57", -7)]
+    events: list[BookEvent] = [snapshot(1, 0.0), delta(2, 3.0, "yes", "0.42", 4), delta(3, 12.0, "no", "0.57", -7)]
     summary = replay_depth(events, bucket_seconds=10, distances=[D("0.01"), D("0.05")])
 
     assert list(summary["bucket_start"].unique()) == [T0, T0 + timedelta(seconds=10)]
@@ -45,13 +42,13 @@ def test_buckets_report_the_book_at_their_end_and_depth_near_the_touch() -> None
 
 
 def test_deltas_without_a_snapshot_on_their_connection_are_untrusted() -> None:
-    events = [snapshot(1, 0.0), delta(1, 11.0, "yes", "0.40", 1, generation=2)]
+    events: list[BookEvent] = [snapshot(1, 0.0), delta(1, 11.0, "yes", "0.40", 1, generation=2)]
     summary = replay_depth(events, bucket_seconds=10, distances=[D("0.01")])
     assert list(summary["trusted"]) == [True, False]
 
 
 def test_gaps_mark_their_buckets_untrusted() -> None:
-    events = [snapshot(1, 0.0), delta(2, 1.0, "yes", "0.40", 1), delta(4, 12.0, "yes", "0.40", 1)]
+    events: list[BookEvent] = [snapshot(1, 0.0), delta(2, 1.0, "yes", "0.40", 1), delta(4, 12.0, "yes", "0.40", 1)]
     gap = _Gap(frozenset({"M"}), T0 + timedelta(seconds=11), T0 + timedelta(seconds=13))
     summary = replay_depth(events, bucket_seconds=10, distances=[D("0.01")], gaps=[gap])
     assert list(summary["trusted"]) == [True, False]
@@ -66,7 +63,7 @@ def test_empty_session_and_artifact_rows() -> None:
 
 
 def test_artifact_rows_are_rounded_and_cover_every_distance() -> None:
-    events = [snapshot(1, 0.0, "A"), delta(2, 1.0, "yes", "0.40", 1.0 / 3, market="A")]
+    events: list[BookEvent] = [snapshot(1, 0.0, "A"), delta(2, 1.0, "yes", "0.40", 1.0 / 3, market="A")]
     summary = replay_depth(events, bucket_seconds=10, distances=[D("0.01"), D("0.05"), D("0.10")])
     rows = artifact_table(summary)
     assert [row["distance"] for row in rows] == ["0.01", "0.05", "0.10"]

@@ -26,7 +26,7 @@ import pytest
 import storage_frames as f
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from kalshi_store.dberrors import DatabaseConfigError, classify, redact, redact_url
+from kalshi_store.dberrors import DatabaseConfigError, classify, redact, redact_url, url_without_password
 from kalshi_store.embedded import EmbeddedPostgres
 from kalshi_store.migrations import migrate
 from kalshi_store.recorder import Recorder
@@ -318,3 +318,9 @@ async def test_cli_db_commands_show_one_redacted_line(
     (line,) = captured.err.strip().splitlines()
     assert "belongs to" in line and "not replayed" in line and SECRET not in line
     assert list(spill.rglob("*.spill")), "a spill that belongs elsewhere stays where it is"
+
+
+def test_a_url_shown_to_a_person_has_user_host_port_and_database_only() -> None:
+    assert url_without_password(f"postgresql://u:{SECRET}@h:6543/db?sslmode=require") == "postgresql://u@h:6543/db"
+    assert url_without_password(f"host=h dbname=db user=u password={SECRET}") == "postgresql://u@h:5432/db"
+    assert url_without_password("postgresql://h/db") == "postgresql://h:5432/db"
