@@ -8,8 +8,9 @@ books, recovery). This module only owns the socket:
 * **Handshake failures**: any answer other than ``101`` is a failed attempt. ``401``/``403`` emit
   :class:`~kalshi_ws.events.AuthRejected`; after ``ClientOptions.max_auth_rejections`` consecutive
   rejections the client stops with :class:`AuthenticationError` instead of hammering the exchange.
-* **Backoff**: capped exponential with full jitter (``uniform(0, min(cap, initial * factor**n))`` for the
-  ``n``-th consecutive failure). ``n`` resets once a connection has stayed up for ``healthy_after``.
+* **Backoff** (:class:`~kalshi_ws.backoff.Backoff`): capped exponential with full jitter
+  (``uniform(0, min(cap, initial * factor**n))`` for the ``n``-th consecutive failure). ``n`` resets once a
+  connection has stayed up for ``healthy_after``.
 * **Liveness**, two layers:
 
   1. the stale-stream watchdog. Kalshi pings every 10 s, so a live connection hears *something* (a complete
@@ -63,6 +64,7 @@ from websockets.protocol import State
 
 from . import events, messages
 from .auth import Signer, signature_rejected_hint
+from .backoff import Backoff
 from .errors import AuthenticationError, KalshiError
 from .messages import MAX_FRAME_BYTES
 from .protocol import SessionProtocol, Subscription
@@ -129,9 +131,13 @@ class ClientOptions:
     #: How often (s) ``SessionProtocol.poll()`` runs and the watchdog/deadline are checked.
     poll_interval: float = 0.25
 
+    def backoff(self, rng: random.Random | None = None) -> Backoff:
+        """The reconnect :class:`~kalshi_ws.backoff.Backoff` these options describe, drawing from ``rng``."""
+        return Backoff(self.backoff_initial, self.backoff_factor, self.backoff_cap, rng=rng)
+
     def backoff_bound(self, failures: int) -> float:
         """Upper bound of the delay after ``failures`` consecutive failures (0 = after a healthy run)."""
-        return min(self.backoff_cap, self.backoff_initial * self.backoff_factor ** min(failures, 64))
+        return self.backoff().bound(failures)
 
 
 class _WatchedConnection(ClientConnection):
@@ -267,7 +273,7 @@ class KalshiWebSocketClient:
         self._signer = signer
         self.options = options or ClientOptions()
         self._protocol = protocol
-        self._rng = rng or random.Random()
+        self._backoff = self.options.backoff(rng)
         self._conn: _Connection | None = None
         self._stop_reason: StopReason | None = None
         self._stop_detail = ""
@@ -424,7 +430,7 @@ class KalshiWebSocketClient:
             else:
                 failures += 1
             if self._stop_reason is None and not self._check_deadline():
-                await self._sleep(self._rng.uniform(0.0, self.options.backoff_bound(failures)))
+                await self._sleep(self._backoff.delay(failures))
 
     async def _open(self) -> _WatchedConnection:
         """One connection attempt with freshly signed headers; raises _StoppedWhileConnecting if stopped meanwhile."""
@@ -486,7 +492,7 @@ class KalshiWebSocketClient:
             self._connect_failed(failures, reason, status, retry_in=None)
             raise ConnectionGaveUp(f"gave up on {self.url} after {failures} consecutive failed connection "
                                    f"attempts; last: {reason}")
-        delay = self._rng.uniform(0.0, self.options.backoff_bound(failures - 1))
+        delay = self._backoff.delay(failures - 1)
         self._connect_failed(failures, reason, status, retry_in=delay)
         log.warning("connection attempt %d to %s failed (%s); retrying in %.2f s", failures, self.url,
                     reason, delay)
