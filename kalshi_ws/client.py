@@ -28,8 +28,8 @@ books, recovery). This module only owns the socket:
 
   While the sink applies backpressure the watchdog is suspended (we are not reading, so silence is ours).
 * **Deadline**: ``run(deadline=...)`` stops at a wall-clock time (epoch seconds or an aware ``datetime``).
-  It is converted once, at the start of ``run``, to a ``time.monotonic()`` target, so NTP steps during the
-  session cannot stretch or cut it. At the deadline the client stops reading, sends no further command,
+  It is converted once, at the start of ``run``, to a target on the client's monotonic ``clock``, so NTP
+  steps during the session cannot stretch or cut it. At the deadline the client stops reading, sends no further command,
   closes with code 1000 and emits :class:`~kalshi_ws.events.Stopped` (``reason="deadline"``).
 * **Receiving**: websockets' parser splits each socket read into frames and the client handles every
   complete data message right there, synchronously (decode, protocol, ``sink.on_message``), instead of one
@@ -223,10 +223,10 @@ class _Connection:
     __slots__ = ("ws", "generation", "opened_at", "resumed_at", "end_reason", "reader", "wake", "failure",
                  "heard", "heard_at")
 
-    def __init__(self, ws: _WatchedConnection, generation: int) -> None:
+    def __init__(self, ws: _WatchedConnection, generation: int, opened_at: float) -> None:
         self.ws = ws
         self.generation = generation
-        self.opened_at = time.monotonic()
+        self.opened_at = opened_at
         self.resumed_at = self.opened_at
         self.end_reason: str | None = None
         self.reader: asyncio.Task[str] | None = None
@@ -249,8 +249,13 @@ class _Connection:
 class KalshiWebSocketClient:
     """Records one Kalshi WebSocket session into a :class:`MessageSink`, reconnecting until stopped.
 
-    ``subscriptions`` build a default ``SessionProtocol``; pass ``protocol`` instead to configure it.
+    ``subscriptions`` build a default ``SessionProtocol`` (sharing ``clock``); pass ``protocol`` instead to
+    configure it (``seq_scope``, timeouts ...).
     ``signer=None`` connects without ``KALSHI-ACCESS-*`` headers (only a simulator accepts that).
+    ``clock`` (monotonic seconds) is what the watchdog, the deadline and ``healthy_after`` measure; ``wall_clock``
+    (epoch seconds) is read once per ``set_deadline`` to turn a wall-clock deadline into a ``clock`` target.
+    Tests pass fake clocks and advance them instead of sleeping; the waits themselves (``poll_interval``, backoff)
+    stay on the event loop's time.
     """
 
     def __init__(
@@ -263,9 +268,11 @@ class KalshiWebSocketClient:
         options: ClientOptions | None = None,
         protocol: SessionProtocol | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if protocol is None:
-            protocol = SessionProtocol(tuple(subscriptions))
+            protocol = SessionProtocol(tuple(subscriptions), clock=clock)
         elif tuple(subscriptions):
             raise ValueError("pass either subscriptions or a protocol, not both")
         self.url = url
@@ -274,6 +281,8 @@ class KalshiWebSocketClient:
         self.options = options or ClientOptions()
         self._protocol = protocol
         self._backoff = self.options.backoff(rng)
+        self._clock = clock
+        self._wall_clock = wall_clock
         self._conn: _Connection | None = None
         self._stop_reason: StopReason | None = None
         self._stop_detail = ""
@@ -326,7 +335,7 @@ class KalshiWebSocketClient:
         if isinstance(deadline, datetime) and deadline.tzinfo is None:
             raise ValueError("deadline must be a timezone-aware datetime (or epoch seconds)")
         wall = deadline.timestamp() if isinstance(deadline, datetime) else float(deadline)
-        self._deadline = time.monotonic() + (wall - time.time())
+        self._deadline = self._clock() + (wall - self._wall_clock())
         self._kick.set()
 
     async def run(self, *, deadline: float | datetime | None = None) -> None:
@@ -383,7 +392,7 @@ class KalshiWebSocketClient:
             self._conn.end("deadline" if reason == "deadline" else "client stopped")
 
     def _remaining(self) -> float | None:
-        return None if self._deadline is None else self._deadline - time.monotonic()
+        return None if self._deadline is None else self._deadline - self._clock()
 
     def _check_deadline(self) -> bool:
         remaining = self._remaining()
@@ -425,7 +434,7 @@ class KalshiWebSocketClient:
                 continue
             auth_rejections = 0
             conn = await self._serve(ws)
-            if time.monotonic() - conn.opened_at >= self.options.healthy_after:
+            if self._clock() - conn.opened_at >= self.options.healthy_after:
                 failures = 0
             else:
                 failures += 1
@@ -518,7 +527,7 @@ class KalshiWebSocketClient:
         proto = self._protocol
         proto.connection_opened(self.url)
         self.connections += 1
-        conn = _Connection(ws, proto.generation)
+        conn = _Connection(ws, proto.generation, self._clock())
         self._conn = conn
         ticker: asyncio.Task[None] | None = None
         try:
@@ -597,7 +606,7 @@ class KalshiWebSocketClient:
                 finally:
                     if not transport.is_closing():
                         transport.resume_reading()
-                conn.resumed_at = time.monotonic()
+                conn.resumed_at = self._clock()
                 continue
             wake.clear()
             if conn.failure is None and not proto.has_output and ws.protocol.state is not State.CLOSED:
@@ -659,7 +668,7 @@ class KalshiWebSocketClient:
             if proto.reconnect_requested:
                 conn.end(f"reconnect requested: {proto.reconnect_requested}")
                 return
-            now = time.monotonic()
+            now = self._clock()
             if self._sink.paused:
                 conn.resumed_at = now
                 continue
