@@ -143,6 +143,12 @@ class ClientOptions:
 class _WatchedConnection(ClientConnection):
     """A websockets connection that hands complete text/binary frames straight to a callback.
 
+    ``connect(create_connection=...)`` is public, but ``process_event`` (the per-frame hook overridden here) is
+    not in websockets' documented API, so pyproject.toml bounds websockets to the tested major versions. The
+    public alternatives cost what this avoids: ``recv()`` is one await per message and never shows server
+    pings; a driver of our own around the public sans-I/O ``ClientProtocol`` would re-implement the handshake,
+    keepalive, closing handshake and timeouts that websockets gets right.
+
     websockets' own parser (``self.protocol``, fed by ``data_received``) turns each socket read into
     frames; ``process_event`` then runs once per frame, synchronously, inside the read. While ``deliver``
     is set, every complete data message goes to it right there, instead of through websockets' message
