@@ -67,7 +67,7 @@ from .auth import Signer, signature_rejected_hint
 from .backoff import Backoff
 from .errors import AuthenticationError, KalshiError
 from .messages import MAX_FRAME_BYTES
-from .protocol import SessionProtocol, Subscription
+from .protocol import SeqScope, SessionProtocol, Subscription
 
 if TYPE_CHECKING:
     from .orderbook import BookSet
@@ -255,8 +255,9 @@ class _Connection:
 class KalshiWebSocketClient:
     """Records one Kalshi WebSocket session into a :class:`MessageSink`, reconnecting until stopped.
 
-    ``subscriptions`` build a default ``SessionProtocol`` (sharing ``clock``); pass ``protocol`` instead to
-    configure it (``seq_scope``, timeouts ...).
+    ``subscriptions`` build a default ``SessionProtocol`` (sharing ``clock``, with ``seq_scope``: what one ``seq``
+    stream covers, ``"sid"`` unless the exchange is known to number per connection; see
+    :class:`~kalshi_ws.protocol.SessionProtocol`); pass ``protocol`` instead to configure it fully.
     ``signer=None`` connects without ``KALSHI-ACCESS-*`` headers (only a simulator accepts that).
     ``clock`` (monotonic seconds) is what the watchdog, the deadline and ``healthy_after`` measure; ``wall_clock``
     (epoch seconds) is read once per ``set_deadline`` to turn a wall-clock deadline into a ``clock`` target.
@@ -276,11 +277,15 @@ class KalshiWebSocketClient:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        seq_scope: SeqScope | None = None,
     ) -> None:
         if protocol is None:
-            protocol = SessionProtocol(tuple(subscriptions), clock=clock)
+            protocol = SessionProtocol(tuple(subscriptions), clock=clock, seq_scope=seq_scope or "sid")
         elif tuple(subscriptions):
             raise ValueError("pass either subscriptions or a protocol, not both")
+        elif seq_scope is not None and seq_scope != protocol.seq_scope:
+            raise ValueError(f"seq_scope={seq_scope!r} contradicts the protocol's seq_scope={protocol.seq_scope!r}; "
+                             "set it on the SessionProtocol")
         self.url = url
         self._sink = sink
         self._signer = signer
