@@ -537,9 +537,11 @@ class SessionProtocol:
         cls = message.__class__
         if cls is messages.OrderbookDelta:
             state = self._sids.get(message.sid)
-            if state is None:
-                return message  # a sid of an old subscription: real data, nothing to maintain
             seq = message.seq
+            if state is None:  # a sid of an old subscription: real data, nothing to maintain
+                if seq is not None and self._connection_seq is not None:  # but it took a number of the stream
+                    return message if self._in_sequence(None, seq, received_ns) else None
+                return message
             if seq is not None and not self._in_sequence(state, seq, received_ns):
                 return None
             payload = message.msg
@@ -557,7 +559,9 @@ class SessionProtocol:
             seq = message.seq
             if seq is not None:
                 state = self._sids.get(message.sid)
-                if state is not None and not self._in_sequence(state, seq, received_ns):
+                if state is None and self._connection_seq is None:
+                    return message
+                if not self._in_sequence(state, seq, received_ns):
                     return None
             return message
         if cls in _CONTROL:
@@ -581,6 +585,8 @@ class SessionProtocol:
             if stream.last is not None and seq <= stream.last:
                 return  # a stale copy
             self._observe_control(state, seq)
+            if self._connection_seq is not None:
+                state.seq.observe(seq)  # what this sid carried (see _Sid)
         if message.type in _BOOK_TYPES and state.channel.name == BOOK_CHANNEL:
             # A book update that cannot be applied is lost data for the book: recover as for a gap whose
             # missing frame is this one (expected == received == its seq, 0 when it has none).
@@ -591,6 +597,8 @@ class SessionProtocol:
             self._tracker.match(message)
         state = self._sids.get(message.sid)
         if state is None:
+            if message.seq is not None and self._connection_seq is not None:
+                return message if self._in_sequence(None, message.seq, at_ns) else None
             return message
         if message.seq is not None and not self._in_sequence(state, message.seq, at_ns):
             return None
@@ -636,11 +644,13 @@ class SessionProtocol:
         connection = self._connection_seq
         return state.seq if connection is None else connection
 
-    def _in_sequence(self, state: _Sid, seq: int, at_ns: int) -> bool:
-        """The one ``seq`` check of a data frame on a live sid: ``False`` = drop it (a duplicate or a stale
-        reorder); a gap is reported (and recovered) and the frame is kept (it is real and newer than anything)."""
+    def _in_sequence(self, state: _Sid | None, seq: int, at_ns: int) -> bool:
+        """The one ``seq`` check of a data frame: ``False`` = drop it (a duplicate or a stale reorder); a gap is
+        reported (and recovered) and the frame is kept (it is real and newer than anything). ``state`` is ``None``
+        for a sid that is no longer live: its frames still take numbers of a per-connection stream."""
         connection = self._connection_seq
         if connection is None:
+            assert state is not None  # per sid, only live sids are checked
             verdict = state.seq.observe(seq)
             if not verdict:  # ACCEPT
                 return True
@@ -651,14 +661,14 @@ class SessionProtocol:
             self._open_gap(state, expected, seq, at_ns)
             return True
         verdict = connection.observe(seq)
-        own = state.seq
         if verdict == STALE:
-            if own.last is None or seq > own.last:
+            if state is not None and (state.seq.last is None or seq > state.seq.last):
                 self._contradicted(state, at_ns, f"seq {seq} arrived on sid {state.sid} after the connection's "
                                    f"stream reached {connection.last}, and sid {state.sid} never carried it: "
                                    "numbers are reused across sids, as if each sid counted on its own")
             return False
-        own.observe(seq)
+        if state is not None:
+            state.seq.observe(seq)  # what this sid carried (see _Sid)
         if verdict != ACCEPT:
             # The lost number may have belonged to any sequenced sid: each one reports the gap.
             expected = connection.expected_before_gap or 0

@@ -781,6 +781,22 @@ def test_seq_scope_connection_checks_one_stream_for_the_whole_connection() -> No
     assert get_snapshot["params"] == {"sid": 1, "action": "get_snapshot", "market_tickers": [A, B]}
 
 
+def test_seq_scope_connection_counts_the_frames_of_a_sid_that_ended() -> None:
+    h = _book_and_trades(seq_scope="connection")
+    h.feed(*PER_CONNECTION)
+    h.feed({"type": "error", "sid": 1, "seq": 7, "msg": {"code": 25, "msg": "Subscription buffer overflow"}})
+    [subscribe] = h.commands()
+    h.events()
+    # Still in flight on the dead sid: it took number 8 of the connection's stream, so 9 is no gap.
+    h.feed(delta(1, 8, A, "0.3800", "1"), trade(2, 9), delta(1, 8, A, "0.3800", "1"))
+    assert [type(m).__name__ for m in h.delivered[len(PER_CONNECTION):]] == ["OrderbookDelta", "Trade"]  # copy dropped
+    h.feed(subscribed(subscribe["id"], "orderbook_delta", 3), snapshot(3, 10, A, YES_A, NO_A),
+           snapshot(3, 11, B, YES_B, NO_B), trade(2, 12))
+    evs = h.events()
+    assert "SequenceGap" not in kinds(evs) and kinds(evs)[-1] == "Recovered" and evs[-1].outcome == "resubscribed"
+    assert h.book(A).trusted and h.book(B).trusted
+
+
 def test_per_connection_numbering_contradicts_the_default_per_sid_setting() -> None:
     h = _book_and_trades()
     assert h.proto.seq_scope == "sid"
