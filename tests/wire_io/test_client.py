@@ -17,7 +17,7 @@ from kalshi_ws import events, messages
 from kalshi_ws.auth import Signer, generate_key_pair
 from kalshi_ws.client import ClientOptions, ConnectionGaveUp, KalshiWebSocketClient
 from kalshi_ws.errors import AuthenticationError
-from kalshi_ws.protocol import Subscription
+from kalshi_ws.protocol import SessionProtocol, Subscription
 
 TICKER = "KXTEST-1"
 FAST = ClientOptions(backoff_initial=0.01, backoff_cap=0.05, poll_interval=0.05, close_timeout=1.0,
@@ -458,3 +458,14 @@ async def test_backpressure_raised_in_the_middle_of_a_read_loses_and_repeats_not
     await task
     assert _trade_ids(sink) == [f"t-{i}" for i in range(200)]
     assert pauses == 4 and len(exchange.upgrades) == 1
+
+
+def test_seq_scope_is_passed_to_the_default_protocol_and_never_contradicts_a_given_one(sink: Any) -> None:
+    client = KalshiWebSocketClient("ws://127.0.0.1:1/trade-api/ws/v2", sink, [Subscription("trade")],
+                                   seq_scope="connection")
+    assert client.protocol.seq_scope == "connection"
+    assert KalshiWebSocketClient("ws://127.0.0.1:1", sink, [Subscription("trade")]).protocol.seq_scope == "sid"
+    protocol = SessionProtocol([Subscription("trade")], seq_scope="connection")
+    assert KalshiWebSocketClient("ws://127.0.0.1:1", sink, protocol=protocol, seq_scope="connection").protocol is protocol
+    with pytest.raises(ValueError, match="contradicts"):
+        KalshiWebSocketClient("ws://127.0.0.1:1", sink, protocol=protocol, seq_scope="sid")
