@@ -46,6 +46,12 @@ def test_nonsense_settings_are_refused(initial: float, factor: float, cap: float
         Backoff(initial, factor, cap)
 
 
+def test_backoff_is_public_in_kalshi_ws() -> None:
+    import kalshi_ws
+
+    assert kalshi_ws.Backoff is Backoff and "Backoff" in kalshi_ws.__all__
+
+
 def test_client_options_describe_a_backoff() -> None:
     options = ClientOptions(backoff_initial=0.25, backoff_factor=3.0, backoff_cap=2.0)
     backoff = options.backoff(Extremes(top=True))
