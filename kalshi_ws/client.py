@@ -26,7 +26,9 @@ books, recovery). This module only owns the socket:
      TCP path quickly even when the server's heartbeat is late; the library closes such a connection
      and the client reconnects.
 
-  While the sink applies backpressure the watchdog is suspended (we are not reading, so silence is ours).
+  While the sink applies backpressure the watchdog is suspended (we are not reading, so silence is ours), and
+  so are the protocol's timeouts: the time spent paused is added to them (``postpone_timeouts``), since the
+  replies and snapshots they wait for are among the unread frames.
 * **Deadline**: ``run(deadline=...)`` stops at a wall-clock time (epoch seconds or an aware ``datetime``).
   It is converted once, at the start of ``run``, to a target on the client's monotonic ``clock``, so NTP
   steps during the session cannot stretch or cut it. At the deadline the client stops reading, sends no further command,
@@ -610,7 +612,9 @@ class KalshiWebSocketClient:
                 ws.deliver = _discard
                 return _describe_close(ws.protocol.close_exc)
             if sink.paused:
-                # Stop reading the socket: the TCP window closes and the server slows down.
+                # Stop reading the socket: the TCP window closes and the server slows down. Replies and
+                # snapshots wait in the socket meanwhile, so the protocol's timeouts stop too.
+                paused_at = self._clock()
                 transport.pause_reading()
                 try:
                     await sink.wait_resumed()
@@ -618,6 +622,7 @@ class KalshiWebSocketClient:
                     if not transport.is_closing():
                         transport.resume_reading()
                 conn.resumed_at = self._clock()
+                proto.postpone_timeouts(conn.resumed_at - paused_at)
                 continue
             wake.clear()
             if conn.failure is None and not proto.has_output and ws.protocol.state is not State.CLOSED:
@@ -674,15 +679,16 @@ class KalshiWebSocketClient:
             self._kick.clear()
             if self._stop_reason is not None or self._check_deadline():
                 return
+            now = self._clock()
+            if self._sink.paused:  # not reading: neither the watchdog nor the protocol's timeouts run
+                conn.resumed_at = now
+                await self._drain(conn)  # commands asked for meanwhile (update_markets) still go out
+                continue
             proto.poll()
             await self._drain(conn)
             if proto.reconnect_requested:
                 conn.end(f"reconnect requested: {proto.reconnect_requested}")
                 return
-            now = self._clock()
-            if self._sink.paused:
-                conn.resumed_at = now
-                continue
             heard = conn.ws.heard
             if heard != conn.heard:
                 conn.heard, conn.heard_at = heard, now

@@ -794,6 +794,18 @@ class SessionProtocol:
                                f"{missing} of {len(recovery.markets)} {channel.name} snapshots missing after "
                                f"the {recovery.outcome} step", now, self._wall_ns())
 
+    def postpone_timeouts(self, seconds: float) -> None:
+        """The driver did not read the socket for ``seconds`` (backpressure): no reply and no snapshot could
+        arrive meanwhile, so every running timeout (commands, recovery steps) ends that much later."""
+        if seconds <= 0:
+            return
+        for command in self._tracker.pending.values():
+            command.issued_at += seconds
+        for channel in self._channels.values():
+            recovery = channel.recovery
+            if recovery is not None and recovery.deadline is not None:
+                recovery.deadline += seconds
+
     # ------------------------------------------------------------------------------------ control replies
 
     def _control(self, message: messages.ControlMessage, at_ns: int) -> None:

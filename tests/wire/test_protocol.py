@@ -573,6 +573,28 @@ def test_a_reconnect_is_complete_only_once_no_subscribe_is_in_flight() -> None:
     assert isinstance(recovered, events.Recovered) and recovered.outcome == "reconnected"
 
 
+def test_time_not_spent_reading_does_not_count_against_timeouts() -> None:
+    h = Harness([Subscription("trade")], command_timeout=10.0)
+    h.open()
+    h.poll_after(9.0)
+    h.clock.now += 600.0  # the driver stopped reading (backpressure) for ten minutes
+    h.proto.postpone_timeouts(600.0)
+    h.poll_after(0.9)
+    assert h.proto.reconnect_requested is None
+    h.poll_after(0.1)
+    assert h.proto.reconnect_requested is not None
+    # A recovery step's deadline moves the same way.
+    h = started(snapshot_timeout=5.0)
+    h.feed(delta(1, 9, A, "0.3800", "1"))
+    assert kinds(h.events()) == ["SequenceGap", "SnapshotRequested"]
+    h.clock.now += 60.0
+    h.proto.postpone_timeouts(60.0)
+    h.poll_after(4.9)
+    assert h.events() == []
+    h.poll_after(0.1)
+    assert kinds(h.events()) == ["SnapshotRequested"]
+
+
 def test_unacknowledged_subscribe_requests_a_reconnect() -> None:
     h = Harness([Subscription("trade")], command_timeout=10.0)
     h.open()

@@ -277,7 +277,8 @@ class FakeClock:
         self.now += seconds
 
     async def ticks(self, reads: int = 4) -> None:
-        """Wait until the clock was read ``reads`` more times (each tick reads it twice: poll, then watchdog)."""
+        """Wait until the clock was read ``reads`` more times: each tick reads it for the watchdog, then (unless the
+        sink is paused) for ``SessionProtocol.poll``, so 4 reads include one whole tick that began after the call."""
         target = self.reads + reads
         await wait_until(lambda: self.reads >= target, timeout=10.0, what=f"{reads} clock reads")
 
