@@ -684,6 +684,8 @@ class SessionProtocol:
         """Spec 12.4: a "gap" on a per-sid stream that per-connection numbering would explain. Evidence, not a
         coincidence: the missing number is the last one of another sid *and* some sid did not start at 1 (a
         subscription's own stream starts at 1). The gap is still a gap: the setting rules, the event tells."""
+        if self._scope_contradicted:
+            return
         previous = received - 1
         others = [s for s in self._sids.values() if s is not state and s.seq.last is not None]
         if not any(other.seq.last == previous for other in others):
@@ -691,7 +693,7 @@ class SessionProtocol:
         if all(s.seq.first == 1 for s in (state, *others)):
             return
         self._contradicted(state, at_ns, f"seq {received} on sid {state.sid} skipped {previous}, the last seq of "
-                           "another sid, and not every sid started at 1: numbered per connection?")
+                           "another sid, and not every sid started at 1, as if numbered per connection")
 
     def _contradicted(self, state: _Sid, at_ns: int, evidence: str) -> None:
         if self._scope_contradicted:
