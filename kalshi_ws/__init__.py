@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .auth import Signer
+    from .backoff import Backoff
     from .client import ClientOptions, ConnectionGaveUp, KalshiWebSocketClient, MessageSink
     from .environments import Environment
     from .errors import AuthenticationError, KalshiError
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 _EXPORTS: dict[str, str] = {
     "Signer": "auth",
+    "Backoff": "backoff",
     "Environment": "environments",
     "AuthenticationError": "errors",
     "KalshiError": "errors",
@@ -37,6 +39,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "AuthenticationError",
+    "Backoff",
     "ClientOptions",
     "ConnectionGaveUp",
     "Environment",

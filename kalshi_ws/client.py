@@ -8,8 +8,9 @@ books, recovery). This module only owns the socket:
 * **Handshake failures**: any answer other than ``101`` is a failed attempt. ``401``/``403`` emit
   :class:`~kalshi_ws.events.AuthRejected`; after ``ClientOptions.max_auth_rejections`` consecutive
   rejections the client stops with :class:`AuthenticationError` instead of hammering the exchange.
-* **Backoff**: capped exponential with full jitter (``uniform(0, min(cap, initial * factor**n))`` for the
-  ``n``-th consecutive failure). ``n`` resets once a connection has stayed up for ``healthy_after``.
+* **Backoff** (:class:`~kalshi_ws.backoff.Backoff`): capped exponential with full jitter
+  (``uniform(0, min(cap, initial * factor**n))`` for the ``n``-th consecutive failure). ``n`` resets once a
+  connection has stayed up for ``healthy_after``.
 * **Liveness**, two layers:
 
   1. the stale-stream watchdog. Kalshi pings every 10 s, so a live connection hears *something* (a complete
@@ -25,10 +26,12 @@ books, recovery). This module only owns the socket:
      TCP path quickly even when the server's heartbeat is late; the library closes such a connection
      and the client reconnects.
 
-  While the sink applies backpressure the watchdog is suspended (we are not reading, so silence is ours).
+  While the sink applies backpressure the watchdog is suspended (we are not reading, so silence is ours), and
+  so are the protocol's timeouts: the time spent paused is added to them (``postpone_timeouts``), since the
+  replies and snapshots they wait for are among the unread frames.
 * **Deadline**: ``run(deadline=...)`` stops at a wall-clock time (epoch seconds or an aware ``datetime``).
-  It is converted once, at the start of ``run``, to a ``time.monotonic()`` target, so NTP steps during the
-  session cannot stretch or cut it. At the deadline the client stops reading, sends no further command,
+  It is converted once, at the start of ``run``, to a target on the client's monotonic ``clock``, so NTP
+  steps during the session cannot stretch or cut it. At the deadline the client stops reading, sends no further command,
   closes with code 1000 and emits :class:`~kalshi_ws.events.Stopped` (``reason="deadline"``).
 * **Receiving**: websockets' parser splits each socket read into frames and the client handles every
   complete data message right there, synchronously (decode, protocol, ``sink.on_message``), instead of one
@@ -63,9 +66,10 @@ from websockets.protocol import State
 
 from . import events, messages
 from .auth import Signer, signature_rejected_hint
+from .backoff import Backoff
 from .errors import AuthenticationError, KalshiError
 from .messages import MAX_FRAME_BYTES
-from .protocol import SessionProtocol, Subscription
+from .protocol import SeqScope, SessionProtocol, Subscription
 
 if TYPE_CHECKING:
     from .orderbook import BookSet
@@ -129,13 +133,23 @@ class ClientOptions:
     #: How often (s) ``SessionProtocol.poll()`` runs and the watchdog/deadline are checked.
     poll_interval: float = 0.25
 
+    def backoff(self, rng: random.Random | None = None) -> Backoff:
+        """The reconnect :class:`~kalshi_ws.backoff.Backoff` these options describe, drawing from ``rng``."""
+        return Backoff(self.backoff_initial, self.backoff_factor, self.backoff_cap, rng=rng)
+
     def backoff_bound(self, failures: int) -> float:
         """Upper bound of the delay after ``failures`` consecutive failures (0 = after a healthy run)."""
-        return min(self.backoff_cap, self.backoff_initial * self.backoff_factor ** min(failures, 64))
+        return self.backoff().bound(failures)
 
 
 class _WatchedConnection(ClientConnection):
     """A websockets connection that hands complete text/binary frames straight to a callback.
+
+    ``connect(create_connection=...)`` is public, but ``process_event`` (the per-frame hook overridden here) is
+    not in websockets' documented API, so pyproject.toml bounds websockets to the tested major versions. The
+    public alternatives cost what this avoids: ``recv()`` is one await per message and never shows server
+    pings; a driver of our own around the public sans-I/O ``ClientProtocol`` would re-implement the handshake,
+    keepalive, closing handshake and timeouts that websockets gets right.
 
     websockets' own parser (``self.protocol``, fed by ``data_received``) turns each socket read into
     frames; ``process_event`` then runs once per frame, synchronously, inside the read. While ``deliver``
@@ -217,10 +231,10 @@ class _Connection:
     __slots__ = ("ws", "generation", "opened_at", "resumed_at", "end_reason", "reader", "wake", "failure",
                  "heard", "heard_at")
 
-    def __init__(self, ws: _WatchedConnection, generation: int) -> None:
+    def __init__(self, ws: _WatchedConnection, generation: int, opened_at: float) -> None:
         self.ws = ws
         self.generation = generation
-        self.opened_at = time.monotonic()
+        self.opened_at = opened_at
         self.resumed_at = self.opened_at
         self.end_reason: str | None = None
         self.reader: asyncio.Task[str] | None = None
@@ -243,8 +257,14 @@ class _Connection:
 class KalshiWebSocketClient:
     """Records one Kalshi WebSocket session into a :class:`MessageSink`, reconnecting until stopped.
 
-    ``subscriptions`` build a default ``SessionProtocol``; pass ``protocol`` instead to configure it.
+    ``subscriptions`` build a default ``SessionProtocol`` (sharing ``clock``, with ``seq_scope``: what one ``seq``
+    stream covers, ``"sid"`` unless the exchange is known to number per connection; see
+    :class:`~kalshi_ws.protocol.SessionProtocol`); pass ``protocol`` instead to configure it fully.
     ``signer=None`` connects without ``KALSHI-ACCESS-*`` headers (only a simulator accepts that).
+    ``clock`` (monotonic seconds) is what the watchdog, the deadline and ``healthy_after`` measure; ``wall_clock``
+    (epoch seconds) is read once per ``set_deadline`` to turn a wall-clock deadline into a ``clock`` target.
+    Tests pass fake clocks and advance them instead of sleeping; the waits themselves (``poll_interval``, backoff)
+    stay on the event loop's time.
     """
 
     def __init__(
@@ -257,17 +277,25 @@ class KalshiWebSocketClient:
         options: ClientOptions | None = None,
         protocol: SessionProtocol | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        seq_scope: SeqScope | None = None,
     ) -> None:
         if protocol is None:
-            protocol = SessionProtocol(tuple(subscriptions))
+            protocol = SessionProtocol(tuple(subscriptions), clock=clock, seq_scope=seq_scope or "sid")
         elif tuple(subscriptions):
             raise ValueError("pass either subscriptions or a protocol, not both")
+        elif seq_scope is not None and seq_scope != protocol.seq_scope:
+            raise ValueError(f"seq_scope={seq_scope!r} contradicts the protocol's seq_scope={protocol.seq_scope!r}; "
+                             "set it on the SessionProtocol")
         self.url = url
         self._sink = sink
         self._signer = signer
         self.options = options or ClientOptions()
         self._protocol = protocol
-        self._rng = rng or random.Random()
+        self._backoff = self.options.backoff(rng)
+        self._clock = clock
+        self._wall_clock = wall_clock
         self._conn: _Connection | None = None
         self._stop_reason: StopReason | None = None
         self._stop_detail = ""
@@ -320,7 +348,7 @@ class KalshiWebSocketClient:
         if isinstance(deadline, datetime) and deadline.tzinfo is None:
             raise ValueError("deadline must be a timezone-aware datetime (or epoch seconds)")
         wall = deadline.timestamp() if isinstance(deadline, datetime) else float(deadline)
-        self._deadline = time.monotonic() + (wall - time.time())
+        self._deadline = self._clock() + (wall - self._wall_clock())
         self._kick.set()
 
     async def run(self, *, deadline: float | datetime | None = None) -> None:
@@ -377,7 +405,7 @@ class KalshiWebSocketClient:
             self._conn.end("deadline" if reason == "deadline" else "client stopped")
 
     def _remaining(self) -> float | None:
-        return None if self._deadline is None else self._deadline - time.monotonic()
+        return None if self._deadline is None else self._deadline - self._clock()
 
     def _check_deadline(self) -> bool:
         remaining = self._remaining()
@@ -419,12 +447,12 @@ class KalshiWebSocketClient:
                 continue
             auth_rejections = 0
             conn = await self._serve(ws)
-            if time.monotonic() - conn.opened_at >= self.options.healthy_after:
+            if self._clock() - conn.opened_at >= self.options.healthy_after:
                 failures = 0
             else:
                 failures += 1
             if self._stop_reason is None and not self._check_deadline():
-                await self._sleep(self._rng.uniform(0.0, self.options.backoff_bound(failures)))
+                await self._sleep(self._backoff.delay(failures))
 
     async def _open(self) -> _WatchedConnection:
         """One connection attempt with freshly signed headers; raises _StoppedWhileConnecting if stopped meanwhile."""
@@ -486,7 +514,7 @@ class KalshiWebSocketClient:
             self._connect_failed(failures, reason, status, retry_in=None)
             raise ConnectionGaveUp(f"gave up on {self.url} after {failures} consecutive failed connection "
                                    f"attempts; last: {reason}")
-        delay = self._rng.uniform(0.0, self.options.backoff_bound(failures - 1))
+        delay = self._backoff.delay(failures - 1)
         self._connect_failed(failures, reason, status, retry_in=delay)
         log.warning("connection attempt %d to %s failed (%s); retrying in %.2f s", failures, self.url,
                     reason, delay)
@@ -512,7 +540,7 @@ class KalshiWebSocketClient:
         proto = self._protocol
         proto.connection_opened(self.url)
         self.connections += 1
-        conn = _Connection(ws, proto.generation)
+        conn = _Connection(ws, proto.generation, self._clock())
         self._conn = conn
         ticker: asyncio.Task[None] | None = None
         try:
@@ -584,14 +612,17 @@ class KalshiWebSocketClient:
                 ws.deliver = _discard
                 return _describe_close(ws.protocol.close_exc)
             if sink.paused:
-                # Stop reading the socket: the TCP window closes and the server slows down.
+                # Stop reading the socket: the TCP window closes and the server slows down. Replies and
+                # snapshots wait in the socket meanwhile, so the protocol's timeouts stop too.
+                paused_at = self._clock()
                 transport.pause_reading()
                 try:
                     await sink.wait_resumed()
                 finally:
                     if not transport.is_closing():
                         transport.resume_reading()
-                conn.resumed_at = time.monotonic()
+                conn.resumed_at = self._clock()
+                proto.postpone_timeouts(conn.resumed_at - paused_at)
                 continue
             wake.clear()
             if conn.failure is None and not proto.has_output and ws.protocol.state is not State.CLOSED:
@@ -648,15 +679,16 @@ class KalshiWebSocketClient:
             self._kick.clear()
             if self._stop_reason is not None or self._check_deadline():
                 return
+            now = self._clock()
+            if self._sink.paused:  # not reading: neither the watchdog nor the protocol's timeouts run
+                conn.resumed_at = now
+                await self._drain(conn)  # commands asked for meanwhile (update_markets) still go out
+                continue
             proto.poll()
             await self._drain(conn)
             if proto.reconnect_requested:
                 conn.end(f"reconnect requested: {proto.reconnect_requested}")
                 return
-            now = time.monotonic()
-            if self._sink.paused:
-                conn.resumed_at = now
-                continue
             heard = conn.ws.heard
             if heard != conn.heard:
                 conn.heard, conn.heard_at = heard, now

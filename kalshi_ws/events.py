@@ -73,6 +73,19 @@ class SequenceGap(_Event, frozen=True, kw_only=True):
     received: int
 
 
+class SeqScopeContradicted(_Event, frozen=True, kw_only=True):
+    """The exchange numbers ``seq`` differently from the session's ``seq_scope`` setting (spec 12.4).
+
+    Emitted once per connection, on the first clear evidence; the setting still rules (a "gap" it sees is
+    recovered as one), so gaps that follow may be artefacts of the wrong setting: fix ``seq_scope``.
+    """
+
+    seq_scope: Literal["sid", "connection"]
+    sid: int
+    channel: str
+    evidence: str
+
+
 class SnapshotRequested(_Event, frozen=True, kw_only=True):
     """Fresh snapshots were requested on the live connection (``get_snapshot``) to repair a gap."""
 
@@ -138,6 +151,7 @@ SessionEvent = (
     | AuthRejected
     | StaleStream
     | SequenceGap
+    | SeqScopeContradicted
     | SnapshotRequested
     | Recovered
     | Resubscribed

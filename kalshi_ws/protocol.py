@@ -55,29 +55,49 @@ Other decisions, each tested:
   the remembered list (except 18/27, which are transient);
 * a ``subscribe`` or ``add/delete_markets`` without any reply within ``command_timeout`` requests a
   reconnect (the server's view of the subscription is unknown);
-* ``seq`` counted per connection instead of per sid (spec 12.4) is recognised on clear evidence
-  (:attr:`~SessionProtocol.seq_per_connection`); control replies carrying ``seq`` never open a gap (12.5).
+* what ``seq`` counts is a setting, ``seq_scope`` (spec 12.4), never inferred: ``"sid"`` (the default: the
+  spec's examples and every serious client) checks one stream per sid; ``"connection"`` checks one stream for
+  the whole connection, and a gap in it may have hit any sequenced sid, so every live one reports it (books
+  recover, other channels abandon). When the exchange contradicts the setting (per sid: a "gap" whose missing
+  number is another sid's last and a sid that did not start at 1; per connection: a number new on its sid but
+  already used on the connection) :class:`~kalshi_ws.events.SeqScopeContradicted` says so, once per connection,
+  and the setting still rules; control replies carrying ``seq`` never open a gap (12.5).
+
+Subscription state: one :class:`SubscriptionState` per channel, changed only by ``_Channel.move``, which checks
+each transition against :data:`TRANSITIONS`::
+
+    UNSUBSCRIBED -> SUBSCRIBING          subscribe sent (connection opened, first market of a followed list)
+    SUBSCRIBING  -> LIVE                 ``subscribed``: the sid is live
+    SUBSCRIBING  -> SUBSCRIBING          refused with a terminal error, retried (``resubscribe_attempts``)
+    SUBSCRIBING  -> FAILED               refused, not retried on this connection
+    LIVE         -> SUBSCRIBING          re-created: recovery ladder, terminal error, error 7, unsolicited end
+    LIVE         -> LIVE                 a second ``subscribed`` for the channel: its sid replaces the old one
+    any          -> UNSUBSCRIBED         the connection opened again or ended
 
 A disconnect (:meth:`~SessionProtocol.connection_lost`) opens an incident (``Disconnected``); the next
-connection's ``Connected`` names it and it is closed with ``Recovered(outcome="reconnected")`` when every
-subscription has been acknowledged again and every book has its new snapshot.
+connection's ``Connected`` names it and it is closed with ``Recovered(outcome="reconnected")`` when no
+subscription is ``SUBSCRIBING`` any more and every book has its new snapshot.
 """
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 from kalshi_ws import events, messages
 from kalshi_ws.commands import RESERVED_PARAMS, CommandTracker, Reply
 from kalshi_ws.errors import describe_error
 from kalshi_ws.orderbook import BookSet, Problem
-from kalshi_ws.sequence import GAP, STALE, SequenceTracker
+from kalshi_ws.sequence import ACCEPT, STALE, SequenceTracker
 
-__all__ = ["BOOK_CHANNEL", "SessionProtocol", "Subscription"]
+__all__ = ["BOOK_CHANNEL", "TRANSITIONS", "SeqScope", "SessionProtocol", "Subscription", "SubscriptionState"]
+
+#: What one ``seq`` stream covers (spec 12.4): each subscription, or the whole connection.
+SeqScope = Literal["sid", "connection"]
 
 BOOK_CHANNEL: Final = "orderbook_delta"
 
@@ -148,10 +168,37 @@ class Subscription:
             raise ValueError(f"params may not set {', '.join(sorted(bad))}{hint}")
 
 
+class SubscriptionState(enum.Enum):
+    """Where one channel's server subscription is, on the current connection."""
+
+    #: No server subscription: not connected yet, disconnected, or an explicit market list that is empty.
+    UNSUBSCRIBED = "unsubscribed"
+    #: A ``subscribe`` is in flight (``_Channel.subscribe_id``); no sid yet.
+    SUBSCRIBING = "subscribing"
+    #: Acknowledged: ``_Channel.sid`` is live on this connection.
+    LIVE = "live"
+    #: The ``subscribe`` was refused and is not retried on this connection (a user error would fail again).
+    FAILED = "failed"
+
+
+_S = SubscriptionState
+
+#: Every allowed transition. ``UNSUBSCRIBED`` is reachable from every state (a connection opens or ends).
+TRANSITIONS: Final[Mapping[SubscriptionState, frozenset[SubscriptionState]]] = MappingProxyType({
+    _S.UNSUBSCRIBED: frozenset({_S.UNSUBSCRIBED, _S.SUBSCRIBING}),
+    # refused: retried (SUBSCRIBING again) or given up (FAILED); acknowledged: LIVE
+    _S.SUBSCRIBING: frozenset({_S.UNSUBSCRIBED, _S.SUBSCRIBING, _S.LIVE, _S.FAILED}),
+    # re-created (recovery ladder, terminal error, unsolicited end); a second ``subscribed`` replaces the sid
+    _S.LIVE: frozenset({_S.UNSUBSCRIBED, _S.SUBSCRIBING, _S.LIVE}),
+    _S.FAILED: frozenset({_S.UNSUBSCRIBED}),
+})
+
+
 class _Channel:
     """One server subscription (per channel) and what the caller wants it to cover."""
 
-    __slots__ = ("explicit", "failed_subscribes", "markets", "name", "params", "recovery", "sid", "subscribe_id")
+    __slots__ = ("explicit", "failed_subscribes", "markets", "name", "params", "recovery", "sid", "state",
+                 "subscribe_id")
 
     def __init__(self, name: str, markets: Iterable[str], params: Mapping[str, Any], explicit: bool = False) -> None:
         self.name = name
@@ -160,11 +207,23 @@ class _Channel:
         #: The list is exact: while it is empty the channel has no server subscription.
         self.explicit = explicit
         self.params = dict(params)
-        #: Live sid on this connection (``None`` while (re)subscribing or disconnected).
+        self.state = SubscriptionState.UNSUBSCRIBED
+        #: The live sid: set in ``LIVE`` only.
         self.sid: int | None = None
+        #: The ``subscribe`` command in flight: set in ``SUBSCRIBING`` only.
         self.subscribe_id: int | None = None
         self.failed_subscribes = 0
         self.recovery: _Recovery | None = None
+
+    def move(self, new: SubscriptionState, *, sid: int | None = None, command_id: int | None = None) -> None:
+        """The only place the subscription state changes; ``sid`` for ``LIVE``, ``command_id`` for ``SUBSCRIBING``."""
+        if new not in TRANSITIONS[self.state]:
+            raise RuntimeError(f"{self.name}: no transition from {self.state.name} to {new.name}")
+        if (new is _S.LIVE) != (sid is not None) or (new is _S.SUBSCRIBING) != (command_id is not None):
+            raise RuntimeError(f"{self.name}: {new.name} takes {'a sid' if new is _S.LIVE else 'a command id'}")
+        self.state = new
+        self.sid = sid
+        self.subscribe_id = command_id
 
     @property
     def dormant(self) -> bool:
@@ -173,7 +232,8 @@ class _Channel:
 
 
 class _Sid:
-    """A live sid: its channel and its sequence."""
+    """A live sid: its channel and its sequence (with ``seq_scope="connection"``, ``seq`` only records what this
+    sid carried, to notice a number used twice; the stream is checked on the connection's tracker)."""
 
     __slots__ = ("channel", "seq", "sid")
 
@@ -217,13 +277,20 @@ class SessionProtocol:
     before falling back to ``resubscribe_attempts`` unsubscribe+subscribe cycles, and then to a reconnect.
     ``command_timeout``: a ``subscribe`` or ``add/delete_markets`` without any reply for this long leaves the
     subscription state unknown, so a reconnect is requested.
+    ``seq_scope`` says what one ``seq`` stream covers (spec 12.4): ``"sid"`` (the default, per the spec's examples
+    and every serious client: a gap is pinned to one subscription and only its books recover) or
+    ``"connection"`` (one counter for the whole connection: a gap may have hit any sequenced sid, so all of them
+    report it and every book recovers). It is never inferred; evidence against it is reported as
+    :class:`~kalshi_ws.events.SeqScopeContradicted`.
     ``clock`` (monotonic seconds) drives the timeouts; ``wall_ns`` stamps events not caused by a frame.
     """
 
     def __init__(self, subscriptions: Sequence[Subscription], *, use_yes_price: bool = False,
                  snapshot_timeout: float = 5.0, snapshot_attempts: int = 3, resubscribe_attempts: int = 2,
-                 command_timeout: float = 10.0, clock: Callable[[], float] = time.monotonic,
-                 wall_ns: Callable[[], int] = time.time_ns) -> None:
+                 command_timeout: float = 10.0, seq_scope: SeqScope = "sid",
+                 clock: Callable[[], float] = time.monotonic, wall_ns: Callable[[], int] = time.time_ns) -> None:
+        if seq_scope not in get_args(SeqScope):
+            raise ValueError(f"seq_scope must be one of {', '.join(map(repr, get_args(SeqScope)))}, not {seq_scope!r}")
         if snapshot_attempts < 1:
             raise ValueError("snapshot_attempts must be at least 1")
         if resubscribe_attempts < 0:
@@ -233,6 +300,7 @@ class SessionProtocol:
         self.snapshot_attempts = snapshot_attempts
         self.resubscribe_attempts = resubscribe_attempts
         self.command_timeout = command_timeout
+        self.seq_scope: SeqScope = seq_scope
         self._clock = clock
         self._wall_ns = wall_ns
 
@@ -245,17 +313,20 @@ class SessionProtocol:
             self.books.book(market)
         self.has_output = False
         self.reconnect_requested: str | None = None
-        #: ``True`` once this connection's ``seq`` proved to count per connection, not per sid (spec 12.4).
-        self.seq_per_connection = False
 
         self._tracker = CommandTracker(clock)
         self._sids: dict[int, _Sid] = {}
         self._sid_channels: dict[int, str] = {}
+        #: ``seq_scope="connection"``: the connection's one stream (``None`` with per-sid streams).
+        self._connection_seq: SequenceTracker | None = None
+        #: ``SeqScopeContradicted`` was emitted on this connection (once is enough).
+        self._scope_contradicted = False
         self._commands: list[bytes] = []
         self._events: list[events.SessionEvent] = []
         self._incidents = 0
-        self._disconnect_incident: int | None = None
-        self._awaiting_subscribed: set[str] = set()
+        #: The incident a disconnect opened; closed (``Recovered(outcome="reconnected")``) once the next connection
+        #: has every subscription acknowledged (none ``SUBSCRIBING``) and every book re-snapshotted.
+        self._reconnect_incident: int | None = None
         #: Between ``connection_opened`` and ``connection_lost``.
         self._connected = False
         #: Markets already reported as ``delta_before_snapshot`` in the current incident/connection.
@@ -312,6 +383,11 @@ class SessionProtocol:
         """The channel of a sid seen on the current connection (also after it was unsubscribed)."""
         return self._sid_channels.get(sid)
 
+    def subscription_state(self, channel: str) -> tuple[SubscriptionState, int | None]:
+        """Where ``channel``'s server subscription is on this connection, and its sid while ``LIVE``."""
+        state = self._channels[channel]
+        return state.state, state.sid
+
     def _new_incident(self) -> int:
         self._incidents += 1
         return self._incidents
@@ -322,58 +398,51 @@ class SessionProtocol:
         """A new connection is up: subscribe everything again with the current market lists."""
         self.generation += 1
         self._connected = True
-        self.seq_per_connection = False
-        self._tracker = CommandTracker(self._clock)
-        self._sids = {}
-        self._sid_channels = {}
-        self._commands = []
-        self.reconnect_requested = None
+        self._reset_connection_state()
         self.books.mark_untrusted()
         self._warned.clear()
-        incident = self._disconnect_incident
+        incident = self._reconnect_incident
         self._emit(events.Connected(generation=self.generation, at_ns=self._wall_ns(), url=url,
                                     incident_id=incident))
-        now = self._clock()
         for channel in self._channels.values():
-            channel.sid = None
             channel.failed_subscribes = 0
             if not channel.dormant:
                 self._subscribe(channel)
-        if incident is not None:
-            self._awaiting_subscribed = {name for name, channel in self._channels.items() if not channel.dormant}
         book = self._channels.get(BOOK_CHANNEL)
         if book is not None and book.markets and (incident is not None or book.recovery is not None):
-            recovery = book.recovery
-            if recovery is None:
-                recovery = book.recovery = _Recovery(tuple(book.markets))
-            recovery.markets = tuple(book.markets)
-            recovery.pending = set(book.markets)
+            recovery = self._restart_recovery(book, "reconnected")
             recovery.reconnect_incident = incident
-            recovery.outcome = "reconnected"
             recovery.snapshot_requests = 0
             recovery.resubscribes = 0
-            recovery.deadline = now + self.command_timeout + self.snapshot_timeout
         if incident is not None:
             self._check_reconnect_closed()
+
+    def _reset_connection_state(self) -> None:
+        """Nothing of a connection survives it: sids, their streams, commands in flight, subscriptions."""
+        self._tracker = CommandTracker(self._clock)
+        self._sids = {}
+        self._sid_channels = {}
+        self._connection_seq = SequenceTracker(0) if self.seq_scope == "connection" else None
+        self._scope_contradicted = False
+        self._commands = []
+        self.reconnect_requested = None
+        for channel in self._channels.values():
+            channel.move(SubscriptionState.UNSUBSCRIBED)
 
     def connection_lost(self, reason: str, will_reconnect: bool) -> None:
         """The connection ended: every sid is void and every book untrusted until re-snapshotted."""
         self._connected = False
-        if self._disconnect_incident is None:
-            self._disconnect_incident = self._new_incident()
+        if self._reconnect_incident is None:
+            self._reconnect_incident = self._new_incident()
         at_ns = self._wall_ns()
         self._emit(events.Disconnected(generation=self.generation, at_ns=at_ns,
-                                       incident_id=self._disconnect_incident, reason=reason,
+                                       incident_id=self._reconnect_incident, reason=reason,
                                        will_reconnect=will_reconnect))
         self.books.mark_untrusted()
-        self._sids = {}
-        self._commands = []
-        self._tracker = CommandTracker(self._clock)
-        self.reconnect_requested = None
-        self._awaiting_subscribed = set()
+        sid_channels = self._sid_channels
+        self._reset_connection_state()
+        self._sid_channels = sid_channels  # sid_channel() still answers for the connection that ended
         for channel in self._channels.values():
-            channel.sid = None
-            channel.subscribe_id = None
             recovery = channel.recovery
             if recovery is None:
                 continue
@@ -386,13 +455,13 @@ class SessionProtocol:
                                                 outcome="abandoned", markets=recovery.markets))
 
     def _check_reconnect_closed(self) -> None:
-        incident = self._disconnect_incident
-        if incident is None or self._awaiting_subscribed:
+        incident = self._reconnect_incident
+        if incident is None or any(c.state is SubscriptionState.SUBSCRIBING for c in self._channels.values()):
             return
         book = self._channels.get(BOOK_CHANNEL)
         if book is not None and book.recovery is not None and book.recovery.reconnect_incident == incident:
             return
-        self._disconnect_incident = None
+        self._reconnect_incident = None
         self._emit(events.Recovered(generation=self.generation, at_ns=self._wall_ns(), incident_id=incident,
                                     outcome="reconnected", markets=tuple(self._book_markets())))
 
@@ -403,7 +472,7 @@ class SessionProtocol:
             channel.name, channel.markets,
             use_yes_price=self.use_yes_price if channel.name == BOOK_CHANNEL else None,
             params=channel.params)
-        channel.subscribe_id = command.id
+        channel.move(SubscriptionState.SUBSCRIBING, command_id=command.id)
         self._send(command.frame)
 
     def _update(self, channel: _Channel, action: Any, markets: Sequence[str]) -> None:
@@ -438,7 +507,7 @@ class SessionProtocol:
         for market in removed:
             del state.markets[market]
         if was_dormant and added:
-            if self.generation and state.sid is None and state.subscribe_id is None and self._connected:
+            if self._connected and state.state is SubscriptionState.UNSUBSCRIBED:
                 self._subscribe(state)  # the first market of a followed list: subscribe now
         elif state.sid is not None:
             if added:
@@ -468,15 +537,13 @@ class SessionProtocol:
         cls = message.__class__
         if cls is messages.OrderbookDelta:
             state = self._sids.get(message.sid)
-            if state is None:
-                return message  # a sid of an old subscription: real data, nothing to maintain
             seq = message.seq
-            if seq is not None:
-                verdict = state.seq.observe(seq)
-                if verdict:
-                    if verdict == STALE:
-                        return None
-                    self._gap(state, seq, received_ns)
+            if state is None:  # a sid of an old subscription: real data, nothing to maintain
+                if seq is not None and self._connection_seq is not None:  # but it took a number of the stream
+                    return message if self._in_sequence(None, seq, received_ns) else None
+                return message
+            if seq is not None and not self._in_sequence(state, seq, received_ns):
+                return None
             payload = message.msg
             book = self._books_get(payload.market_ticker)
             if book is not None and book.trusted:
@@ -492,12 +559,10 @@ class SessionProtocol:
             seq = message.seq
             if seq is not None:
                 state = self._sids.get(message.sid)
-                if state is not None:
-                    verdict = state.seq.observe(seq)
-                    if verdict:
-                        if verdict == STALE:
-                            return None
-                        self._gap(state, seq, received_ns)
+                if state is None and self._connection_seq is None:
+                    return message
+                if not self._in_sequence(state, seq, received_ns):
+                    return None
             return message
         if cls in _CONTROL:
             self._control(message, received_ns)
@@ -516,9 +581,12 @@ class SessionProtocol:
         seq = message.seq
         if seq is not None:
             # It may have consumed a number of its sid's stream; never a gap by itself.
-            if state.seq.last is not None and seq <= state.seq.last:
+            stream = self._stream(state)
+            if stream.last is not None and seq <= stream.last:
                 return  # a stale copy
-            state.seq.observe_control(seq)
+            self._observe_control(state, seq)
+            if self._connection_seq is not None:
+                state.seq.observe(seq)  # what this sid carried (see _Sid)
         if message.type in _BOOK_TYPES and state.channel.name == BOOK_CHANNEL:
             # A book update that cannot be applied is lost data for the book: recover as for a gap whose
             # missing frame is this one (expected == received == its seq, 0 when it has none).
@@ -529,13 +597,11 @@ class SessionProtocol:
             self._tracker.match(message)
         state = self._sids.get(message.sid)
         if state is None:
+            if message.seq is not None and self._connection_seq is not None:
+                return message if self._in_sequence(None, message.seq, at_ns) else None
             return message
-        if message.seq is not None:
-            verdict = state.seq.observe(message.seq)
-            if verdict == STALE:
-                return None
-            if verdict == GAP:
-                self._gap(state, message.seq, at_ns)
+        if message.seq is not None and not self._in_sequence(state, message.seq, at_ns):
+            return None
         payload = message.msg
         market = payload.market_ticker
         if state.channel.name != BOOK_CHANNEL or market not in state.channel.markets:
@@ -573,12 +639,68 @@ class SessionProtocol:
 
     # ------------------------------------------------------------------------------------ gaps / recovery
 
-    def _gap(self, state: _Sid, received: int, at_ns: int) -> None:
-        """Numbers were skipped on ``state``'s sid; ``received`` is the ``seq`` that showed it."""
-        if self._explained_by_connection_numbering(state, received):
+    def _stream(self, state: _Sid) -> SequenceTracker:
+        """The ``seq`` stream ``state``'s frames belong to under ``seq_scope``."""
+        connection = self._connection_seq
+        return state.seq if connection is None else connection
+
+    def _in_sequence(self, state: _Sid | None, seq: int, at_ns: int) -> bool:
+        """The one ``seq`` check of a data frame: ``False`` = drop it (a duplicate or a stale reorder); a gap is
+        reported (and recovered) and the frame is kept (it is real and newer than anything). ``state`` is ``None``
+        for a sid that is no longer live: its frames still take numbers of a per-connection stream."""
+        connection = self._connection_seq
+        if connection is None:
+            assert state is not None  # per sid, only live sids are checked
+            verdict = state.seq.observe(seq)
+            if not verdict:  # ACCEPT
+                return True
+            if verdict == STALE:
+                return False
+            expected = state.seq.expected_before_gap or 0
+            self._check_sid_scope(state, seq, at_ns)
+            self._open_gap(state, expected, seq, at_ns)
+            return True
+        verdict = connection.observe(seq)
+        if verdict == STALE:
+            if state is not None and (state.seq.last is None or seq > state.seq.last):
+                self._contradicted(state, at_ns, f"seq {seq} arrived on sid {state.sid} after the connection's "
+                                   f"stream reached {connection.last}, and sid {state.sid} never carried it: "
+                                   "numbers are reused across sids, as if each sid counted on its own")
+            return False
+        if state is not None:
+            state.seq.observe(seq)  # what this sid carried (see _Sid)
+        if verdict != ACCEPT:
+            # The lost number may have belonged to any sequenced sid: each one reports the gap.
+            expected = connection.expected_before_gap or 0
+            for other in [s for s in self._sids.values() if s.seq.last is not None]:
+                self._open_gap(other, expected, seq, at_ns)
+        return True
+
+    def _observe_control(self, state: _Sid, seq: int) -> None:
+        """A control reply carrying ``seq`` (spec 12.5): advances its stream when it is the next number, never a gap."""
+        self._stream(state).observe_control(seq)
+
+    def _check_sid_scope(self, state: _Sid, received: int, at_ns: int) -> None:
+        """Spec 12.4: a "gap" on a per-sid stream that per-connection numbering would explain. Evidence, not a
+        coincidence: the missing number is the last one of another sid *and* some sid did not start at 1 (a
+        subscription's own stream starts at 1). The gap is still a gap: the setting rules, the event tells."""
+        if self._scope_contradicted:
             return
-        # observe() already moved ``last`` to ``received``; the frame before it is what was expected next.
-        self._open_gap(state, state.seq.expected_before_gap or 0, received, at_ns)
+        previous = received - 1
+        others = [s for s in self._sids.values() if s is not state and s.seq.last is not None]
+        if not any(other.seq.last == previous for other in others):
+            return
+        if all(s.seq.first == 1 for s in (state, *others)):
+            return
+        self._contradicted(state, at_ns, f"seq {received} on sid {state.sid} skipped {previous}, the last seq of "
+                           "another sid, and not every sid started at 1, as if numbered per connection")
+
+    def _contradicted(self, state: _Sid, at_ns: int, evidence: str) -> None:
+        if self._scope_contradicted:
+            return
+        self._scope_contradicted = True
+        self._emit(events.SeqScopeContradicted(generation=self.generation, at_ns=at_ns, seq_scope=self.seq_scope,
+                                               sid=state.sid, channel=state.channel.name, evidence=evidence))
 
     def _open_gap(self, state: _Sid, expected: int, received: int, at_ns: int) -> None:
         channel = state.channel
@@ -591,6 +713,17 @@ class SessionProtocol:
             self._emit(events.Recovered(generation=self.generation, at_ns=at_ns, incident_id=incident,
                                         outcome="abandoned", sid=state.sid, markets=markets))
             return
+        recovery = self._restart_recovery(channel)
+        recovery.gap_incidents.append(incident)
+        self._escalate(channel, recovery, f"gap on sid {state.sid}: expected seq {expected}, got {received}",
+                       self._clock(), at_ns)
+
+    def _restart_recovery(self, channel: _Channel, outcome: events.RecoveryOutcome | None = None) -> _Recovery:
+        """The one recovery reset: every market ``channel`` has now is untrusted and waits for a fresh snapshot,
+        under the channel's recovery (created if none runs; its incidents are kept). With ``outcome``
+        (``"resubscribed"``/``"reconnected"``) a new subscription is on its way: its ack and snapshots are due
+        within ``command_timeout + snapshot_timeout``."""
+        markets = tuple(channel.markets)
         self.books.mark_untrusted(markets)
         self._warned.difference_update(markets)
         recovery = channel.recovery
@@ -598,32 +731,14 @@ class SessionProtocol:
             recovery = channel.recovery = _Recovery(markets)
         recovery.markets = markets
         recovery.pending = set(markets)
-        recovery.gap_incidents.append(incident)
-        self._escalate(channel, recovery, f"gap on sid {state.sid}: expected seq {expected}, got {received}",
-                       self._clock(), at_ns)
-
-    def _explained_by_connection_numbering(self, state: _Sid, received: int) -> bool:
-        """Spec section 12, question 4: ``seq`` is per sid (the spec's examples, every serious client), but
-        one write-up calls it per connection. Under that reading every interleaving of two sids looks like a
-        gap. The per-connection reading is adopted for the rest of the connection only on clear evidence:
-        the skipped number was the last one seen on another sid, and some sid did not start at 1 (per-sid
-        streams all start at 1). After that a "gap" whose preceding number belongs to another sid is not
-        one; a real loss still shows (no sid holds ``received - 1``), reported on the sid that noticed it.
-        """
-        previous = received - 1
-        others = [s for s in self._sids.values() if s is not state and s.seq.last is not None]
-        if not any(other.seq.last == previous for other in others):
-            return False
-        if not self.seq_per_connection:
-            if all(s.seq.first == 1 for s in (state, *others)):
-                return False
-            self.seq_per_connection = True
-        state.seq.gaps -= 1
-        return True
+        if outcome is not None:
+            recovery.outcome = outcome
+            recovery.deadline = self._clock() + self.command_timeout + self.snapshot_timeout
+        return recovery
 
     def _escalate(self, channel: _Channel, recovery: _Recovery, reason: str, now: float, at_ns: int) -> None:
         """Take the next step of the recovery ladder (see the module docstring)."""
-        if channel.sid is not None and recovery.snapshot_requests < self.snapshot_attempts:
+        if channel.sid is not None and recovery.snapshot_requests < self.snapshot_attempts:  # LIVE
             recovery.snapshot_requests += 1
             recovery.outcome = "snapshot"
             markets = tuple(m for m in recovery.markets if m in recovery.pending)
@@ -634,11 +749,7 @@ class SessionProtocol:
                                                 markets=markets, attempt=recovery.snapshot_requests))
         elif recovery.resubscribes < self.resubscribe_attempts:
             recovery.resubscribes += 1
-            recovery.outcome = "resubscribed"
-            recovery.markets = tuple(channel.markets)
-            recovery.pending = set(channel.markets)
-            self.books.mark_untrusted(recovery.markets)
-            recovery.deadline = now + self.command_timeout + self.snapshot_timeout
+            self._restart_recovery(channel, "resubscribed")
             self._resubscribe(channel, reason, recovery.incident, at_ns)
         else:
             recovery.outcome = "reconnected"
@@ -648,11 +759,11 @@ class SessionProtocol:
                                             f"snapshot requests and {recovery.resubscribes} resubscribes ({reason})")
 
     def _resubscribe(self, channel: _Channel, reason: str, incident: int | None, at_ns: int) -> None:
+        """Re-create ``channel``'s subscription on this connection (unsubscribing its live sid first)."""
         old_sid = channel.sid
         if old_sid is not None:
             self._send(self._tracker.unsubscribe((old_sid,), channel=channel.name).frame)
             self._sids.pop(old_sid, None)
-            channel.sid = None
         self._subscribe(channel)
         self._emit(events.Resubscribed(generation=self.generation, at_ns=at_ns, channel=channel.name,
                                        old_sid=old_sid, reason=reason, incident_id=incident))
@@ -678,12 +789,24 @@ class SessionProtocol:
         for channel in self._channels.values():
             recovery = channel.recovery
             if recovery is not None and recovery.deadline is not None and now >= recovery.deadline:
-                if channel.sid is None and channel.subscribe_id is not None:
+                if channel.state is SubscriptionState.SUBSCRIBING:
                     continue  # the subscribe is in flight; its own timeout requests a reconnect
                 missing = len(recovery.pending)
                 self._escalate(channel, recovery,
                                f"{missing} of {len(recovery.markets)} {channel.name} snapshots missing after "
                                f"the {recovery.outcome} step", now, self._wall_ns())
+
+    def postpone_timeouts(self, seconds: float) -> None:
+        """The driver did not read the socket for ``seconds`` (backpressure): no reply and no snapshot could
+        arrive meanwhile, so every running timeout (commands, recovery steps) ends that much later."""
+        if seconds <= 0:
+            return
+        for command in self._tracker.pending.values():
+            command.issued_at += seconds
+        for channel in self._channels.values():
+            recovery = channel.recovery
+            if recovery is not None and recovery.deadline is not None:
+                recovery.deadline += seconds
 
     # ------------------------------------------------------------------------------------ control replies
 
@@ -697,18 +820,18 @@ class SessionProtocol:
             state = self._sids.get(message.sid)
             if state is not None:
                 if message.seq is not None:
-                    state.seq.observe_control(message.seq)
-                # The server dropped a sid we still consider live: re-create it.
+                    self._observe_control(state, message.seq)
                 del self._sids[message.sid]
                 if state.channel.sid == message.sid:
-                    state.channel.sid = None
-                    if reply is None:
+                    if reply is None:  # the server dropped a sid we still consider live: re-create it
                         self._subscription_died(state, "the server ended the subscription (unsolicited "
                                                 "'unsubscribed')", at_ns)
+                    else:
+                        state.channel.move(SubscriptionState.UNSUBSCRIBED)
         elif message.sid is not None and message.seq is not None:  # ok
             state = self._sids.get(message.sid)
             if state is not None:
-                state.seq.observe_control(message.seq)
+                self._observe_control(state, message.seq)
 
     def _subscribed(self, message: messages.Subscribed, reply: Reply | None) -> None:
         name = message.msg.channel
@@ -719,12 +842,11 @@ class SessionProtocol:
         if channel is None:
             channel = self._channels.get(name)
         self._sid_channels[sid] = name
-        if channel is None:
-            return
+        if channel is None or SubscriptionState.LIVE not in TRANSITIONS[channel.state]:
+            return  # no subscribe of ours is waiting for it (the channel failed or the connection is new)
         if channel.sid is not None and channel.sid != sid:
             self._sids.pop(channel.sid, None)
-        channel.sid = sid
-        channel.subscribe_id = None
+        channel.move(SubscriptionState.LIVE, sid=sid)
         if sid not in self._sids:
             self._sids[sid] = _Sid(sid, channel)
         sent = reply.command.markets if reply is not None else tuple(channel.markets)
@@ -738,7 +860,6 @@ class SessionProtocol:
         recovery = channel.recovery
         if recovery is not None and recovery.outcome in ("resubscribed", "reconnected"):
             recovery.deadline = self._clock() + self.snapshot_timeout
-        self._awaiting_subscribed.discard(channel.name)
         self._check_reconnect_closed()
 
     def _error(self, message: messages.Error, reply: Reply | None, at_ns: int) -> None:
@@ -748,7 +869,7 @@ class SessionProtocol:
         command = reply.command if reply is not None else None
         state = self._sids.get(message.sid) if message.sid is not None else None
         if state is not None and message.seq is not None:
-            state.seq.observe_control(message.seq)
+            self._observe_control(state, message.seq)
         if payload.market_tickers:
             markets = tuple(payload.market_tickers)
         elif payload.market_ticker:
@@ -762,7 +883,6 @@ class SessionProtocol:
         if terminal and state is not None:
             self._sids.pop(state.sid, None)
             if state.channel.sid == state.sid:
-                state.channel.sid = None
                 self._subscription_died(state, f"error {code}: {payload.msg or meaning}", at_ns)
             return
         if command is None:
@@ -771,20 +891,18 @@ class SessionProtocol:
             # "Unknown subscription ID" for a sid we consider live: the server lost it; re-create it.
             dead = self._sids.pop(command.sid, None)
             if dead is not None and dead.channel.sid == command.sid:
-                dead.channel.sid = None
                 self._subscription_died(dead, f"the server does not know sid {command.sid} (error 7)", at_ns)
             return
         if command.cmd == "subscribe":
             channel = self._channels.get(command.channel or "")
             if channel is None or channel.subscribe_id != command.id:
                 return
-            channel.subscribe_id = None
             if terminal and channel.failed_subscribes < self.resubscribe_attempts:
                 channel.failed_subscribes += 1
                 self._resubscribe(channel, f"subscribe failed with error {code}", None, at_ns)
                 return
             # Not retried on this connection (a user error such as 8 or 9 would fail again).
-            self._awaiting_subscribed.discard(channel.name)
+            channel.move(SubscriptionState.FAILED)
             self._check_reconnect_closed()
         elif (code == 13 and command.action in ("add_markets", "delete_markets") and command.channel != BOOK_CHANNEL
               and command.sid is not None):
@@ -810,19 +928,8 @@ class SessionProtocol:
         channel = state.channel
         incident = None
         if channel.name == BOOK_CHANNEL:
-            markets = tuple(channel.markets)
-            self.books.mark_untrusted(markets)
-            self._warned.difference_update(markets)
             incident = self._new_incident()
-            recovery = channel.recovery
-            if recovery is None:
-                recovery = channel.recovery = _Recovery(markets)
-            recovery.markets = markets
-            recovery.pending = set(markets)
-            recovery.gap_incidents.append(incident)
-            recovery.outcome = "resubscribed"
-            recovery.deadline = self._clock() + self.command_timeout + self.snapshot_timeout
-        channel.sid = None
+            self._restart_recovery(channel, "resubscribed").gap_incidents.append(incident)
         self._subscribe(channel)
         self._emit(events.Resubscribed(generation=self.generation, at_ns=at_ns, channel=channel.name,
                                        old_sid=state.sid, reason=reason, incident_id=incident))

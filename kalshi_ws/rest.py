@@ -28,6 +28,7 @@ import httpx
 import msgspec
 
 from .auth import REST_PREFIX, Signer, signature_rejected_hint
+from .backoff import Backoff
 from .errors import KalshiError
 from .messages import PriceLevel, PriceRange
 
@@ -314,7 +315,7 @@ class KalshiRestClient:
         self.backoff_initial = backoff_initial
         self.backoff_cap = backoff_cap
         self.page_limit = page_limit
-        self._rng = rng or random.Random()
+        self._backoff = Backoff(backoff_initial, 2.0, backoff_cap, rng=rng)
         self._http = httpx.AsyncClient(base_url=base + "/", timeout=timeout, transport=transport,
                                        headers={"Accept": "application/json"})
         #: Requests sent, including retries (for reports and tests).
@@ -348,7 +349,7 @@ class KalshiRestClient:
                 if attempt >= self.max_retries:
                     raise RestError(0, "transport_error", f"{type(exc).__name__}: {exc}",
                                     path=request.url.path) from exc
-                delay = self._backoff(attempt)
+                delay = self._backoff.delay(attempt)
                 log.warning("GET %s failed (%s); retry %d in %.2f s", request.url.path, type(exc).__name__,
                             attempt + 1, delay)
             else:
@@ -362,14 +363,11 @@ class KalshiRestClient:
                 if response.status_code not in RETRY_STATUSES or attempt >= self.max_retries:
                     raise error
                 hinted = _retry_after(response.headers.get("Retry-After"))
-                delay = hinted if hinted is not None else self._backoff(attempt)
+                delay = hinted if hinted is not None else self._backoff.delay(attempt)
                 log.warning("GET %s answered %d; retry %d in %.2f s", request.url.path, response.status_code,
                             attempt + 1, delay)
             attempt += 1
             await asyncio.sleep(delay)
-
-    def _backoff(self, attempt: int) -> float:
-        return self._rng.uniform(0.0, min(self.backoff_cap, self.backoff_initial * 2.0 ** min(attempt, 32)))
 
     async def _pages(self, path: str, kind: type[_T], params: Mapping[str, Any]) -> AsyncIterator[_T]:
         """Every page of a cursor-paginated list; stops at a null, missing or empty cursor."""

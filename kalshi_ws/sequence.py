@@ -1,9 +1,10 @@
-"""Per-subscription sequence tracking (spec sections 5.1 and 5.2).
+"""Sequence tracking (spec sections 5.1 and 5.2): one ``seq`` stream, 1, 2, 3 ... with no holes.
 
-``seq`` counts per ``sid``: 1, 2, 3 ... with no holes. One :class:`SequenceTracker` follows one sid on
-one connection. It is created when the sid is created and thrown away with it (new sid, new connection);
-it is **never** reset by a snapshot: with several markets on one sid, resetting on a snapshot of market A
-would hide a gap that hit market B.
+``seq`` counts per ``sid`` (spec 5.1), so one :class:`SequenceTracker` follows one sid on one connection; with
+``SessionProtocol(seq_scope="connection")`` (the other reading of spec 12.4) one tracker follows the whole
+connection instead (``SessionProtocol._in_sequence`` is the one place that judges data frames). A tracker is
+created with its sid (or connection) and thrown away with it; it is **never** reset by a snapshot: with several
+markets on one sid, resetting on a snapshot of market A would hide a gap that hit market B.
 
 Whether ``ok`` / ``unsubscribed`` / ``error`` replies consume a number of the stream is undocumented
 (spec section 12, question 5). :meth:`SequenceTracker.observe_control` handles both readings: a control
@@ -48,10 +49,8 @@ class SequenceTracker:
         self.expected_before_gap: int | None = None
 
     def observe(self, seq: int) -> int:
-        """Judge a data frame: :data:`ACCEPT`, :data:`STALE` or :data:`GAP`.
-
-        :meth:`check` also returns the number that was expected (for the gap report).
-        """
+        """Judge a data frame: :data:`ACCEPT`, :data:`STALE` or :data:`GAP` (then :attr:`expected_before_gap` is
+        the number that was due)."""
         last = self.last
         if last is None:
             self.first = self.last = seq
@@ -66,11 +65,6 @@ class SequenceTracker:
         self.last = seq
         self.gaps += 1
         return GAP
-
-    def check(self, seq: int) -> tuple[int, int | None]:
-        """Like :meth:`observe`, also returning the number that was expected (``None`` for the first frame)."""
-        expected = None if self.last is None else self.last + 1
-        return self.observe(seq), expected
 
     def observe_control(self, seq: int) -> None:
         """A control reply (``ok``, ``unsubscribed``, ``error``) carrying ``seq``: never a gap, never dropped.

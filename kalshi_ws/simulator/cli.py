@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-faults", type=float, default=0.0, metavar="PER_SECOND",
                    help="inject seeded random faults on every connection at this rate (0 = none)")
     p.add_argument("--fault-seed", type=int, default=0)
+    p.add_argument("--seq-scope", choices=["sid", "connection"], default="sid",
+                   help="number seq per subscription (as Kalshi's spec shows) or per connection (spec question 12.4)")
     return p
 
 
@@ -45,7 +47,7 @@ async def _run(args: argparse.Namespace) -> None:
     rate = math.inf if args.rate == math.inf else args.rate
     async with Simulator(markets=markets, seed=args.seed, rate=rate, host=args.host, port=args.port,
                          data_dir=data_dir, heartbeat_interval=args.heartbeat_interval, public_keys=keys,
-                         rest_auth=args.rest_auth) as sim:
+                         rest_auth=args.rest_auth, seq_scope=args.seq_scope) as sim:
         print(f"simulator listening on {sim.base_url}  (ws: {sim.ws_url})", flush=True)
         if not keys:
             print(f"key id: {sim.key_id}", flush=True)

@@ -3,7 +3,9 @@
 
 Documented choices for the spec's open questions (section 12):
 
-* ``seq`` is per sid; snapshots and ``get_snapshot`` replies take the next seq.
+* ``seq`` is per sid; snapshots and ``get_snapshot`` replies take the next seq. ``seq_scope="connection"``
+  numbers every sequenced frame of a connection in one stream instead (the other reading of question 4); control
+  replies then carry the connection's current number.
 * ``ok`` (update_subscription) on a sequenced channel carries the sid's *current* seq and does not consume a
   number (``ok_consumes_seq=True`` makes it take the next one); ``unsubscribed`` carries the final seq;
   asynchronous subscription errors (10/25) carry the current seq and do not consume one.
@@ -40,7 +42,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, unquote
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -132,6 +134,8 @@ class Conn:
     cmd_times: collections.deque[float] = field(default_factory=collections.deque)
     closed: bool = False
     pings_sent: int = 0
+    #: The connection's last ``seq`` (``seq_scope="connection"`` only).
+    seq: int = 0
 
     def put(self, kind: str, data: bytes) -> None:
         self.queue.append((kind, data))
@@ -170,7 +174,10 @@ class Simulator:
         entitled: bool = False,
         buffer_limit: int | None = None,
         max_missed_pongs: int | None = None,
+        seq_scope: Literal["sid", "connection"] = "sid",
     ) -> None:
+        if seq_scope not in ("sid", "connection"):
+            raise ValueError(f"seq_scope must be 'sid' or 'connection', not {seq_scope!r}")
         self.model = MarketModel(list(markets) if not isinstance(markets, int) else markets, seed=seed)
         self.seed = seed
         self.rate = rate
@@ -183,6 +190,7 @@ class Simulator:
         self.max_markets_per_subscription = max_markets_per_subscription
         self.max_commands_per_second = max_commands_per_second
         self.ok_consumes_seq = ok_consumes_seq
+        self.seq_scope = seq_scope
         self.unknown_market_error = unknown_market_error
         self.auth_failure_status = auth_failure_status
         self.rest_rate_limit = rest_rate_limit
@@ -408,8 +416,21 @@ class Simulator:
         kind = type(frame).__struct_config__.tag
         conn.put(kind, m.encode(frame))
 
+    def _next_seq(self, conn: Conn, sub: Sub) -> int:
+        """Take the next number of ``sub``'s stream: its own, or the connection's (``seq_scope``)."""
+        if self.seq_scope == "connection":
+            conn.seq += 1
+            sub.seq = conn.seq
+        else:
+            sub.seq += 1
+        return sub.seq
+
+    def _current_seq(self, conn: Conn, sub: Sub) -> int:
+        """The current position of ``sub``'s stream, as control replies carry it."""
+        return conn.seq if self.seq_scope == "connection" else sub.seq
+
     def _put_seq(self, conn: Conn, sub: Sub, cls: type, payload: Any, **extra: Any) -> None:
-        sub.seq += 1
+        self._next_seq(conn, sub)
         frame = cls(sid=sub.sid, seq=sub.seq, msg=payload, **extra)
         kind = cls.__struct_config__.tag  # type: ignore[attr-defined]
         data = m.encode(frame)
@@ -812,7 +833,8 @@ class Simulator:
             if sub.held is not None:
                 conn.put(*sub.held)
                 sub.held = None
-            obj: dict[str, Any] = {"id": cmd_id, "sid": sid, "seq": sub.seq, "type": "unsubscribed"}
+            obj: dict[str, Any] = {"id": cmd_id, "sid": sid, "seq": self._current_seq(conn, sub),
+                                   "type": "unsubscribed"}
             self._reply(conn, obj)
 
     def _update(self, conn: Conn, cmd_id: int | None, params: dict[str, Any]) -> None:
@@ -872,9 +894,7 @@ class Simulator:
                 sub.set_tickers([t for t in sub.tickers if t not in gone])
         obj: dict[str, Any] = {"id": cmd_id, "sid": sid}
         if sub.sequenced:
-            if self.ok_consumes_seq:
-                sub.seq += 1
-            obj["seq"] = sub.seq
+            obj["seq"] = self._next_seq(conn, sub) if self.ok_consumes_seq else self._current_seq(conn, sub)
         obj["type"] = "ok"
         if sub.skip_ticker_ack or sub.tickers is None:
             obj["msg"] = {}
@@ -1013,7 +1033,7 @@ class Simulator:
             conn.by_channel.pop(sub.channel, None)
             err: dict[str, Any] = {"type": "error", "sid": sub.sid}
             if sub.sequenced:
-                err["seq"] = sub.seq
+                err["seq"] = self._current_seq(conn, sub)
             err["msg"] = {"code": code, "msg": ERROR_TEXT.get(code, "error")}
             self._record(kind, conn.id, sid=sub.sid, seq=sub.seq, channel=sub.channel, code=code,
                          reason=params.get("reason", "injected"))

@@ -152,6 +152,32 @@ async def test_ok_consumes_seq_option() -> None:
         await raw.close()
 
 
+@pytest.mark.parametrize("seq_scope", ["sid", "connection"])
+async def test_seq_scope_option(seq_scope: str) -> None:
+    """Spec 12.4, both readings: one stream per sid (the default) or one for the whole connection."""
+    async with Simulator(markets=2, rate=0, seq_scope=seq_scope) as sim:  # type: ignore[arg-type]
+        raw = Raw(await connect(sim))
+        await raw.send("subscribe", {"channels": ["orderbook_delta"], "market_tickers": sim.tickers})
+        await raw.send("subscribe", {"channels": ["trade"]})
+        await raw.collect(2, lambda f: f["type"] == "subscribed")
+        sim.step(300)
+        await raw.collect(3, lambda f: f["type"] == "trade")
+        i = await raw.send("update_subscription", {"sid": 1, "action": "delete_markets",
+                                                    "market_tickers": sim.tickers[1:]})
+        ok = await raw.reply(i)
+        await raw.close()
+    before_ok = raw.frames[:raw.frames.index(ok)]
+    sequenced = [f for f in before_ok if f["type"] in ("orderbook_snapshot", "orderbook_delta", "trade")]
+    by_sid = {sid: [f["seq"] for f in sequenced if f["sid"] == sid] for sid in (1, 2)}
+    assert len(by_sid[1]) >= 3 and len(by_sid[2]) >= 3
+    if seq_scope == "sid":
+        assert all(seqs == list(range(1, len(seqs) + 1)) for seqs in by_sid.values())
+        assert ok["seq"] == by_sid[1][-1]  # the sid's current position
+    else:
+        assert [f["seq"] for f in sequenced] == list(range(1, len(sequenced) + 1))
+        assert ok["seq"] == sequenced[-1]["seq"]  # the connection's current position
+
+
 async def test_skip_ticker_ack_and_initial_ticker(idle_sim: Simulator, idle_raw: Raw) -> None:
     t = idle_sim.tickers
     await idle_raw.send("subscribe", {"channels": ["ticker"], "market_tickers": t[:2], "send_initial_snapshot": True,

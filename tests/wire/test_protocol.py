@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from kalshi_ws import events, messages
-from kalshi_ws.protocol import SessionProtocol, Subscription
+from kalshi_ws.protocol import SessionProtocol, Subscription, SubscriptionState, _Channel
 
 A, B, C = "KXCPI-26NOV-T0.3", "KXCPI-26NOV-T0.4", "KXBTCD-25AUG0517-T114999.99"
 
@@ -520,6 +520,81 @@ def test_terminal_error_on_subscribe_retries_within_budget() -> None:
     assert h.commands() == []
 
 
+def test_subscription_state_follows_each_transition() -> None:
+    unsubscribed, subscribing, live, failed = (SubscriptionState.UNSUBSCRIBED, SubscriptionState.SUBSCRIBING,
+                                               SubscriptionState.LIVE, SubscriptionState.FAILED)
+    h = Harness([Subscription("trade")], resubscribe_attempts=1)
+    assert h.proto.subscription_state("trade") == (unsubscribed, None)
+    [command] = h.open()
+    assert h.proto.subscription_state("trade") == (subscribing, None)
+    h.feed(subscribed(command["id"], "trade", 4))
+    assert h.proto.subscription_state("trade") == (live, 4)
+    h.feed({"type": "error", "sid": 4, "msg": {"code": 10, "msg": "dead"}})  # terminal on a live sid: re-created
+    [again] = h.commands()
+    assert again["cmd"] == "subscribe" and h.proto.subscription_state("trade") == (subscribing, None)
+    h.feed({"id": again["id"], "type": "error", "msg": {"code": 10, "msg": "Channel error"}})  # refused: retried
+    [retry] = h.commands()
+    assert h.proto.subscription_state("trade") == (subscribing, None)
+    h.feed({"id": retry["id"], "type": "error", "msg": {"code": 10, "msg": "Channel error"}})  # budget spent
+    assert h.proto.subscription_state("trade") == (failed, None)
+    h.feed(subscribed(retry["id"], "trade", 5))  # an ack for a subscribe given up is not a subscription of ours
+    assert h.proto.subscription_state("trade") == (failed, None)
+    h.proto.connection_lost("x", True)
+    assert h.proto.subscription_state("trade") == (unsubscribed, None)
+    h.open()
+    assert h.proto.subscription_state("trade") == (subscribing, None)
+
+
+def test_an_impossible_transition_is_refused() -> None:
+    channel = _Channel("trade", (), {})
+    with pytest.raises(RuntimeError, match="UNSUBSCRIBED to LIVE"):
+        channel.move(SubscriptionState.LIVE, sid=1)  # a sid without a subscribe
+    channel.move(SubscriptionState.SUBSCRIBING, command_id=1)
+    with pytest.raises(RuntimeError, match="takes a sid"):
+        channel.move(SubscriptionState.LIVE)
+    channel.move(SubscriptionState.FAILED)
+    with pytest.raises(RuntimeError, match="FAILED to SUBSCRIBING"):
+        channel.move(SubscriptionState.SUBSCRIBING, command_id=2)
+
+
+def test_a_reconnect_is_complete_only_once_no_subscribe_is_in_flight() -> None:
+    h = Harness([Subscription("trade"), Subscription("ticker")], resubscribe_attempts=1)
+    h.open()
+    h.proto.connection_lost("x", True)
+    trade_cmd, ticker_cmd = h.open()
+    h.events()
+    h.feed(subscribed(trade_cmd["id"], "trade", 1))
+    h.feed({"type": "error", "sid": 1, "msg": {"code": 10, "msg": "dead"}})  # re-created before the ticker ack
+    [again] = h.commands()
+    h.feed(subscribed(ticker_cmd["id"], "ticker", 2))
+    assert "Recovered" not in kinds(h.events())  # the trade subscription is still being re-created
+    h.feed(subscribed(again["id"], "trade", 3))
+    [recovered] = h.events()
+    assert isinstance(recovered, events.Recovered) and recovered.outcome == "reconnected"
+
+
+def test_time_not_spent_reading_does_not_count_against_timeouts() -> None:
+    h = Harness([Subscription("trade")], command_timeout=10.0)
+    h.open()
+    h.poll_after(9.0)
+    h.clock.now += 600.0  # the driver stopped reading (backpressure) for ten minutes
+    h.proto.postpone_timeouts(600.0)
+    h.poll_after(0.9)
+    assert h.proto.reconnect_requested is None
+    h.poll_after(0.1)
+    assert h.proto.reconnect_requested is not None
+    # A recovery step's deadline moves the same way.
+    h = started(snapshot_timeout=5.0)
+    h.feed(delta(1, 9, A, "0.3800", "1"))
+    assert kinds(h.events()) == ["SequenceGap", "SnapshotRequested"]
+    h.clock.now += 60.0
+    h.proto.postpone_timeouts(60.0)
+    h.poll_after(4.9)
+    assert h.events() == []
+    h.poll_after(0.1)
+    assert kinds(h.events()) == ["SnapshotRequested"]
+
+
 def test_unacknowledged_subscribe_requests_a_reconnect() -> None:
     h = Harness([Subscription("trade")], command_timeout=10.0)
     h.open()
@@ -696,26 +771,85 @@ def test_random_stream_through_the_session_matches_a_model(seed: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Spec 12.4: seq per sid (the spec) or per connection (one write-up); both readings are handled.
+# Spec 12.4: seq per sid (the spec) or per connection (one write-up): a setting, never inferred; evidence against
+# the setting is an event.
+
+PER_CONNECTION = (snapshot(1, 1, A, YES_A, NO_A), snapshot(1, 2, B, YES_B, NO_B), trade(2, 3),
+                  delta(1, 4, A, "0.3800", "1"), trade(2, 5), trade(2, 6), delta(1, 7, A, "0.3800", "1"))
 
 
-def test_seq_counted_per_connection_is_recognised() -> None:
-    h = Harness([Subscription("orderbook_delta", (A, B)), Subscription("trade")])
+def _book_and_trades(**options: Any) -> Harness:
+    h = Harness([Subscription("orderbook_delta", (A, B)), Subscription("trade")], **options)
     h.open()
     h.feed(subscribed(1, "orderbook_delta", 1), subscribed(2, "trade", 2))
     h.events()
-    h.feed(snapshot(1, 1, A, YES_A, NO_A), snapshot(1, 2, B, YES_B, NO_B), trade(2, 3), delta(1, 4, A, "0.3800", "1"),
-           trade(2, 5), trade(2, 6), delta(1, 7, A, "0.3800", "1"))
+    return h
+
+
+def test_seq_scope_connection_checks_one_stream_for_the_whole_connection() -> None:
+    h = _book_and_trades(seq_scope="connection")
+    h.feed(*PER_CONNECTION)
     assert h.events() == []
-    assert h.proto.seq_per_connection
     assert h.book(A).trusted and h.book(A).size("yes", D("0.38")) == D("1252.00")
-    # A real loss is still a gap under that reading.
-    h.feed(delta(1, 9, A, "0.3800", "1"))
-    assert kinds(h.events()) == ["SequenceGap", "SnapshotRequested"]
-    # The next connection starts without the assumption.
+    h.feed(trade(2, 6))  # a duplicate is dropped
+    assert len(h.delivered) == len(PER_CONNECTION)
+    # A lost number may have been any sid's: every sequenced sid reports the gap; the books recover.
+    h.feed(trade(2, 9))
+    evs = h.events()
+    assert kinds(evs) == ["SequenceGap", "SnapshotRequested", "SequenceGap", "Recovered"]
+    assert [(e.sid, e.expected, e.received) for e in evs if isinstance(e, events.SequenceGap)] == [(1, 8, 9), (2, 8, 9)]
+    assert evs[3].outcome == "abandoned" and not h.book(A).trusted
+    [get_snapshot] = h.commands()
+    assert get_snapshot["params"] == {"sid": 1, "action": "get_snapshot", "market_tickers": [A, B]}
+
+
+def test_seq_scope_connection_counts_the_frames_of_a_sid_that_ended() -> None:
+    h = _book_and_trades(seq_scope="connection")
+    h.feed(*PER_CONNECTION)
+    h.feed({"type": "error", "sid": 1, "seq": 7, "msg": {"code": 25, "msg": "Subscription buffer overflow"}})
+    [subscribe] = h.commands()
+    h.events()
+    # Still in flight on the dead sid: it took number 8 of the connection's stream, so 9 is no gap.
+    h.feed(delta(1, 8, A, "0.3800", "1"), trade(2, 9), delta(1, 8, A, "0.3800", "1"))
+    assert [type(m).__name__ for m in h.delivered[len(PER_CONNECTION):]] == ["OrderbookDelta", "Trade"]  # copy dropped
+    h.feed(subscribed(subscribe["id"], "orderbook_delta", 3), snapshot(3, 10, A, YES_A, NO_A),
+           snapshot(3, 11, B, YES_B, NO_B), trade(2, 12))
+    evs = h.events()
+    assert "SequenceGap" not in kinds(evs) and kinds(evs)[-1] == "Recovered" and evs[-1].outcome == "resubscribed"
+    assert h.book(A).trusted and h.book(B).trusted
+
+
+def test_per_connection_numbering_contradicts_the_default_per_sid_setting() -> None:
+    h = _book_and_trades()
+    assert h.proto.seq_scope == "sid"
+    h.feed(*PER_CONNECTION)
+    evs = h.events()
+    contradicted = [e for e in evs if isinstance(e, events.SeqScopeContradicted)]
+    assert len(contradicted) == 1 and contradicted[0].seq_scope == "sid" and contradicted[0].sid == 1
+    assert "not every sid started at 1" in contradicted[0].evidence
+    assert kinds(evs)[0] == "SeqScopeContradicted"
+    assert "SequenceGap" in kinds(evs)  # the setting rules: the skipped numbers are gaps to it
+    # A new connection may say it again.
     h.proto.connection_lost("x", True)
-    h.open()
-    assert not h.proto.seq_per_connection
+    for sid, command in enumerate(h.open(), start=1):
+        h.feed(subscribed(command["id"], command["params"]["channels"][0], sid))
+    h.events()
+    h.feed(*PER_CONNECTION)
+    assert kinds(h.events()).count("SeqScopeContradicted") == 1
+
+
+def test_per_sid_numbering_contradicts_seq_scope_connection() -> None:
+    h = _book_and_trades(seq_scope="connection")
+    h.feed(snapshot(1, 1, A, YES_A, NO_A), snapshot(1, 2, B, YES_B, NO_B), trade(2, 1), trade(2, 2))
+    [event] = h.events()
+    assert isinstance(event, events.SeqScopeContradicted) and event.seq_scope == "connection"
+    assert event.sid == 2 and event.channel == "trade" and "never carried it" in event.evidence
+    assert [type(m).__name__ for m in h.delivered] == ["OrderbookSnapshot", "OrderbookSnapshot"]  # the setting rules
+
+
+def test_seq_scope_is_one_of_two_settings() -> None:
+    with pytest.raises(ValueError, match="seq_scope"):
+        SessionProtocol([Subscription("trade")], seq_scope="market")  # type: ignore[arg-type]
 
 
 def test_per_sid_numbering_is_not_mistaken_for_per_connection() -> None:
@@ -724,7 +858,6 @@ def test_per_sid_numbering_is_not_mistaken_for_per_connection() -> None:
     # sid 1 jumps from 4 to 8 while sid 2 last saw 7: a coincidence, not evidence (every sid started at 1).
     h.feed(delta(1, 8, A, "0.3800", "1"))
     assert kinds(h.events()) == ["SequenceGap", "SnapshotRequested"]
-    assert not h.proto.seq_per_connection
 
 
 def test_unknown_sid_error_on_a_live_sid_recreates_the_subscription() -> None:

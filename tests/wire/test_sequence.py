@@ -25,16 +25,12 @@ def test_gap_is_reported_once_and_the_stream_continues_from_the_new_number() -> 
     tracker = SequenceTracker(1)
     tracker.observe(1)
     tracker.observe(2)
-    assert tracker.check(5) == (GAP, 3)
+    assert tracker.observe(5) == GAP
     assert tracker.expected_before_gap == 3
     assert tracker.last == 5
     assert tracker.observe(6) == ACCEPT
     assert tracker.observe(4) == STALE  # the late frame of the hole is older than what was accepted
     assert tracker.gaps == 1
-
-
-def test_check_on_first_frame_has_no_expectation() -> None:
-    assert SequenceTracker(1).check(10) == (ACCEPT, None)
 
 
 def test_control_replies_advance_only_when_next_and_never_gap() -> None:

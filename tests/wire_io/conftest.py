@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from kalshi_testing import wait_until
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
@@ -253,3 +254,35 @@ class CollectingSink:
 @pytest.fixture
 def sink() -> CollectingSink:
     return CollectingSink()
+
+
+class FakeClock:
+    """The client's monotonic and wall clocks, moved only by :meth:`advance` (no test sleeps for the watchdog or
+    the deadline). Reads are counted: the client's timer reads the clock on every tick (``SessionProtocol.poll``
+    and the watchdog), so :meth:`ticks` waits until the client has looked at the clock again since the call."""
+
+    def __init__(self, start: float = 1_000.0, wall: float = 1_795_000_000.0) -> None:
+        self.now = start
+        self.wall_offset = wall - start
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+    def wall(self) -> float:
+        return self.now + self.wall_offset
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def ticks(self, reads: int = 4) -> None:
+        """Wait until the clock was read ``reads`` more times: each tick reads it for the watchdog, then (unless the
+        sink is paused) for ``SessionProtocol.poll``, so 4 reads include one whole tick that began after the call."""
+        target = self.reads + reads
+        await wait_until(lambda: self.reads >= target, timeout=10.0, what=f"{reads} clock reads")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

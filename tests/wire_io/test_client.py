@@ -17,7 +17,7 @@ from kalshi_ws import events, messages
 from kalshi_ws.auth import Signer, generate_key_pair
 from kalshi_ws.client import ClientOptions, ConnectionGaveUp, KalshiWebSocketClient
 from kalshi_ws.errors import AuthenticationError
-from kalshi_ws.protocol import Subscription
+from kalshi_ws.protocol import SessionProtocol, Subscription
 
 TICKER = "KXTEST-1"
 FAST = ClientOptions(backoff_initial=0.01, backoff_cap=0.05, poll_interval=0.05, close_timeout=1.0,
@@ -128,6 +128,59 @@ async def test_watchdog_reconnects_a_silent_stream_but_not_one_with_heartbeats(e
     assert order[:2] == ["StaleStream", "Disconnected"]
 
 
+async def test_watchdog_fires_at_stale_after_on_the_client_clock(exchange: Any, sink: Any, keys: Any,
+                                                                   clock: Any) -> None:
+    """The production default (30 s without hearing anything), on a fake clock: not a moment before."""
+    exchange.script = lambda peer: _answer_then_silence(peer)
+    options = ClientOptions(backoff_initial=0.01, backoff_cap=0.05, poll_interval=0.01, keepalive_interval=None,
+                            close_timeout=1.0)
+    assert options.stale_after == 30.0
+    client = _client(exchange, sink, keys, options, clock=clock, wall_clock=clock.wall)
+    task = asyncio.create_task(client.run())
+    await wait_until(lambda: client.protocol.sid_channel(1) == "trade")  # subscribed: the stream is silent now
+    await clock.ticks()
+    clock.advance(29.9)
+    await clock.ticks()
+    assert sink.of(events.StaleStream) == [] and client.connections == 1
+    clock.advance(0.1)
+    await sink.wait_for(lambda: any(isinstance(e, events.Connected) and e.generation == 2 for e in sink.events))
+    client.stop()
+    await task
+    [stale] = sink.of(events.StaleStream)
+    assert stale.generation == 1 and stale.silent_for == 30.0
+
+
+async def _answer_then_silence(peer: Any) -> None:
+    await peer.answer_subscribes(1)
+    await peer.ws.wait_closed()
+
+
+async def test_deadline_is_a_client_clock_target_that_wall_clock_steps_do_not_move(exchange: Any, sink: Any,
+                                                                                     keys: Any, clock: Any) -> None:
+    async def script(peer: Any) -> None:
+        (sid,) = await peer.answer_subscribes(1)
+        seq = 0
+        while True:
+            seq += 1
+            await peer.send(_trade(sid, seq, seq))
+            await asyncio.sleep(0.002)
+
+    exchange.script = script
+    client = _client(exchange, sink, keys, ClientOptions(poll_interval=0.01, keepalive_interval=None),
+                     clock=clock, wall_clock=clock.wall)
+    task = asyncio.create_task(client.run(deadline=clock.wall() + 3600))  # an hour of session
+    await sink.wait_for(lambda: len(_trade_ids(sink)) >= 5)
+    clock.wall_offset -= 7200  # an NTP step back by two hours after the deadline was set: must not stretch it
+    clock.advance(3599.5)
+    await clock.ticks()
+    assert not task.done() and sink.of(events.Stopped) == []
+    clock.advance(0.5)
+    await asyncio.wait_for(task, 5)
+    assert isinstance(sink.events[-1], events.Stopped) and sink.events[-1].reason == "deadline"
+    [lost] = sink.of(events.Disconnected)
+    assert lost.will_reconnect is False and len(exchange.upgrades) == 1
+
+
 async def test_deadline_stops_reading_and_closes_cleanly(exchange: Any, sink: Any, keys: Any) -> None:
     close_codes: list[int | None] = []
 
@@ -225,8 +278,8 @@ async def test_backoff_is_jittered_and_capped(sink: Any, keys: Any) -> None:
     assert sink.events[-1].reason == "fatal"
 
 
-async def test_backpressure_stops_reading_without_tripping_the_watchdog(exchange: Any, sink: Any,
-                                                                         keys: Any) -> None:
+async def test_backpressure_stops_reading_without_tripping_the_watchdog(exchange: Any, sink: Any, keys: Any,
+                                                                         clock: Any) -> None:
     sent = asyncio.Event()
 
     async def script(peer: Any) -> None:
@@ -237,13 +290,17 @@ async def test_backpressure_stops_reading_without_tripping_the_watchdog(exchange
         await peer.ws.wait_closed()
 
     exchange.script = script
-    options = ClientOptions(poll_interval=0.05, stale_after=0.2, keepalive_interval=None)
-    client = _client(exchange, sink, keys, options)
+    options = ClientOptions(poll_interval=0.01, stale_after=2.0, keepalive_interval=None)
+    client = _client(exchange, sink, keys, options, clock=clock, wall_clock=clock.wall)
     sink.pause()
     task = asyncio.create_task(client.run())
     await asyncio.wait_for(sent.wait(), 5)
-    await asyncio.sleep(0.5)  # a negative check: nothing may be read while paused, and no watchdog
-    assert _trade_ids(sink) == [] and sink.of(events.StaleStream) == []
+    await clock.ticks()
+    # Paused far longer than the watchdog and the protocol's 10-s command timeout allow: the subscribe's reply is
+    # among the unread frames, so neither may fire.
+    clock.advance(100.0)
+    await clock.ticks()
+    assert _trade_ids(sink) == [] and sink.of(events.StaleStream) == []  # nothing read, no watchdog
     sink.resume()
     await sink.wait_for(lambda: len(_trade_ids(sink)) == 20)
     client.stop()
@@ -401,3 +458,14 @@ async def test_backpressure_raised_in_the_middle_of_a_read_loses_and_repeats_not
     await task
     assert _trade_ids(sink) == [f"t-{i}" for i in range(200)]
     assert pauses == 4 and len(exchange.upgrades) == 1
+
+
+def test_seq_scope_is_passed_to_the_default_protocol_and_never_contradicts_a_given_one(sink: Any) -> None:
+    client = KalshiWebSocketClient("ws://127.0.0.1:1/trade-api/ws/v2", sink, [Subscription("trade")],
+                                   seq_scope="connection")
+    assert client.protocol.seq_scope == "connection"
+    assert KalshiWebSocketClient("ws://127.0.0.1:1", sink, [Subscription("trade")]).protocol.seq_scope == "sid"
+    protocol = SessionProtocol([Subscription("trade")], seq_scope="connection")
+    assert KalshiWebSocketClient("ws://127.0.0.1:1", sink, protocol=protocol, seq_scope="connection").protocol is protocol
+    with pytest.raises(ValueError, match="contradicts"):
+        KalshiWebSocketClient("ws://127.0.0.1:1", sink, protocol=protocol, seq_scope="sid")

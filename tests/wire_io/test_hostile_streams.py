@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from kalshi_testing import wait_until
 
 from kalshi_store.recorder import Recorder
 from kalshi_ws import events, messages
@@ -193,9 +194,16 @@ async def test_mostly_garbage_session_is_not_completed(db_url: str, tmp_path: Pa
 # only complete messages (or heartbeats between messages) keep the watchdog quiet.
 
 
-async def test_endless_fragmented_message_is_a_stale_stream(exchange: Any, sink: Any, keys: Any) -> None:
+async def test_endless_fragmented_message_is_a_stale_stream(exchange: Any, sink: Any, keys: Any,
+                                                            clock: Any) -> None:
     """A server that starts a message and never ends it (1-byte fragments, pings in between) delivers nothing:
-    the watchdog fires and the client reconnects."""
+    the watchdog fires and the client reconnects. On a fake clock, advanced twice with pings heard in between:
+    if those pings counted as progress the silence would restart at the first advance and never reach 30 s."""
+    pongs = 0
+
+    def answered(_: Any) -> None:
+        nonlocal pongs
+        pongs += 1
 
     async def endless(peer: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -205,8 +213,9 @@ async def test_endless_fragmented_message_is_a_stale_stream(exchange: Any, sink:
             yield "x"
             n += 1
             if n % 10 == 0:
-                await peer.ws.ping()  # heartbeats keep flowing, the message never completes
-            await asyncio.sleep(0.01)
+                pong = await peer.ws.ping()  # heartbeats keep flowing, the message never completes
+                pong.add_done_callback(answered)  # the client parsed the ping (it answers while parsing)
+            await asyncio.sleep(0.001)
 
     async def script(peer: Any) -> None:
         await peer.answer_subscribes(1)
@@ -215,19 +224,23 @@ async def test_endless_fragmented_message_is_a_stale_stream(exchange: Any, sink:
         await peer.ws.wait_closed()
 
     exchange.script = script
-    options = ClientOptions(backoff_initial=0.01, backoff_cap=0.05, poll_interval=0.05, close_timeout=1.0,
-                            open_timeout=2.0, keepalive_interval=None, stale_after=0.5)
+    options = ClientOptions(backoff_initial=0.01, backoff_cap=0.05, poll_interval=0.01, close_timeout=1.0,
+                            open_timeout=2.0, keepalive_interval=None)
     client = KalshiWebSocketClient(exchange.ws_url, sink, [Subscription("trade", (TICKER,))], signer=keys.signer,
-                                   options=options, rng=random.Random(7))
+                                   options=options, rng=random.Random(7), clock=clock, wall_clock=clock.wall)
     task = asyncio.create_task(client.run())
     try:
+        for _ in range(2):
+            seen = pongs
+            await wait_until(lambda seen=seen: pongs >= seen + 3)  # pings reached the client ...
+            await clock.ticks()  # ... and the watchdog looked since
+            clock.advance(0.6 * options.stale_after)
         await sink.wait_for(lambda: len(sink.of(events.Connected)) >= 2, timeout=15)
     finally:
         client.stop()
         await task
-    stale = sink.of(events.StaleStream)
-    # (the idle second connection may go stale too before the stop: only the first one matters here)
-    assert stale and stale[0].generation == 1 and stale[0].silent_for >= 0.5
+    [stale] = sink.of(events.StaleStream)
+    assert stale.generation == 1 and stale.silent_for >= 1.2 * options.stale_after
     assert sink.messages == []  # nothing was ever delivered
 
 

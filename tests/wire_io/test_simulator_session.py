@@ -10,7 +10,9 @@ import random
 from decimal import Decimal
 from typing import Any
 
-from kalshi_ws import events
+import pytest
+
+from kalshi_ws import events, messages
 from kalshi_ws.auth import Signer
 from kalshi_ws.client import ClientOptions, KalshiWebSocketClient
 from kalshi_ws.protocol import Subscription
@@ -127,3 +129,53 @@ async def test_rest_client_reads_the_simulator_across_pages() -> None:
     assert set(nested) <= set(sim.model.markets) and len(set(nested)) == len(nested) > 0
     assert status.exchange_active in (True, False) and market.ticker == sim.tickers[1]
     assert all(isinstance(t.count_fp, Decimal) and t.created_time.tzinfo is not None for t in trades)
+
+
+@pytest.mark.parametrize("seq_scope", ["sid", "connection"])
+async def test_a_dropped_book_frame_is_repaired_by_snapshot_under_either_seq_scope(sink: Any, seq_scope: Any) -> None:
+    """Spec 12.4, both readings, each against a simulator that numbers that way: the gap is found and the books are
+    repaired by a targeted get_snapshot. Per connection a lost number may have been any sid's, so the trade sid
+    reports it too (abandoned: trades are backfilled over REST)."""
+    async with Simulator(markets=3, seed=11, rate=400, seq_scope=seq_scope) as sim:
+        signer = Signer.from_file(sim.key_id, sim.private_key_path)
+        client = KalshiWebSocketClient(sim.ws_url, sink, [Subscription("orderbook_delta", tuple(sim.tickers)),
+                                                          Subscription("trade"), Subscription("ticker")],
+                                       signer=signer, options=ClientOptions(poll_interval=0.05, close_timeout=1.0),
+                                       rng=random.Random(4), seq_scope=seq_scope)
+
+        def all_trusted() -> bool:
+            return all(client.books.is_trusted(t) for t in sim.tickers)
+
+        async with client:
+            await sink.wait_for(lambda: all_trusted() and any(isinstance(m, messages.Trade) for m, _ in sink.messages))
+            sim.inject("drop", channel="orderbook_delta")
+            await sink.wait_for(lambda: bool(sink.of(events.SequenceGap)) and all_trusted()
+                                and any(isinstance(e, events.Recovered) and e.outcome == "snapshot"
+                                        for e in sink.events))
+            await sim.pause_market_activity()
+            await sink.wait_for(lambda: all(_book_matches(client, sim, t) for t in sim.tickers))
+
+    gaps = sink.of(events.SequenceGap)
+    channels = sorted(g.channel for g in gaps)
+    assert channels == (["orderbook_delta"] if seq_scope == "sid" else ["orderbook_delta", "trade"])
+    assert client.generation == 1 and sink.of(events.Resubscribed) == []  # repaired in place, no fallback
+    assert sink.of(events.SeqScopeContradicted) == []
+    outcomes = {e.incident_id: e.outcome for e in sink.of(events.Recovered)}
+    assert sorted(outcomes[g.incident_id] for g in gaps) == (
+        ["snapshot"] if seq_scope == "sid" else ["abandoned", "snapshot"])
+
+
+@pytest.mark.parametrize(("exchange_numbers", "setting"), [("connection", "sid"), ("sid", "connection")])
+async def test_numbering_that_contradicts_seq_scope_is_reported(sink: Any, exchange_numbers: Any,
+                                                                setting: Any) -> None:
+    async with Simulator(markets=2, seed=2, rate=400, seq_scope=exchange_numbers) as sim:
+        signer = Signer.from_file(sim.key_id, sim.private_key_path)
+        client = KalshiWebSocketClient(sim.ws_url, sink, [Subscription("orderbook_delta", tuple(sim.tickers)),
+                                                          Subscription("trade")],
+                                       signer=signer, options=ClientOptions(poll_interval=0.05, close_timeout=1.0),
+                                       rng=random.Random(4), seq_scope=setting)
+        async with client:
+            await sink.wait_for(lambda: bool(sink.of(events.SeqScopeContradicted)))
+    contradicted = sink.of(events.SeqScopeContradicted)
+    assert contradicted[0].seq_scope == setting and contradicted[0].generation == 1
+    assert len([e for e in contradicted if e.generation == 1]) == 1  # once per connection
