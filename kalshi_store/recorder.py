@@ -106,10 +106,11 @@ DEAD_LETTER_DEGRADES_AT: Final = 100
 DEAD_LETTER_DEGRADES_PERCENT: Final = 1
 #: Seconds between checks that day partitions exist ahead (also done at every connect).
 PARTITION_CHECK_INTERVAL: Final = 3600.0
-# Where the exchange time (ms) and the receive time (ns) sit in a row, for the message-age statistic.
 #: ``_track_age`` looks at every this-many-th row of a batch.
 _AGE_STRIDE: Final = 16
-_AGE_COLUMNS: Final = {"trades": (9, 12), "orderbook_deltas": (10, 11), "tickers": (12, 15)}
+#: Where the exchange time (ms) and the receive time (ns) sit in a row, for the message-age statistic.
+_AGE_COLUMNS: Final = {name: (TABLES[name].index("ts_ms"), TABLES[name].index("received_ns"))
+                       for name in ("trades", "orderbook_deltas", "tickers")}
 
 
 @dataclass

@@ -59,6 +59,14 @@ class TableSpec:
     #: Leading columns the rows of this table had before ``constants`` left them (spill files of older versions).
     legacy_columns: tuple[tuple[str, str, Any], ...] = ()
 
+    def index(self, column: str) -> int:
+        """Where ``column`` sits in this table's rows: code outside the builders reads a row by name, never by a
+        literal position, so a column moved in :attr:`columns` moves every reader with it."""
+        for position, (name, _, _) in enumerate(self.columns):
+            if name == column:
+                return position
+        raise KeyError(f"table {self.name!r} has no staging column {column!r}")
+
     @property
     def staging(self) -> sql.Identifier:
         return sql.Identifier(f"stage_{self.name}")
