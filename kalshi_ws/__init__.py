@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .environments import Environment
     from .errors import AuthenticationError, KalshiError
     from .protocol import SessionProtocol, Subscription
-    from .rest import KalshiRestClient, Market, MarketTrade, RestError, RestOrderbook
+    from .rest import KalshiRestClient, Market, RestError, RestOrderbook
 
 _EXPORTS: dict[str, str] = {
     "Signer": "auth",
@@ -30,7 +30,6 @@ _EXPORTS: dict[str, str] = {
     "Subscription": "protocol",
     "KalshiRestClient": "rest",
     "Market": "rest",
-    "MarketTrade": "rest",
     "RestError": "rest",
     "RestOrderbook": "rest",
 }
@@ -44,7 +43,6 @@ __all__ = [
     "KalshiRestClient",
     "KalshiWebSocketClient",
     "Market",
-    "MarketTrade",
     "MessageSink",
     "RestError",
     "RestOrderbook",
