@@ -225,7 +225,7 @@ def _fills_insert(staging: str, source: str) -> sql.Composed:
             book_side, yes_price, count, fee_cost, post_position, side, action, purchased_side, subaccount,
             coalesce({ms_ts_ms}, {s_ts_s}), {received}, session_id, generation, sid, {source}
         from pg_temp.{staging}
-        on conflict do nothing""").format(ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED,  # noqa: S608
+        on conflict do nothing""").format(ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED,
                                           source=sql.Literal(source), staging=sql.Identifier(staging))
 
 
@@ -479,7 +479,8 @@ def _json_text(value: object) -> str | None:
 def trade_row(p: m.TradePayload, received_ns: int, source: str, session_id: str | None, generation: int | None,
               sid: int | None, seq: int | None) -> Row:
     """A ``trades`` row, for a WebSocket ``trade`` (``source`` ``'ws'``) and a REST trade (``'rest'``, no
-    connection: ``generation``, ``sid`` and ``seq`` are ``None``) alike."""
+    connection: ``generation``, ``sid`` and ``seq`` are ``None``) alike. ``exchange_text`` is ``None``: both
+    carry the exchange time as ``ts_ms``."""
     return (p.trade_id, p.market_ticker, p.yes_price_dollars, p.no_price_dollars, p.count_fp, p.taker_outcome_side,
             p.taker_book_side, p.taker_side, p.is_block_trade, p.ts_ms, p.ts, None, received_ns, source, session_id,
             generation, sid, seq)
