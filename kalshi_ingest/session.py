@@ -47,7 +47,7 @@ from kalshi_ws import events, messages
 from kalshi_ws.auth import Signer
 from kalshi_ws.client import KalshiWebSocketClient
 from kalshi_ws.protocol import SessionProtocol
-from kalshi_ws.rest import KalshiRestClient, MarketTrade, PortfolioFill
+from kalshi_ws.rest import KalshiRestClient
 
 log = logging.getLogger(__name__)
 
@@ -385,25 +385,25 @@ async def resolve_markets(rest: KalshiRestClient, market_set: MarketSet) -> list
     return markets[: market_set.max_markets]
 
 
-async def fetch_trades(rest: KalshiRestClient, markets: Sequence[str], since: datetime) -> list[MarketTrade]:
+async def fetch_trades(rest: KalshiRestClient, markets: Sequence[str], since: datetime) -> list[messages.TradePayload]:
     """Trades of ``markets`` since ``since`` (minus the overlap), oldest first."""
     min_ts = int((since - BACKFILL_OVERLAP).timestamp())
     if len(markets) <= PER_MARKET_BACKFILL_LIMIT:
-        found: list[MarketTrade] = []
+        found: list[messages.TradePayload] = []
         for market in markets:
             found += await rest.get_trades(ticker=market, min_ts=min_ts)
     else:
         wanted = set(markets)
-        found = [t for t in await rest.get_trades(min_ts=min_ts) if t.ticker in wanted]
-    return sorted(found, key=lambda t: (t.created_time, t.trade_id))
+        found = [t for t in await rest.get_trades(min_ts=min_ts) if t.market_ticker in wanted]
+    return sorted(found, key=lambda t: (t.ts_ms or 0, t.trade_id))
 
 
-async def fetch_fills(rest: KalshiRestClient, markets: Sequence[str], since: datetime) -> list[PortfolioFill]:
+async def fetch_fills(rest: KalshiRestClient, markets: Sequence[str], since: datetime) -> list[messages.FillPayload]:
     """The account's fills in ``markets`` since ``since`` (minus the overlap), oldest first (one query: an
     account's fills are few)."""
     wanted = set(markets)
     fills = await rest.get_fills(min_ts=int((since - BACKFILL_OVERLAP).timestamp()))
-    return [f for f in fills if f.ticker in wanted]
+    return [f for f in fills if f.market_ticker in wanted]
 
 
 async def run_recording_session(
@@ -468,10 +468,10 @@ async def _record(settings: Settings, market_set: MarketSet, database_url: str, 
         current = list(follower.markets)
         if records_trades and current:
             trades = await fetch_trades(rest, current, since)
-            added += recorder.add_rest_trades(trades) if trades else 0  # type: ignore[arg-type]  # frozen structs
+            added += recorder.add_rest_trades(trades) if trades else 0
         if records_fills and current:
             fills = await fetch_fills(rest, current, since)
-            added += recorder.add_rest_fills(fills) if fills else 0  # type: ignore[arg-type]  # frozen structs
+            added += recorder.add_rest_fills(fills) if fills else 0
         return added
 
     def start_backfill(since: datetime) -> None:

@@ -65,13 +65,11 @@ from .dberrors import DatabaseConfigError, classify, describe, redact, url_secre
 from .rows import (
     TABLES,
     MissingSeqError,
-    RestFillLike,
-    RestTradeLike,
     Row,
     RowBuilders,
     dead_letter_row,
-    rest_fill_row,
-    rest_trade_row,
+    fill_row,
+    trade_row,
 )
 from .spill import (
     ReplayResult,
@@ -106,10 +104,12 @@ DEAD_LETTER_DEGRADES_AT: Final = 100
 DEAD_LETTER_DEGRADES_PERCENT: Final = 1
 #: Seconds between checks that day partitions exist ahead (also done at every connect).
 PARTITION_CHECK_INTERVAL: Final = 3600.0
-# Where the exchange time (ms) and the receive time (ns) sit in a row, for the message-age statistic.
 #: ``_track_age`` looks at every this-many-th row of a batch.
 _AGE_STRIDE: Final = 16
-_AGE_COLUMNS: Final = {"trades": (9, 12), "orderbook_deltas": (10, 11), "tickers": (12, 15)}
+#: Where the exchange time (ms), the receive time (ns) and the connection generation sit in a row, for the
+#: message-age statistic (of live messages only: a REST backfill row has no generation).
+_AGE_COLUMNS: Final = {name: tuple(TABLES[name].index(column) for column in ("ts_ms", "received_ns", "generation"))
+                       for name in ("trades", "orderbook_deltas", "tickers")}
 
 
 @dataclass
@@ -549,11 +549,11 @@ class Recorder:
 
     # ===================================================================================== REST, queries, stats
 
-    def add_rest_trades(self, trades: Iterable[RestTradeLike]) -> int:
+    def add_rest_trades(self, trades: Iterable[m.TradePayload]) -> int:
         """Queue trades fetched from REST (``source = 'rest'``; a trade already recorded is skipped by trade_id)."""
         session = self._require_session()
         now = time.time_ns()
-        rows = [rest_trade_row(trade, now, session.session_id) for trade in trades]
+        rows = [trade_row(trade, now, "rest", session.session_id, None, None, None) for trade in trades]
         if rows:
             self._lists["trades"].extend(rows)
             if not self._pending:
@@ -562,12 +562,12 @@ class Recorder:
             self._wake.set()
         return len(rows)
 
-    def add_rest_fills(self, fills: Iterable[RestFillLike]) -> int:
+    def add_rest_fills(self, fills: Iterable[m.FillPayload]) -> int:
         """Queue the account's fills fetched from REST (``source = 'rest'``; a fill already recorded, live or
         from REST, is skipped by its key ``(trade_id, order_id)``)."""
         session = self._require_session()
         now = time.time_ns()
-        rows = [rest_fill_row(fill, now, session.session_id) for fill in fills]
+        rows = [fill_row(fill, now, session.session_id, None, None) for fill in fills]
         if rows:
             self._lists["rest_fills"].extend(rows)
             if not self._pending:
@@ -694,14 +694,15 @@ class Recorder:
         self._outbox.append(batch)
         self._outbox_rows += batch.row_count
 
-    def _track_age(self, rows: list[Row], ms_index: int, ns_index: int) -> None:
+    def _track_age(self, rows: list[Row], ms_index: int, ns_index: int, generation_index: int) -> None:
         """Update the largest message age (receive time - exchange time) from a sample of the rows: every
         ``_AGE_STRIDE``-th row plus the last one. Ages move slowly (network and exchange delays), so a sample
-        finds the worst stretch at a fraction of the cost of looking at every row on the hot path."""
+        finds the worst stretch at a fraction of the cost of looking at every row on the hot path. Rows fetched
+        from REST (no generation) are old by design and say nothing about the live stream's delay."""
         oldest = self._max_age_ms
         for r in (*rows[::_AGE_STRIDE], rows[-1]):
             ms = r[ms_index]
-            if ms is not None:
+            if ms is not None and r[generation_index] is not None:
                 age = r[ns_index] // 1_000_000 - ms
                 if oldest is None or age > oldest:
                     oldest = age

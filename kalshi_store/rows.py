@@ -15,9 +15,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import msgspec
 from psycopg import sql
@@ -28,14 +28,12 @@ __all__ = [
     "DEAD_LETTER",
     "TABLES",
     "TABLE_ORDER",
-    "RestFillLike",
-    "RestTradeLike",
     "Row",
     "RowBuilders",
     "TableSpec",
     "dead_letter_row",
-    "rest_fill_row",
-    "rest_trade_row",
+    "fill_row",
+    "trade_row",
 ]
 
 Row = tuple[Any, ...]
@@ -58,6 +56,14 @@ class TableSpec:
     constants: tuple[str, ...] = ()
     #: Leading columns the rows of this table had before ``constants`` left them (spill files of older versions).
     legacy_columns: tuple[tuple[str, str, Any], ...] = ()
+
+    def index(self, column: str) -> int:
+        """Where ``column`` sits in this table's rows: code outside the builders reads a row by name, never by a
+        literal position, so a column moved in :attr:`columns` moves every reader with it."""
+        for position, (name, _, _) in enumerate(self.columns):
+            if name == column:
+                return position
+        raise KeyError(f"table {self.name!r} has no staging column {column!r}")
 
     @property
     def staging(self) -> sql.Identifier:
@@ -198,46 +204,43 @@ TICKERS = TableSpec(
         on conflict do nothing""").format(ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED),  # noqa: S608
 )
 
-FILLS = TableSpec(
-    "fills",
-    (
-        ("trade_id", "text", str), ("order_id", "text", str), ("market_ticker", "text", str),
-        ("client_order_id", "text", _S), ("exchange_index", "integer", _I), ("is_taker", "boolean", bool),
-        ("outcome_side", "text", _S), ("book_side", "text", _S), ("yes_price", "numeric", Decimal),
-        ("count", "numeric", Decimal), ("fee_cost", "numeric", _D), ("post_position", "numeric", _D),
-        ("side", "text", _S), ("action", "text", _S), ("purchased_side", "text", _S), ("subaccount", "integer", _I),
-        ("ts_ms", "bigint", _I), ("ts_s", "bigint", _I), ("received_ns", "bigint", int),
-        ("session_id", "uuid", str), ("generation", "integer", int), ("sid", "integer", int),
-    ),
-    sql.SQL("""
+#: The columns of a fill, whichever source delivered it (:func:`fill_row`); the two specs below differ only in the
+#: connection columns (a REST fill has none) and in the ``source`` their INSERT writes.
+_FILL_COLUMNS: Final = (
+    ("trade_id", "text", str), ("order_id", "text", str), ("market_ticker", "text", str),
+    ("client_order_id", "text", _S), ("exchange_index", "integer", _I), ("is_taker", "boolean", bool),
+    ("outcome_side", "text", _S), ("book_side", "text", _S), ("yes_price", "numeric", Decimal),
+    ("count", "numeric", Decimal), ("fee_cost", "numeric", _D), ("post_position", "numeric", _D),
+    ("side", "text", _S), ("action", "text", _S), ("purchased_side", "text", _S), ("subaccount", "integer", _I),
+    ("ts_ms", "bigint", _I), ("ts_s", "bigint", _I), ("received_ns", "bigint", int),
+)
+
+
+def _fills_insert(staging: str, source: str) -> sql.Composed:
+    return sql.SQL("""
         insert into kalshi.fills (trade_id, order_id, market_ticker, client_order_id, exchange_index, is_taker,
             outcome_side, book_side, yes_price, count, fee_cost, post_position, side, action, purchased_side,
-            subaccount, exchange_ts, received_at, session_id, generation, sid)
+            subaccount, exchange_ts, received_at, session_id, generation, sid, source)
         select trade_id, order_id, market_ticker, client_order_id, exchange_index, is_taker, outcome_side,
             book_side, yes_price, count, fee_cost, post_position, side, action, purchased_side, subaccount,
-            coalesce({ms_ts_ms}, {s_ts_s}), {received}, session_id, generation, sid
-        from pg_temp.stage_fills
-        on conflict do nothing""").format(ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED),  # noqa: S608
+            coalesce({ms_ts_ms}, {s_ts_s}), {received}, session_id, generation, sid, {source}
+        from pg_temp.{staging}
+        on conflict do nothing""").format(ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED,
+                                          source=sql.Literal(source), staging=sql.Identifier(staging))
+
+
+FILLS = TableSpec(
+    "fills",
+    (*_FILL_COLUMNS, ("session_id", "uuid", str), ("generation", "integer", int), ("sid", "integer", int)),
+    _fills_insert("stage_fills", "ws"),
 )
 
 #: Fills backfilled from ``GET /portfolio/fills`` (``source = 'rest'``): same table and key as :data:`FILLS`,
 #: written after it in a batch, so a fill the WebSocket also delivered keeps the live row.
 REST_FILLS = TableSpec(
     "rest_fills",
-    (
-        ("trade_id", "text", str), ("order_id", "text", str), ("market_ticker", "text", str),
-        ("client_order_id", "text", _S), ("is_taker", "boolean", bool), ("outcome_side", "text", _S),
-        ("book_side", "text", _S), ("yes_price", "numeric", Decimal), ("count", "numeric", Decimal),
-        ("fee_cost", "numeric", _D), ("side", "text", _S), ("action", "text", _S), ("exchange_text", "text", _S),
-        ("received_ns", "bigint", int), ("session_id", "uuid", _S),
-    ),
-    sql.SQL("""
-        insert into kalshi.fills (trade_id, order_id, market_ticker, client_order_id, is_taker, outcome_side,
-            book_side, yes_price, count, fee_cost, side, action, exchange_ts, received_at, session_id, source)
-        select trade_id, order_id, market_ticker, client_order_id, is_taker, outcome_side, book_side, yes_price,
-            count, fee_cost, side, action, exchange_text::timestamptz, {received}, session_id, 'rest'
-        from pg_temp.stage_rest_fills
-        on conflict do nothing""").format(received=_RECEIVED),  # noqa: S608
+    (*_FILL_COLUMNS, ("session_id", "uuid", _S), ("generation", "integer", _I), ("sid", "integer", _I)),
+    _fills_insert("stage_rest_fills", "rest"),
 )
 
 USER_ORDERS = TableSpec(
@@ -473,82 +476,23 @@ def _json_text(value: object) -> str | None:
     return None if value is None else _json.encode(value).decode()
 
 
-class RestTradeLike(Protocol):
-    """A REST trade (``kalshi_ws.rest.MarketTrade`` or anything with these attributes; read-only is enough)."""
-
-    @property
-    def trade_id(self) -> str: ...
-    @property
-    def ticker(self) -> str: ...
-    @property
-    def count_fp(self) -> Decimal: ...
-    @property
-    def yes_price_dollars(self) -> Decimal: ...
-    @property
-    def no_price_dollars(self) -> Decimal: ...
-    @property
-    def taker_outcome_side(self) -> str | None: ...
-    @property
-    def taker_book_side(self) -> str | None: ...
-    @property
-    def taker_side(self) -> str | None: ...
-    @property
-    def created_time(self) -> datetime | str: ...
-    @property
-    def is_block_trade(self) -> bool: ...
+def trade_row(p: m.TradePayload, received_ns: int, source: str, session_id: str | None, generation: int | None,
+              sid: int | None, seq: int | None) -> Row:
+    """A ``trades`` row, for a WebSocket ``trade`` (``source`` ``'ws'``) and a REST trade (``'rest'``, no
+    connection: ``generation``, ``sid`` and ``seq`` are ``None``) alike. ``exchange_text`` is ``None``: both
+    carry the exchange time as ``ts_ms``."""
+    return (p.trade_id, p.market_ticker, p.yes_price_dollars, p.no_price_dollars, p.count_fp, p.taker_outcome_side,
+            p.taker_book_side, p.taker_side, p.is_block_trade, p.ts_ms, p.ts, None, received_ns, source, session_id,
+            generation, sid, seq)
 
 
-def rest_trade_row(trade: RestTradeLike, received_ns: int, session_id: str | None) -> Row:
-    created = trade.created_time
-    if isinstance(created, datetime):
-        created = created.isoformat() if created.tzinfo is not None else created.isoformat() + "+00:00"
-    return (
-        trade.trade_id, trade.ticker, trade.yes_price_dollars, trade.no_price_dollars, trade.count_fp,
-        trade.taker_outcome_side, trade.taker_book_side, trade.taker_side, bool(trade.is_block_trade),
-        None, None, created, received_ns, "rest", session_id, None, None, None,
-    )
-
-
-class RestFillLike(Protocol):
-    """A REST fill (``kalshi_ws.rest.PortfolioFill`` or anything with these attributes)."""
-
-    @property
-    def trade_id(self) -> str: ...
-    @property
-    def order_id(self) -> str: ...
-    @property
-    def ticker(self) -> str: ...
-    @property
-    def client_order_id(self) -> str | None: ...
-    @property
-    def is_taker(self) -> bool: ...
-    @property
-    def outcome_side(self) -> str | None: ...
-    @property
-    def book_side(self) -> str | None: ...
-    @property
-    def yes_price_dollars(self) -> Decimal: ...
-    @property
-    def count_fp(self) -> Decimal: ...
-    @property
-    def fee_cost(self) -> Decimal | None: ...
-    @property
-    def side(self) -> str | None: ...
-    @property
-    def action(self) -> str | None: ...
-    @property
-    def created_time(self) -> datetime | str: ...
-
-
-def rest_fill_row(fill: RestFillLike, received_ns: int, session_id: str | None) -> Row:
-    created = fill.created_time
-    if isinstance(created, datetime):
-        created = created.isoformat() if created.tzinfo is not None else created.isoformat() + "+00:00"
-    return (
-        fill.trade_id, fill.order_id, fill.ticker, fill.client_order_id, bool(fill.is_taker), fill.outcome_side,
-        fill.book_side, fill.yes_price_dollars, fill.count_fp, fill.fee_cost, fill.side, fill.action, created,
-        received_ns, session_id,
-    )
+def fill_row(p: m.FillPayload, received_ns: int, session_id: str | None, generation: int | None,
+             sid: int | None) -> Row:
+    """A ``fills`` row (:data:`FILLS` for a WebSocket ``fill``, :data:`REST_FILLS` for a REST fill, which has no
+    connection: ``generation`` and ``sid`` are ``None``)."""
+    return (p.trade_id, p.order_id, p.market_ticker, p.client_order_id, p.exchange_index, p.is_taker,
+            p.outcome_side, p.book_side, p.yes_price_dollars, p.count_fp, p.fee_cost, p.post_position_fp, p.side,
+            p.action, p.purchased_side, p.subaccount, p.ts_ms, p.ts, received_ns, session_id, generation, sid)
 
 
 def dead_letter_row(
@@ -593,10 +537,7 @@ class RowBuilders:
         yes_price = self.use_yes_price
 
         def trade(x: m.Trade, gen: int, ns: int) -> Row:
-            p = x.msg
-            return (p.trade_id, p.market_ticker, p.yes_price_dollars, p.no_price_dollars, p.count_fp,
-                    p.taker_outcome_side, p.taker_book_side, p.taker_side, p.is_block_trade, p.ts_ms, p.ts, None,
-                    ns, "ws", sess, gen, x.sid, x.seq)
+            return trade_row(x.msg, ns, "ws", sess, gen, x.sid, x.seq)
 
         def delta(x: m.OrderbookDelta, gen: int, ns: int) -> Row:
             p = x.msg
@@ -621,10 +562,7 @@ class RowBuilders:
                     p.yes_ask_size_fp, p.last_trade_size_fp, p.ts_ms, p.ts, p.time, ns, sess, gen, x.sid)
 
         def fill(x: m.Fill, gen: int, ns: int) -> Row:
-            p = x.msg
-            return (p.trade_id, p.order_id, p.market_ticker, p.client_order_id, p.exchange_index, p.is_taker,
-                    p.outcome_side, p.book_side, p.yes_price_dollars, p.count_fp, p.fee_cost, p.post_position_fp,
-                    p.side, p.action, p.purchased_side, p.subaccount, p.ts_ms, p.ts, ns, sess, gen, x.sid)
+            return fill_row(x.msg, ns, sess, gen, x.sid)
 
         def user_order(x: m.UserOrder, gen: int, ns: int) -> Row:
             p = x.msg

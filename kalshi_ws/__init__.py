@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from .environments import Environment
     from .errors import AuthenticationError, KalshiError
     from .protocol import SessionProtocol, Subscription
-    from .rest import KalshiRestClient, Market, MarketTrade, RestError, RestOrderbook
+    from .rest import KalshiRestClient, Market, RestError, RestOrderbook
 
 _EXPORTS: dict[str, str] = {
     "Signer": "auth",
@@ -32,7 +32,6 @@ _EXPORTS: dict[str, str] = {
     "Subscription": "protocol",
     "KalshiRestClient": "rest",
     "Market": "rest",
-    "MarketTrade": "rest",
     "RestError": "rest",
     "RestOrderbook": "rest",
 }
@@ -47,7 +46,6 @@ __all__ = [
     "KalshiRestClient",
     "KalshiWebSocketClient",
     "Market",
-    "MarketTrade",
     "MessageSink",
     "RestError",
     "RestOrderbook",

@@ -9,6 +9,9 @@
   shift between pages).
 * Prices and counts are :class:`~decimal.Decimal`; an empty string where a number is expected (seen for
   never-traded markets) is read as "absent".
+* Trades and fills are returned as the payloads of the WebSocket ``trade`` and ``fill`` messages
+  (:class:`~kalshi_ws.messages.TradePayload`, :class:`~kalshi_ws.messages.FillPayload`): REST's names and its
+  RFC3339 ``created_time`` are mapped here, at the boundary, so storage has one row builder per table.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -30,15 +33,13 @@ import msgspec
 from .auth import REST_PREFIX, Signer, signature_rejected_hint
 from .backoff import Backoff
 from .errors import KalshiError
-from .messages import PriceLevel, PriceRange
+from .messages import FillPayload, PriceLevel, PriceRange, TradePayload
 
 __all__ = [
     "ExchangeStatus",
     "KalshiRestClient",
     "Market",
     "MarketEvent",
-    "MarketTrade",
-    "PortfolioFill",
     "RestError",
     "RestOrderbook",
 ]
@@ -133,29 +134,33 @@ class Market(_Struct, frozen=True, kw_only=True):
     can_close_early: bool | None = None
 
 
-class MarketTrade(_Struct, frozen=True, kw_only=True):
-    """A trade from ``GET /markets/trades`` (REST names: ``ticker``, ``created_time``; WS: ``market_ticker``, ``ts_ms``)."""
+class _RestTrade(_Struct, frozen=True, kw_only=True):
+    """A trade as ``GET /markets/trades`` sends it; :meth:`wire` makes it the WebSocket ``trade`` payload."""
 
     trade_id: str
     ticker: str
     count_fp: Decimal
     yes_price_dollars: Decimal
     no_price_dollars: Decimal
-    taker_outcome_side: str | None = None
-    taker_book_side: str | None = None
+    taker_outcome_side: Literal["yes", "no"] | None = None
+    taker_book_side: Literal["bid", "ask"] | None = None
     #: Deprecated direction field, kept for completeness.
-    taker_side: str | None = None
+    taker_side: Literal["yes", "no"] | None = None
     created_time: datetime
     is_block_trade: bool = False
 
-    @property
-    def ts_ms(self) -> int:
-        return int(self.created_time.timestamp() * 1000)
+    def wire(self) -> TradePayload:
+        return TradePayload(trade_id=self.trade_id, market_ticker=self.ticker, yes_price_dollars=self.yes_price_dollars,
+                            no_price_dollars=self.no_price_dollars, count_fp=self.count_fp,
+                            taker_outcome_side=self.taker_outcome_side, taker_book_side=self.taker_book_side,
+                            taker_side=self.taker_side, is_block_trade=self.is_block_trade,
+                            ts_ms=_epoch_ms(self.created_time))
 
 
-class PortfolioFill(_Struct, frozen=True, kw_only=True):
-    """One of the account's fills from ``GET /portfolio/fills`` (REST names: ``ticker``, ``created_time``;
-    WS: ``market_ticker``, ``ts_ms``). Natural key: ``(trade_id, order_id)``."""
+class _RestFill(_Struct, frozen=True, kw_only=True):
+    """One of the account's fills as ``GET /portfolio/fills`` sends it; :meth:`wire` makes it the WebSocket
+    ``fill`` payload (natural key ``(trade_id, order_id)``; ``fill_id`` and ``no_price_dollars`` have no WS
+    field: the first is REST's own id, the second is ``1 - yes_price_dollars``)."""
 
     fill_id: str | None = None
     trade_id: str
@@ -168,15 +173,33 @@ class PortfolioFill(_Struct, frozen=True, kw_only=True):
     yes_price_dollars: Decimal
     no_price_dollars: Decimal | None = None
     is_taker: bool
-    outcome_side: str | None = None
-    book_side: str | None = None
+    outcome_side: Literal["yes", "no"] | None = None
+    book_side: Literal["bid", "ask"] | None = None
     fee_cost: Decimal | None = None
     created_time: datetime
+    #: Deprecated Unix seconds, as the WS ``fill`` sends them.
+    ts: int | None = None
     subaccount_number: int | None = None
 
-    @property
-    def ts_ms(self) -> int:
-        return int(self.created_time.timestamp() * 1000)
+    def wire(self) -> FillPayload:
+        return FillPayload(trade_id=self.trade_id, order_id=self.order_id, market_ticker=self.ticker,
+                           client_order_id=self.client_order_id, is_taker=self.is_taker,
+                           outcome_side=self.outcome_side, book_side=self.book_side,
+                           yes_price_dollars=self.yes_price_dollars, count_fp=self.count_fp, fee_cost=self.fee_cost,
+                           ts_ms=_epoch_ms(self.created_time), ts=self.ts, side=self.side, action=self.action,
+                           subaccount=self.subaccount_number)
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND: Final = timedelta(milliseconds=1)
+
+
+def _epoch_ms(moment: datetime) -> int:
+    """Unix milliseconds of ``moment`` (UTC when it has no offset), exactly: integer arithmetic, no float; a
+    sub-millisecond part is dropped, as the exchange's own ``ts_ms`` drops it."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MILLISECOND
 
 
 class RestOrderbook(_Struct, frozen=True, kw_only=True):
@@ -222,12 +245,12 @@ class _MarketsPage(_Struct, frozen=True):
 
 
 class _TradesPage(_Struct, frozen=True):
-    trades: list[MarketTrade] | None = None
+    trades: list[_RestTrade] | None = None
     cursor: str | None = None
 
 
 class _FillsPage(_Struct, frozen=True):
-    fills: list[PortfolioFill] | None = None
+    fills: list[_RestFill] | None = None
     cursor: str | None = None
 
 
@@ -419,26 +442,31 @@ class KalshiRestClient:
         return _decode(await self.get(f"markets/{ticker}"), _MarketReply).market
 
     async def get_trades(self, ticker: str | None = None, min_ts: int | None = None,
-                         max_ts: int | None = None) -> list[MarketTrade]:
+                         max_ts: int | None = None) -> list[TradePayload]:
         """``GET /markets/trades`` (``min_ts``/``max_ts`` in Unix seconds), all pages, de-duplicated by
-        ``trade_id``, sorted by ``created_time`` then ``trade_id`` (the server's order is undocumented)."""
+        ``trade_id``, sorted by time then ``trade_id`` (the server's order is undocumented), as the payloads of
+        WebSocket ``trade`` messages (``ticker`` -> ``market_ticker``, ``created_time`` -> ``ts_ms``)."""
         params = {"limit": self.page_limit, "ticker": ticker, "min_ts": min_ts, "max_ts": max_ts}
-        found: dict[str, MarketTrade] = {}
+        found: dict[str, TradePayload] = {}
         async for page in self._pages("markets/trades", _TradesPage, params):
             for trade in page.trades or ():
-                found.setdefault(trade.trade_id, trade)
-        return sorted(found.values(), key=lambda t: (t.created_time, t.trade_id))
+                if trade.trade_id not in found:
+                    found[trade.trade_id] = trade.wire()
+        return sorted(found.values(), key=lambda t: (t.ts_ms or 0, t.trade_id))
 
     async def get_fills(self, ticker: str | None = None, min_ts: int | None = None,
-                        max_ts: int | None = None) -> list[PortfolioFill]:
+                        max_ts: int | None = None) -> list[FillPayload]:
         """``GET /portfolio/fills`` for the signer's account (``min_ts``/``max_ts`` in Unix seconds), all pages,
-        de-duplicated by ``(trade_id, order_id)``, sorted by ``created_time`` then ``trade_id``."""
+        de-duplicated by ``(trade_id, order_id)``, sorted by time then ``trade_id``, as the payloads of WebSocket
+        ``fill`` messages (``ticker`` -> ``market_ticker``, ``created_time`` -> ``ts_ms``,
+        ``subaccount_number`` -> ``subaccount``)."""
         params = {"limit": self.page_limit, "ticker": ticker, "min_ts": min_ts, "max_ts": max_ts}
-        found: dict[tuple[str, str], PortfolioFill] = {}
+        found: dict[tuple[str, str], FillPayload] = {}
         async for page in self._pages("portfolio/fills", _FillsPage, params):
             for fill in page.fills or ():
-                found.setdefault((fill.trade_id, fill.order_id), fill)
-        return sorted(found.values(), key=lambda f: (f.created_time, f.trade_id, f.order_id))
+                if (fill.trade_id, fill.order_id) not in found:
+                    found[(fill.trade_id, fill.order_id)] = fill.wire()
+        return sorted(found.values(), key=lambda f: (f.ts_ms or 0, f.trade_id, f.order_id))
 
     async def get_orderbook(self, ticker: str, depth: int = 0) -> RestOrderbook:
         """``GET /markets/{ticker}/orderbook`` (``depth`` 0 = every level), both sides ascending by price."""

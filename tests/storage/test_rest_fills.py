@@ -13,7 +13,7 @@ import pytest
 import storage_frames as f
 
 from kalshi_store.recorder import Recorder
-from kalshi_ws.rest import PortfolioFill
+from kalshi_ws import messages as m
 
 pytestmark = pytest.mark.asyncio
 
@@ -24,11 +24,13 @@ def rows(url: str, query: str) -> list[tuple[Any, ...]]:
         return conn.execute(query).fetchall()  # type: ignore[arg-type]
 
 
-def rest_fill(trade_id: str, order_id: str, created: str) -> PortfolioFill:
-    return PortfolioFill(fill_id="x", trade_id=trade_id, order_id=order_id, client_order_id="c-1", ticker="M-1",
+def rest_fill(trade_id: str, order_id: str, ts_ms: int) -> m.FillPayload:
+    """A fill as ``KalshiRestClient.get_fills`` returns it: the WebSocket payload, without what REST lacks
+    (``exchange_index``, ``post_position_fp``, ``purchased_side``)."""
+    return m.FillPayload(trade_id=trade_id, order_id=order_id, client_order_id="c-1", market_ticker="M-1",
                          side="no", action="buy", count_fp=Decimal("0.01"), yes_price_dollars=Decimal("0.4300"),
-                         no_price_dollars=Decimal("0.5700"), is_taker=True, outcome_side="no", book_side="ask",
-                         fee_cost=Decimal("0.330000"), created_time=datetime.fromisoformat(created))
+                         is_taker=True, outcome_side="no", book_side="ask", fee_cost=Decimal("0.330000"),
+                         ts_ms=ts_ms)
 
 
 async def test_rest_fills_deduplicate_with_websocket_fills(db_url: str, tmp_path: Path) -> None:
@@ -36,11 +38,11 @@ async def test_rest_fills_deduplicate_with_websocket_fills(db_url: str, tmp_path
         session_id = await recorder.open_session("test", "simulator", ["M-1"], ["fill"])
         recorder.on_message(f.fill("same", "order-1"), 1, time.time_ns())
         await recorder.flush()
-        missed = rest_fill("missed", "order-1", "2026-11-25T09:40:00.5+00:00")
-        assert recorder.add_rest_fills([rest_fill("same", "order-1", "2026-11-25T09:46:40.123+00:00"), missed]) == 2
+        missed = rest_fill("missed", "order-1", 1795599600500)
+        assert recorder.add_rest_fills([rest_fill("same", "order-1", 1795600000123), missed]) == 2
         await recorder.flush()
         # the same REST fills again (overlapping backfill windows), and a live duplicate in the same batch
-        recorder.add_rest_fills([missed, rest_fill("both", "order-2", "2026-11-25T09:41:00+00:00")])
+        recorder.add_rest_fills([missed, rest_fill("both", "order-2", 1795599660000)])
         recorder.on_message(f.fill("both", "order-2"), 1, time.time_ns())
         await recorder.close_session()
     assert rows(db_url, "select trade_id, order_id, source, exchange_ts, count::text, yes_price::text, "

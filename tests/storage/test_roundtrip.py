@@ -231,18 +231,12 @@ async def test_session_events_open_and_close_incidents_in_the_gap_ledger(db_url:
     assert "deadline" in message
 
 
-class RestTrade:
-    def __init__(self, trade_id: str, created: datetime | str) -> None:
-        self.trade_id = trade_id
-        self.ticker = "KXBTCD-25AUG0517-T114999.99"
-        self.count_fp = Decimal("75.25")
-        self.yes_price_dollars = Decimal("0.0050")
-        self.no_price_dollars = Decimal("0.9950")
-        self.taker_outcome_side = "yes"
-        self.taker_book_side = "bid"
-        self.taker_side = "yes"
-        self.created_time = created
-        self.is_block_trade = True
+def rest_trade(trade_id: str, ts_ms: int) -> m.TradePayload:
+    """A trade as ``KalshiRestClient.get_trades`` returns it: the WebSocket payload, without a connection."""
+    return m.TradePayload(trade_id=trade_id, market_ticker="KXBTCD-25AUG0517-T114999.99",
+                          yes_price_dollars=Decimal("0.0050"), no_price_dollars=Decimal("0.9950"),
+                          count_fp=Decimal("75.25"), taker_outcome_side="yes", taker_book_side="bid",
+                          taker_side="yes", is_block_trade=True, ts_ms=ts_ms)
 
 
 async def test_rest_backfill_deduplicates_with_websocket_trades(db_url: str, tmp_path: Path) -> None:
@@ -252,8 +246,8 @@ async def test_rest_backfill_deduplicates_with_websocket_trades(db_url: str, tmp
         recorder.on_message(f.trade("same", seq=1), 1, time.time_ns())
         await recorder.flush()
         added = recorder.add_rest_trades([
-            RestTrade("same", datetime(2026, 11, 25, 9, 46, 40, 123000, tzinfo=UTC)),
-            RestTrade("older", "2026-11-25T09:40:00.5Z"),
+            rest_trade("same", 1795600000123),
+            rest_trade("older", 1795599600500),
         ])
         assert added == 2
         await recorder.flush()
@@ -264,6 +258,19 @@ async def test_rest_backfill_deduplicates_with_websocket_trades(db_url: str, tmp
         ("older", "rest", datetime(2026, 11, 25, 9, 40, 0, 500000, tzinfo=UTC), "75.25"),
         ("same", "ws", datetime(2026, 11, 25, 9, 46, 40, 123000, tzinfo=UTC), "75.25"),
     ]
+
+
+async def test_rest_backfill_is_not_counted_as_message_age(db_url: str, tmp_path: Path) -> None:
+    """The session's message age is receive time - exchange time of live messages; a backfilled trade is old by
+    design (it carries its exchange time, ``ts_ms``, like a live one, but no connection generation)."""
+    async with Recorder(db_url, spill_dir=tmp_path) as recorder:
+        session_id = await recorder.open_session("test", "simulator", ["M-1"], ["trade"])
+        received_ns = f.TS_MS * 1_000_000 + 2_000_000_000
+        recorder.on_message(f.trade("live", seq=1), 1, received_ns)
+        recorder.add_rest_trades([rest_trade("backfilled", f.TS_MS - 3_600_000)])
+        await recorder.close_session()
+    assert rows(db_url, "select max_message_age_ms from kalshi.sessions where session_id = %s",
+                (session_id,)) == [(2000,)]
 
 
 async def test_data_before_open_session_is_a_clear_error(db_url: str, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 import storage_frames as f
 
 from kalshi_store.batch import Batch, LedgerOp, SessionManifest, SessionProgress
-from kalshi_store.rows import TABLES, RowBuilders, dead_letter_row
+from kalshi_store.rows import TABLES, TRADES, RowBuilders, dead_letter_row, fill_row, trade_row
 from kalshi_store.spill import (
     SpillBuffer,
     SpillDiskFull,
@@ -41,6 +41,11 @@ def make_batch(batch_id: int, first_seq: int = 1, n: int = 3) -> Batch:
         table, build = builders.dispatch[type(message)]
         tables.setdefault(table, []).append(build(message, 1, 1_795_600_000_123_456_789))
     tables["dead_letter"] = [dead_letter_row(m.decode(b"{bad"), 1, 1_795_600_000_000_000_001, SESSION)]
+    # a REST backfill: the WS payloads (as KalshiRestClient returns them) without a connection
+    rest_trade, rest_fill = f.trade(f"rest-{batch_id}"), f.fill(f"rest-{batch_id}", "order-9")
+    assert isinstance(rest_trade, m.Trade) and isinstance(rest_fill, m.Fill)
+    tables["trades"].append(trade_row(rest_trade.msg, 1_795_600_001_000_000_000, "rest", SESSION, None, None, None))
+    tables["rest_fills"] = [fill_row(rest_fill.msg, 1_795_600_001_000_000_000, SESSION, None, None)]
     manifest = SessionManifest(session_id=SESSION, market_set="set", environment="demo", markets=["M"],
                                channels=["trade"], started_at=datetime(2026, 11, 25, 9, 0, tzinfo=UTC))
     progress = SessionProgress(session_id=SESSION, at=datetime(2026, 11, 25, 9, 1, tzinfo=UTC),
@@ -61,8 +66,8 @@ def test_spilled_batches_read_back_identical(tmp_path: Path) -> None:
         read = read_segment(segment)
     assert read.torn == 0
     assert read.batches == batches  # Decimal, bytes, dates, None: every value and type survives
-    trade_row = read.batches[0].tables["trades"][0]
-    assert [str(v) for v in trade_row[2:5]] == ["0.0050", "0.9950", "75.25"]
+    first = read.batches[0].tables["trades"][0]
+    assert [str(first[TRADES.index(c)]) for c in ("yes_price", "no_price", "count")] == ["0.0050", "0.9950", "75.25"]
 
 
 def test_a_torn_last_record_is_skipped_and_the_rest_replayed(tmp_path: Path, db_url: str) -> None:
@@ -85,7 +90,10 @@ def test_a_torn_last_record_is_skipped_and_the_rest_replayed(tmp_path: Path, db_
     assert segment.with_suffix(".quarantine").stat().st_size == size - 25
     with psycopg.connect(db_url) as conn:
         ids = {r[0] for r in conn.execute("select trade_id from kalshi.trades").fetchall()}
-        assert {"t-10", "t-12", "t-20", "t-22", "t-1"} <= ids and "t-30" not in ids
+        assert {"t-10", "t-12", "t-20", "t-22", "t-1", "rest-1", "rest-2"} <= ids and "t-30" not in ids
+        assert conn.execute("select trade_id, source, exchange_ts, generation from kalshi.fills "
+                            "where source = 'rest' order by trade_id").fetchall() == [
+            (f"rest-{i}", "rest", datetime(2026, 11, 25, 9, 46, 40, 123000, tzinfo=UTC), None) for i in (1, 2)]
         assert conn.execute("select count(*) from kalshi.gap_ledger").fetchone() == (1,)
         assert conn.execute("select count(*) from kalshi.dead_letter").fetchone() == (2,)
         assert conn.execute("select status from kalshi.sessions").fetchall() == [("running",)]

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from kalshi_ws import messages as m
 from kalshi_ws.rest import KalshiRestClient, RestError
 
 
@@ -64,8 +65,10 @@ async def test_markets_paginate_until_empty_cursor_and_dedupe(exchange: Any, key
 async def test_trades_are_sorted_by_time_then_id_across_pages(exchange: Any, keys: Any,
                                                              last_page: dict[str, Any]) -> None:
     pages = {
-        None: {"trades": [_trade(3, "2026-11-20T14:30:02Z"), _trade(2, "2026-11-20T14:30:01Z")], "cursor": "p2"},
-        "p2": {"trades": [_trade(1, "2026-11-20T14:30:01Z"), _trade(2, "2026-11-20T14:30:01Z")], "cursor": "p3"},
+        None: {"trades": [_trade(3, "2026-11-20T14:30:02Z"), _trade(2, "2026-11-20T14:30:01.250999Z")],
+               "cursor": "p2"},
+        "p2": {"trades": [_trade(1, "2026-11-20T14:30:01.250Z"), _trade(2, "2026-11-20T14:30:01.250999Z")],
+               "cursor": "p3"},
         "p3": last_page,
     }
 
@@ -77,7 +80,13 @@ async def test_trades_are_sorted_by_time_then_id_across_pages(exchange: Any, key
     async with KalshiRestClient(exchange.rest_url, keys.signer) as rest:
         trades = await rest.get_trades("KXCPI-26NOV-T0.3", min_ts=1795184000)
     assert [t.trade_id for t in trades] == ["tr-001", "tr-002", "tr-003"]
-    assert trades[0].count_fp == Decimal("75.25") and trades[0].no_price_dollars == Decimal("0.5700")
+    # the WebSocket ``trade`` payload: REST's ``ticker`` and ``created_time`` mapped, the time exact to the
+    # millisecond as the WS ``ts_ms`` is (a sub-millisecond part dropped, never rounded up)
+    assert trades[1] == m.TradePayload(
+        trade_id="tr-002", market_ticker="KXCPI-26NOV-T0.3", yes_price_dollars=Decimal("0.4300"),
+        no_price_dollars=Decimal("0.5700"), count_fp=Decimal("75.25"), taker_outcome_side="yes",
+        taker_book_side="bid", taker_side="yes", is_block_trade=False, ts_ms=1795185001250)
+    assert [t.ts_ms for t in trades] == [1795185001250, 1795185001250, 1795185002000]
 
 
 async def test_429_honours_retry_after_and_5xx_is_retried(exchange: Any, keys: Any) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from kalshi_ws import messages as m
 from kalshi_ws.auth import Signer
 from kalshi_ws.rest import KalshiRestClient
 from kalshi_ws.simulator import Simulator
@@ -16,7 +16,7 @@ def _fill(trade: str, order: str, ts: str, ticker: str = "KXCPI-26NOV-T0.3") -> 
             "ticker": ticker, "market_ticker": ticker, "side": "yes", "action": "buy", "count_fp": "12.50",
             "yes_price_dollars": "0.4300", "no_price_dollars": "0.5700", "is_taker": False,
             "outcome_side": "yes", "book_side": "bid", "fee_cost": "0.070000", "created_time": ts, "ts": 0,
-            "some_future_field": {"x": 1}}
+            "subaccount_number": 3, "some_future_field": {"x": 1}}
 
 
 async def test_fills_are_sorted_and_deduplicated_across_pages(exchange: Any, keys: Any) -> None:
@@ -38,11 +38,11 @@ async def test_fills_are_sorted_and_deduplicated_across_pages(exchange: Any, key
         fills = await rest.get_fills("KXCPI-26NOV-T0.3", min_ts=1795184000, max_ts=1795185000)
     assert [(f.trade_id, f.order_id) for f in fills] == [("t1", "o2"), ("t2", "o1"), ("t2", "o2"), ("t3", "o1")]
     assert all(r.signature_ok for r in exchange.rest_requests) and len(exchange.rest_requests) == 3
-    f = fills[0]
-    assert f.count_fp == Decimal("12.50") and f.yes_price_dollars == Decimal("0.4300")
-    assert f.no_price_dollars == Decimal("0.5700") and f.fee_cost == Decimal("0.070000")
-    assert f.created_time == datetime(2026, 11, 20, 14, 30, 1, tzinfo=UTC) and f.ts_ms == 1795185001000
-    assert f.is_taker is False and f.outcome_side == "yes" and f.book_side == "bid"
+    # the WebSocket ``fill`` payload: REST's ``ticker``, ``created_time`` and ``subaccount_number`` mapped
+    assert fills[0] == m.FillPayload(
+        trade_id="t1", order_id="o2", market_ticker="KXCPI-26NOV-T0.3", client_order_id="c-1", is_taker=False,
+        outcome_side="yes", book_side="bid", yes_price_dollars=Decimal("0.4300"), count_fp=Decimal("12.50"),
+        fee_cost=Decimal("0.070000"), ts_ms=1795185001000, ts=0, side="yes", action="buy", subaccount=3)
 
 
 async def test_fills_from_the_simulator_match_its_account() -> None:
@@ -57,7 +57,7 @@ async def test_fills_from_the_simulator_match_its_account() -> None:
             early = await rest.get_fills(max_ts=truth[0]["ts_ms"] // 1000 - 1)
     assert sorted((f.trade_id, f.order_id) for f in fills) == sorted((t["trade_id"], t["order_id"]) for t in truth)
     assert [f.ts_ms for f in fills] == sorted(t["ts_ms"] for t in truth)
-    assert {f.ticker for f in one} == {truth[0]["ticker"]}
+    assert {f.market_ticker for f in one} == {truth[0]["ticker"]}
     assert len(one) == sum(1 for t in truth if t["ticker"] == truth[0]["ticker"])
     assert early == []
     by_key = {(t["trade_id"], t["order_id"]): t for t in truth}
