@@ -135,7 +135,7 @@ USER_ERRORS: Final = (
     ("kalshi_ingest.config", "ConfigError"),
     ("kalshi_ingest.settings", "SettingsError"),
     ("kalshi_ingest.settings", "CredentialsError"),
-    ("kalshi_ingest.report", "ReportError"),
+    ("kalshi_ingest.report.data", "ReportError"),
     ("kalshi_ingest.session", "NoMarketsError"),
     ("kalshi_ws.auth", "PrivateKeyError"),
     ("kalshi_ws.errors", "AuthenticationError"),

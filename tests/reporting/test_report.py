@@ -101,7 +101,9 @@ def test_time_arguments() -> None:
     assert report.parse_time("-2h", now=now) == now - timedelta(hours=2)
     assert report.parse_time("-30min", now=now) == now - timedelta(minutes=30)
     assert report.parse_time("2026-11-25T10:00") == now
-    assert report._join_relative_times(["x", "--from", "-2h", "--to", "now"]) == ["x", "--from=-2h", "--to", "now"]
+    from kalshi_ingest.report.command import _join_relative_times
+
+    assert _join_relative_times(["x", "--from", "-2h", "--to", "now"]) == ["x", "--from=-2h", "--to", "now"]
     assert report.parse_bar("5min") == timedelta(minutes=5) and report.parse_bar("10s") == timedelta(seconds=10)
     assert report.parse_bar("250ms") == timedelta(milliseconds=250)
     assert report.choose_bar(now, now + timedelta(minutes=1)) == timedelta(seconds=1)
@@ -117,3 +119,35 @@ def test_the_cli_command_and_the_chart_limit(alerted: Recording, tmp_path: Path)
     text = out.read_text()
     assert text.count("data:image/png;base64,") == 1
     assert f"Charts of the {len(alerted.tickers) - 1} least traded markets are left out" in text
+
+
+HOSTILE = "<script>alert('x')</script>"
+
+
+def test_text_from_the_database_is_shown_never_run(alerted: Recording) -> None:
+    """A ticker or an alert message is text: escaped in the HTML page, printed as it is (not as rich markup) in the
+    terminal."""
+    with psycopg.connect(alerted.url) as conn:
+        conn.execute(
+            "insert into kalshi.alerts (alert_id, market_set, condition_key, rule, kind, market_ticker, session_id, "
+            "value, threshold, message, fired_at, last_seen_at, last_session_id) "
+            "select %s, market_set, 'hostile', %s, 'spread_above', %s, session_id, 0.07, 0.05, %s, started_at, "
+            "started_at, session_id from kalshi.sessions",
+            (uuid.uuid4(), HOSTILE, HOSTILE, f"{HOSTILE} [bold]loud[/bold] [/]"))
+    try:
+        data = report.collect(alerted.url, MARKET_SET)
+        ticker = alerted.tickers[0]  # the same data under a hostile ticker: every table and heading shows it
+        data.markets = [HOSTILE if m == ticker else m for m in data.markets]
+        for frame in (data.bars, data.spreads, data.completeness, data.windows, data.depth):
+            frame.loc[frame.market_ticker == ticker, "market_ticker"] = HOSTILE
+        page = report.render_html(data)
+        assert "<script" not in page
+        assert page.count("&lt;script&gt;alert(") >= 5  # in the tables, the market's heading and chart, the alert
+        console = Console(record=True, width=400)
+        report.print_report(data, console)
+        text = console.export_text()
+        assert f"{HOSTILE} [bold]loud[/bold] [/]" in text
+        assert HOSTILE in text
+    finally:
+        with psycopg.connect(alerted.url) as conn:
+            conn.execute("delete from kalshi.alerts where condition_key = 'hostile'")
