@@ -9,21 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any
 
 import pandas as pd
 
 from kalshi_ingest.report import formatting as fmt
+from kalshi_ingest.report.options import BAR_CHOICES, DEFAULT_SPAN, MAX_BARS
 from kalshi_store import report_queries
 from kalshi_store.report_queries import ReportQuery
 
-__all__ = ["BAR_CHOICES", "DEFAULT_SPAN", "MAX_BARS", "ReportData", "ReportError", "choose_bar", "collect", "session_data"]
-
-#: Bar lengths the report chooses from: the shortest that gives at most MAX_BARS bars over the range.
-BAR_CHOICES: Final = tuple(timedelta(seconds=s) for s in (1, 5, 10, 15, 30, 60, 300, 900, 1800, 3600, 14400, 86400))
-MAX_BARS: Final = 120
-#: When no range is given: the last day recorded for the market set (or less, if it recorded less).
-DEFAULT_SPAN: Final = timedelta(days=1)
+__all__ = ["ReportData", "ReportError", "choose_bar", "collect", "session_data"]
 
 
 class ReportError(RuntimeError):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from kalshi_ingest.report.data import ReportData, ReportError, collect, session_data
 from kalshi_ingest.report.markdown import report_markdown
-from kalshi_ingest.report.page import MAX_CHARTS, render_html
+from kalshi_ingest.report.options import MAX_CHARTS
+from kalshi_ingest.report.page import render_html
 
 __all__ = ["SessionReport", "build_report", "report_path", "session_report", "write_html"]
 

@@ -11,7 +11,7 @@ import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 import jinja2
 import pandas as pd
@@ -19,13 +19,9 @@ import pandas as pd
 from kalshi_ingest.report import formatting as fmt
 from kalshi_ingest.report.charts import market_chart
 from kalshi_ingest.report.data import ReportData
+from kalshi_ingest.report.options import MAX_CHARTS
 
 __all__ = ["MAX_CHARTS", "Cell", "HtmlTable", "render_html", "template_environment"]
-
-#: Markets charted in the HTML (the most traded first); every market stays in the tables. Each chart adds about
-#: 150 kB to the file.
-MAX_CHARTS: Final = 24
-
 
 @dataclass(frozen=True)
 class Cell:

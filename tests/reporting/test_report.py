@@ -76,16 +76,30 @@ def test_the_terminal_tables(alerted: Recording) -> None:
     assert all(ticker in text for ticker in alerted.tickers)
 
 
-def test_main_writes_the_file_and_prints(alerted: Recording, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                         ) -> None:
+def test_the_command_writes_the_file_and_prints(alerted: Recording, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from kalshi_ingest.cli import main
+
     out = tmp_path / "cli.html"
     session = alerted.query("select started_at, ended_at from kalshi.sessions")[0]
-    argv = [MARKET_SET, "--database-url", alerted.url, "--out", str(out), "--bar", "100ms",
+    argv = ["report", MARKET_SET, "--database-url", alerted.url, "--out", str(out), "--bar", "100ms",
             "--from", session["started_at"].isoformat(), "--to", (session["ended_at"] + timedelta(seconds=1)).isoformat()]
-    assert report.main(argv) == 0
+    assert main(argv) == 0
     assert out.exists() and "HTML report" in capsys.readouterr().out
-    assert report.main(["no-such-set", "--database-url", alerted.url, "--no-html"]) == 2
-    assert "no recording session found for market set 'no-such-set'" in capsys.readouterr().out
+    assert main(["report", "no-such-set", "--database-url", alerted.url, "--no-html"]) == 2
+    assert capsys.readouterr().err == ("kalshi-ingest: error: no recording session found for market set "
+                                       "'no-such-set'; record one first (kalshi-ingest demo)\n")
+
+
+def test_relative_times_on_the_command_line(alerted: Recording, tmp_path: Path) -> None:
+    """``--from -2h`` (a value that starts with a hyphen) and ``--to now``, spelled apart or with ``=``."""
+    from kalshi_ingest.cli import main
+
+    for spelling in (["--from", "-2h", "--to", "now"], ["--from=-120min", "--to=now"]):
+        out = tmp_path / f"relative-{len(spelling)}.html"
+        assert main(["report", MARKET_SET, "--database-url", alerted.url, "--quiet", "--out", str(out),
+                     *spelling]) == 0
+        assert all(ticker in out.read_text() for ticker in alerted.tickers)
 
 
 def test_session_report_for_the_flow(alerted: Recording, tmp_path: Path) -> None:
@@ -101,9 +115,6 @@ def test_time_arguments() -> None:
     assert report.parse_time("-2h", now=now) == now - timedelta(hours=2)
     assert report.parse_time("-30min", now=now) == now - timedelta(minutes=30)
     assert report.parse_time("2026-11-25T10:00") == now
-    from kalshi_ingest.report.command import _join_relative_times
-
-    assert _join_relative_times(["x", "--from", "-2h", "--to", "now"]) == ["x", "--from=-2h", "--to", "now"]
     assert report.parse_bar("5min") == timedelta(minutes=5) and report.parse_bar("10s") == timedelta(seconds=10)
     assert report.parse_bar("250ms") == timedelta(milliseconds=250)
     assert report.choose_bar(now, now + timedelta(minutes=1)) == timedelta(seconds=1)

@@ -1,4 +1,8 @@
-"""The report's time arguments: ``--from``/``--to`` (ISO 8601, ``now``, or relative such as ``-2h``) and ``--bar``."""
+"""The report's options and their defaults: ``--from``/``--to`` (ISO 8601, ``now``, or relative such as ``-2h``),
+``--bar`` and ``--max-charts``.
+
+Light on purpose (no pandas, no database driver): the command line reads these defaults for its help.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,16 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-__all__ = ["parse_bar", "parse_time"]
+__all__ = ["BAR_CHOICES", "DEFAULT_SPAN", "MAX_BARS", "MAX_CHARTS", "parse_bar", "parse_time"]
+
+#: Bar lengths the report chooses from: the shortest that gives at most MAX_BARS bars over the range.
+BAR_CHOICES: Final = tuple(timedelta(seconds=s) for s in (1, 5, 10, 15, 30, 60, 300, 900, 1800, 3600, 14400, 86400))
+MAX_BARS: Final = 120
+#: When no range is given: the last day recorded for the market set (or less, if it recorded less).
+DEFAULT_SPAN: Final = timedelta(days=1)
+#: Markets charted in the HTML (the most traded first); every market stays in the tables. Each chart adds about
+#: 150 kB to the file.
+MAX_CHARTS: Final = 24
 
 _UNIT: Final = r"(ms|min|s|m|h|d)"
 _RELATIVE: Final = re.compile(r"^-(\d+(?:\.\d+)?)\s*" + _UNIT + "$")
