@@ -102,8 +102,10 @@ USER_ERRORS: Final = (
 
 def is_user_error(exc: BaseException) -> bool:
     """Whether ``exc`` is a mistake in the setup to report in one line (see :data:`USER_ERRORS`)."""
-    if isinstance(exc, (CommandError, OSError)):  # OSError: a file, a port, a permission; the message names it
+    if isinstance(exc, CommandError):
         return True
+    if isinstance(exc, OSError):  # a file or folder that is missing, not writable, not a folder: the message names it
+        return exc.filename is not None  # without a file name (a socket reset, say), nothing tells the user what to fix
     for module_name, name in USER_ERRORS:
         module = sys.modules.get(module_name)  # a module never imported cannot have raised its error
         kind = getattr(module, name, None) if module is not None else None

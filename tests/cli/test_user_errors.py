@@ -144,6 +144,18 @@ def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
         main(["simulate"])
 
 
+def test_an_os_error_that_names_no_file_is_a_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OSError is the user's to fix when it names a file; a connection reset inside the code is not."""
+    from kalshi_ws import simulator
+
+    def reset(argv: object) -> int:
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(simulator, "main", reset)
+    with pytest.raises(ConnectionResetError):
+        main(["simulate"])
+
+
 @pytest.mark.parametrize(("argv", "expected"), [
     (["nope"], 'Unknown command "nope"'),
     (["run"], "MARKET_SET requires an argument"),

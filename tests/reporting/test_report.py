@@ -91,6 +91,18 @@ def test_the_command_writes_the_file_and_prints(alerted: Recording, tmp_path: Pa
                                        "'no-such-set'; record one first (kalshi-ingest demo)\n")
 
 
+def test_a_report_file_that_cannot_be_written_is_one_line_naming_it(
+        alerted: Recording, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kalshi_ingest.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["report", MARKET_SET, "--database-url", alerted.url, "--quiet",
+                 "--out", str(blocker / "report.html")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("kalshi-ingest: error: ") and str(blocker) in line
+
+
 def test_relative_times_on_the_command_line(alerted: Recording, tmp_path: Path) -> None:
     """``--from -2h`` (a value that starts with a hyphen) and ``--to now``, spelled apart or with ``=``."""
     from kalshi_ingest.cli import main
