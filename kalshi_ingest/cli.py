@@ -57,6 +57,22 @@ db = App(name="db", help="database maintenance: migrate | replay | retention", h
 app.command(db)
 
 
+_COMMANDS: Final = "demo, run, simulate, db, report or bench"
+_DB_COMMANDS: Final = "migrate, replay or retention"
+
+
+@app.default
+def _no_command(*words: Annotated[str, Parameter(show=False)]) -> int:
+    what = f"unknown command {words[0]!r}" if words else "no command"
+    raise CommandError(f"{what}: give one of {_COMMANDS} (see: kalshi-ingest --help)")
+
+
+@db.default
+def _no_db_command(*words: Annotated[str, Parameter(show=False)]) -> int:
+    what = f"unknown db command {words[0]!r}" if words else "no db command"
+    raise CommandError(f"{what}: give one of {_DB_COMMANDS} (see: kalshi-ingest db --help)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit status (2: a mistake to fix, named in one line on stderr)."""
     tokens = list(sys.argv[1:] if argv is None else argv)
@@ -363,9 +379,9 @@ def _database_url() -> str:
 
 
 @contextlib.contextmanager
-def _database_errors(url: str, source: str | None = None) -> Iterator[None]:
-    """A database that cannot be reached or refuses the login is a setup problem: one line naming it (and
-    ``source``, where the URL came from: DATABASE_URL or the embedded database unless given)."""
+def _database_errors(url: str, option: str | None = None) -> Iterator[None]:
+    """A database that cannot be reached or refuses the login is a setup problem: one line naming it and where
+    its URL came from (``option``, else DATABASE_URL or the embedded database)."""
     import psycopg
 
     from kalshi_store.dberrors import DatabaseUnavailableError
@@ -373,9 +389,9 @@ def _database_errors(url: str, source: str | None = None) -> Iterator[None]:
     try:
         yield
     except (psycopg.OperationalError, DatabaseUnavailableError) as exc:
-        source = source or ("DATABASE_URL" if Settings().database() else "the embedded database")
+        source = option or ("DATABASE_URL" if Settings().database() else "the embedded database")
         raise CommandError(f"cannot use the database {redacted(url)} ({source}): {one_line(str(exc))}: "
-                           "check that it is running and reachable, and DATABASE_URL") from None
+                           f"check that it is running and reachable, and {option or 'DATABASE_URL'}") from None
 
 
 if __name__ == "__main__":
