@@ -59,7 +59,6 @@ def session_report(url: str, session_id: str, out_dir: Path) -> SessionReport:
     ``prefect.artifacts.create_markdown_artifact`` (it names ``path``).
     """
     data = session_data(url, session_id)
-    assert data.market_set is not None  # a session always records a market set
-    path = report_path(out_dir, data.market_set, f"{data.start:%Y%m%dT%H%M%S}-{str(session_id)[:8]}")
+    path = report_path(out_dir, data.market_set or "", f"{data.start:%Y%m%dT%H%M%S}-{str(session_id)[:8]}")
     write_html(data, path)
     return SessionReport(path=path, markdown=report_markdown(data, path))

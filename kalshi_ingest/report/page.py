@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ from kalshi_ingest.report.data import ReportData
 from kalshi_ingest.report.options import MAX_CHARTS
 
 __all__ = ["MAX_CHARTS", "Cell", "HtmlTable", "render_html", "template_environment"]
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -50,6 +51,8 @@ class HtmlTable:
 
 @dataclass(frozen=True)
 class MarketSection:
+    """One market's section: its chart and its trade bars (folded)."""
+
     market: str
     chart: str  # base64 PNG
     bar_count: int
@@ -58,10 +61,12 @@ class MarketSection:
 
 @dataclass(frozen=True)
 class Card:
+    """A headline figure at the top of the page; ``kind`` colours the value (good, warn, bad)."""
+
     label: str
     value: str
     note: str
-    kind: str = field(default="")
+    kind: str = ""
 
 
 @cache
