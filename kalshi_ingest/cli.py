@@ -1,22 +1,30 @@
-"""``kalshi-ingest``: the command line (demo, run, simulate, db, report, bench).
+"""``kalshi-ingest``: the command line. One cyclopts app, one function per command:
+``demo``, ``run``, ``simulate``, ``db migrate|replay|retention``, ``report``, ``bench``.
 
 Heavy imports (Prefect, pandas, the database driver) happen inside the command that needs them, so
-``kalshi-ingest --help`` answers at once.
+``kalshi-ingest --help`` answers at once. ``simulate`` and ``bench`` hand every argument (``--help`` included) to
+the simulator's and the benchmark's own command lines.
+
+A mistake on the command line (an unknown option, a bad value) or in the setup (:data:`USER_ERRORS`) ends in one
+line, ``kalshi-ingest: error: ...``, and exit status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import importlib
 import os
 import re
+import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
+from cyclopts import App, CycloptsError, Parameter, Token
+
+from kalshi_ingest.report.options import MAX_BARS, MAX_CHARTS, parse_bar, parse_time
 from kalshi_ingest.settings import (
     Settings,
     check_exchange_access,
@@ -26,103 +34,65 @@ from kalshi_ingest.settings import (
 )
 
 EPILOG = """\
-environment:
-  KALSHI_ENV                production | demo | production-shared | demo-shared | simulator | a base URL
-  KALSHI_API_KEY_ID         your API key id
-  KALSHI_PRIVATE_KEY_PATH   PEM file with the RSA private key (or KALSHI_PRIVATE_KEY_PEM,
-                            or KALSHI_PRIVATE_KEY_BLOCK = a Prefect Secret block name)
-  DATABASE_URL              postgresql://...; unset -> embedded PostgreSQL in KALSHI_INGEST_DATA_DIR
-  KALSHI_INGEST_DATA_DIR    default $XDG_DATA_HOME/kalshi-ingest or ~/.local/share/kalshi-ingest
-  KALSHI_INGEST_CONFIG      default: the market_sets.yaml installed with the package
+Environment:
+
+- KALSHI_ENV: production | demo | production-shared | demo-shared | simulator | a base URL
+- KALSHI_API_KEY_ID: your API key id
+- KALSHI_PRIVATE_KEY_PATH: PEM file with the RSA private key (or KALSHI_PRIVATE_KEY_PEM, or KALSHI_PRIVATE_KEY_BLOCK =
+  a Prefect Secret block name)
+- DATABASE_URL: postgresql://...; unset -> embedded PostgreSQL in KALSHI_INGEST_DATA_DIR
+- KALSHI_INGEST_DATA_DIR: default $XDG_DATA_HOME/kalshi-ingest or ~/.local/share/kalshi-ingest
+- KALSHI_INGEST_CONFIG: default: the market_sets.yaml installed with the package
 """
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kalshi-ingest",
-        description="Record Kalshi market data (WebSocket) into PostgreSQL, orchestrated by Prefect.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    demo = commands.add_parser(
-        "demo", help="embedded PostgreSQL + simulator + one recorded session, with a live display",
-        description="Start an embedded PostgreSQL and the local Kalshi simulator, record the 'demo' market "
-                    "set for --duration seconds through the Prefect flow, then print what was stored.")
-    demo.add_argument("--duration", type=float, default=60.0, help="session length in seconds (default 60)")
-    demo.add_argument("--market-set", default="demo", help="market set to record (default: demo)")
-    demo.add_argument("--data-dir", type=Path, help="data folder (default: KALSHI_INGEST_DATA_DIR or ~/.local/share/kalshi-ingest)")
-    demo.add_argument("--no-live", action="store_true", help="no live display (plain log lines instead)")
-    demo.set_defaults(handler=_demo)
-
-    run = commands.add_parser(
-        "run", help="record one market set now (one flow run)",
-        description="Run the ingest flow once for MARKET_SET, in this process. Uses PREFECT_API_URL if set "
-                    "(the run then shows in your Prefect UI), otherwise a temporary local Prefect server.")
-    run.add_argument("market_set", metavar="MARKET_SET", help="a name from the market-set file")
-    run.add_argument("--duration", type=float, help="session length in seconds (default: the set's session_seconds)")
-    run.add_argument("--config", type=Path, help="market-set file (default: KALSHI_INGEST_CONFIG)")
-    run.set_defaults(handler=_run)
-
-    simulate = commands.add_parser(
-        "simulate", help="run the local Kalshi simulator (arguments go to the simulator; try: simulate --help)",
-        add_help=False)
-    simulate.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    simulate.set_defaults(handler=_simulate)
-
-    db = commands.add_parser("db", help="database maintenance: migrate | replay | retention",
-                             description="Database maintenance on DATABASE_URL (or the embedded database).")
-    db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
-    migrate = db_commands.add_parser("migrate", help="apply sql/NNN_*.sql migrations (idempotent)",
-                                     description="Create the database if it is embedded, then apply migrations.")
-    migrate.set_defaults(handler=_db_migrate)
-    replay = db_commands.add_parser(
-        "replay", help="load spilled files (written while the database was away) into PostgreSQL",
-        description="Replay spill files into the database; rows already stored are skipped. Spill files that "
-                    "belong to another database (or have no header) are left in place, one line each, exit status 1.")
-    replay.add_argument("--dir", type=Path, help="spill folder (default: DATA_DIR/spill)")
-    replay.set_defaults(handler=_db_replay)
-    retention = db_commands.add_parser("retention", help="delete recorded data older than --keep-days",
-                                       description="Delete market data older than --keep-days days.")
-    retention.add_argument("--keep-days", type=int, required=True,
-                           help="whole days of market data to keep (0 = today only)")
-    retention.set_defaults(handler=_db_retention)
-
-    report = commands.add_parser("report", help="reports from the recorded data (see: report --help)",
-                                 add_help=False)
-    report.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    report.set_defaults(handler=_report)
-
-    bench = commands.add_parser("bench", help="run the benchmark in bench/ (see: bench --help)", add_help=False)
-    bench.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    bench.set_defaults(handler=_bench)
-    return parser
+app = App(
+    name="kalshi-ingest",
+    help="Record Kalshi market data (WebSocket) into PostgreSQL, orchestrated by Prefect.",
+    help_epilogue=EPILOG,
+    version_flags=(),
+    # A flag is --no-live, not also --no-no-live; each help text says its default in words.
+    default_parameter=Parameter(negative=(), show_default=False),
+)
+db = App(name="db", help="database maintenance: migrate | replay | retention", help_epilogue="")
+app.command(db)
 
 
-#: Commands whose arguments belong to another part's own parser (argparse's REMAINDER cannot pass options).
-PASSTHROUGH: dict[str, Callable[[argparse.Namespace], int]] = {}
+_COMMANDS: Final = "demo, run, simulate, db, report or bench"
+_DB_COMMANDS: Final = "migrate, replay or retention"
+
+
+@app.default
+def _no_command(*words: Annotated[str, Parameter(show=False)]) -> int:
+    what = f"unknown command {words[0]!r}" if words else "no command"
+    raise CommandError(f"{what}: give one of {_COMMANDS} (see: kalshi-ingest --help)")
+
+
+@db.default
+def _no_db_command(*words: Annotated[str, Parameter(show=False)]) -> int:
+    what = f"unknown db command {words[0]!r}" if words else "no db command"
+    raise CommandError(f"{what}: give one of {_DB_COMMANDS} (see: kalshi-ingest db --help)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in PASSTHROUGH:
-        args = argparse.Namespace(command=argv[0], args=argv[1:], handler=PASSTHROUGH[argv[0]])
-    else:
-        args = build_parser().parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = args.handler
+    """Run one command; returns its exit status (2: a mistake to fix, named in one line on stderr)."""
+    tokens = list(sys.argv[1:] if argv is None else argv)
     try:
-        return handler(args)
+        status = app(tokens, exit_on_error=False, print_error=False, result_action="return_value")
     except KeyboardInterrupt:
         return 130
     except asyncio.CancelledError:
         print("kalshi-ingest: stopped by SIGTERM; the session was flushed and closed as cancelled", file=sys.stderr)
         return 143
+    except CycloptsError as exc:  # the command line itself: an unknown command or option, a bad or missing value
+        command = " ".join(["kalshi-ingest", *(exc.command_chain or ())])
+        print(f"kalshi-ingest: error: {one_line(str(exc))} (see: {command} --help)", file=sys.stderr)
+        return 2
     except Exception as exc:
         if not is_user_error(exc):
             raise  # a bug: the traceback is what the report needs
         print(f"kalshi-ingest: error: {one_line(str(exc) or type(exc).__name__)}", file=sys.stderr)
         return 2
+    return int(status or 0)  # --help returns None
 
 
 class CommandError(RuntimeError):
@@ -135,7 +105,7 @@ USER_ERRORS: Final = (
     ("kalshi_ingest.config", "ConfigError"),
     ("kalshi_ingest.settings", "SettingsError"),
     ("kalshi_ingest.settings", "CredentialsError"),
-    ("kalshi_ingest.report", "ReportError"),
+    ("kalshi_ingest.report.data", "ReportError"),
     ("kalshi_ingest.session", "NoMarketsError"),
     ("kalshi_ws.auth", "PrivateKeyError"),
     ("kalshi_ws.errors", "AuthenticationError"),
@@ -148,8 +118,10 @@ USER_ERRORS: Final = (
 
 def is_user_error(exc: BaseException) -> bool:
     """Whether ``exc`` is a mistake in the setup to report in one line (see :data:`USER_ERRORS`)."""
-    if isinstance(exc, (CommandError, OSError)):  # OSError: a file, a port, a permission; the message names it
+    if isinstance(exc, CommandError):
         return True
+    if isinstance(exc, OSError):  # a file or folder that is missing, not writable, not a folder: the message names it
+        return exc.filename is not None  # without a file name (a socket reset, say), nothing tells the user what to fix
     for module_name, name in USER_ERRORS:
         module = sys.modules.get(module_name)  # a module never imported cannot have raised its error
         kind = getattr(module, name, None) if module is not None else None
@@ -168,57 +140,115 @@ def one_line(text: str) -> str:
     return _KEYWORD_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
 
 
-def _demo(args: argparse.Namespace) -> int:
+# ------------------------------------------------------------------------------------------------ commands
+
+
+@app.command(help_epilogue="")
+def demo(*, duration: float = 60.0, market_set: str = "demo", data_dir: Path | None = None,
+         no_live: bool = False) -> int:
+    """embedded PostgreSQL + simulator + one recorded session, with a live display
+
+    Start an embedded PostgreSQL and the local Kalshi simulator, record the 'demo' market set for --duration
+    seconds through the Prefect flow, then print what was stored.
+
+    Parameters
+    ----------
+    duration
+        session length in seconds (default 60)
+    market_set
+        market set to record (default: demo)
+    data_dir
+        data folder (default: KALSHI_INGEST_DATA_DIR or ~/.local/share/kalshi-ingest)
+    no_live
+        no live display (plain log lines instead)
+    """
     from kalshi_ingest.demo import run_demo
 
-    duration = session_duration(args.duration) or 60.0
-    settings = Settings() if args.data_dir is None else Settings(kalshi_ingest_data_dir=args.data_dir)
-    return asyncio.run(run_demo(settings, market_set=args.market_set, duration=duration, live=not args.no_live))
+    seconds = session_duration(duration) or 60.0
+    settings = Settings() if data_dir is None else Settings(kalshi_ingest_data_dir=data_dir)
+    return asyncio.run(run_demo(settings, market_set=market_set, duration=seconds, live=not no_live))
 
 
-def _run(args: argparse.Namespace) -> int:
+@app.command(help_epilogue="")
+def run(market_set: Annotated[str, Parameter(name="MARKET_SET")], /, *, duration: float | None = None,
+        config: Path | None = None) -> int:
+    """record one market set now (one flow run)
+
+    Run the ingest flow once for MARKET_SET, in this process. Uses PREFECT_API_URL if set (the run then shows in
+    your Prefect UI), otherwise a temporary local Prefect server.
+
+    Parameters
+    ----------
+    market_set
+        a name from the market-set file
+    duration
+        session length in seconds (default: the set's session_seconds)
+    config
+        market-set file (default: KALSHI_INGEST_CONFIG)
+    """
     # Every mistake in the setup fails here, in one line, before Prefect starts or a session opens.
-    args.duration = session_duration(args.duration)
-    settings = Settings() if args.config is None else Settings(kalshi_ingest_config=args.config)
+    seconds = session_duration(duration)
+    settings = Settings() if config is None else Settings(kalshi_ingest_config=config)
     from kalshi_ingest.config import load_config
 
-    load_config(settings.config_path).get(args.market_set)
+    load_config(settings.config_path).get(market_set)
     asyncio.run(check_exchange_access(settings))
-    if args.config is not None:
+    if config is not None:
         os.environ["KALSHI_INGEST_CONFIG"] = str(settings.config_path)
     local_prefect_defaults(settings, quiet=False)
     from kalshi_flows.ingest import ingest_market_set
 
-    state: Any = asyncio.run(ingest_market_set(args.market_set, args.duration, return_state=True))  # type: ignore[arg-type]
+    state: Any = asyncio.run(ingest_market_set(market_set, seconds, return_state=True))  # type: ignore[arg-type]
     print(f"{state.name}: {state.message or ''}".rstrip(": "))
     if state.is_cancelled():  # stopped by SIGTERM: the session was flushed and closed as cancelled
         return 143
     return 0 if state.is_completed() else 1
 
 
-def _simulate(args: argparse.Namespace) -> int:
-    simulator_main = _entry_point(("kalshi_ws.simulator", "kalshi_ws.simulator.cli", "kalshi_ws.simulator.__main__"),
-                                  "main", "the simulator")
+_HANDED_OVER: Final = Parameter(allow_leading_hyphen=True, show=False)
+
+
+@app.command(help_flags=())
+def simulate(*args: Annotated[str, _HANDED_OVER]) -> int:
+    """run the local Kalshi simulator (arguments go to the simulator; try: simulate --help)"""
+    from kalshi_ws import simulator
+
     # The key goes where runs against the simulator look for it (Settings.simulator_dir: absolute, the same
     # whatever the current folder); an explicit --data-dir comes later and wins.
-    return int(simulator_main(["--data-dir", str(Settings().simulator_dir), *args.args]) or 0)
+    return int(simulator.main(["--data-dir", str(Settings().simulator_dir), *args]) or 0)
 
 
-def _db_migrate(args: argparse.Namespace) -> int:
-    from kalshi_store.migrations import migrate
+@db.command
+def migrate() -> int:
+    """apply sql/NNN_*.sql migrations (idempotent)
+
+    Create the database if it is embedded, then apply migrations.
+    """
+    from kalshi_store.migrations import migrate as apply_migrations
 
     url = _database_url()
     with _database_errors(url):
-        migrate(url)
+        apply_migrations(url)
     print(f"database migrated: {redacted(url)}")
     return 0
 
 
-def _db_replay(args: argparse.Namespace) -> int:
+@db.command
+def replay(*, folder: Annotated[Path | None, Parameter(name="--dir")] = None) -> int:
+    """load spilled files (written while the database was away) into PostgreSQL
+
+    Replay spill files into the database; rows already stored are skipped. Spill files that belong to another
+    database (or have no header) are left in place, one line each, exit status 1.
+
+    Parameters
+    ----------
+    folder
+        spill folder (default: DATA_DIR/spill)
+    """
     from kalshi_store.spill import replay_spill
 
     url = _database_url()
-    folder = args.dir or Settings().data_dir / "spill"
+    folder = folder or Settings().data_dir / "spill"
     with _database_errors(url):
         result = replay_spill(url, folder)
     if not (result.folders or result.locked_folders):
@@ -234,19 +264,110 @@ def _db_replay(args: argparse.Namespace) -> int:
     return 1 if result.skipped else 0
 
 
-def _db_retention(args: argparse.Namespace) -> int:
+@db.command
+def retention(*, keep_days: int) -> int:
+    """delete recorded data older than --keep-days
+
+    Delete market data older than --keep-days days.
+
+    Parameters
+    ----------
+    keep_days
+        whole days of market data to keep (0 = today only)
+    """
     from kalshi_store.retention import apply_retention
 
-    if args.keep_days < 0:
-        raise CommandError(f"--keep-days: {args.keep_days} is negative: give the whole days of data to keep (0 = today)")
+    if keep_days < 0:
+        raise CommandError(f"--keep-days: {keep_days} is negative: give the whole days of data to keep (0 = today)")
     url = _database_url()
     with _database_errors(url):
-        changes = apply_retention(url, args.keep_days)
+        changes = apply_retention(url, keep_days)
     for table, action, rows in changes:
         print(f"{table}: {action} ({rows} rows)")
     if not changes:
-        print(f"nothing older than {args.keep_days} days")
+        print(f"nothing older than {keep_days} days")
     return 0
+
+
+def _time(_: Any, tokens: Sequence[Token]) -> datetime:
+    return parse_time(tokens[0].value)
+
+
+def _bar(_: Any, tokens: Sequence[Token]) -> timedelta:
+    return parse_bar(tokens[0].value)
+
+
+#: ``--from -2h``: a relative time starts with a hyphen, and is still the option's value.
+_TIME: Final = Parameter(converter=_time, allow_leading_hyphen=True)
+
+
+@app.command(name="report", help_epilogue="")
+def report_command(
+        market_set: str | None = None, /, *,
+        start: Annotated[datetime | None, _TIME, Parameter(name="--from")] = None,
+        end: Annotated[datetime | None, _TIME, Parameter(name="--to")] = None,
+        bar: Annotated[timedelta | None, Parameter(converter=_bar, help=(
+            f"trade bar length (10s, 1m, 5min, 1h); default: at most {MAX_BARS} bars over the range"))] = None,
+        out: Path | None = None,
+        max_charts: Annotated[int, Parameter(help=(
+            f"chart at most this many markets, the most traded (default {MAX_CHARTS})"))] = MAX_CHARTS,
+        no_html: bool = False, quiet: bool = False,
+        database_url: str | None = None) -> int:
+    """reports from the recorded data: an HTML file and tables (see: report --help)
+
+    Report a market set over a time range: an HTML file (charts, tables) and the same tables here.
+
+    Parameters
+    ----------
+    market_set
+        market set to report (default: every recorded market)
+    start
+        start (ISO 8601 UTC, or relative: -2h); default: a day before --to, or the first session
+    end
+        end (ISO 8601 UTC, 'now', or relative); default: when the set last recorded
+    out
+        HTML file to write (default: DATA_DIR/reports/report-....html)
+    no_html
+        only print the tables
+    quiet
+        do not print the tables
+    database_url
+        database to read (default: DATABASE_URL, or the embedded database)
+    """
+    from rich.markup import escape
+
+    from kalshi_ingest.report import collect, print_report, report_path, write_html
+    from kalshi_ingest.report.terminal import fitting_console
+
+    settings = Settings()
+    url = database_url or _database_url()
+    with _database_errors(url, "--database-url" if database_url else None):
+        data = collect(url, market_set, start, end, bar=bar)
+    console = fitting_console()
+    if not quiet:
+        print_report(data, console)
+    if not no_html:
+        path = out or report_path(settings.data_dir / "reports", market_set or "all",
+                                  f"{data.start:%Y%m%dT%H%M%S}-{data.end:%Y%m%dT%H%M%S}")
+        write_html(data, path, max_charts=max_charts)
+        console.print(f"HTML report: [bold]{escape(str(path))}[/] (open it in a browser)")
+    return 0
+
+
+@app.command(help_flags=())
+def bench(*args: Annotated[str, _HANDED_OVER]) -> int:
+    """run the benchmark in bench/ (see: bench --help)
+
+    The benchmark is part of the checkout, not of the installed package: run this from the checkout's top folder.
+    """
+    if not (Path.cwd() / "bench" / "run.py").is_file():
+        raise CommandError(f"the benchmark is not here: no bench/run.py in {Path.cwd()}; run `kalshi-ingest bench` "
+                           "from the top folder of a checkout (the benchmark is not installed with the package)")
+    # `python -m` puts the current folder first on the benchmark's own import path: bench/ is importable there.
+    return subprocess.run([sys.executable, "-m", "bench.run", *args], check=False).returncode
+
+
+# ------------------------------------------------------------------------------------------------ helpers
 
 
 def _database_url() -> str:
@@ -258,8 +379,9 @@ def _database_url() -> str:
 
 
 @contextlib.contextmanager
-def _database_errors(url: str) -> Iterator[None]:
-    """A database that cannot be reached or refuses the login is a setup problem: one line naming it."""
+def _database_errors(url: str, option: str | None = None) -> Iterator[None]:
+    """A database that cannot be reached or refuses the login is a setup problem: one line naming it and where
+    its URL came from (``option``, else DATABASE_URL or the embedded database)."""
     import psycopg
 
     from kalshi_store.dberrors import DatabaseUnavailableError
@@ -267,40 +389,10 @@ def _database_errors(url: str) -> Iterator[None]:
     try:
         yield
     except (psycopg.OperationalError, DatabaseUnavailableError) as exc:
-        source = "DATABASE_URL" if Settings().database() else "the embedded database"
+        source = option or ("DATABASE_URL" if Settings().database() else "the embedded database")
         raise CommandError(f"cannot use the database {redacted(url)} ({source}): {one_line(str(exc))}: "
-                           "check that it is running and reachable, and DATABASE_URL") from None
+                           f"check that it is running and reachable, and {option or 'DATABASE_URL'}") from None
 
-
-def _report(args: argparse.Namespace) -> int:
-    report_main = _entry_point(("kalshi_ingest.report",), "main", "reporting (kalshi_ingest/report.py)")
-    return int(report_main(list(args.args)) or 0)
-
-
-def _bench(args: argparse.Namespace) -> int:
-    bench_main = _entry_point(("bench", "bench.run", "bench.__main__"), "main", "the benchmark (bench/)")
-    return int(bench_main(list(args.args)) or 0)
-
-
-def _entry_point(modules: Sequence[str], attribute: str, what: str) -> Callable[[list[str]], int | None]:
-    """The first ``module.main`` found; a clear error if the part is not installed in this checkout."""
-    root = str(Path.cwd())
-    if root not in sys.path:
-        sys.path.append(root)  # bench/ lives in the checkout, not in the installed package
-    for name in modules:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and name.startswith(exc.name):
-                continue
-            raise
-        function = getattr(module, attribute, None)
-        if callable(function):
-            return function  # type: ignore[no-any-return]
-    raise CommandError(f"{what} is not available in this checkout (looked for {attribute}() in {', '.join(modules)})")
-
-
-PASSTHROUGH.update(simulate=_simulate, report=_report, bench=_bench)
 
 if __name__ == "__main__":
     raise SystemExit(main())

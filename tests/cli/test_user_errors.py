@@ -134,14 +134,44 @@ def test_negative_keep_days(tmp_path: Path) -> None:
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kalshi_ingest import cli
+    from kalshi_ws import simulator
 
-    def broken(args: object) -> int:
+    def broken(argv: object) -> int:
         raise ValueError("an internal bug")
 
-    monkeypatch.setitem(cli.PASSTHROUGH, "bench", broken)
+    monkeypatch.setattr(simulator, "main", broken)
     with pytest.raises(ValueError, match="an internal bug"):
-        main(["bench"])
+        main(["simulate"])
+
+
+def test_an_os_error_that_names_no_file_is_a_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OSError is the user's to fix when it names a file; a connection reset inside the code is not."""
+    from kalshi_ws import simulator
+
+    def reset(argv: object) -> int:
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(simulator, "main", reset)
+    with pytest.raises(ConnectionResetError):
+        main(["simulate"])
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    ([], "no command: give one of demo, run, simulate, db, report or bench"),
+    (["db"], "no db command: give one of migrate, replay or retention"),
+    (["nope"], "unknown command 'nope': give one of demo, run"),
+    (["db", "nope"], "unknown db command 'nope'"),
+    (["run"], "MARKET_SET requires an argument"),
+    (["db", "retention"], "--keep-days requires an argument"),
+    (["db", "retention", "--keep-days", "many"], 'unable to convert "many" into int'),
+    (["report", "--from", "yesterday"], "'yesterday' is not a time"),
+    (["report", "--bar", "1 week"], "'1 week' is not a bar length"),
+    (["demo", "--bogus"], "--bogus"),
+])
+def test_a_bad_command_line_is_one_line_naming_the_fix(tmp_path: Path, argv: list[str], expected: str) -> None:
+    code, err = _cli(tmp_path, *argv)
+    line = _assert_one_line(code, err, expected)
+    assert line.endswith("--help)"), "the line says where to read the usage"
 
 
 async def test_the_market_set_claim_tolerates_a_read_only_role(db_url: str) -> None:

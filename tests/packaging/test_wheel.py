@@ -31,9 +31,12 @@ _CHECK = """
 import importlib.util, json, sys
 from prefect.flows import load_flow_from_entrypoint
 import kalshi_flows.ingest, kalshi_ingest.settings as settings, kalshi_store.migrations as migrations
+from kalshi_ingest.report import page
 flow = load_flow_from_entrypoint("kalshi_flows.ingest:ingest_market_set")
+template = page.template_environment().get_template("report.html.j2")
 print(json.dumps({"flow": flow.name, "flows_module": importlib.util.find_spec("flows") is not None,
-                  "files": [kalshi_flows.ingest.__file__, str(migrations.SQL_DIR), str(settings.DEFAULT_CONFIG)],
+                  "files": [kalshi_flows.ingest.__file__, str(migrations.SQL_DIR), str(settings.DEFAULT_CONFIG),
+                            template.filename],
                   "migrations": [[m.name, m.checksum] for m in migrations.discover()]}))
 """
 
@@ -63,6 +66,8 @@ def test_the_wheel_holds_every_module_migration_and_the_market_sets(wheel: Path)
             assert archive.read(f"kalshi_store/sql/{path.name}") == path.read_bytes(), path.name
         assert archive.read("kalshi_ingest/deployments/market_sets.yaml") == \
             (ROOT / "deployments" / "market_sets.yaml").read_bytes()
+        for path in sorted((ROOT / "kalshi_ingest" / "report" / "templates").iterdir()):
+            assert archive.read(f"kalshi_ingest/report/templates/{path.name}") == path.read_bytes(), path.name
     assert sorted({n.split("/")[0] for n in names if ".dist-info/" not in n}) == sorted(SOURCES)
 
 

@@ -76,16 +76,42 @@ def test_the_terminal_tables(alerted: Recording) -> None:
     assert all(ticker in text for ticker in alerted.tickers)
 
 
-def test_main_writes_the_file_and_prints(alerted: Recording, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                         ) -> None:
+def test_the_command_writes_the_file_and_prints(alerted: Recording, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from kalshi_ingest.cli import main
+
     out = tmp_path / "cli.html"
     session = alerted.query("select started_at, ended_at from kalshi.sessions")[0]
-    argv = [MARKET_SET, "--database-url", alerted.url, "--out", str(out), "--bar", "100ms",
+    argv = ["report", MARKET_SET, "--database-url", alerted.url, "--out", str(out), "--bar", "100ms",
             "--from", session["started_at"].isoformat(), "--to", (session["ended_at"] + timedelta(seconds=1)).isoformat()]
-    assert report.main(argv) == 0
+    assert main(argv) == 0
     assert out.exists() and "HTML report" in capsys.readouterr().out
-    assert report.main(["no-such-set", "--database-url", alerted.url, "--no-html"]) == 2
-    assert "no recording session found for market set 'no-such-set'" in capsys.readouterr().out
+    assert main(["report", "no-such-set", "--database-url", alerted.url, "--no-html"]) == 2
+    assert capsys.readouterr().err == ("kalshi-ingest: error: no recording session found for market set "
+                                       "'no-such-set'; record one first (kalshi-ingest demo)\n")
+
+
+def test_a_report_file_that_cannot_be_written_is_one_line_naming_it(
+        alerted: Recording, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kalshi_ingest.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["report", MARKET_SET, "--database-url", alerted.url, "--quiet",
+                 "--out", str(blocker / "report.html")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("kalshi-ingest: error: ") and str(blocker) in line
+
+
+def test_relative_times_on_the_command_line(alerted: Recording, tmp_path: Path) -> None:
+    """``--from -2h`` (a value that starts with a hyphen) and ``--to now``, spelled apart or with ``=``."""
+    from kalshi_ingest.cli import main
+
+    for spelling in (["--from", "-2h", "--to", "now"], ["--from=-120min", "--to=now"]):
+        out = tmp_path / f"relative-{len(spelling)}.html"
+        assert main(["report", MARKET_SET, "--database-url", alerted.url, "--quiet", "--out", str(out),
+                     *spelling]) == 0
+        assert all(ticker in out.read_text() for ticker in alerted.tickers)
 
 
 def test_session_report_for_the_flow(alerted: Recording, tmp_path: Path) -> None:
@@ -101,7 +127,6 @@ def test_time_arguments() -> None:
     assert report.parse_time("-2h", now=now) == now - timedelta(hours=2)
     assert report.parse_time("-30min", now=now) == now - timedelta(minutes=30)
     assert report.parse_time("2026-11-25T10:00") == now
-    assert report._join_relative_times(["x", "--from", "-2h", "--to", "now"]) == ["x", "--from=-2h", "--to", "now"]
     assert report.parse_bar("5min") == timedelta(minutes=5) and report.parse_bar("10s") == timedelta(seconds=10)
     assert report.parse_bar("250ms") == timedelta(milliseconds=250)
     assert report.choose_bar(now, now + timedelta(minutes=1)) == timedelta(seconds=1)
@@ -117,3 +142,35 @@ def test_the_cli_command_and_the_chart_limit(alerted: Recording, tmp_path: Path)
     text = out.read_text()
     assert text.count("data:image/png;base64,") == 1
     assert f"Charts of the {len(alerted.tickers) - 1} least traded markets are left out" in text
+
+
+HOSTILE = "<script>alert('x')</script>"
+
+
+def test_text_from_the_database_is_shown_never_run(alerted: Recording) -> None:
+    """A ticker or an alert message is text: escaped in the HTML page, printed as it is (not as rich markup) in the
+    terminal."""
+    with psycopg.connect(alerted.url) as conn:
+        conn.execute(
+            "insert into kalshi.alerts (alert_id, market_set, condition_key, rule, kind, market_ticker, session_id, "
+            "value, threshold, message, fired_at, last_seen_at, last_session_id) "
+            "select %s, market_set, 'hostile', %s, 'spread_above', %s, session_id, 0.07, 0.05, %s, started_at, "
+            "started_at, session_id from kalshi.sessions",
+            (uuid.uuid4(), HOSTILE, HOSTILE, f"{HOSTILE} [bold]loud[/bold] [/]"))
+    try:
+        data = report.collect(alerted.url, MARKET_SET)
+        ticker = alerted.tickers[0]  # the same data under a hostile ticker: every table and heading shows it
+        data.markets = [HOSTILE if m == ticker else m for m in data.markets]
+        for frame in (data.bars, data.spreads, data.completeness, data.windows, data.depth):
+            frame.loc[frame.market_ticker == ticker, "market_ticker"] = HOSTILE
+        page = report.render_html(data)
+        assert "<script" not in page
+        assert page.count("&lt;script&gt;alert(") >= 5  # in the tables, the market's heading and chart, the alert
+        console = Console(record=True, width=400)
+        report.print_report(data, console)
+        text = console.export_text()
+        assert f"{HOSTILE} [bold]loud[/bold] [/]" in text
+        assert HOSTILE in text
+    finally:
+        with psycopg.connect(alerted.url) as conn:
+            conn.execute("delete from kalshi.alerts where condition_key = 'hostile'")
