@@ -50,7 +50,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
@@ -106,10 +106,19 @@ DEAD_LETTER_DEGRADES_AT: Final = 100
 DEAD_LETTER_DEGRADES_PERCENT: Final = 1
 #: Seconds between checks that day partitions exist ahead (also done at every connect).
 PARTITION_CHECK_INTERVAL: Final = 3600.0
-# Where the exchange time (ms) and the receive time (ns) sit in a row, for the message-age statistic.
 #: ``_track_age`` looks at every this-many-th row of a batch.
 _AGE_STRIDE: Final = 16
-_AGE_COLUMNS: Final = {"trades": (9, 12), "orderbook_deltas": (10, 11), "tickers": (12, 15)}
+
+
+def _column(table: str, name: str) -> int:
+    """Where column ``name`` sits in the rows of ``table`` (their tuple order is the table's column list)."""
+    return [column for column, _, _ in TABLES[table].columns].index(name)
+
+
+#: The tables whose rows carry an exchange time (ms) and a receive time (ns): where those two sit in a row, for the
+#: message-age statistic.
+_AGE_COLUMNS: Final = {table: (_column(table, "ts_ms"), _column(table, "received_ns"))
+                       for table in ("trades", "orderbook_deltas", "tickers")}
 
 
 @dataclass
@@ -131,7 +140,6 @@ class RecorderStats:
     batches_written: int
     unstorable_rows: int
     last_error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
     #: The disk under the spill is full right now (reading is paused until space returns or the database is back).
     spill_full: bool = False
     #: Times this session found the disk under the spill full.

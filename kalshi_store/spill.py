@@ -111,7 +111,7 @@ class SpillTarget(msgspec.Struct, frozen=True, kw_only=True):
 class SegmentHeader(msgspec.Struct, kw_only=True):
     """The first record of every segment."""
 
-    target: SpillTarget | None
+    target: SpillTarget
     created_ns: int
     host: str
     pid: int
@@ -171,8 +171,6 @@ def target_mismatch(header: SegmentHeader | None, here: SpillTarget) -> str | No
     """``None`` when a segment with ``header`` may be replayed into ``here``, else why not (one line)."""
     if header is None:
         return "has no spill header (not written by this version); not replayed"
-    if header.target is None:
-        return "does not say which database it belongs to; not replayed"
     if not same_database(header.target, here):
         return f"belongs to {header.target.describe()}, not to {here.describe()}; not replayed"
     return None
@@ -193,12 +191,6 @@ _outer_decoder: Final = msgspec.msgpack.Decoder(_SpilledBatch)
 _row_decoders: Final[dict[str, msgspec.msgpack.Decoder[Any]]] = {
     name: msgspec.msgpack.Decoder(list[spec.row_type]) for name, spec in TABLES.items()  # type: ignore[name-defined]
 }
-#: Rows of tables whose per-session columns moved into the batch (``TableSpec.constants``), as older versions
-#: spilled them: ``(session_id, session_date, *row)``.
-_legacy_row_decoders: Final[dict[str, msgspec.msgpack.Decoder[Any]]] = {
-    name: msgspec.msgpack.Decoder(list[spec.legacy_row_type])  # type: ignore[name-defined]
-    for name, spec in TABLES.items() if spec.legacy_columns
-}
 
 
 def encode_batch(batch: Batch) -> bytes:
@@ -209,23 +201,13 @@ def decode_batch(payload: bytes) -> Batch:
     """Decode a spilled batch back to exactly the tuples that were spilled (Decimal, bytes, dates typed)."""
     outer = _outer_decoder.decode(payload)
     tables: dict[str, list[tuple[Any, ...]]] = {}
-    session_id, session_date = outer.session_id, outer.session_date
-    older_layout = session_id is None  # spilled before the session's id and day moved out of the rows
     for name, raw in outer.tables.items():
         decoder = _row_decoders.get(name)
         if decoder is None:
             raise ValueError(f"spilled batch {outer.batch_id} has rows for unknown table {name!r}")
-        legacy = _legacy_row_decoders.get(name)
-        if legacy is not None and older_layout:
-            # Spilled by an older version: the session's id and day are in every row (one session per batch).
-            rows = legacy.decode(raw)
-            if rows:
-                session_id, session_date = rows[0][0], rows[0][1]
-            tables[name] = [row[2:] for row in rows]
-        else:
-            tables[name] = decoder.decode(raw)
-    return Batch(batch_id=outer.batch_id, session=outer.session, session_id=session_id,
-                 session_date=session_date, tables=tables, ledger=outer.ledger, progress=outer.progress)
+        tables[name] = decoder.decode(raw)
+    return Batch(batch_id=outer.batch_id, session=outer.session, session_id=outer.session_id,
+                 session_date=outer.session_date, tables=tables, ledger=outer.ledger, progress=outer.progress)
 
 
 _header_decoder: Final = msgspec.msgpack.Decoder(SegmentHeader)

@@ -15,7 +15,7 @@ import pytest
 import storage_frames as f
 
 from kalshi_store.batch import Batch, LedgerOp, SessionManifest, SessionProgress
-from kalshi_store.rows import TABLES, RowBuilders, dead_letter_row
+from kalshi_store.rows import RowBuilders, dead_letter_row
 from kalshi_store.spill import (
     SpillBuffer,
     SpillDiskFull,
@@ -206,20 +206,6 @@ async def test_a_running_recorder_picks_up_what_a_recorder_ending_meanwhile_left
         ids = {r[0] for r in conn.execute("select trade_id from kalshi.trades").fetchall()}
     assert {"t-700", "t-701", "t-702"} <= ids
     assert not ended.exists()
-
-
-def test_batches_spilled_by_the_older_row_layout_read_back(tmp_path: Path) -> None:
-    """Older versions put the session's id and day in every order book row; such spill files still replay."""
-    from kalshi_store.spill import _encoder, decode_batch
-
-    batch = make_batch(1)
-    day = date(2026, 11, 25)
-    legacy_tables = {name: ([(SESSION, day, *row) for row in rows] if TABLES[name].legacy_columns else rows)
-                     for name, rows in batch.tables.items()}
-    assert any(TABLES[name].legacy_columns for name in legacy_tables)
-    legacy = _encoder.encode({"batch_id": 1, "session": batch.session, "tables": legacy_tables,
-                              "ledger": batch.ledger, "progress": batch.progress})
-    assert decode_batch(legacy) == batch
 
 
 # -- torn records --------------------------------------------------------------------------------------------
