@@ -60,6 +60,7 @@ import psycopg
 from kalshi_ws import events as ev
 from kalshi_ws import messages as m
 
+from . import ledger
 from .batch import Batch, LedgerOp, SessionManifest, SessionProgress
 from .dberrors import DatabaseConfigError, classify, describe, redact, url_secrets
 from .rows import (
@@ -86,7 +87,7 @@ from .spill import (
     same_database,
     url_target,
 )
-from .writer import CopyWriter, WriteResult, is_connection_error, ns_to_datetime
+from .writer import CopyWriter, WriteResult, is_connection_error
 
 __all__ = ["Recorder", "RecorderStats", "SessionStatus"]
 
@@ -487,66 +488,21 @@ class Recorder:
     def on_event(self, event: ev.SessionEvent) -> None:
         """Record a session event in the gap ledger (incidents open and close) and the session counters."""
         session = self._require_session().session_id
-        add = self._ledger.append
-        at = event.at_ns
-        gen = event.generation
-        eid = str(uuid.uuid4())
         if isinstance(event, ev.Connected):
-            self._generation = max(self._generation, gen)
+            self._generation = max(self._generation, event.generation)
             if event.incident_id is not None:
                 self._reconnects += 1
-                add(LedgerOp(op="annotate_incident", event_id=eid, session_id=session, at_ns=at,
-                             incident_id=event.incident_id,
-                             detail={"reconnected_at": ns_to_datetime(at).isoformat(), "new_generation": gen}))
-        elif isinstance(event, ev.Disconnected):
-            # A close the client will not follow with a reconnect (the deadline, a stop) is the end of the
-            # recording, not a hole in it: its row is closed at once so the ledger has no incident left open.
-            final = not event.will_reconnect
-            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
-                         incident_id=event.incident_id, kind="disconnect",
-                         ended_ns=at if final else None, outcome="session_end" if final else None,
-                         detail={"reason": event.reason, "will_reconnect": event.will_reconnect}))
-        elif isinstance(event, ev.ConnectFailed):
-            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
-                         kind="connect_failed", ended_ns=at,
-                         detail={"attempt": event.attempt, "reason": event.reason, "status": event.status,
-                                 "retry_in": event.retry_in}))
-        elif isinstance(event, ev.AuthRejected):
-            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
-                         kind="auth_rejected", ended_ns=at, detail={"status": event.status, "detail": event.detail}))
-        elif isinstance(event, ev.StaleStream):
-            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at - int(event.silent_for * 1e9),
-                         generation=gen, kind="stale", ended_ns=at, detail={"silent_for": event.silent_for}))
         elif isinstance(event, ev.SequenceGap):
             self._gaps += 1
-            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
-                         incident_id=event.incident_id, kind="gap", sid=event.sid, channel=event.channel,
-                         markets=list(event.markets), expected_seq=event.expected, received_seq=event.received))
-        elif isinstance(event, ev.SnapshotRequested):
-            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
-                         incident_id=event.incident_id, kind="recovery", sid=event.sid, markets=list(event.markets),
-                         ended_ns=at, outcome="snapshot_requested", detail={"attempt": event.attempt}))
-        elif isinstance(event, ev.Recovered):
-            add(LedgerOp(op="close_incident", event_id=eid, session_id=session, at_ns=at, generation=gen,
-                         incident_id=event.incident_id, kind="recovery", sid=event.sid, markets=list(event.markets),
-                         outcome=event.outcome))
-        elif isinstance(event, ev.Resubscribed):
-            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
-                         incident_id=event.incident_id, kind="resubscribe", sid=event.old_sid, channel=event.channel,
-                         ended_ns=at, detail={"reason": event.reason}))
-        elif isinstance(event, ev.SubscriptionFailed):
-            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
-                         kind="subscription_error", sid=event.sid, markets=list(event.markets), ended_ns=at,
-                         detail={"code": event.code, "meaning": event.meaning, "message": event.message,
-                                 "terminal": event.terminal, "command_id": event.command_id}))
-        elif isinstance(event, ev.BookInconsistency):
-            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
-                         kind="book_inconsistency", markets=[event.market], ended_ns=at,
-                         detail={"kind": event.kind, "detail": event.detail}))
         elif isinstance(event, ev.Stopped):
             self._stop_reason = f"client stopped: {event.reason}" + (f" ({event.detail})" if event.detail else "")
-        else:  # pragma: no cover - a new event type: keep it visible rather than drop it
+        try:
+            op = ledger.event_op(event, session)
+        except TypeError:  # pragma: no cover - a new event type: keep it visible rather than fail the client
             log.warning("recorder: unhandled session event %r", event)
+            return
+        if op is not None:
+            self._ledger.append(op)
 
     @property
     def paused(self) -> bool:
@@ -982,10 +938,9 @@ class Recorder:
                         "reading the socket until they are stored", rows)
         if self._session is not None:
             self._pause_event_id = str(uuid.uuid4())
-            self._ledger.append(LedgerOp(
-                op="open", event_id=self._pause_event_id, session_id=self._session.session_id,
-                at_ns=self._pause_started_ns, generation=self._generation or None, kind="backpressure",
-                detail={"cause": cause, "rows_in_memory": rows, "last_error": self._last_error}))
+            self._ledger.append(ledger.pause_op(
+                self._session.session_id, self._pause_started_ns, event_id=self._pause_event_id,
+                generation=self._generation, cause=cause, rows_in_memory=rows, last_error=self._last_error))
 
     def _resume(self) -> None:
         if not self._paused:
@@ -996,9 +951,7 @@ class Recorder:
         self._resumed.set()
         log.info("recorder: reading resumed after %.1f s", (now - self._pause_started_ns) / 1e9)
         if self._session is not None and self._pause_event_id is not None:
-            self._ledger.append(LedgerOp(
-                op="close_event", event_id=str(uuid.uuid4()), session_id=self._session.session_id, at_ns=now,
-                target_event_id=self._pause_event_id, outcome="resumed"))
+            self._ledger.append(ledger.resume_op(self._session.session_id, now, pause_event_id=self._pause_event_id))
         self._pause_event_id = None
 
     def _require_session(self) -> SessionManifest:
