@@ -63,6 +63,7 @@ from kalshi_ws import messages as m
 from . import ledger
 from .batch import Batch, LedgerOp, SessionManifest, SessionProgress
 from .dberrors import DatabaseConfigError, classify, describe, redact, url_secrets
+from .health import SessionHealth, SessionStatus, Verdict
 from .rows import (
     TABLES,
     MissingSeqError,
@@ -89,22 +90,16 @@ from .spill import (
 )
 from .writer import CopyWriter, WriteResult, is_connection_error
 
-__all__ = ["Recorder", "RecorderStats", "SessionStatus"]
+__all__ = ["Recorder", "RecorderStats", "SessionHealth", "SessionStatus", "Verdict"]
 
 _T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
-SessionStatus = Literal["running", "completed", "cancelled", "failed", "degraded"]
-_STATUSES: Final = frozenset({"running", "completed", "cancelled", "failed", "degraded"})
 
 #: Seconds between looks for spill folders left by recorders that have ended (also at connect and at stop):
 #: a recorder that ends while the database is away leaves its batches for the next one running.
 ORPHAN_CHECK_INTERVAL: Final = 5.0
-#: A session with at least this many dead letters, making up at least this percentage of the rows it received,
-#: ends ``degraded`` rather than ``completed`` (a stream of mostly garbage is not a good recording).
-DEAD_LETTER_DEGRADES_AT: Final = 100
-DEAD_LETTER_DEGRADES_PERCENT: Final = 1
 #: Seconds between checks that day partitions exist ahead (also done at every connect).
 PARTITION_CHECK_INTERVAL: Final = 3600.0
 #: ``_track_age`` looks at every this-many-th row of a batch.
@@ -215,25 +210,17 @@ class Recorder:
         self._received: dict[str, int] = {}
         self._written: dict[str, int] = {}
         self._duplicates: dict[str, int] = {}
-        self._reconnects = 0
-        self._gaps = 0
         self._max_age_ms: int | None = None
-        self._unstorable = 0
-        self._stop_reason: str | None = None
+        self._health = SessionHealth()
 
         self._paused = False
         self._resumed = asyncio.Event()
         self._resumed.set()
         self._pause_started_ns = 0
         self._pause_event_id: str | None = None
-        self._paused_count = 0
-        self._paused_seconds = 0.0
 
         self._spill_full: str | None = None  # why the spill refuses batches (disk full), while it does
-        self._spill_full_count = 0
-        self._spill_full_error: str | None = None
         self._spill_error: str | None = None  # the spill's last failure (logged once), until it takes a batch
-        self._quarantined: list[str] = []
         self._identity: SpillTarget | None = None  # the database this recorder writes to, once reached
         self._reported: set[str] = set()
         self._outbox: deque[Batch] = deque()
@@ -367,11 +354,8 @@ class Recorder:
         self._dispatch = {cls: (self._lists[table], builder) for cls, (table, builder)
                           in self._builders.dispatch.items()}
         self._received, self._written, self._duplicates = {}, {}, {}
-        self._reconnects = self._gaps = self._paused_count = self._unstorable = self._spill_full_count = 0
-        self._paused_seconds = 0.0
-        self._quarantined = []
+        self._health = SessionHealth()
         self._max_age_ms = None
-        self._stop_reason = None
         self._generation = 0
         if self._writer is not None:
             async with self._io_lock:
@@ -382,62 +366,48 @@ class Recorder:
                  len(markets), ", ".join(channels))
         return session_id
 
-    async def close_session(self, status: SessionStatus = "completed", message: str | None = None) -> None:
-        """End the session: write everything (or spill it) and the final status.
+    async def close_session(self, status: SessionStatus = "completed", message: str | None = None) -> Verdict | None:
+        """End the session: write everything (or spill it) and the final status; return the :class:`Verdict`
+        written (``None`` when no session is open).
 
-        ``completed`` becomes ``degraded`` when the recorder knows the record is damaged (rows it could not
-        store, a stream of mostly undecodable frames, reading paused by backpressure, the spill's disk full, spill segments with unreadable bytes, or
-        batches still in the spill because the database is away), and the reasons are appended to ``message``
-        (the pauses, the full disk and unreadable segments always: only the recorder knows them). When the
-        database is away, the final status reaches ``kalshi.sessions`` with the spilled batches (at the next
-        recorder start, or ``kalshi-ingest db replay``).
+        The status and the problems come from the session's :class:`~kalshi_store.health.SessionHealth`
+        (``completed`` becomes ``degraded`` when the record is damaged: see :meth:`SessionHealth.verdict`);
+        ``message`` is the caller's note, appended after the problems. When the database is away, the final status
+        reaches ``kalshi.sessions`` with the spilled batches (at the next recorder start, or
+        ``kalshi-ingest db replay``).
         """
         if self._session is None:
-            return
-        if status not in _STATUSES:
-            raise ValueError(f"unknown session status {status!r}; expected one of {sorted(_STATUSES)}")
-        if message is not None:
-            message = redact(message, *self._secrets)
+            return None
+        self.verdict(status)  # an unknown status is an error before anything is written
         if self._paused:
             self._resume()
         await self.flush()
-        known = []  # what only the recorder knows: always reported
-        if self._spill_full_count:
-            times = "once" if self._spill_full_count == 1 else f"{self._spill_full_count} times"
-            known.append(f"the disk under the local spill was full {times} (last: {self._spill_full_error}); "
-                         "reading stopped until space came back or the database returned")
-        if self._paused_count:
-            known.append(f"reading paused {self._paused_count} times ({self._paused_seconds:.1f} s) by backpressure")
-        if self._quarantined:
-            known.append(f"{len(self._quarantined)} spill segments held unreadable bytes; their readable batches are "
-                         f"stored and the files kept as {', '.join(self._quarantined)}")
-        damage = []
-        if self._unstorable:
-            damage.append(f"{self._unstorable} rows could not be stored (see dead_letter)")
-        damage += self._garbage_damage()
-        if self._spill is not None and not self._spill.is_empty or self._outbox:
-            damage.append("some batches are still in the local spill (database unavailable at close); "
-                          "run `kalshi-ingest db replay`")
-        upgraded = status == "completed" and bool(known or damage)
-        if upgraded:
-            status = "degraded"
-        # A caller that wrote its own message has usually described the rest of the damage already; add it only
-        # when we changed the status or there is no message.
-        notes = [n for n in known if not message or n not in message]
-        notes += damage if upgraded or not message else []
-        stop = self._stop_reason if self._stop_reason and (not message or self._stop_reason not in message) else None
-        parts = [p for p in (message, stop, *notes) if p]
-        final_message = "; ".join(parts) if parts else None
-        self._take_batch(final=(status, final_message))
+        notes = (redact(message, *self._secrets),) if message else ()
+        verdict = self.verdict(status, notes)
+        self._take_batch(final=(verdict.status, verdict.message))
         await self.flush()
         if self._stuck:
             log.error("session %s: %d rows could not be stored or spilled", self._session.session_id,
                       self._outbox_rows + self._pending)
-        log.info("session %s closed: %s%s", self._session.session_id, status,
-                 f" ({final_message})" if final_message else "")
+        log.info("session %s closed: %s%s", self._session.session_id, verdict.status,
+                 f" ({verdict.message})" if verdict.message else "")
         self._session = None
         self._builders = None
         self._dispatch = {}
+        return verdict
+
+    def verdict(self, status: SessionStatus = "completed", notes: tuple[str, ...] = ()) -> Verdict:
+        """What :meth:`close_session` would write now if asked for ``status`` (see :meth:`SessionHealth.verdict`)."""
+        spill = self._spill
+        return self._health.verdict(
+            status, received=self._received, rows_spilled=spill.rows_appended if spill else 0,
+            spill_dir=str(self.spill_root),
+            left_unstored=bool(spill is not None and not spill.is_empty or self._outbox), notes=notes)
+
+    @property
+    def health(self) -> SessionHealth:
+        """The counters, open incidents and problems of the open session (or of the last one closed)."""
+        return self._health
 
     # ===================================================================================== MessageSink
 
@@ -477,25 +447,12 @@ class Recorder:
             if pending + self._outbox_rows >= self.max_rows_in_memory:
                 self._pause("memory_full")
 
-    def _garbage_damage(self) -> list[str]:
-        """A session that received much that could not be decoded is not ``completed`` (say how much)."""
-        dead = self._received.get("dead_letter", 0)
-        total = sum(self._received.values())
-        if dead < DEAD_LETTER_DEGRADES_AT or dead * 100 < total * DEAD_LETTER_DEGRADES_PERCENT:
-            return []
-        return [f"{dead} of {total} rows received were frames that could not be decoded or stored (see dead_letter)"]
-
     def on_event(self, event: ev.SessionEvent) -> None:
         """Record a session event in the gap ledger (incidents open and close) and the session counters."""
         session = self._require_session().session_id
         if isinstance(event, ev.Connected):
             self._generation = max(self._generation, event.generation)
-            if event.incident_id is not None:
-                self._reconnects += 1
-        elif isinstance(event, ev.SequenceGap):
-            self._gaps += 1
-        elif isinstance(event, ev.Stopped):
-            self._stop_reason = f"client stopped: {event.reason}" + (f" ({event.detail})" if event.detail else "")
+        self._health.on_event(event)
         try:
             op = ledger.event_op(event, session)
         except TypeError:  # pragma: no cover - a new event type: keep it visible rather than fail the client
@@ -567,9 +524,10 @@ class Recorder:
             pending_rows=self._pending + self._outbox_rows,
             rows_spilled=spill.rows_appended if spill else 0, spill_bytes=spill.pending_bytes if spill else 0,
             database_available=self._db_available, lag_seconds=max(lag, 0.0), paused=self._paused,
-            paused_count=self._paused_count, max_message_age_ms=self._max_age_ms,
-            batches_written=self._batches_written, unstorable_rows=self._unstorable, last_error=self._last_error,
-            spill_full=self._spill_full is not None, spill_full_count=self._spill_full_count,
+            paused_count=self._health.paused_count, max_message_age_ms=self._max_age_ms,
+            batches_written=self._batches_written, unstorable_rows=self._health.unstorable,
+            last_error=self._last_error, spill_full=self._spill_full is not None,
+            spill_full_count=self._health.spill_full_count,
         )
 
     # ===================================================================================== flushing
@@ -646,8 +604,8 @@ class Recorder:
             progress = SessionProgress(
                 session_id=session.session_id, at=datetime.now(UTC), received=dict(self._received),
                 rows_spilled=self._spill.rows_appended if self._spill else 0,
-                reconnects=self._reconnects, gaps=self._gaps, max_message_age_ms=self._max_age_ms,
-                paused_count=self._paused_count, paused_seconds=self._paused_seconds, status=status,
+                reconnects=self._health.reconnects, gaps=self._health.gaps, max_message_age_ms=self._max_age_ms,
+                paused_count=self._health.paused_count, paused_seconds=self._health.paused_seconds, status=status,
                 status_message=message, ended_at=datetime.now(UTC) if final is not None else None,
             )
         builders = self._builders
@@ -800,7 +758,7 @@ class Recorder:
             self._duplicates[name] = self._duplicates.get(name, 0) + n
         if self._session is not None and batch.session_id == self._session.session_id:
             # Rows of an earlier session (a replayed spill) that went to dead_letter do not damage this one.
-            self._unstorable += result.unstorable
+            self._health.unstorable += result.unstorable
         self._batches_written += 1
 
     async def _write_outbox(self) -> bool:
@@ -827,10 +785,10 @@ class Recorder:
                 # as a full memory) until the disk takes batches again or the database is back.
                 self._stuck = True
                 if self._spill_full is None:
-                    self._spill_full_count += 1
+                    self._health.on_spill_full(str(exc))
                     log.error("recorder: cannot spill (%s); %d rows held in memory", exc,
                               self._outbox_rows + self._pending)
-                self._spill_full = self._spill_full_error = self._last_error = str(exc)
+                self._health.spill_full_error = self._spill_full = self._last_error = str(exc)
                 self._pause("spill_full")
                 return
             except (SpillFull, OSError) as exc:
@@ -875,7 +833,7 @@ class Recorder:
                     break
                 done = await replay_segments(spill, segments, self._identity, self._replay_write, result,
                                              after_batch=keep_memory_bounded)
-                self._quarantined += [q for q in result.quarantined if q not in self._quarantined]
+                self._health.on_quarantined(result.quarantined)
                 if not done:
                     self._report(result)
                     return False
@@ -927,7 +885,7 @@ class Recorder:
             return
         self._paused = True
         self._resumed.clear()
-        self._paused_count += 1
+        self._health.on_pause()
         self._pause_started_ns = time.time_ns()
         rows = self._pending + self._outbox_rows
         if cause == "spill_full":
@@ -947,7 +905,7 @@ class Recorder:
             return
         now = time.time_ns()
         self._paused = False
-        self._paused_seconds += (now - self._pause_started_ns) / 1e9
+        self._health.on_resume((now - self._pause_started_ns) / 1e9)
         self._resumed.set()
         log.info("recorder: reading resumed after %.1f s", (now - self._pause_started_ns) / 1e9)
         if self._session is not None and self._pause_event_id is not None:
