@@ -44,12 +44,11 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,7 +61,8 @@ from kalshi_ws import messages as m
 
 from . import ledger
 from .batch import Batch, LedgerOp, SessionManifest, SessionProgress
-from .dberrors import DatabaseConfigError, classify, describe, redact, url_secrets
+from .dberrors import DatabaseConfigError, describe, redact, url_secrets
+from .dblink import DatabaseLink
 from .health import SessionHealth, SessionStatus, Verdict
 from .rows import (
     TABLES,
@@ -83,12 +83,10 @@ from .spill import (
     SpillLocked,
     SpillTarget,
     _spill_folders,
-    database_identity,
     replay_segments,
-    same_database,
     url_target,
 )
-from .writer import CopyWriter, WriteResult, is_connection_error
+from .writer import WriteResult
 
 __all__ = ["Recorder", "RecorderStats", "SessionHealth", "SessionStatus", "Verdict"]
 
@@ -100,8 +98,6 @@ log = logging.getLogger(__name__)
 #: Seconds between looks for spill folders left by recorders that have ended (also at connect and at stop):
 #: a recorder that ends while the database is away leaves its batches for the next one running.
 ORPHAN_CHECK_INTERVAL: Final = 5.0
-#: Seconds between checks that day partitions exist ahead (also done at every connect).
-PARTITION_CHECK_INTERVAL: Final = 3600.0
 #: ``_track_age`` looks at every this-many-th row of a batch.
 _AGE_STRIDE: Final = 16
 
@@ -221,18 +217,16 @@ class Recorder:
 
         self._spill_full: str | None = None  # why the spill refuses batches (disk full), while it does
         self._spill_error: str | None = None  # the spill's last failure (logged once), until it takes a batch
-        self._identity: SpillTarget | None = None  # the database this recorder writes to, once reached
+        self._spill_failure: str | None = None  # the spill's last failure (for stats), kept
         self._reported: set[str] = set()
         self._outbox: deque[Batch] = deque()
         self._outbox_rows = 0
         self._batch_counter = 0
         self._durable_through = 0
         self._spill: SpillBuffer | None = None
-        self._writer: CopyWriter | None = None
-        self._db_available = False
-        self._retry_at = 0.0
-        self._retry_delay = retry_initial
-        self._last_error: str | None = None
+        self._link = DatabaseLink(url, connect_timeout=connect_timeout, write_timeout=write_timeout,
+                                  retry_initial=retry_initial, retry_max=retry_max, days_ahead=self._days_ahead,
+                                  on_identity=self._pin, on_lost=self._lost, where=self._spill_folder)
         self._batches_written = 0
         self._wake = asyncio.Event()
         self._flushed = asyncio.Condition()
@@ -240,9 +234,7 @@ class Recorder:
         self._stopping = False
         self._io_lock = asyncio.Lock()
         self._orphans_checked = 0.0
-        self._partitions_checked = 0.0
         self._stuck = False
-        self._closing: set[asyncio.Future[None]] = set()
 
     # ===================================================================================== life cycle
 
@@ -273,7 +265,7 @@ class Recorder:
         folder = self.spill_root / f"recorder-{uuid.uuid4().hex[:12]}"
         self._spill = SpillBuffer(folder, target=url_target(self.url), max_bytes=self.spill_max_bytes)
         try:
-            await self._connect()
+            await self._link.connect()
         except DatabaseConfigError:
             self._spill.close()
             self._spill = None
@@ -282,7 +274,7 @@ class Recorder:
                 folder.rmdir()
             raise
         except Exception as exc:  # unreachable: spill until it is back
-            self._set_unavailable(exc)
+            self._link.set_unavailable(exc)
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="kalshi-recorder-flush")
 
@@ -295,10 +287,7 @@ class Recorder:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._writer.close(), 2.0)
-            self._writer = None
+        await self._link.close()
         if self._spill is not None:
             folder = self._spill.directory
             empty = self._spill.is_empty
@@ -357,9 +346,9 @@ class Recorder:
         self._health = SessionHealth()
         self._max_age_ms = None
         self._generation = 0
-        if self._writer is not None:
+        if self._link.writer is not None:
             async with self._io_lock:
-                await self._ensure_partitions(self._writer)
+                await self._link.ensure_partitions()
         self._take_batch(force=True)  # the session row, now (or as soon as the database is back)
         await self.flush()
         log.info("recording session %s (%s, %s): %d markets, channels %s", session_id, market_set, environment,
@@ -523,10 +512,10 @@ class Recorder:
             received=received, written=dict(self._written), duplicates=dict(self._duplicates),
             pending_rows=self._pending + self._outbox_rows,
             rows_spilled=spill.rows_appended if spill else 0, spill_bytes=spill.pending_bytes if spill else 0,
-            database_available=self._db_available, lag_seconds=max(lag, 0.0), paused=self._paused,
+            database_available=self._link.available, lag_seconds=max(lag, 0.0), paused=self._paused,
             paused_count=self._health.paused_count, max_message_age_ms=self._max_age_ms,
             batches_written=self._batches_written, unstorable_rows=self._health.unstorable,
-            last_error=self._last_error, spill_full=self._spill_full is not None,
+            last_error=self._last_error(), spill_full=self._spill_full is not None,
             spill_full_count=self._health.spill_full_count,
         )
 
@@ -557,13 +546,13 @@ class Recorder:
                 await self._cycle()
             except Exception:  # never let the loop die: the data would stop being stored
                 log.exception("recorder: unexpected error in the flush loop")
-                self._last_error = "unexpected error in the flush loop (see log)"
+                self._link.last_error = "unexpected error in the flush loop (see log)"
                 await asyncio.sleep(self.retry_initial)
             async with self._flushed:
                 self._flushed.notify_all()
             if self._stopping and not self._pending and not self._ledger and not self._outbox:
                 break
-            if self._stopping and not self._db_available and self._stuck:
+            if self._stopping and not self._link.available and self._stuck:
                 log.error("recorder: stopping with %d rows that neither the database nor the spill could take",
                           self._outbox_rows + self._pending)
                 break
@@ -571,9 +560,9 @@ class Recorder:
     async def _cycle(self) -> None:
         self._take_batch()
         async with self._io_lock:
-            if await self._database_ready():
+            if await self._link.ready():
                 if await self._replay_spills() and await self._write_outbox():
-                    self._set_available()
+                    self._link.set_available()
             if self._outbox:
                 await self._spill_outbox()
         if (self._paused and self._spill_full is None
@@ -629,124 +618,30 @@ class Recorder:
                     oldest = age
         self._max_age_ms = oldest
 
-    # -- database state -------------------------------------------------------------------------------
-
-    async def _database_ready(self) -> bool:
-        if self._writer is not None and not self._writer.closed:
-            if time.monotonic() - self._partitions_checked > PARTITION_CHECK_INTERVAL:
-                # Sessions longer than the partitions made ahead: keep creating days (rows never fail without
-                # them, they would land in the default partition).
-                await self._ensure_partitions(self._writer)
-            return True
-        if time.monotonic() < self._retry_at:
-            return False
-        try:
-            return await self._connect()
-        except Exception as exc:  # unreachable, or reconfigured while recording: spill and retry
-            self._set_unavailable(exc)
-            return False
-
-    async def _connect(self) -> bool:
-        """Open the writer (raises the typed, redacted errors of :meth:`CopyWriter.connect`); False when the URL
-        now reaches another database than the one this recorder writes to (its rows stay in the spill)."""
-        try:
-            writer = await asyncio.wait_for(CopyWriter.connect(self.url, connect_timeout=self.connect_timeout),
-                                            self.connect_timeout + 2)
-        except TimeoutError:
-            raise TimeoutError(f"no connection within {self.connect_timeout + 2:.1f} s") from None
-        self._writer = writer
-        if not await self._check_identity(writer):
-            return False
-        log.info("recorder: connected to the database")
-        await self._ensure_partitions(writer)
-        return True
-
-    async def _check_identity(self, writer: CopyWriter) -> bool:
-        """Learn which database ``url`` reaches (spill segments say it from now on) and refuse a database other
-        than the one this recorder has been writing to (its spill belongs to that one)."""
-        try:
-            identity = await self._bounded(writer, database_identity(writer.conn, self.url), self.write_timeout)
-        except Exception as exc:
-            self._set_unavailable(exc)
-            return False
-        if self._identity is None:
-            self._identity = identity
-            if self._spill is not None:
-                self._spill.set_target(identity)
-        elif not same_database(self._identity, identity):
-            self._set_unavailable(RuntimeError(
-                f"{url_target(self.url).url} now reaches {identity.describe()}, not {self._identity.describe()} that "
-                "this recorder has been writing to; its rows stay in the local spill"))
-            return False
-        return True
+    # -- the database link ----------------------------------------------------------------------------
 
     def _days_ahead(self) -> int:
         return max(self.partition_days_ahead, self._session_day_span + 1)
 
-    def _set_available(self) -> None:
-        if not self._db_available:
-            self._db_available = True
-            self._retry_delay = self.retry_initial
+    def _pin(self, identity: SpillTarget) -> None:
+        """The database is reached for the first time: spill segments say which one it is from now on."""
+        if self._spill is not None:
+            self._spill.set_target(identity)
 
-    def _set_unavailable(self, exc: BaseException) -> None:
-        message = describe(exc, self.url)
-        if self._db_available or self._last_error != message:
-            if classify(exc) == "config":
-                log.error("recorder: the database refuses this recorder (%s); spilling to %s, retrying in %.1f s",
-                          message, self._spill.directory if self._spill else "?", self._retry_delay)
-            else:
-                log.warning("recorder: database unavailable (%s); spilling to %s, retrying in %.1f s", message,
-                            self._spill.directory if self._spill else "?", self._retry_delay)
-        self._last_error = message
-        self._db_available = False
-        self._retry_at = time.monotonic() + self._retry_delay
-        self._retry_delay = min(self.retry_max, self._retry_delay * 2)
-        self._orphans_checked = 0.0
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            _abort(writer)
-            closing = asyncio.ensure_future(_close_quietly(writer))
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+    def _lost(self) -> None:
+        self._orphans_checked = 0.0  # look for leftovers as soon as it is back
 
-    async def _bounded(self, writer: CopyWriter, work: Coroutine[Any, Any, _T], timeout: float) -> _T:
-        """Await ``work`` on ``writer``'s connection; past ``timeout`` (a hung server) cut the connection at the socket
-        and raise :class:`TimeoutError` (cancelling instead would make psycopg wait for the server to cancel)."""
-        task = asyncio.ensure_future(work)
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-        if not done:
-            _abort(writer)  # the blocked call now fails with a connection error
-            await asyncio.wait({task}, timeout=5.0)
-            if not task.done():
-                task.cancel()
-            else:
-                task.exception()  # retrieved: the connection error is expected
-            raise TimeoutError(f"the database did not answer within {timeout:.1f} s")
-        return task.result()
+    def _spill_folder(self) -> str:
+        return str(self._spill.directory) if self._spill is not None else "?"
 
-    async def _ensure_partitions(self, writer: CopyWriter) -> None:
-        """Create day partitions ahead; a failure is only logged (rows then land in the default partition)."""
-        self._partitions_checked = time.monotonic()
-        try:
-            await self._bounded(writer, writer.ensure_partitions(self._days_ahead()), self.write_timeout)
-        except Exception as exc:
-            log.warning("recorder: could not create day partitions ahead (%s)", describe(exc, self.url))
+    def _last_error(self) -> str | None:
+        """The spill's failure while it refuses batches, else the database's last one."""
+        return self._spill_failure if self._stuck and self._spill_failure else self._link.last_error
 
     async def _write(self, batch: Batch) -> bool:
         """Write one batch; False (and the database marked unavailable) on a connection problem or timeout."""
-        writer = self._writer
-        if writer is None:
-            return False
-        try:
-            result = await self._bounded(writer, writer.write(batch),
-                                         self.write_timeout + batch.row_count * 50e-6)
-        except Exception as exc:
-            # The writer isolates what the database rejects for good (dead_letter), so what arrives here is an
-            # outage, a configuration change (privileges revoked) or a bug: keep the batch (spill) and retry.
-            if not is_connection_error(exc):
-                log.error("recorder: batch %s failed (%s); keeping it for retry", batch.batch_id,
-                          describe(exc, self.url))
-            self._set_unavailable(exc)
+        result = await self._link.write(batch)
+        if result is None:
             return False
         self._account(result, batch)
         return True
@@ -788,7 +683,7 @@ class Recorder:
                     self._health.on_spill_full(str(exc))
                     log.error("recorder: cannot spill (%s); %d rows held in memory", exc,
                               self._outbox_rows + self._pending)
-                self._health.spill_full_error = self._spill_full = self._last_error = str(exc)
+                self._health.spill_full_error = self._spill_full = self._spill_failure = str(exc)
                 self._pause("spill_full")
                 return
             except (SpillFull, OSError) as exc:
@@ -796,7 +691,7 @@ class Recorder:
                 if self._spill_error != str(exc):  # once per error, not at every retry
                     log.error("recorder: cannot spill (%s); %d rows held in memory", exc,
                               self._outbox_rows + self._pending)
-                self._spill_error = self._last_error = str(exc)
+                self._spill_error = self._spill_failure = str(exc)
                 if self._outbox_rows + self._pending >= self.max_rows_in_memory:
                     self._pause("memory_full")
                 return
@@ -815,7 +710,8 @@ class Recorder:
     async def _replay_spills(self) -> bool:
         """Write every spilled batch (ours, then folders left by dead processes) in order; True when all are stored."""
         spill = self._spill
-        assert spill is not None and self._identity is not None
+        identity = self._link.identity
+        assert spill is not None and identity is not None
         if not spill.is_empty:
             spill.seal()
             result = ReplayResult()
@@ -831,7 +727,7 @@ class Recorder:
                 segments = [p for p in spill.segments() if str(p) not in result.left]
                 if not segments:
                     break
-                done = await replay_segments(spill, segments, self._identity, self._replay_write, result,
+                done = await replay_segments(spill, segments, identity, self._replay_write, result,
                                              after_batch=keep_memory_bounded)
                 self._health.on_quarantined(result.quarantined)
                 if not done:
@@ -845,7 +741,8 @@ class Recorder:
     async def _replay_orphans(self) -> bool:
         if time.monotonic() - self._orphans_checked < ORPHAN_CHECK_INTERVAL and not self._stopping:
             return True
-        assert self._identity is not None
+        identity = self._link.identity
+        assert identity is not None
         own = self._spill.directory if self._spill else None
         for folder in _spill_folders(self.spill_root):
             if folder == own:
@@ -856,7 +753,7 @@ class Recorder:
                 continue  # a live recorder's folder
             result = ReplayResult()
             with orphan:
-                done = await replay_segments(orphan, orphan.segments(), self._identity, self._replay_write, result)
+                done = await replay_segments(orphan, orphan.segments(), identity, self._replay_write, result)
                 left = orphan.segments()
             self._report(result)
             if result.batches:
@@ -898,7 +795,7 @@ class Recorder:
             self._pause_event_id = str(uuid.uuid4())
             self._ledger.append(ledger.pause_op(
                 self._session.session_id, self._pause_started_ns, event_id=self._pause_event_id,
-                generation=self._generation, cause=cause, rows_in_memory=rows, last_error=self._last_error))
+                generation=self._generation, cause=cause, rows_in_memory=rows, last_error=self._last_error()))
 
     def _resume(self) -> None:
         if not self._paused:
@@ -922,22 +819,3 @@ def _storable_text(text: str) -> bool:
     """False for text with NUL or other control characters (a market ticker never has them; PostgreSQL cannot
     store NUL at all)."""
     return text.isprintable()
-
-
-def _abort(writer: CopyWriter) -> None:
-    """Cut the writer's connection at the socket, so a query blocked on a hung server fails at once."""
-    try:
-        fd = writer.conn.pgconn.socket
-    except psycopg.Error:
-        return
-    with contextlib.suppress(OSError):
-        dup = socket.socket(fileno=os.dup(fd))
-        try:
-            dup.shutdown(socket.SHUT_RDWR)
-        finally:
-            dup.close()
-
-
-async def _close_quietly(writer: CopyWriter) -> None:
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(writer.close(), 2.0)
