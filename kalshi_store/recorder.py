@@ -1,10 +1,24 @@
 """Recorder: the MessageSink the WebSocket client writes into (docs/ARCHITECTURE.md, "The client -> storage
-contract").
+contract"), and the session glue around it.
 
 Hot path: :meth:`Recorder.on_message` looks the message's type up in a dict, builds a plain tuple and appends
-it to that table's list; nothing else. A background task flushes the lists as one :class:`~kalshi_store.batch.Batch`
-every ``flush_interval`` seconds, or as soon as ``batch_rows`` rows are waiting, through a
-:class:`~kalshi_store.writer.CopyWriter` (one transaction per batch).
+it to that table's list; nothing else. A background task takes the lists as one :class:`~kalshi_store.batch.Batch`
+every ``flush_interval`` seconds, or as soon as ``batch_rows`` rows are waiting, and hands it to the
+:class:`~kalshi_store.outbox.Outbox`, which writes it through the :class:`~kalshi_store.dblink.DatabaseLink` (a
+:class:`~kalshi_store.writer.CopyWriter`, one transaction per batch) or else appends it to the durable
+:class:`~kalshi_store.spill.SpillBuffer`.
+
+The parts (one job each):
+
+* :mod:`kalshi_store.ledger` turns session events into gap-ledger operations (incidents opened, closed by
+  ``Recovered``, annotated by the reconnect); pure.
+* :mod:`kalshi_store.health` (:class:`~kalshi_store.health.SessionHealth`) owns the session's counters, open
+  incidents and final verdict: ``completed`` becomes ``degraded`` when the record is damaged, with every problem
+  listed once. :meth:`Recorder.close_session` writes that verdict; the product layer reads :attr:`Recorder.health`.
+* :mod:`kalshi_store.dblink` connects, pins the database the URL reaches, retries with capped exponential backoff,
+  aborts a hung call at the socket and creates day partitions ahead.
+* :mod:`kalshi_store.outbox` keeps batches until they are durable and runs the one replay loop (this recorder's
+  spill, then folders left by ended recorders, the same loop ``kalshi-ingest db replay`` uses).
 
 A configuration error (wrong password, missing database or schema, a role without privileges, a malformed URL)
 is not an outage: :meth:`Recorder.start` raises :class:`~kalshi_store.dberrors.DatabaseConfigError` before
@@ -13,9 +27,8 @@ is not an outage either: the writer moves it to ``dead_letter`` and stores the r
 recorder logs or stores is redacted (:func:`kalshi_store.dberrors.redact`).
 
 When the database fails (connection refused, shut down, or a write that does not finish within its timeout) the
-batch goes to the durable :class:`~kalshi_store.spill.SpillBuffer` and recording continues; the recorder retries
-the database with capped exponential backoff and, when it is back, replays the spill in order before writing
-anything new. Nothing is lost and nothing is duplicated (batches are idempotent). Memory is bounded:
+batch is spilled and recording continues; when the database is back the spill is replayed in order before
+anything new is written. Nothing is lost and nothing is duplicated (batches are idempotent). Memory is bounded:
 when ``max_rows_in_memory`` rows are waiting (the database hangs, or the spill is at its size limit or failing),
 or at once when the disk under the spill is full (ENOSPC/EDQUOT) while the database is away, the recorder sets
 :attr:`Recorder.paused`; the client then stops reading the socket until :meth:`Recorder.wait_resumed` returns.
@@ -26,9 +39,8 @@ Spill segments name the database they belong to: the first one the recorder reac
 appearing behind the same URL later is refused; rows keep spilling), and folders left by other processes are
 replayed only when they belong to it (:func:`~kalshi_store.spill.target_mismatch`).
 
-Session events become gap-ledger rows (incidents are opened and later closed by ``Recovered``); undecodable,
-legacy and unknown frames go to ``dead_letter``. The session manifest (``kalshi.sessions``) is written with every
-batch, so a session opened while the database was down appears as soon as it returns.
+Undecodable, legacy and unknown frames go to ``dead_letter``. The session manifest (``kalshi.sessions``) is
+written with every batch, so a session opened while the database was down appears as soon as it returns.
 
 Usage::
 
@@ -47,12 +59,11 @@ import math
 import socket
 import time
 import uuid
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
 
 import psycopg
 
@@ -64,6 +75,7 @@ from .batch import Batch, LedgerOp, SessionManifest, SessionProgress
 from .dberrors import DatabaseConfigError, describe, redact, url_secrets
 from .dblink import DatabaseLink
 from .health import SessionHealth, SessionStatus, Verdict
+from .outbox import Outbox
 from .rows import (
     TABLES,
     MissingSeqError,
@@ -75,29 +87,14 @@ from .rows import (
     rest_fill_row,
     rest_trade_row,
 )
-from .spill import (
-    ReplayResult,
-    SpillBuffer,
-    SpillDiskFull,
-    SpillFull,
-    SpillLocked,
-    SpillTarget,
-    _spill_folders,
-    replay_segments,
-    url_target,
-)
+from .spill import SpillBuffer, SpillDiskFull, SpillTarget, url_target
 from .writer import WriteResult
 
 __all__ = ["Recorder", "RecorderStats", "SessionHealth", "SessionStatus", "Verdict"]
 
-_T = TypeVar("_T")
-
 log = logging.getLogger(__name__)
 
 
-#: Seconds between looks for spill folders left by recorders that have ended (also at connect and at stop):
-#: a recorder that ends while the database is away leaves its batches for the next one running.
-ORPHAN_CHECK_INTERVAL: Final = 5.0
 #: ``_track_age`` looks at every this-many-th row of a batch.
 _AGE_STRIDE: Final = 16
 
@@ -215,15 +212,8 @@ class Recorder:
         self._pause_started_ns = 0
         self._pause_event_id: str | None = None
 
-        self._spill_full: str | None = None  # why the spill refuses batches (disk full), while it does
-        self._spill_error: str | None = None  # the spill's last failure (logged once), until it takes a batch
-        self._spill_failure: str | None = None  # the spill's last failure (for stats), kept
-        self._reported: set[str] = set()
-        self._outbox: deque[Batch] = deque()
-        self._outbox_rows = 0
+        self._outbox = Outbox(self.spill_root)
         self._batch_counter = 0
-        self._durable_through = 0
-        self._spill: SpillBuffer | None = None
         self._link = DatabaseLink(url, connect_timeout=connect_timeout, write_timeout=write_timeout,
                                   retry_initial=retry_initial, retry_max=retry_max, days_ahead=self._days_ahead,
                                   on_identity=self._pin, on_lost=self._lost, where=self._spill_folder)
@@ -233,8 +223,6 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._io_lock = asyncio.Lock()
-        self._orphans_checked = 0.0
-        self._stuck = False
 
     # ===================================================================================== life cycle
 
@@ -263,15 +251,11 @@ class Recorder:
         if self._task is not None:
             return
         folder = self.spill_root / f"recorder-{uuid.uuid4().hex[:12]}"
-        self._spill = SpillBuffer(folder, target=url_target(self.url), max_bytes=self.spill_max_bytes)
+        self._outbox.open(SpillBuffer(folder, target=url_target(self.url), max_bytes=self.spill_max_bytes))
         try:
             await self._link.connect()
         except DatabaseConfigError:
-            self._spill.close()
-            self._spill = None
-            with contextlib.suppress(OSError):
-                (folder / ".lock").unlink()
-                folder.rmdir()
+            self._outbox.close()
             raise
         except Exception as exc:  # unreachable: spill until it is back
             self._link.set_unavailable(exc)
@@ -288,17 +272,7 @@ class Recorder:
             await self._task
         self._task = None
         await self._link.close()
-        if self._spill is not None:
-            folder = self._spill.directory
-            empty = self._spill.is_empty
-            self._spill.close()
-            if empty:
-                with contextlib.suppress(OSError):
-                    (folder / ".lock").unlink()
-                    folder.rmdir()
-            else:
-                log.warning("recorder: %s still holds spilled batches; run `kalshi-ingest db replay`", folder)
-            self._spill = None
+        self._outbox.close()
 
     # ===================================================================================== session
 
@@ -375,9 +349,9 @@ class Recorder:
         verdict = self.verdict(status, notes)
         self._take_batch(final=(verdict.status, verdict.message))
         await self.flush()
-        if self._stuck:
+        if self._outbox.stuck:
             log.error("session %s: %d rows could not be stored or spilled", self._session.session_id,
-                      self._outbox_rows + self._pending)
+                      self._outbox.rows + self._pending)
         log.info("session %s closed: %s%s", self._session.session_id, verdict.status,
                  f" ({verdict.message})" if verdict.message else "")
         self._session = None
@@ -387,11 +361,9 @@ class Recorder:
 
     def verdict(self, status: SessionStatus = "completed", notes: tuple[str, ...] = ()) -> Verdict:
         """What :meth:`close_session` would write now if asked for ``status`` (see :meth:`SessionHealth.verdict`)."""
-        spill = self._spill
         return self._health.verdict(
-            status, received=self._received, rows_spilled=spill.rows_appended if spill else 0,
-            spill_dir=str(self.spill_root),
-            left_unstored=bool(spill is not None and not spill.is_empty or self._outbox), notes=notes)
+            status, received=self._received, rows_spilled=self._rows_spilled(), spill_dir=str(self.spill_root),
+            left_unstored=self._outbox.left_unstored, notes=notes)
 
     @property
     def health(self) -> SessionHealth:
@@ -418,7 +390,7 @@ class Recorder:
         if pending >= self.batch_rows:
             if pending == self.batch_rows:  # once per batch; the flush loop is awake until it takes the rows
                 self._wake.set()
-            if pending + self._outbox_rows >= self.max_rows_in_memory:
+            if pending + self._outbox.rows >= self.max_rows_in_memory:
                 self._pause("memory_full")
 
     def _dead_letter(self, message: Any, generation: int, received_ns: int, *, reason: str | None = None,
@@ -433,7 +405,7 @@ class Recorder:
         if pending >= self.batch_rows:
             if pending == self.batch_rows:
                 self._wake.set()
-            if pending + self._outbox_rows >= self.max_rows_in_memory:
+            if pending + self._outbox.rows >= self.max_rows_in_memory:
                 self._pause("memory_full")
 
     def on_event(self, event: ev.SessionEvent) -> None:
@@ -453,6 +425,11 @@ class Recorder:
     @property
     def paused(self) -> bool:
         return self._paused
+
+    @property
+    def rows_in_memory(self) -> int:
+        """Rows received and not yet durable (what ``stats().pending_rows`` reports, without building the stats)."""
+        return self._pending + self._outbox.rows
 
     async def wait_resumed(self) -> None:
         await self._resumed.wait()
@@ -505,17 +482,17 @@ class Recorder:
         for name, rows in self._lists.items():
             if rows:
                 received[name] = received.get(name, 0) + len(rows)
-        lag = (time.time_ns() - self._oldest_ns) / 1e9 if self._pending or self._outbox_rows else 0.0
-        spill = self._spill
+        lag = (time.time_ns() - self._oldest_ns) / 1e9 if self._pending or self._outbox.rows else 0.0
+        spill = self._outbox.spill if self._outbox.is_open else None
         return RecorderStats(
             session_id=self._session.session_id if self._session else None,
             received=received, written=dict(self._written), duplicates=dict(self._duplicates),
-            pending_rows=self._pending + self._outbox_rows,
+            pending_rows=self.rows_in_memory,
             rows_spilled=spill.rows_appended if spill else 0, spill_bytes=spill.pending_bytes if spill else 0,
             database_available=self._link.available, lag_seconds=max(lag, 0.0), paused=self._paused,
             paused_count=self._health.paused_count, max_message_age_ms=self._max_age_ms,
             batches_written=self._batches_written, unstorable_rows=self._health.unstorable,
-            last_error=self._last_error(), spill_full=self._spill_full is not None,
+            last_error=self._last_error(), spill_full=self._outbox.spill_full is not None,
             spill_full_count=self._health.spill_full_count,
         )
 
@@ -532,7 +509,8 @@ class Recorder:
         self._wake.set()
         async with self._flushed:
             await self._flushed.wait_for(
-                lambda: self._task is None or self._task.done() or self._durable_through >= target or self._stuck)
+                lambda: self._task is None or self._task.done() or self._outbox.durable_through >= target
+                or self._outbox.stuck)
 
     async def _run(self) -> None:
         last = time.monotonic()
@@ -552,21 +530,21 @@ class Recorder:
                 self._flushed.notify_all()
             if self._stopping and not self._pending and not self._ledger and not self._outbox:
                 break
-            if self._stopping and not self._link.available and self._stuck:
+            if self._stopping and not self._link.available and self._outbox.stuck:
                 log.error("recorder: stopping with %d rows that neither the database nor the spill could take",
-                          self._outbox_rows + self._pending)
+                          self._outbox.rows + self._pending)
                 break
 
     async def _cycle(self) -> None:
         self._take_batch()
         async with self._io_lock:
             if await self._link.ready():
-                if await self._replay_spills() and await self._write_outbox():
+                if await self._replay() and await self._outbox.write(self._write):
                     self._link.set_available()
             if self._outbox:
-                await self._spill_outbox()
-        if (self._paused and self._spill_full is None
-                and self._pending + self._outbox_rows < self.max_rows_in_memory // 2):
+                await self._to_spill()
+        if (self._paused and self._outbox.spill_full is None
+                and self._pending + self._outbox.rows < self.max_rows_in_memory // 2):
             self._resume()
 
     def _take_batch(self, final: tuple[str, str | None] | None = None, *, force: bool = False) -> None:
@@ -592,7 +570,7 @@ class Recorder:
             status, message = final if final is not None else (None, None)
             progress = SessionProgress(
                 session_id=session.session_id, at=datetime.now(UTC), received=dict(self._received),
-                rows_spilled=self._spill.rows_appended if self._spill else 0,
+                rows_spilled=self._rows_spilled(),
                 reconnects=self._health.reconnects, gaps=self._health.gaps, max_message_age_ms=self._max_age_ms,
                 paused_count=self._health.paused_count, paused_seconds=self._health.paused_seconds, status=status,
                 status_message=message, ended_at=datetime.now(UTC) if final is not None else None,
@@ -602,8 +580,7 @@ class Recorder:
                       session_id=builders.session_id if builders is not None else None,
                       session_date=builders.session_date if builders is not None else None,
                       tables=tables, ledger=ledger, progress=progress)
-        self._outbox.append(batch)
-        self._outbox_rows += batch.row_count
+        self._outbox.put(batch)
 
     def _track_age(self, rows: list[Row], ms_index: int, ns_index: int) -> None:
         """Update the largest message age (receive time - exchange time) from a sample of the rows: every
@@ -625,18 +602,22 @@ class Recorder:
 
     def _pin(self, identity: SpillTarget) -> None:
         """The database is reached for the first time: spill segments say which one it is from now on."""
-        if self._spill is not None:
-            self._spill.set_target(identity)
+        if self._outbox.is_open:
+            self._outbox.spill.set_target(identity)
 
     def _lost(self) -> None:
-        self._orphans_checked = 0.0  # look for leftovers as soon as it is back
+        self._outbox.look_for_orphans()  # as soon as the database is back
 
     def _spill_folder(self) -> str:
-        return str(self._spill.directory) if self._spill is not None else "?"
+        return str(self._outbox.spill.directory) if self._outbox.is_open else "?"
+
+    def _rows_spilled(self) -> int:
+        return self._outbox.spill.rows_appended if self._outbox.is_open else 0
 
     def _last_error(self) -> str | None:
         """The spill's failure while it refuses batches, else the database's last one."""
-        return self._spill_failure if self._stuck and self._spill_failure else self._link.last_error
+        failure = self._outbox.spill_failure
+        return failure if self._outbox.stuck and failure else self._link.last_error
 
     async def _write(self, batch: Batch) -> bool:
         """Write one batch; False (and the database marked unavailable) on a connection problem or timeout."""
@@ -656,124 +637,40 @@ class Recorder:
             self._health.unstorable += result.unstorable
         self._batches_written += 1
 
-    async def _write_outbox(self) -> bool:
-        while self._outbox:
-            batch = self._outbox[0]
-            if not await self._write(batch):
-                return False
-            self._outbox.popleft()
-            self._outbox_rows -= batch.row_count
-            self._durable_through = max(self._durable_through, batch.batch_id)
-            self._stuck = False
-        self._spill_full = None  # nothing waits for the spill any more
-        return True
-
-    async def _spill_outbox(self) -> None:
-        spill = self._spill
-        assert spill is not None
-        while self._outbox:
-            batch = self._outbox[0]
-            try:
-                await asyncio.to_thread(spill.append, batch)
-            except SpillDiskFull as exc:
-                # The disk is full: nothing more can be made durable, so reading stops now (the same backpressure
-                # as a full memory) until the disk takes batches again or the database is back.
-                self._stuck = True
-                if self._spill_full is None:
-                    self._health.on_spill_full(str(exc))
-                    log.error("recorder: cannot spill (%s); %d rows held in memory", exc,
-                              self._outbox_rows + self._pending)
-                self._health.spill_full_error = self._spill_full = self._spill_failure = str(exc)
-                self._pause("spill_full")
-                return
-            except (SpillFull, OSError) as exc:
-                self._stuck = True
-                if self._spill_error != str(exc):  # once per error, not at every retry
-                    log.error("recorder: cannot spill (%s); %d rows held in memory", exc,
-                              self._outbox_rows + self._pending)
-                self._spill_error = self._spill_failure = str(exc)
-                if self._outbox_rows + self._pending >= self.max_rows_in_memory:
-                    self._pause("memory_full")
-                return
-            if self._spill_full is not None or self._spill_error is not None:
-                log.info("recorder: the spill takes batches again")
-                self._spill_full = self._spill_error = None
-            self._outbox.popleft()
-            self._outbox_rows -= batch.row_count
-            self._durable_through = max(self._durable_through, batch.batch_id)
-            self._stuck = False
+    async def _to_spill(self) -> None:
+        """Spill what waits in the outbox; when the spill refuses, count it and pause reading if need be."""
+        spill_full = self._outbox.spill_full
+        failure = await self._outbox.to_spill(held=self._pending)
+        if isinstance(failure, SpillDiskFull):
+            # The disk is full: nothing more can be made durable, so reading stops now (the same backpressure as a
+            # full memory) until the disk takes batches again or the database is back.
+            if spill_full is None:
+                self._health.on_spill_full(str(failure))
+            self._health.spill_full_error = str(failure)
+            self._pause("spill_full")
+        elif failure is not None and self._outbox.rows + self._pending >= self.max_rows_in_memory:
+            self._pause("memory_full")
 
     async def _replay_write(self, batch: Batch) -> WriteResult | None:
         # The recorder counts what it wrote itself (``_account``); the replay only needs success or failure.
         return WriteResult() if await self._write(batch) else None
 
-    async def _replay_spills(self) -> bool:
-        """Write every spilled batch (ours, then folders left by dead processes) in order; True when all are stored."""
-        spill = self._spill
-        identity = self._link.identity
-        assert spill is not None and identity is not None
-        if not spill.is_empty:
-            spill.seal()
-            result = ReplayResult()
-
-            async def keep_memory_bounded() -> None:
-                if self._pending >= self.batch_rows:
-                    # Keep memory bounded while catching up: new rows queue behind the spill, in a new segment.
-                    self._take_batch()
-                    spill.seal()
-                    await self._spill_outbox()
-
-            while True:
-                segments = [p for p in spill.segments() if str(p) not in result.left]
-                if not segments:
-                    break
-                done = await replay_segments(spill, segments, identity, self._replay_write, result,
-                                             after_batch=keep_memory_bounded)
-                self._health.on_quarantined(result.quarantined)
-                if not done:
-                    self._report(result)
-                    return False
-            self._report(result)
-            if result.batches:
-                log.info("recorder: spilled batches replayed")
-        return await self._replay_orphans()
-
-    async def _replay_orphans(self) -> bool:
-        if time.monotonic() - self._orphans_checked < ORPHAN_CHECK_INTERVAL and not self._stopping:
-            return True
+    async def _replay(self) -> bool:
+        """Write every spilled batch (ours, then folders left by ended processes) in order; True when all are stored."""
         identity = self._link.identity
         assert identity is not None
-        own = self._spill.directory if self._spill else None
-        for folder in _spill_folders(self.spill_root):
-            if folder == own:
-                continue
-            try:
-                orphan = SpillBuffer(folder)
-            except SpillLocked:
-                continue  # a live recorder's folder
-            result = ReplayResult()
-            with orphan:
-                done = await replay_segments(orphan, orphan.segments(), identity, self._replay_write, result)
-                left = orphan.segments()
-            self._report(result)
-            if result.batches:
-                log.info("recorder: replayed %d batches (%d rows) left in %s by an earlier process", result.batches,
-                         result.rows, folder)
-            if not done:
-                return False
-            if not left:
-                with contextlib.suppress(OSError):
-                    (folder / ".lock").unlink()
-                    folder.rmdir()
-        self._orphans_checked = time.monotonic()
-        return True
 
-    def _report(self, result: ReplayResult) -> None:
-        """Log each spill left in place once per recorder (orphans are looked at every few seconds)."""
-        for line in result.skipped:
-            if line not in self._reported:
-                self._reported.add(line)
-                log.warning("recorder: %s", line)
+        async def keep_memory_bounded() -> None:
+            if self._pending >= self.batch_rows:
+                # Keep memory bounded while catching up: new rows queue behind the spill, in a new segment.
+                self._take_batch()
+                self._outbox.spill.seal()
+                await self._to_spill()
+
+        done, quarantined = await self._outbox.replay(identity, self._replay_write, stopping=self._stopping,
+                                                      after_batch=keep_memory_bounded)
+        self._health.on_quarantined(quarantined)
+        return done
 
     # -- backpressure ---------------------------------------------------------------------------------
 
@@ -784,7 +681,7 @@ class Recorder:
         self._resumed.clear()
         self._health.on_pause()
         self._pause_started_ns = time.time_ns()
-        rows = self._pending + self._outbox_rows
+        rows = self._pending + self._outbox.rows
         if cause == "spill_full":
             log.warning("recorder: the spill's disk is full and the database is away (%d rows in memory); the "
                         "session stops reading the socket until the spill or the database takes rows again", rows)

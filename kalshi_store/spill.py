@@ -23,7 +23,8 @@ precedes it.
 
 A folder belongs to one live :class:`SpillBuffer` at a time (an exclusive ``flock`` on ``.lock``), so a running
 recorder's files are never replayed by someone else; folders left by a dead process are free and
-:func:`replay_spill` (``kalshi-ingest db replay``) writes them to the database in order. A segment is replayed only
+:func:`replay_spill` (``kalshi-ingest db replay``) writes them to the database in order, through the replay loop of
+:mod:`kalshi_store.outbox` (the one the recorder uses). A segment is replayed only
 into the database it belongs to (:func:`target_mismatch`); one that belongs elsewhere, or has no header, is left
 in place and reported. A segment whose batches are all stored is deleted; one that also held unreadable bytes is
 renamed ``<ns>.quarantine`` (kept for inspection, never replayed again, never deleted). Replaying twice is
@@ -41,7 +42,7 @@ import socket
 import struct
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -59,7 +60,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ReplayResult", "SegmentHeader", "SpillBuffer", "SpillDiskFull", "SpillFull", "SpillLocked", "SpillTarget",
-    "database_identity", "read_header", "read_segment", "replay_spill", "target_mismatch", "url_target",
+    "database_identity", "read_header", "read_segment", "replay_spill", "replay_spill_async", "target_mismatch",
+    "url_target",
 ]
 
 log = logging.getLogger(__name__)
@@ -534,66 +536,18 @@ def _spill_folders(directory: Path) -> list[Path]:
 WriteBatch = Callable[[Batch], Awaitable["WriteResult | None"]]
 
 
-async def replay_segments(spill: SpillBuffer, segments: Sequence[Path], here: SpillTarget, write: WriteBatch,
-                          result: ReplayResult, *, after_batch: Callable[[], Awaitable[None]] | None = None
-                          ) -> bool:
-    """Replay ``segments`` of ``spill`` into the database ``here`` (through ``write``), in order; delete each once
-    stored (or quarantine it when it held unreadable bytes). Segments that belong elsewhere or have no header are
-    left in place and noted in ``result.skipped`` (one line per folder and reason). False if a write failed."""
-    for path in segments:
-        problem = target_mismatch(await asyncio.to_thread(read_header, path), here)
-        if problem is not None:
-            result.left.append(str(path))
-            line = f"spill folder {spill.directory}: {problem}"
-            if line not in result.skipped:
-                result.skipped.append(line)
-            continue
-        read = await asyncio.to_thread(read_segment, path)
-        for batch in read.batches:
-            written = await write(batch)
-            if written is None:
-                return False
-            result.batches += 1
-            result.rows += batch.row_count
-            result.inserted += written.total_inserted
-            if after_batch is not None:
-                await after_batch()
-        result.torn_records += read.torn
-        if read.unreadable:
-            moved = spill.quarantine(path)
-            log.error("spill: %s held %d unreadable bytes (%s); its %d readable batches are stored and the file "
-                      "was moved to %s", path, read.unreadable_bytes,
-                      ", ".join(f"{a}-{b}" for a, b in read.unreadable), len(read.batches), moved)
-            result.quarantined.append(str(moved))
-        else:
-            spill.remove(path)
-        result.segments += 1
-    return True
-
-
 async def replay_spill_async(url: str, directory: Path | str) -> ReplayResult:
+    """:func:`replay_spill` in a running event loop."""
+    from .outbox import replay_folders
     from .writer import CopyWriter
 
     result = ReplayResult()
-    folders = _spill_folders(Path(directory))
-    if not folders:
+    if not _spill_folders(Path(directory)):
         return result
     writer = await CopyWriter.connect(url)
-
-    async def write(batch: Batch) -> WriteResult:
-        return await writer.write(batch)
-
     try:
         here = await database_identity(writer.conn, url)
-        for folder in folders:
-            try:
-                spill = SpillBuffer(folder)
-            except SpillLocked:
-                result.locked_folders.append(str(folder))
-                continue
-            with spill:
-                result.folders += 1
-                await replay_segments(spill, spill.segments(), here, write, result)
+        await replay_folders(Path(directory), here, writer.write, result)
     finally:
         await writer.close()
     for line in result.skipped:
