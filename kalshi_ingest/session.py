@@ -42,7 +42,7 @@ from kalshi_ingest.config import MarketSet, unmatched_tickers
 from kalshi_ingest.following import MarketFollower, follows, storable
 from kalshi_ingest.settings import Settings
 from kalshi_store.continuity import Claim, LiveSession, SessionLink
-from kalshi_store.recorder import Recorder
+from kalshi_store.recorder import Recorder, SessionStatus
 from kalshi_ws import events, messages
 from kalshi_ws.auth import Signer
 from kalshi_ws.client import KalshiWebSocketClient
@@ -260,12 +260,6 @@ class _SessionSink:
         self._recent_trades: dict[int, deque[tuple[int, int]]] = {}
         self.counts: Counter[str] = Counter()
         self.last_lag: float | None = None
-        self.reconnects = 0
-        self.gaps = 0
-        #: Incidents still open: book/stream gaps never repaired, connections lost and never re-established.
-        self.open_gaps: set[int] = set()
-        self.open_disconnects: dict[int, datetime] = {}
-        self.stop_reason = ""
 
     def on_message(self, message: messages.AnyMessage, generation: int, received_ns: int) -> None:
         self.counts[_CHANNEL_OF.get(type(message), "dead_letter")] += 1
@@ -330,25 +324,15 @@ class _SessionSink:
         return max(before) if before else min(ts for _, ts in recent)
 
     def on_event(self, event: events.SessionEvent) -> None:
+        """Schedule the REST backfills an event calls for; the recorder counts it (its ``health``)."""
         if isinstance(event, events.Disconnected):
             if event.will_reconnect:
-                self.open_disconnects[event.incident_id] = datetime.fromtimestamp(event.at_ns / 1e9, tz=UTC)
                 self._trades_missed_since(event.at_ns)
-        elif isinstance(event, events.Connected) and event.incident_id is not None:
-            self.reconnects += 1
-            self.open_disconnects.pop(event.incident_id, None)
         elif isinstance(event, events.SequenceGap):
-            self.gaps += 1
             if event.channel == "trade":  # trades have no snapshot: REST repairs the stream
                 self._trades_missed_since(event.at_ns, self._before_gap(event.sid, event.expected))
-            else:
-                self.open_gaps.add(event.incident_id)
         elif isinstance(event, events.Resubscribed) and event.channel in ("trade", self._trigger_channel):
             self._trades_missed_since(event.at_ns)
-        elif isinstance(event, events.Recovered) and event.outcome != "abandoned":
-            self.open_gaps.discard(event.incident_id)
-        elif isinstance(event, events.Stopped):
-            self.stop_reason = event.reason
         self._recorder.on_event(event)
 
     @property
@@ -500,7 +484,7 @@ async def _record(settings: Settings, market_set: MarketSet, database_url: str, 
                                            name="kalshi-discovery"))
     def on_sigterm() -> None:
         outcome.status = "cancelled"
-        outcome.problems.append(f"stopped by SIGTERM at {datetime.now(UTC):%H:%M:%S} UTC, before the deadline (the "
+        recorder.health.report(f"stopped by SIGTERM at {datetime.now(UTC):%H:%M:%S} UTC, before the deadline (the "
                                 "flow run was cancelled or its process asked to stop); data flushed")
         client.stop()
 
@@ -511,18 +495,17 @@ async def _record(settings: Settings, market_set: MarketSet, database_url: str, 
             backfilled = await asyncio.gather(*backfills, return_exceptions=True)
         for done in backfilled:
             if isinstance(done, BaseException):
-                if outcome.status == "completed":
-                    outcome.status = "degraded"  # trades/fills missed while disconnected may be missing
-                outcome.problems.append(f"REST backfill failed: {type(done).__name__}: {done}")
+                # trades/fills missed while disconnected may be missing: the session ends degraded
+                recorder.health.report(f"REST backfill failed: {type(done).__name__}: {done}")
             else:
                 outcome.backfilled += done
     except asyncio.CancelledError:
         outcome.status = "cancelled"
-        outcome.problems.append("cancelled before the deadline (flow cancelled or SIGTERM); data flushed")
+        recorder.health.report("cancelled before the deadline (flow cancelled or SIGTERM); data flushed")
         raise
     except Exception as exc:
         outcome.status = "failed"
-        outcome.problems.append(f"{type(exc).__name__}: {exc}")
+        recorder.health.report(f"{type(exc).__name__}: {exc}")
         raise
     finally:
         for helper in helpers:
@@ -654,8 +637,8 @@ def _stop_on_sigterm(stop: Callable[[], None]) -> Iterator[None]:
 
 @dataclass
 class _Outcome:
-    status: str = "completed"
-    problems: list[str] = field(default_factory=list)
+    #: The status asked for (``completed``, ``cancelled``, ``failed``); the recorder's verdict may degrade it.
+    status: SessionStatus = "completed"
     backfilled: int = 0
 
 
@@ -666,23 +649,7 @@ async def _close(recorder: Recorder, sink: _SessionSink, outcome: _Outcome, *, s
 
     async def close() -> SessionSummary:
         await recorder.flush()
-        stats = recorder.stats()
-        problems = list(outcome.problems)
-        if stats.rows_spilled:
-            problems.append(f"{stats.rows_spilled} rows went to the local spill ({recorder.spill_root}) while the "
-                            "database was unavailable" + ("" if stats.database_available else
-                                                          "; replay them with `kalshi-ingest db replay`"))
-        if stats.unstorable_rows:
-            problems.append(f"{stats.unstorable_rows} rows could not be stored (see kalshi.dead_letter)")
-        if sink.open_gaps:
-            problems.append(f"{len(sink.open_gaps)} sequence gaps were never repaired")
-        for lost in sink.open_disconnects.values():
-            problems.append(f"the connection was lost at {lost:%H:%M:%S} UTC and not re-established before the "
-                            "deadline (trades since then were backfilled from REST; other channels have no data)")
-        status = outcome.status
-        if status == "completed" and (stats.rows_spilled or stats.unstorable_rows or stats.paused_count
-                                      or sink.open_gaps or sink.open_disconnects):
-            status = "degraded"
+        status = recorder.verdict(outcome.status).status  # what the record is worth (the recorder's health decides)
         notes = []
         if handover.took_over_from:
             notes.append(f"took over from session {', '.join(handover.took_over_from)}")
@@ -697,17 +664,18 @@ async def _close(recorder: Recorder, sink: _SessionSink, outcome: _Outcome, *, s
                      "next scheduled run start?)")
         else:
             ended = "recorded until the deadline"
-        message = "; ".join([*problems, *filter(None, [ended]), *notes]) or "recorded until the deadline"
-        await recorder.close_session(status, message)  # type: ignore[arg-type]
+        verdict = await recorder.close_session(outcome.status, "; ".join([*filter(None, [ended]), *notes]) or None)
+        assert verdict is not None  # the session was open
+        health = recorder.health
         await link.finish(list(follower.ever))
         stats = recorder.stats()
         return SessionSummary(
             session_id=session_id, market_set=market_set.name, environment=environment, markets=list(follower.ever),
             channels=list(follower.channels), started_at=started, ended_at=datetime.now(UTC),
-            status=status, status_message=message, messages=dict(sink.counts), rows_written=dict(stats.written),
-            rows_spilled=stats.rows_spilled, reconnects=sink.reconnects, gaps=sink.gaps,
-            unrecovered_gaps=len(sink.open_gaps) + len(sink.open_disconnects), rest_backfilled=outcome.backfilled,
-            stop_reason=sink.stop_reason, took_over_from=handover.took_over_from, handed_over_to=handover.successor,
+            status=verdict.status, status_message=verdict.message or "", messages=dict(sink.counts),
+            rows_written=dict(stats.written), rows_spilled=stats.rows_spilled, reconnects=health.reconnects,
+            gaps=health.gaps, unrecovered_gaps=health.unrecovered, rest_backfilled=outcome.backfilled,
+            stop_reason=health.stop_reason or "", took_over_from=handover.took_over_from, handed_over_to=handover.successor,
             markets_added=list(follower.added), markets_removed=list(follower.removed),
             markets_at_end=list(follower.markets), planned_end=handover.slot.deadline)
 
@@ -737,7 +705,7 @@ async def _report_progress(sink: _SessionSink, recorder: Recorder, market_set: s
             market_set=market_set, session_id=session_id, elapsed=now - start, duration=duration,
             messages=dict(counts), rates=rates, rows_written=sum(stats.written.values()),
             rows_spilled=stats.rows_spilled, pending_rows=stats.pending_rows, lag=sink.last_lag,
-            reconnects=sink.reconnects, gaps=sink.gaps)
+            reconnects=recorder.health.reconnects, gaps=recorder.health.gaps)
         log.info(progress.line())
         for listener in [*_listeners, *([callback] if callback is not None else [])]:
             try:

@@ -7,7 +7,9 @@ a database driver):
 * :func:`kalshi_store.embedded.ensure_database` — ``DATABASE_URL`` or an embedded server's ``kalshi`` database;
   :class:`kalshi_store.embedded.EmbeddedPostgres` — start/stop/freeze a server in a data folder.
 * :class:`kalshi_store.recorder.Recorder` — the client's MessageSink: batching, COPY writes, spill, gap ledger,
-  dead letters, session manifest.
+  dead letters, session manifest. Its parts: :mod:`kalshi_store.ledger` (events -> gap-ledger operations),
+  :mod:`kalshi_store.health` (a session's counters, open incidents and verdict), :mod:`kalshi_store.dblink` (the
+  supervised database connection), :mod:`kalshi_store.outbox` (batches until durable; the one replay loop).
 * :func:`kalshi_store.spill.replay_spill` — write spilled batches left by a dead process (``kalshi-ingest db replay``).
 * :func:`kalshi_store.retention.apply_retention` — drop day partitions older than N days
   (``kalshi-ingest db retention --keep-days N``).

@@ -1,10 +1,24 @@
 """Recorder: the MessageSink the WebSocket client writes into (docs/ARCHITECTURE.md, "The client -> storage
-contract").
+contract"), and the session glue around it.
 
 Hot path: :meth:`Recorder.on_message` looks the message's type up in a dict, builds a plain tuple and appends
-it to that table's list; nothing else. A background task flushes the lists as one :class:`~kalshi_store.batch.Batch`
-every ``flush_interval`` seconds, or as soon as ``batch_rows`` rows are waiting, through a
-:class:`~kalshi_store.writer.CopyWriter` (one transaction per batch).
+it to that table's list; nothing else. A background task takes the lists as one :class:`~kalshi_store.batch.Batch`
+every ``flush_interval`` seconds, or as soon as ``batch_rows`` rows are waiting, and hands it to the
+:class:`~kalshi_store.outbox.Outbox`, which writes it through the :class:`~kalshi_store.dblink.DatabaseLink` (a
+:class:`~kalshi_store.writer.CopyWriter`, one transaction per batch) or else appends it to the durable
+:class:`~kalshi_store.spill.SpillBuffer`.
+
+The parts (one job each):
+
+* :mod:`kalshi_store.ledger` turns session events into gap-ledger operations (incidents opened, closed by
+  ``Recovered``, annotated by the reconnect); pure.
+* :mod:`kalshi_store.health` (:class:`~kalshi_store.health.SessionHealth`) owns the session's counters, open
+  incidents and final verdict: ``completed`` becomes ``degraded`` when the record is damaged, with every problem
+  listed once. :meth:`Recorder.close_session` writes that verdict; the product layer reads :attr:`Recorder.health`.
+* :mod:`kalshi_store.dblink` connects, pins the database the URL reaches, retries with capped exponential backoff,
+  aborts a hung call at the socket and creates day partitions ahead.
+* :mod:`kalshi_store.outbox` keeps batches until they are durable and runs the one replay loop (this recorder's
+  spill, then folders left by ended recorders, the same loop ``kalshi-ingest db replay`` uses).
 
 A configuration error (wrong password, missing database or schema, a role without privileges, a malformed URL)
 is not an outage: :meth:`Recorder.start` raises :class:`~kalshi_store.dberrors.DatabaseConfigError` before
@@ -13,9 +27,8 @@ is not an outage either: the writer moves it to ``dead_letter`` and stores the r
 recorder logs or stores is redacted (:func:`kalshi_store.dberrors.redact`).
 
 When the database fails (connection refused, shut down, or a write that does not finish within its timeout) the
-batch goes to the durable :class:`~kalshi_store.spill.SpillBuffer` and recording continues; the recorder retries
-the database with capped exponential backoff and, when it is back, replays the spill in order before writing
-anything new. Nothing is lost and nothing is duplicated (batches are idempotent). Memory is bounded:
+batch is spilled and recording continues; when the database is back the spill is replayed in order before
+anything new is written. Nothing is lost and nothing is duplicated (batches are idempotent). Memory is bounded:
 when ``max_rows_in_memory`` rows are waiting (the database hangs, or the spill is at its size limit or failing),
 or at once when the disk under the spill is full (ENOSPC/EDQUOT) while the database is away, the recorder sets
 :attr:`Recorder.paused`; the client then stops reading the socket until :meth:`Recorder.wait_resumed` returns.
@@ -26,9 +39,8 @@ Spill segments name the database they belong to: the first one the recorder reac
 appearing behind the same URL later is refused; rows keep spilling), and folders left by other processes are
 replayed only when they belong to it (:func:`~kalshi_store.spill.target_mismatch`).
 
-Session events become gap-ledger rows (incidents are opened and later closed by ``Recovered``); undecodable,
-legacy and unknown frames go to ``dead_letter``. The session manifest (``kalshi.sessions``) is written with every
-batch, so a session opened while the database was down appears as soon as it returns.
+Undecodable, legacy and unknown frames go to ``dead_letter``. The session manifest (``kalshi.sessions``) is
+written with every batch, so a session opened while the database was down appears as soon as it returns.
 
 Usage::
 
@@ -44,24 +56,26 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import socket
 import time
 import uuid
-from collections import deque
-from collections.abc import Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
 
 import psycopg
 
 from kalshi_ws import events as ev
 from kalshi_ws import messages as m
 
+from . import ledger
 from .batch import Batch, LedgerOp, SessionManifest, SessionProgress
-from .dberrors import DatabaseConfigError, classify, describe, redact, url_secrets
+from .dberrors import DatabaseConfigError, describe, redact, url_secrets
+from .dblink import DatabaseLink
+from .health import SessionHealth, SessionStatus, Verdict
+from .outbox import Outbox
 from .rows import (
     TABLES,
     MissingSeqError,
@@ -71,39 +85,14 @@ from .rows import (
     fill_row,
     trade_row,
 )
-from .spill import (
-    ReplayResult,
-    SpillBuffer,
-    SpillDiskFull,
-    SpillFull,
-    SpillLocked,
-    SpillTarget,
-    _spill_folders,
-    database_identity,
-    replay_segments,
-    same_database,
-    url_target,
-)
-from .writer import CopyWriter, WriteResult, is_connection_error, ns_to_datetime
+from .spill import SpillBuffer, SpillDiskFull, SpillTarget, url_target
+from .writer import WriteResult
 
-__all__ = ["Recorder", "RecorderStats", "SessionStatus"]
-
-_T = TypeVar("_T")
+__all__ = ["Recorder", "RecorderStats", "SessionHealth", "SessionStatus", "Verdict"]
 
 log = logging.getLogger(__name__)
 
-SessionStatus = Literal["running", "completed", "cancelled", "failed", "degraded"]
-_STATUSES: Final = frozenset({"running", "completed", "cancelled", "failed", "degraded"})
 
-#: Seconds between looks for spill folders left by recorders that have ended (also at connect and at stop):
-#: a recorder that ends while the database is away leaves its batches for the next one running.
-ORPHAN_CHECK_INTERVAL: Final = 5.0
-#: A session with at least this many dead letters, making up at least this percentage of the rows it received,
-#: ends ``degraded`` rather than ``completed`` (a stream of mostly garbage is not a good recording).
-DEAD_LETTER_DEGRADES_AT: Final = 100
-DEAD_LETTER_DEGRADES_PERCENT: Final = 1
-#: Seconds between checks that day partitions exist ahead (also done at every connect).
-PARTITION_CHECK_INTERVAL: Final = 3600.0
 #: ``_track_age`` looks at every this-many-th row of a batch.
 _AGE_STRIDE: Final = 16
 #: Where the exchange time (ms), the receive time (ns) and the connection generation sit in a row, for the
@@ -131,7 +120,6 @@ class RecorderStats:
     batches_written: int
     unstorable_rows: int
     last_error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
     #: The disk under the spill is full right now (reading is paused until space returns or the database is back).
     spill_full: bool = False
     #: Times this session found the disk under the spill full.
@@ -206,47 +194,26 @@ class Recorder:
         self._received: dict[str, int] = {}
         self._written: dict[str, int] = {}
         self._duplicates: dict[str, int] = {}
-        self._reconnects = 0
-        self._gaps = 0
         self._max_age_ms: int | None = None
-        self._unstorable = 0
-        self._stop_reason: str | None = None
+        self._health = SessionHealth()
 
         self._paused = False
         self._resumed = asyncio.Event()
         self._resumed.set()
         self._pause_started_ns = 0
         self._pause_event_id: str | None = None
-        self._paused_count = 0
-        self._paused_seconds = 0.0
 
-        self._spill_full: str | None = None  # why the spill refuses batches (disk full), while it does
-        self._spill_full_count = 0
-        self._spill_full_error: str | None = None
-        self._spill_error: str | None = None  # the spill's last failure (logged once), until it takes a batch
-        self._quarantined: list[str] = []
-        self._identity: SpillTarget | None = None  # the database this recorder writes to, once reached
-        self._reported: set[str] = set()
-        self._outbox: deque[Batch] = deque()
-        self._outbox_rows = 0
+        self._outbox = Outbox(self.spill_root)
         self._batch_counter = 0
-        self._durable_through = 0
-        self._spill: SpillBuffer | None = None
-        self._writer: CopyWriter | None = None
-        self._db_available = False
-        self._retry_at = 0.0
-        self._retry_delay = retry_initial
-        self._last_error: str | None = None
+        self._link = DatabaseLink(url, connect_timeout=connect_timeout, write_timeout=write_timeout,
+                                  retry_initial=retry_initial, retry_max=retry_max, days_ahead=self._days_ahead,
+                                  on_identity=self._pin, on_lost=self._lost, where=self._spill_folder)
         self._batches_written = 0
         self._wake = asyncio.Event()
         self._flushed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._io_lock = asyncio.Lock()
-        self._orphans_checked = 0.0
-        self._partitions_checked = 0.0
-        self._stuck = False
-        self._closing: set[asyncio.Future[None]] = set()
 
     # ===================================================================================== life cycle
 
@@ -275,18 +242,14 @@ class Recorder:
         if self._task is not None:
             return
         folder = self.spill_root / f"recorder-{uuid.uuid4().hex[:12]}"
-        self._spill = SpillBuffer(folder, target=url_target(self.url), max_bytes=self.spill_max_bytes)
+        self._outbox.open(SpillBuffer(folder, target=url_target(self.url), max_bytes=self.spill_max_bytes))
         try:
-            await self._connect()
+            await self._link.connect()
         except DatabaseConfigError:
-            self._spill.close()
-            self._spill = None
-            with contextlib.suppress(OSError):
-                (folder / ".lock").unlink()
-                folder.rmdir()
+            self._outbox.close()
             raise
         except Exception as exc:  # unreachable: spill until it is back
-            self._set_unavailable(exc)
+            self._link.set_unavailable(exc)
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="kalshi-recorder-flush")
 
@@ -299,21 +262,8 @@ class Recorder:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._writer.close(), 2.0)
-            self._writer = None
-        if self._spill is not None:
-            folder = self._spill.directory
-            empty = self._spill.is_empty
-            self._spill.close()
-            if empty:
-                with contextlib.suppress(OSError):
-                    (folder / ".lock").unlink()
-                    folder.rmdir()
-            else:
-                log.warning("recorder: %s still holds spilled batches; run `kalshi-ingest db replay`", folder)
-            self._spill = None
+        await self._link.close()
+        self._outbox.close()
 
     # ===================================================================================== session
 
@@ -358,77 +308,58 @@ class Recorder:
         self._dispatch = {cls: (self._lists[table], builder) for cls, (table, builder)
                           in self._builders.dispatch.items()}
         self._received, self._written, self._duplicates = {}, {}, {}
-        self._reconnects = self._gaps = self._paused_count = self._unstorable = self._spill_full_count = 0
-        self._paused_seconds = 0.0
-        self._quarantined = []
+        self._health = SessionHealth()
         self._max_age_ms = None
-        self._stop_reason = None
         self._generation = 0
-        if self._writer is not None:
+        if self._link.writer is not None:
             async with self._io_lock:
-                await self._ensure_partitions(self._writer)
+                await self._link.ensure_partitions()
         self._take_batch(force=True)  # the session row, now (or as soon as the database is back)
         await self.flush()
         log.info("recording session %s (%s, %s): %d markets, channels %s", session_id, market_set, environment,
                  len(markets), ", ".join(channels))
         return session_id
 
-    async def close_session(self, status: SessionStatus = "completed", message: str | None = None) -> None:
-        """End the session: write everything (or spill it) and the final status.
+    async def close_session(self, status: SessionStatus = "completed", message: str | None = None) -> Verdict | None:
+        """End the session: write everything (or spill it) and the final status; return the :class:`Verdict`
+        written (``None`` when no session is open).
 
-        ``completed`` becomes ``degraded`` when the recorder knows the record is damaged (rows it could not
-        store, a stream of mostly undecodable frames, reading paused by backpressure, the spill's disk full, spill segments with unreadable bytes, or
-        batches still in the spill because the database is away), and the reasons are appended to ``message``
-        (the pauses, the full disk and unreadable segments always: only the recorder knows them). When the
-        database is away, the final status reaches ``kalshi.sessions`` with the spilled batches (at the next
-        recorder start, or ``kalshi-ingest db replay``).
+        The status and the problems come from the session's :class:`~kalshi_store.health.SessionHealth`
+        (``completed`` becomes ``degraded`` when the record is damaged: see :meth:`SessionHealth.verdict`);
+        ``message`` is the caller's note, appended after the problems. When the database is away, the final status
+        reaches ``kalshi.sessions`` with the spilled batches (at the next recorder start, or
+        ``kalshi-ingest db replay``).
         """
         if self._session is None:
-            return
-        if status not in _STATUSES:
-            raise ValueError(f"unknown session status {status!r}; expected one of {sorted(_STATUSES)}")
-        if message is not None:
-            message = redact(message, *self._secrets)
+            return None
+        self.verdict(status)  # an unknown status is an error before anything is written
         if self._paused:
             self._resume()
         await self.flush()
-        known = []  # what only the recorder knows: always reported
-        if self._spill_full_count:
-            times = "once" if self._spill_full_count == 1 else f"{self._spill_full_count} times"
-            known.append(f"the disk under the local spill was full {times} (last: {self._spill_full_error}); "
-                         "reading stopped until space came back or the database returned")
-        if self._paused_count:
-            known.append(f"reading paused {self._paused_count} times ({self._paused_seconds:.1f} s) by backpressure")
-        if self._quarantined:
-            known.append(f"{len(self._quarantined)} spill segments held unreadable bytes; their readable batches are "
-                         f"stored and the files kept as {', '.join(self._quarantined)}")
-        damage = []
-        if self._unstorable:
-            damage.append(f"{self._unstorable} rows could not be stored (see dead_letter)")
-        damage += self._garbage_damage()
-        if self._spill is not None and not self._spill.is_empty or self._outbox:
-            damage.append("some batches are still in the local spill (database unavailable at close); "
-                          "run `kalshi-ingest db replay`")
-        upgraded = status == "completed" and bool(known or damage)
-        if upgraded:
-            status = "degraded"
-        # A caller that wrote its own message has usually described the rest of the damage already; add it only
-        # when we changed the status or there is no message.
-        notes = [n for n in known if not message or n not in message]
-        notes += damage if upgraded or not message else []
-        stop = self._stop_reason if self._stop_reason and (not message or self._stop_reason not in message) else None
-        parts = [p for p in (message, stop, *notes) if p]
-        final_message = "; ".join(parts) if parts else None
-        self._take_batch(final=(status, final_message))
+        notes = (redact(message, *self._secrets),) if message else ()
+        verdict = self.verdict(status, notes)
+        self._take_batch(final=(verdict.status, verdict.message))
         await self.flush()
-        if self._stuck:
+        if self._outbox.stuck:
             log.error("session %s: %d rows could not be stored or spilled", self._session.session_id,
-                      self._outbox_rows + self._pending)
-        log.info("session %s closed: %s%s", self._session.session_id, status,
-                 f" ({final_message})" if final_message else "")
+                      self._outbox.rows + self._pending)
+        log.info("session %s closed: %s%s", self._session.session_id, verdict.status,
+                 f" ({verdict.message})" if verdict.message else "")
         self._session = None
         self._builders = None
         self._dispatch = {}
+        return verdict
+
+    def verdict(self, status: SessionStatus = "completed", notes: tuple[str, ...] = ()) -> Verdict:
+        """What :meth:`close_session` would write now if asked for ``status`` (see :meth:`SessionHealth.verdict`)."""
+        return self._health.verdict(
+            status, received=self._received, rows_spilled=self._rows_spilled(), spill_dir=str(self.spill_root),
+            left_unstored=self._outbox.left_unstored, notes=notes)
+
+    @property
+    def health(self) -> SessionHealth:
+        """The counters, open incidents and problems of the open session (or of the last one closed)."""
+        return self._health
 
     # ===================================================================================== MessageSink
 
@@ -450,7 +381,7 @@ class Recorder:
         if pending >= self.batch_rows:
             if pending == self.batch_rows:  # once per batch; the flush loop is awake until it takes the rows
                 self._wake.set()
-            if pending + self._outbox_rows >= self.max_rows_in_memory:
+            if pending + self._outbox.rows >= self.max_rows_in_memory:
                 self._pause("memory_full")
 
     def _dead_letter(self, message: Any, generation: int, received_ns: int, *, reason: str | None = None,
@@ -465,84 +396,31 @@ class Recorder:
         if pending >= self.batch_rows:
             if pending == self.batch_rows:
                 self._wake.set()
-            if pending + self._outbox_rows >= self.max_rows_in_memory:
+            if pending + self._outbox.rows >= self.max_rows_in_memory:
                 self._pause("memory_full")
-
-    def _garbage_damage(self) -> list[str]:
-        """A session that received much that could not be decoded is not ``completed`` (say how much)."""
-        dead = self._received.get("dead_letter", 0)
-        total = sum(self._received.values())
-        if dead < DEAD_LETTER_DEGRADES_AT or dead * 100 < total * DEAD_LETTER_DEGRADES_PERCENT:
-            return []
-        return [f"{dead} of {total} rows received were frames that could not be decoded or stored (see dead_letter)"]
 
     def on_event(self, event: ev.SessionEvent) -> None:
         """Record a session event in the gap ledger (incidents open and close) and the session counters."""
         session = self._require_session().session_id
-        add = self._ledger.append
-        at = event.at_ns
-        gen = event.generation
-        eid = str(uuid.uuid4())
         if isinstance(event, ev.Connected):
-            self._generation = max(self._generation, gen)
-            if event.incident_id is not None:
-                self._reconnects += 1
-                add(LedgerOp(op="annotate_incident", event_id=eid, session_id=session, at_ns=at,
-                             incident_id=event.incident_id,
-                             detail={"reconnected_at": ns_to_datetime(at).isoformat(), "new_generation": gen}))
-        elif isinstance(event, ev.Disconnected):
-            # A close the client will not follow with a reconnect (the deadline, a stop) is the end of the
-            # recording, not a hole in it: its row is closed at once so the ledger has no incident left open.
-            final = not event.will_reconnect
-            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
-                         incident_id=event.incident_id, kind="disconnect",
-                         ended_ns=at if final else None, outcome="session_end" if final else None,
-                         detail={"reason": event.reason, "will_reconnect": event.will_reconnect}))
-        elif isinstance(event, ev.ConnectFailed):
-            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
-                         kind="connect_failed", ended_ns=at,
-                         detail={"attempt": event.attempt, "reason": event.reason, "status": event.status,
-                                 "retry_in": event.retry_in}))
-        elif isinstance(event, ev.AuthRejected):
-            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
-                         kind="auth_rejected", ended_ns=at, detail={"status": event.status, "detail": event.detail}))
-        elif isinstance(event, ev.StaleStream):
-            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at - int(event.silent_for * 1e9),
-                         generation=gen, kind="stale", ended_ns=at, detail={"silent_for": event.silent_for}))
-        elif isinstance(event, ev.SequenceGap):
-            self._gaps += 1
-            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
-                         incident_id=event.incident_id, kind="gap", sid=event.sid, channel=event.channel,
-                         markets=list(event.markets), expected_seq=event.expected, received_seq=event.received))
-        elif isinstance(event, ev.SnapshotRequested):
-            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
-                         incident_id=event.incident_id, kind="recovery", sid=event.sid, markets=list(event.markets),
-                         ended_ns=at, outcome="snapshot_requested", detail={"attempt": event.attempt}))
-        elif isinstance(event, ev.Recovered):
-            add(LedgerOp(op="close_incident", event_id=eid, session_id=session, at_ns=at, generation=gen,
-                         incident_id=event.incident_id, kind="recovery", sid=event.sid, markets=list(event.markets),
-                         outcome=event.outcome))
-        elif isinstance(event, ev.Resubscribed):
-            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
-                         incident_id=event.incident_id, kind="resubscribe", sid=event.old_sid, channel=event.channel,
-                         ended_ns=at, detail={"reason": event.reason}))
-        elif isinstance(event, ev.SubscriptionFailed):
-            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
-                         kind="subscription_error", sid=event.sid, markets=list(event.markets), ended_ns=at,
-                         detail={"code": event.code, "meaning": event.meaning, "message": event.message,
-                                 "terminal": event.terminal, "command_id": event.command_id}))
-        elif isinstance(event, ev.BookInconsistency):
-            add(LedgerOp(op="open", event_id=eid, session_id=session, at_ns=at, generation=gen,
-                         kind="book_inconsistency", markets=[event.market], ended_ns=at,
-                         detail={"kind": event.kind, "detail": event.detail}))
-        elif isinstance(event, ev.Stopped):
-            self._stop_reason = f"client stopped: {event.reason}" + (f" ({event.detail})" if event.detail else "")
-        else:  # pragma: no cover - a new event type: keep it visible rather than drop it
+            self._generation = max(self._generation, event.generation)
+        self._health.on_event(event)
+        try:
+            op = ledger.event_op(event, session)
+        except TypeError:  # pragma: no cover - a new event type: keep it visible rather than fail the client
             log.warning("recorder: unhandled session event %r", event)
+            return
+        if op is not None:
+            self._ledger.append(op)
 
     @property
     def paused(self) -> bool:
         return self._paused
+
+    @property
+    def rows_in_memory(self) -> int:
+        """Rows received and not yet durable (what ``stats().pending_rows`` reports, without building the stats)."""
+        return self._pending + self._outbox.rows
 
     async def wait_resumed(self) -> None:
         await self._resumed.wait()
@@ -595,17 +473,18 @@ class Recorder:
         for name, rows in self._lists.items():
             if rows:
                 received[name] = received.get(name, 0) + len(rows)
-        lag = (time.time_ns() - self._oldest_ns) / 1e9 if self._pending or self._outbox_rows else 0.0
-        spill = self._spill
+        lag = (time.time_ns() - self._oldest_ns) / 1e9 if self._pending or self._outbox.rows else 0.0
+        spill = self._outbox.spill if self._outbox.is_open else None
         return RecorderStats(
             session_id=self._session.session_id if self._session else None,
             received=received, written=dict(self._written), duplicates=dict(self._duplicates),
-            pending_rows=self._pending + self._outbox_rows,
+            pending_rows=self.rows_in_memory,
             rows_spilled=spill.rows_appended if spill else 0, spill_bytes=spill.pending_bytes if spill else 0,
-            database_available=self._db_available, lag_seconds=max(lag, 0.0), paused=self._paused,
-            paused_count=self._paused_count, max_message_age_ms=self._max_age_ms,
-            batches_written=self._batches_written, unstorable_rows=self._unstorable, last_error=self._last_error,
-            spill_full=self._spill_full is not None, spill_full_count=self._spill_full_count,
+            database_available=self._link.available, lag_seconds=max(lag, 0.0), paused=self._paused,
+            paused_count=self._health.paused_count, max_message_age_ms=self._max_age_ms,
+            batches_written=self._batches_written, unstorable_rows=self._health.unstorable,
+            last_error=self._last_error(), spill_full=self._outbox.spill_full is not None,
+            spill_full_count=self._health.spill_full_count,
         )
 
     # ===================================================================================== flushing
@@ -621,7 +500,8 @@ class Recorder:
         self._wake.set()
         async with self._flushed:
             await self._flushed.wait_for(
-                lambda: self._task is None or self._task.done() or self._durable_through >= target or self._stuck)
+                lambda: self._task is None or self._task.done() or self._outbox.durable_through >= target
+                or self._outbox.stuck)
 
     async def _run(self) -> None:
         last = time.monotonic()
@@ -635,27 +515,27 @@ class Recorder:
                 await self._cycle()
             except Exception:  # never let the loop die: the data would stop being stored
                 log.exception("recorder: unexpected error in the flush loop")
-                self._last_error = "unexpected error in the flush loop (see log)"
+                self._link.last_error = "unexpected error in the flush loop (see log)"
                 await asyncio.sleep(self.retry_initial)
             async with self._flushed:
                 self._flushed.notify_all()
             if self._stopping and not self._pending and not self._ledger and not self._outbox:
                 break
-            if self._stopping and not self._db_available and self._stuck:
+            if self._stopping and not self._link.available and self._outbox.stuck:
                 log.error("recorder: stopping with %d rows that neither the database nor the spill could take",
-                          self._outbox_rows + self._pending)
+                          self._outbox.rows + self._pending)
                 break
 
     async def _cycle(self) -> None:
         self._take_batch()
         async with self._io_lock:
-            if await self._database_ready():
-                if await self._replay_spills() and await self._write_outbox():
-                    self._set_available()
+            if await self._link.ready():
+                if await self._replay() and await self._outbox.write(self._write):
+                    self._link.set_available()
             if self._outbox:
-                await self._spill_outbox()
-        if (self._paused and self._spill_full is None
-                and self._pending + self._outbox_rows < self.max_rows_in_memory // 2):
+                await self._to_spill()
+        if (self._paused and self._outbox.spill_full is None
+                and self._pending + self._outbox.rows < self.max_rows_in_memory // 2):
             self._resume()
 
     def _take_batch(self, final: tuple[str, str | None] | None = None, *, force: bool = False) -> None:
@@ -681,9 +561,9 @@ class Recorder:
             status, message = final if final is not None else (None, None)
             progress = SessionProgress(
                 session_id=session.session_id, at=datetime.now(UTC), received=dict(self._received),
-                rows_spilled=self._spill.rows_appended if self._spill else 0,
-                reconnects=self._reconnects, gaps=self._gaps, max_message_age_ms=self._max_age_ms,
-                paused_count=self._paused_count, paused_seconds=self._paused_seconds, status=status,
+                rows_spilled=self._rows_spilled(),
+                reconnects=self._health.reconnects, gaps=self._health.gaps, max_message_age_ms=self._max_age_ms,
+                paused_count=self._health.paused_count, paused_seconds=self._health.paused_seconds, status=status,
                 status_message=message, ended_at=datetime.now(UTC) if final is not None else None,
             )
         builders = self._builders
@@ -691,8 +571,7 @@ class Recorder:
                       session_id=builders.session_id if builders is not None else None,
                       session_date=builders.session_date if builders is not None else None,
                       tables=tables, ledger=ledger, progress=progress)
-        self._outbox.append(batch)
-        self._outbox_rows += batch.row_count
+        self._outbox.put(batch)
 
     def _track_age(self, rows: list[Row], ms_index: int, ns_index: int, generation_index: int) -> None:
         """Update the largest message age (receive time - exchange time) from a sample of the rows: every
@@ -708,124 +587,34 @@ class Recorder:
                     oldest = age
         self._max_age_ms = oldest
 
-    # -- database state -------------------------------------------------------------------------------
-
-    async def _database_ready(self) -> bool:
-        if self._writer is not None and not self._writer.closed:
-            if time.monotonic() - self._partitions_checked > PARTITION_CHECK_INTERVAL:
-                # Sessions longer than the partitions made ahead: keep creating days (rows never fail without
-                # them, they would land in the default partition).
-                await self._ensure_partitions(self._writer)
-            return True
-        if time.monotonic() < self._retry_at:
-            return False
-        try:
-            return await self._connect()
-        except Exception as exc:  # unreachable, or reconfigured while recording: spill and retry
-            self._set_unavailable(exc)
-            return False
-
-    async def _connect(self) -> bool:
-        """Open the writer (raises the typed, redacted errors of :meth:`CopyWriter.connect`); False when the URL
-        now reaches another database than the one this recorder writes to (its rows stay in the spill)."""
-        try:
-            writer = await asyncio.wait_for(CopyWriter.connect(self.url, connect_timeout=self.connect_timeout),
-                                            self.connect_timeout + 2)
-        except TimeoutError:
-            raise TimeoutError(f"no connection within {self.connect_timeout + 2:.1f} s") from None
-        self._writer = writer
-        if not await self._check_identity(writer):
-            return False
-        log.info("recorder: connected to the database")
-        await self._ensure_partitions(writer)
-        return True
-
-    async def _check_identity(self, writer: CopyWriter) -> bool:
-        """Learn which database ``url`` reaches (spill segments say it from now on) and refuse a database other
-        than the one this recorder has been writing to (its spill belongs to that one)."""
-        try:
-            identity = await self._bounded(writer, database_identity(writer.conn, self.url), self.write_timeout)
-        except Exception as exc:
-            self._set_unavailable(exc)
-            return False
-        if self._identity is None:
-            self._identity = identity
-            if self._spill is not None:
-                self._spill.set_target(identity)
-        elif not same_database(self._identity, identity):
-            self._set_unavailable(RuntimeError(
-                f"{url_target(self.url).url} now reaches {identity.describe()}, not {self._identity.describe()} that "
-                "this recorder has been writing to; its rows stay in the local spill"))
-            return False
-        return True
+    # -- the database link ----------------------------------------------------------------------------
 
     def _days_ahead(self) -> int:
         return max(self.partition_days_ahead, self._session_day_span + 1)
 
-    def _set_available(self) -> None:
-        if not self._db_available:
-            self._db_available = True
-            self._retry_delay = self.retry_initial
+    def _pin(self, identity: SpillTarget) -> None:
+        """The database is reached for the first time: spill segments say which one it is from now on."""
+        if self._outbox.is_open:
+            self._outbox.spill.set_target(identity)
 
-    def _set_unavailable(self, exc: BaseException) -> None:
-        message = describe(exc, self.url)
-        if self._db_available or self._last_error != message:
-            if classify(exc) == "config":
-                log.error("recorder: the database refuses this recorder (%s); spilling to %s, retrying in %.1f s",
-                          message, self._spill.directory if self._spill else "?", self._retry_delay)
-            else:
-                log.warning("recorder: database unavailable (%s); spilling to %s, retrying in %.1f s", message,
-                            self._spill.directory if self._spill else "?", self._retry_delay)
-        self._last_error = message
-        self._db_available = False
-        self._retry_at = time.monotonic() + self._retry_delay
-        self._retry_delay = min(self.retry_max, self._retry_delay * 2)
-        self._orphans_checked = 0.0
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            _abort(writer)
-            closing = asyncio.ensure_future(_close_quietly(writer))
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+    def _lost(self) -> None:
+        self._outbox.look_for_orphans()  # as soon as the database is back
 
-    async def _bounded(self, writer: CopyWriter, work: Coroutine[Any, Any, _T], timeout: float) -> _T:
-        """Await ``work`` on ``writer``'s connection; past ``timeout`` (a hung server) cut the connection at the socket
-        and raise :class:`TimeoutError` (cancelling instead would make psycopg wait for the server to cancel)."""
-        task = asyncio.ensure_future(work)
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-        if not done:
-            _abort(writer)  # the blocked call now fails with a connection error
-            await asyncio.wait({task}, timeout=5.0)
-            if not task.done():
-                task.cancel()
-            else:
-                task.exception()  # retrieved: the connection error is expected
-            raise TimeoutError(f"the database did not answer within {timeout:.1f} s")
-        return task.result()
+    def _spill_folder(self) -> str:
+        return str(self._outbox.spill.directory) if self._outbox.is_open else "?"
 
-    async def _ensure_partitions(self, writer: CopyWriter) -> None:
-        """Create day partitions ahead; a failure is only logged (rows then land in the default partition)."""
-        self._partitions_checked = time.monotonic()
-        try:
-            await self._bounded(writer, writer.ensure_partitions(self._days_ahead()), self.write_timeout)
-        except Exception as exc:
-            log.warning("recorder: could not create day partitions ahead (%s)", describe(exc, self.url))
+    def _rows_spilled(self) -> int:
+        return self._outbox.spill.rows_appended if self._outbox.is_open else 0
+
+    def _last_error(self) -> str | None:
+        """The spill's failure while it refuses batches, else the database's last one."""
+        failure = self._outbox.spill_failure
+        return failure if self._outbox.stuck and failure else self._link.last_error
 
     async def _write(self, batch: Batch) -> bool:
         """Write one batch; False (and the database marked unavailable) on a connection problem or timeout."""
-        writer = self._writer
-        if writer is None:
-            return False
-        try:
-            result = await self._bounded(writer, writer.write(batch),
-                                         self.write_timeout + batch.row_count * 50e-6)
-        except Exception as exc:
-            # The writer isolates what the database rejects for good (dead_letter), so what arrives here is an
-            # outage, a configuration change (privileges revoked) or a bug: keep the batch (spill) and retry.
-            if not is_connection_error(exc):
-                log.error("recorder: batch %s failed (%s); keeping it for retry", batch.batch_id,
-                          describe(exc, self.url))
-            self._set_unavailable(exc)
+        result = await self._link.write(batch)
+        if result is None:
             return False
         self._account(result, batch)
         return True
@@ -837,125 +626,43 @@ class Recorder:
             self._duplicates[name] = self._duplicates.get(name, 0) + n
         if self._session is not None and batch.session_id == self._session.session_id:
             # Rows of an earlier session (a replayed spill) that went to dead_letter do not damage this one.
-            self._unstorable += result.unstorable
+            self._health.unstorable += result.unstorable
         self._batches_written += 1
 
-    async def _write_outbox(self) -> bool:
-        while self._outbox:
-            batch = self._outbox[0]
-            if not await self._write(batch):
-                return False
-            self._outbox.popleft()
-            self._outbox_rows -= batch.row_count
-            self._durable_through = max(self._durable_through, batch.batch_id)
-            self._stuck = False
-        self._spill_full = None  # nothing waits for the spill any more
-        return True
-
-    async def _spill_outbox(self) -> None:
-        spill = self._spill
-        assert spill is not None
-        while self._outbox:
-            batch = self._outbox[0]
-            try:
-                await asyncio.to_thread(spill.append, batch)
-            except SpillDiskFull as exc:
-                # The disk is full: nothing more can be made durable, so reading stops now (the same backpressure
-                # as a full memory) until the disk takes batches again or the database is back.
-                self._stuck = True
-                if self._spill_full is None:
-                    self._spill_full_count += 1
-                    log.error("recorder: cannot spill (%s); %d rows held in memory", exc,
-                              self._outbox_rows + self._pending)
-                self._spill_full = self._spill_full_error = self._last_error = str(exc)
-                self._pause("spill_full")
-                return
-            except (SpillFull, OSError) as exc:
-                self._stuck = True
-                if self._spill_error != str(exc):  # once per error, not at every retry
-                    log.error("recorder: cannot spill (%s); %d rows held in memory", exc,
-                              self._outbox_rows + self._pending)
-                self._spill_error = self._last_error = str(exc)
-                if self._outbox_rows + self._pending >= self.max_rows_in_memory:
-                    self._pause("memory_full")
-                return
-            if self._spill_full is not None or self._spill_error is not None:
-                log.info("recorder: the spill takes batches again")
-                self._spill_full = self._spill_error = None
-            self._outbox.popleft()
-            self._outbox_rows -= batch.row_count
-            self._durable_through = max(self._durable_through, batch.batch_id)
-            self._stuck = False
+    async def _to_spill(self) -> None:
+        """Spill what waits in the outbox; when the spill refuses, count it and pause reading if need be."""
+        spill_full = self._outbox.spill_full
+        failure = await self._outbox.to_spill(held=self._pending)
+        if isinstance(failure, SpillDiskFull):
+            # The disk is full: nothing more can be made durable, so reading stops now (the same backpressure as a
+            # full memory) until the disk takes batches again or the database is back.
+            if spill_full is None:
+                self._health.on_spill_full(str(failure))
+            self._health.spill_full_error = str(failure)
+            self._pause("spill_full")
+        elif failure is not None and self._outbox.rows + self._pending >= self.max_rows_in_memory:
+            self._pause("memory_full")
 
     async def _replay_write(self, batch: Batch) -> WriteResult | None:
         # The recorder counts what it wrote itself (``_account``); the replay only needs success or failure.
         return WriteResult() if await self._write(batch) else None
 
-    async def _replay_spills(self) -> bool:
-        """Write every spilled batch (ours, then folders left by dead processes) in order; True when all are stored."""
-        spill = self._spill
-        assert spill is not None and self._identity is not None
-        if not spill.is_empty:
-            spill.seal()
-            result = ReplayResult()
+    async def _replay(self) -> bool:
+        """Write every spilled batch (ours, then folders left by ended processes) in order; True when all are stored."""
+        identity = self._link.identity
+        assert identity is not None
 
-            async def keep_memory_bounded() -> None:
-                if self._pending >= self.batch_rows:
-                    # Keep memory bounded while catching up: new rows queue behind the spill, in a new segment.
-                    self._take_batch()
-                    spill.seal()
-                    await self._spill_outbox()
+        async def keep_memory_bounded() -> None:
+            if self._pending >= self.batch_rows:
+                # Keep memory bounded while catching up: new rows queue behind the spill, in a new segment.
+                self._take_batch()
+                self._outbox.spill.seal()
+                await self._to_spill()
 
-            while True:
-                segments = [p for p in spill.segments() if str(p) not in result.left]
-                if not segments:
-                    break
-                done = await replay_segments(spill, segments, self._identity, self._replay_write, result,
-                                             after_batch=keep_memory_bounded)
-                self._quarantined += [q for q in result.quarantined if q not in self._quarantined]
-                if not done:
-                    self._report(result)
-                    return False
-            self._report(result)
-            if result.batches:
-                log.info("recorder: spilled batches replayed")
-        return await self._replay_orphans()
-
-    async def _replay_orphans(self) -> bool:
-        if time.monotonic() - self._orphans_checked < ORPHAN_CHECK_INTERVAL and not self._stopping:
-            return True
-        assert self._identity is not None
-        own = self._spill.directory if self._spill else None
-        for folder in _spill_folders(self.spill_root):
-            if folder == own:
-                continue
-            try:
-                orphan = SpillBuffer(folder)
-            except SpillLocked:
-                continue  # a live recorder's folder
-            result = ReplayResult()
-            with orphan:
-                done = await replay_segments(orphan, orphan.segments(), self._identity, self._replay_write, result)
-                left = orphan.segments()
-            self._report(result)
-            if result.batches:
-                log.info("recorder: replayed %d batches (%d rows) left in %s by an earlier process", result.batches,
-                         result.rows, folder)
-            if not done:
-                return False
-            if not left:
-                with contextlib.suppress(OSError):
-                    (folder / ".lock").unlink()
-                    folder.rmdir()
-        self._orphans_checked = time.monotonic()
-        return True
-
-    def _report(self, result: ReplayResult) -> None:
-        """Log each spill left in place once per recorder (orphans are looked at every few seconds)."""
-        for line in result.skipped:
-            if line not in self._reported:
-                self._reported.add(line)
-                log.warning("recorder: %s", line)
+        done, quarantined = await self._outbox.replay(identity, self._replay_write, stopping=self._stopping,
+                                                      after_batch=keep_memory_bounded)
+        self._health.on_quarantined(quarantined)
+        return done
 
     # -- backpressure ---------------------------------------------------------------------------------
 
@@ -964,9 +671,9 @@ class Recorder:
             return
         self._paused = True
         self._resumed.clear()
-        self._paused_count += 1
+        self._health.on_pause()
         self._pause_started_ns = time.time_ns()
-        rows = self._pending + self._outbox_rows
+        rows = self._pending + self._outbox.rows
         if cause == "spill_full":
             log.warning("recorder: the spill's disk is full and the database is away (%d rows in memory); the "
                         "session stops reading the socket until the spill or the database takes rows again", rows)
@@ -975,23 +682,20 @@ class Recorder:
                         "reading the socket until they are stored", rows)
         if self._session is not None:
             self._pause_event_id = str(uuid.uuid4())
-            self._ledger.append(LedgerOp(
-                op="open", event_id=self._pause_event_id, session_id=self._session.session_id,
-                at_ns=self._pause_started_ns, generation=self._generation or None, kind="backpressure",
-                detail={"cause": cause, "rows_in_memory": rows, "last_error": self._last_error}))
+            self._ledger.append(ledger.pause_op(
+                self._session.session_id, self._pause_started_ns, event_id=self._pause_event_id,
+                generation=self._generation, cause=cause, rows_in_memory=rows, last_error=self._last_error()))
 
     def _resume(self) -> None:
         if not self._paused:
             return
         now = time.time_ns()
         self._paused = False
-        self._paused_seconds += (now - self._pause_started_ns) / 1e9
+        self._health.on_resume((now - self._pause_started_ns) / 1e9)
         self._resumed.set()
         log.info("recorder: reading resumed after %.1f s", (now - self._pause_started_ns) / 1e9)
         if self._session is not None and self._pause_event_id is not None:
-            self._ledger.append(LedgerOp(
-                op="close_event", event_id=str(uuid.uuid4()), session_id=self._session.session_id, at_ns=now,
-                target_event_id=self._pause_event_id, outcome="resumed"))
+            self._ledger.append(ledger.resume_op(self._session.session_id, now, pause_event_id=self._pause_event_id))
         self._pause_event_id = None
 
     def _require_session(self) -> SessionManifest:
@@ -1004,22 +708,3 @@ def _storable_text(text: str) -> bool:
     """False for text with NUL or other control characters (a market ticker never has them; PostgreSQL cannot
     store NUL at all)."""
     return text.isprintable()
-
-
-def _abort(writer: CopyWriter) -> None:
-    """Cut the writer's connection at the socket, so a query blocked on a hung server fails at once."""
-    try:
-        fd = writer.conn.pgconn.socket
-    except psycopg.Error:
-        return
-    with contextlib.suppress(OSError):
-        dup = socket.socket(fileno=os.dup(fd))
-        try:
-            dup.shutdown(socket.SHUT_RDWR)
-        finally:
-            dup.close()
-
-
-async def _close_quietly(writer: CopyWriter) -> None:
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(writer.close(), 2.0)

@@ -23,7 +23,8 @@ precedes it.
 
 A folder belongs to one live :class:`SpillBuffer` at a time (an exclusive ``flock`` on ``.lock``), so a running
 recorder's files are never replayed by someone else; folders left by a dead process are free and
-:func:`replay_spill` (``kalshi-ingest db replay``) writes them to the database in order. A segment is replayed only
+:func:`replay_spill` (``kalshi-ingest db replay``) writes them to the database in order, through the replay loop of
+:mod:`kalshi_store.outbox` (the one the recorder uses). A segment is replayed only
 into the database it belongs to (:func:`target_mismatch`); one that belongs elsewhere, or has no header, is left
 in place and reported. A segment whose batches are all stored is deleted; one that also held unreadable bytes is
 renamed ``<ns>.quarantine`` (kept for inspection, never replayed again, never deleted). Replaying twice is
@@ -41,7 +42,7 @@ import socket
 import struct
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -59,7 +60,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ReplayResult", "SegmentHeader", "SpillBuffer", "SpillDiskFull", "SpillFull", "SpillLocked", "SpillTarget",
-    "database_identity", "read_header", "read_segment", "replay_spill", "target_mismatch", "url_target",
+    "database_identity", "read_header", "read_segment", "replay_spill", "replay_spill_async", "target_mismatch",
+    "url_target",
 ]
 
 log = logging.getLogger(__name__)
@@ -111,7 +113,7 @@ class SpillTarget(msgspec.Struct, frozen=True, kw_only=True):
 class SegmentHeader(msgspec.Struct, kw_only=True):
     """The first record of every segment."""
 
-    target: SpillTarget | None
+    target: SpillTarget
     created_ns: int
     host: str
     pid: int
@@ -171,8 +173,6 @@ def target_mismatch(header: SegmentHeader | None, here: SpillTarget) -> str | No
     """``None`` when a segment with ``header`` may be replayed into ``here``, else why not (one line)."""
     if header is None:
         return "has no spill header (not written by this version); not replayed"
-    if header.target is None:
-        return "does not say which database it belongs to; not replayed"
     if not same_database(header.target, here):
         return f"belongs to {header.target.describe()}, not to {here.describe()}; not replayed"
     return None
@@ -193,12 +193,6 @@ _outer_decoder: Final = msgspec.msgpack.Decoder(_SpilledBatch)
 _row_decoders: Final[dict[str, msgspec.msgpack.Decoder[Any]]] = {
     name: msgspec.msgpack.Decoder(list[spec.row_type]) for name, spec in TABLES.items()  # type: ignore[name-defined]
 }
-#: Rows of tables whose per-session columns moved into the batch (``TableSpec.constants``), as older versions
-#: spilled them: ``(session_id, session_date, *row)``.
-_legacy_row_decoders: Final[dict[str, msgspec.msgpack.Decoder[Any]]] = {
-    name: msgspec.msgpack.Decoder(list[spec.legacy_row_type])  # type: ignore[name-defined]
-    for name, spec in TABLES.items() if spec.legacy_columns
-}
 
 
 def encode_batch(batch: Batch) -> bytes:
@@ -209,23 +203,13 @@ def decode_batch(payload: bytes) -> Batch:
     """Decode a spilled batch back to exactly the tuples that were spilled (Decimal, bytes, dates typed)."""
     outer = _outer_decoder.decode(payload)
     tables: dict[str, list[tuple[Any, ...]]] = {}
-    session_id, session_date = outer.session_id, outer.session_date
-    older_layout = session_id is None  # spilled before the session's id and day moved out of the rows
     for name, raw in outer.tables.items():
         decoder = _row_decoders.get(name)
         if decoder is None:
             raise ValueError(f"spilled batch {outer.batch_id} has rows for unknown table {name!r}")
-        legacy = _legacy_row_decoders.get(name)
-        if legacy is not None and older_layout:
-            # Spilled by an older version: the session's id and day are in every row (one session per batch).
-            rows = legacy.decode(raw)
-            if rows:
-                session_id, session_date = rows[0][0], rows[0][1]
-            tables[name] = [row[2:] for row in rows]
-        else:
-            tables[name] = decoder.decode(raw)
-    return Batch(batch_id=outer.batch_id, session=outer.session, session_id=session_id,
-                 session_date=session_date, tables=tables, ledger=outer.ledger, progress=outer.progress)
+        tables[name] = decoder.decode(raw)
+    return Batch(batch_id=outer.batch_id, session=outer.session, session_id=outer.session_id,
+                 session_date=outer.session_date, tables=tables, ledger=outer.ledger, progress=outer.progress)
 
 
 _header_decoder: Final = msgspec.msgpack.Decoder(SegmentHeader)
@@ -552,66 +536,18 @@ def _spill_folders(directory: Path) -> list[Path]:
 WriteBatch = Callable[[Batch], Awaitable["WriteResult | None"]]
 
 
-async def replay_segments(spill: SpillBuffer, segments: Sequence[Path], here: SpillTarget, write: WriteBatch,
-                          result: ReplayResult, *, after_batch: Callable[[], Awaitable[None]] | None = None
-                          ) -> bool:
-    """Replay ``segments`` of ``spill`` into the database ``here`` (through ``write``), in order; delete each once
-    stored (or quarantine it when it held unreadable bytes). Segments that belong elsewhere or have no header are
-    left in place and noted in ``result.skipped`` (one line per folder and reason). False if a write failed."""
-    for path in segments:
-        problem = target_mismatch(await asyncio.to_thread(read_header, path), here)
-        if problem is not None:
-            result.left.append(str(path))
-            line = f"spill folder {spill.directory}: {problem}"
-            if line not in result.skipped:
-                result.skipped.append(line)
-            continue
-        read = await asyncio.to_thread(read_segment, path)
-        for batch in read.batches:
-            written = await write(batch)
-            if written is None:
-                return False
-            result.batches += 1
-            result.rows += batch.row_count
-            result.inserted += written.total_inserted
-            if after_batch is not None:
-                await after_batch()
-        result.torn_records += read.torn
-        if read.unreadable:
-            moved = spill.quarantine(path)
-            log.error("spill: %s held %d unreadable bytes (%s); its %d readable batches are stored and the file "
-                      "was moved to %s", path, read.unreadable_bytes,
-                      ", ".join(f"{a}-{b}" for a, b in read.unreadable), len(read.batches), moved)
-            result.quarantined.append(str(moved))
-        else:
-            spill.remove(path)
-        result.segments += 1
-    return True
-
-
 async def replay_spill_async(url: str, directory: Path | str) -> ReplayResult:
+    """:func:`replay_spill` in a running event loop."""
+    from .outbox import replay_folders
     from .writer import CopyWriter
 
     result = ReplayResult()
-    folders = _spill_folders(Path(directory))
-    if not folders:
+    if not _spill_folders(Path(directory)):
         return result
     writer = await CopyWriter.connect(url)
-
-    async def write(batch: Batch) -> WriteResult:
-        return await writer.write(batch)
-
     try:
         here = await database_identity(writer.conn, url)
-        for folder in folders:
-            try:
-                spill = SpillBuffer(folder)
-            except SpillLocked:
-                result.locked_folders.append(str(folder))
-                continue
-            with spill:
-                result.folders += 1
-                await replay_segments(spill, spill.segments(), here, write, result)
+        await replay_folders(Path(directory), here, writer.write, result)
     finally:
         await writer.close()
     for line in result.skipped:

@@ -106,10 +106,12 @@ async def _outage(url: str, spill: Path, break_db: Callable[[], Awaitable[None]]
         await recorder.close_session()
     assert counts(url) == {"trades": stream.sent, "orderbook_deltas": stream.sent}
     with psycopg.connect(url) as conn:
-        row = conn.execute("select status, received, written, rows_spilled from kalshi.sessions").fetchone()
+        row = conn.execute("select status, status_message, received, written, rows_spilled from kalshi.sessions"
+                           ).fetchone()
     assert row is not None
-    status, received, written, spilled = row
-    assert status == "completed"
+    status, message, received, written, spilled = row
+    # Nothing lost, but a session that spilled is degraded and says so (one rule: kalshi_store.health).
+    assert status == "degraded" and "rows went to the local spill" in message and "still in the local spill" not in message
     assert received == written == {"trades": stream.sent, "orderbook_deltas": stream.sent}
     assert spilled > 0
     assert not any(spill.rglob("*.spill"))
@@ -153,7 +155,7 @@ async def test_session_opened_while_the_database_is_down_is_written_when_it_retu
     assert counts(outage_db) == {"trades": 500, "orderbook_deltas": 500}
     with psycopg.connect(outage_db) as conn:
         assert conn.execute("select session_id::text, status from kalshi.sessions").fetchall() == [
-            (session_id, "completed")]
+            (session_id, "degraded")]  # it spilled (and says so)
 
 
 async def test_backpressure_pauses_reading_when_memory_and_spill_are_full(

@@ -15,7 +15,7 @@ import pytest
 import storage_frames as f
 
 from kalshi_store.batch import Batch, LedgerOp, SessionManifest, SessionProgress
-from kalshi_store.rows import TABLES, TRADES, RowBuilders, dead_letter_row, fill_row, trade_row
+from kalshi_store.rows import TRADES, RowBuilders, dead_letter_row, fill_row, trade_row
 from kalshi_store.spill import (
     SpillBuffer,
     SpillDiskFull,
@@ -214,20 +214,6 @@ async def test_a_running_recorder_picks_up_what_a_recorder_ending_meanwhile_left
         ids = {r[0] for r in conn.execute("select trade_id from kalshi.trades").fetchall()}
     assert {"t-700", "t-701", "t-702"} <= ids
     assert not ended.exists()
-
-
-def test_batches_spilled_by_the_older_row_layout_read_back(tmp_path: Path) -> None:
-    """Older versions put the session's id and day in every order book row; such spill files still replay."""
-    from kalshi_store.spill import _encoder, decode_batch
-
-    batch = make_batch(1)
-    day = date(2026, 11, 25)
-    legacy_tables = {name: ([(SESSION, day, *row) for row in rows] if TABLES[name].legacy_columns else rows)
-                     for name, rows in batch.tables.items()}
-    assert any(TABLES[name].legacy_columns for name in legacy_tables)
-    legacy = _encoder.encode({"batch_id": 1, "session": batch.session, "tables": legacy_tables,
-                              "ledger": batch.ledger, "progress": batch.progress})
-    assert decode_batch(legacy) == batch
 
 
 # -- torn records --------------------------------------------------------------------------------------------
@@ -460,3 +446,65 @@ def test_db_replay_names_the_database_a_foreign_spill_belongs_to(
         f"kalshi-ingest: spill folder {tmp_path / 'recorder-theirs'}: belongs to database 'kalshi' (system 99, "
         f"postgresql://db.internal:5432/kalshi), not to {here.describe()}; not replayed"]
     assert len(list((tmp_path / "recorder-theirs").glob("*.spill"))) == 2
+
+
+# -- the outbox and its replay loop (kalshi_store.outbox) ------------------------------------------------------
+
+
+async def test_the_replay_loop_also_replays_what_is_spilled_while_it_runs(tmp_path: Path, db_url: str) -> None:
+    """A recorder catching up spills new rows behind the replay (``after_batch``): they are replayed too, in order."""
+    from kalshi_store.outbox import replay_folder
+    from kalshi_store.spill import ReplayResult, database_identity
+    from kalshi_store.writer import CopyWriter
+
+    spill = SpillBuffer(tmp_path / "own", target=url_target(db_url))
+    spill.append(make_batch(1, first_seq=100))
+    spill.append(make_batch(2, first_seq=200))
+    late = [make_batch(3, first_seq=300)]
+    order: list[int] = []
+    writer = await CopyWriter.connect(db_url)
+    try:
+        async def write(batch: Batch) -> object:
+            order.append(batch.batch_id)
+            return await writer.write(batch)
+
+        async def spill_more() -> None:
+            if late:
+                spill.seal()
+                spill.append(late.pop())
+
+        result = ReplayResult()
+        here = await database_identity(writer.conn, db_url)
+        assert await replay_folder(spill, here, write, result, after_batch=spill_more)  # type: ignore[arg-type]
+    finally:
+        await writer.close()
+        spill.close()
+    assert order == [1, 2, 3] and result.batches == 3 and not spill.segments()
+    with psycopg.connect(db_url) as conn:
+        ids = {r[0] for r in conn.execute("select trade_id from kalshi.trades").fetchall()}
+    assert {"t-100", "t-200", "t-300"} <= ids
+
+
+async def test_the_outbox_keeps_what_the_spill_refuses_and_writes_it_later(tmp_path: Path, db_url: str) -> None:
+    from kalshi_store.outbox import Outbox
+    from kalshi_store.writer import CopyWriter
+
+    outbox = Outbox(tmp_path)
+    outbox.open(SpillBuffer(tmp_path / "own", target=url_target(db_url), max_bytes=64))
+    outbox.put(make_batch(1, first_seq=500))
+    rows = outbox.rows
+    failure = await outbox.to_spill(held=0)
+    assert isinstance(failure, SpillFull) and not isinstance(failure, SpillDiskFull)
+    assert outbox.stuck and outbox.rows == rows and outbox.spill_error and outbox.durable_through == 0
+    writer = await CopyWriter.connect(db_url)
+    try:
+        async def write(batch: Batch) -> bool:
+            await writer.write(batch)
+            return True
+
+        assert await outbox.write(write)
+    finally:
+        await writer.close()
+        outbox.close()
+    assert not outbox and outbox.rows == 0 and outbox.durable_through == 1 and not outbox.stuck
+    assert not (tmp_path / "own").exists()  # an empty spill folder is removed on close

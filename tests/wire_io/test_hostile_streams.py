@@ -68,7 +68,7 @@ class _WatchingSink:
     def on_message(self, message: messages.AnyMessage, generation: int, received_ns: int) -> None:
         rec = self.recorder
         rec.on_message(message, generation, received_ns)
-        held = rec._pending + rec._outbox_rows  # what stats().pending_rows reports, without building the stats
+        held = rec.rows_in_memory
         if held > self.max_rows_in_memory_seen:
             self.max_rows_in_memory_seen = held
 
