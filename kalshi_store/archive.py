@@ -58,6 +58,7 @@ __all__ = [
     "archive_day",
     "archive_older_than",
     "archived_days",
+    "day_signature",
     "days_to_archive",
     "open_archive",
     "read_archive",
@@ -398,6 +399,17 @@ def archived_days(archive_url: str, table: str) -> list[date]:
         if info.type == pafs.FileType.Directory and name.startswith("date="):
             days.append(date.fromisoformat(name.removeprefix("date=")))
     return sorted(days)
+
+
+def day_signature(archive_url: str, table: str, day: date) -> tuple[tuple[str, int, Any], ...]:
+    """What identifies the files of one table-day as stored now (paths, sizes, modification times): a reader may
+    keep what it read of the day while this is unchanged."""
+    fs, base = open_archive(archive_url)
+    folder = f"{base}/table={table}/date={day.isoformat()}"
+    if fs.get_file_info(folder).type == pafs.FileType.NotFound:
+        return ()
+    return tuple(sorted((i.path, int(i.size or 0), i.mtime_ns) for i in fs.get_file_info(pafs.FileSelector(folder))
+                        if i.base_name.startswith("part-") and i.base_name.endswith(".parquet")))
 
 
 def read_archive(archive_url: str, table: str, days: Iterable[date], *, market: str | None = None) -> pa.Table | None:
