@@ -140,21 +140,24 @@ def archived_frame(archive_url: str | None, table: str, days: Iterable[date], ma
 
 def normalise(frame: pd.DataFrame, table: str) -> pd.DataFrame:
     """``frame`` with the columns of ``table`` in order and one dtype per PostgreSQL type (both tiers alike)."""
-    out = pd.DataFrame(index=frame.index)
+    columns: dict[str, Any] = {}
     for name, kind in COLUMNS[table]:
         column = frame[name] if name in frame else pd.Series([None] * len(frame), index=frame.index, dtype=object)
         if kind == "timestamptz":
-            out[name] = _timestamps(column)
+            columns[name] = _timestamps(column)
         elif kind in ("integer", "bigint"):
-            out[name] = column.astype("Int64")
+            columns[name] = column if column.dtype == "Int64" else column.astype("Int64")
         elif kind == "boolean":
-            out[name] = column.astype("boolean")
+            columns[name] = column if column.dtype == "boolean" else column.astype("boolean")
         elif kind == "numeric[]":
-            out[name] = [None if v is None else list(v) for v in column]
+            columns[name] = pd.Series([None if v is None else list(v) for v in column], index=frame.index,
+                                      dtype=object)
         else:
-            out[name] = column.astype(object).where(column.notna(), None)
-    return out
+            columns[name] = column if column.dtype == object else column.astype(object)
+    return pd.DataFrame(columns, index=frame.index)
 
 
 def _timestamps(column: pd.Series) -> pd.Series:
+    if column.dtype == "datetime64[us, UTC]":
+        return column
     return pd.to_datetime(column, utc=True).astype("datetime64[us, UTC]")

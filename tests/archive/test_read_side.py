@@ -22,7 +22,7 @@ from reporting_recording import Recording, record
 from kalshi_ingest.data import MarketData
 from kalshi_store import archive
 
-SAMPLES = 25  # instants per market and session for the books
+SAMPLES = 15  # instants per market and session for the books
 TOLERANCE = Decimal("1e-12")
 
 
@@ -87,6 +87,7 @@ def _same_bars(got: pd.DataFrame, expected: list[dict[str, Any]], *, trusted: bo
             assert not g["trusted"]
 
 
+@pytest.mark.slow
 def test_one_call_spans_the_hot_tables_and_the_archive(recorded: Recording, tmp_path: Path) -> None:
     folder = str(tmp_path / "archive")
     data = MarketData(recorded.url, archive_url=folder)
