@@ -27,6 +27,9 @@ One day of one table moves in four steps, each safe to repeat after a crash:
    equal step 1's (a row that arrived since sends the day back to step 1), then the partition is detached and
    dropped.
 
+Rows of an old day that sit in a table's ``_default`` partition (written before the day's partition existed and
+never moved) stay in PostgreSQL; the read side reads them with the rest of the hot tier.
+
 Every query of the archive tier, and every read of the files, is in this module: a change of the hot tables'
 physical layout is adapted here (and in :mod:`kalshi_store.reads`).
 """
