@@ -36,11 +36,12 @@ physical layout is adapted here (and in :mod:`kalshi_store.reads`).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -75,7 +76,8 @@ MIN_AGE_DAYS = 2
 ATTEMPTS = 3
 #: How long the drop transaction waits for the table's writers before giving up (and retrying on the next run).
 LOCK_TIMEOUT = "10s"
-_ROW_GROUP_ROWS = 256 * 1024
+#: Rows read from PostgreSQL at a time, and rows per Parquet row group (one chunk = one row group).
+_CHUNK_ROWS = 128 * 1024
 _PARTITION_NAME = re.compile(r"^(?P<table>[a-z_]+)_p(?P<day>[0-9]{8})$")
 
 
@@ -110,6 +112,9 @@ ARCHIVED_TABLES: dict[str, ArchivedTable] = {
     )
 }
 _WINDOW_COLUMNS = ("market_ticker", "kind", "session_id", "lower", "upper", "lower_inc", "upper_inc")
+_WINDOW_SCHEMA = pa.schema([pa.field(name, _type) for name, _type in zip(_WINDOW_COLUMNS, (
+    pa.string(), pa.string(), pa.binary(16), pa.timestamp("us", "UTC"), pa.timestamp("us", "UTC"), pa.bool_(),
+    pa.bool_()), strict=True)])
 
 
 @dataclass(frozen=True)
@@ -190,41 +195,59 @@ def _fingerprint(conn: psycopg.Connection[Any], partition: str) -> tuple[int, De
 # ---- Arrow types: exact decimals, UTC microseconds ---------------------------------------------------------
 
 
-def _decimal_type(values: Iterable[Any]) -> pa.Decimal128Type:
-    scale = digits = 0
-    for value in values:
-        if value is None:
-            continue
-        sign, number, exponent = value.as_tuple()
-        if not isinstance(exponent, int):
-            raise ArchiveError(f"{value} is not a finite number: it has no Parquet decimal")
-        scale = max(scale, -exponent)
-        digits = max(digits, len(number) + exponent)
-    precision = digits + scale
-    if precision > 38:
-        raise ArchiveError(f"a numeric value needs {precision} digits: more than Parquet's decimal128 (38)")
-    return pa.decimal128(18 if precision <= 18 else 38, scale)
+_SIMPLE_TYPES: dict[str, pa.DataType] = {
+    "text": pa.string(), "date": pa.date32(), "integer": pa.int32(), "bigint": pa.int64(), "smallint": pa.int16(),
+    "boolean": pa.bool_(), "timestamp with time zone": pa.timestamp("us", "UTC"), "uuid": pa.binary(16)}
 
 
-def _arrow_column(kind: str, values: list[Any]) -> pa.Array:
-    if kind == "numeric":
-        return pa.array(values, type=_decimal_type(values))
-    if kind == "numeric[]":
-        element = _decimal_type(v for items in values if items is not None for v in items)
-        return pa.array(values, type=pa.list_(element))
-    if kind == "uuid":
-        return pa.array([None if v is None else v.bytes for v in values], type=pa.binary(16))
-    simple = {"text": pa.string(), "date": pa.date32(), "integer": pa.int32(), "bigint": pa.int64(),
-              "smallint": pa.int16(), "boolean": pa.bool_(), "timestamp with time zone": pa.timestamp("us", "UTC")}
-    if kind not in simple:
-        raise ArchiveError(f"no Parquet type for PostgreSQL type {kind!r}")
-    return pa.array(values, type=simple[kind])
+def _decimal(scale: int | None, digits: int | None) -> pa.Decimal128Type:
+    """The Parquet decimal holding every value: the largest scale found, 18 digits (int64) when they fit."""
+    scale, digits = int(scale or 0), int(digits or 1)
+    if digits + scale > 38:
+        raise ArchiveError(f"a numeric value needs {digits + scale} digits: more than Parquet's decimal128 (38)")
+    return pa.decimal128(18 if digits + scale <= 18 else 38, scale)
 
 
-def _to_arrow(columns: Sequence[tuple[str, str]], rows: list[tuple[Any, ...]]) -> pa.Table:
-    by_column = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
-    return pa.table({name: _arrow_column(kind, list(values)) for (name, kind), values in zip(columns, by_column,
-                                                                                             strict=True)})
+def _schema(conn: psycopg.Connection[Any], relation: str, columns: Sequence[tuple[str, str]]) -> pa.Schema:
+    """The Arrow schema of a partition's rows; numeric columns get the largest scale and integer digits present
+    (numeric columns are unconstrained: the scale is the data's). Any other type is an error, never a guess."""
+    fields = []
+    for name, kind in columns:
+        if kind in ("numeric", "numeric[]"):
+            values = sql.SQL("p.{}").format(sql.Identifier(name)) if kind == "numeric" else sql.SQL("x")
+            source = sql.SQL("{} p").format(sql.Identifier("kalshi", relation))
+            if kind == "numeric[]":
+                source = sql.SQL("{} cross join lateral unnest(p.{}) x").format(source, sql.Identifier(name))
+            row = conn.execute(sql.SQL("select max(scale({v})), max(length(trunc(abs({v}))::text)) from {s}").format(
+                v=values, s=source)).fetchone()
+            element = _decimal(*(row or (None, None)))
+            fields.append(pa.field(name, element if kind == "numeric" else pa.list_(element)))
+        elif kind in _SIMPLE_TYPES:
+            fields.append(pa.field(name, _SIMPLE_TYPES[kind]))
+        else:
+            raise ArchiveError(f"no Parquet type for PostgreSQL type {kind!r} (column {name})")
+    return pa.schema(fields)
+
+
+def _to_arrow(schema: pa.Schema, rows: Sequence[tuple[Any, ...]]) -> pa.Table:
+    """Rows as an Arrow table of ``schema``; a value that does not fit its type exactly is an error (never rounded)."""
+    by_column = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+    arrays = []
+    for field, values in zip(schema, by_column, strict=True):
+        if field.type == pa.binary(16):
+            values = tuple(None if v is None else v.bytes for v in values)
+        arrays.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _partition_chunks(conn: psycopg.Connection[Any], select: sql.Composed, schema: pa.Schema,
+                      ) -> Iterator[pa.Table]:
+    """The partition's rows in chunks of :data:`_CHUNK_ROWS` (a server-side cursor: memory stays bounded)."""
+    with conn.cursor(name=f"archive_{uuid.uuid4().hex}") as cursor:
+        cursor.itersize = _CHUNK_ROWS
+        cursor.execute(select)
+        while rows := cursor.fetchmany(_CHUNK_ROWS):
+            yield _to_arrow(schema, rows)
 
 
 def _unify(tables: Sequence[pa.Table]) -> pa.Table:
@@ -252,28 +275,54 @@ def _widest(kinds: Sequence[pa.DataType]) -> pa.DataType:
 # ---- files -------------------------------------------------------------------------------------------------
 
 
-def _write(fs: pafs.FileSystem, path: str, table: pa.Table, delta_encoded: Sequence[str]) -> int:
-    """Write ``table`` to ``path`` (via a temporary name), verify it value for value, return its size in bytes."""
+def _write(fs: pafs.FileSystem, path: str, schema: pa.Schema, chunks: Callable[[], Iterator[pa.Table]],
+           delta_encoded: Sequence[str]) -> int:
+    """Write the rows of ``chunks()`` to ``path`` (one row group per chunk, via a temporary name), read the file back
+    and compare it with a second ``chunks()`` pass value for value, then give it its final name. Returns its size."""
     parent = path.rsplit("/", 1)[0]
     fs.create_dir(parent, recursive=True)
     temporary = f"{parent}/.{uuid.uuid4().hex}.tmp"
-    encoded = [c for c in delta_encoded if c in table.column_names
-               and (pa.types.is_integer(table.schema.field(c).type)
-                    or pa.types.is_timestamp(table.schema.field(c).type))]
+    encoded = [c for c in delta_encoded if c in schema.names
+               and (pa.types.is_integer(schema.field(c).type) or pa.types.is_timestamp(schema.field(c).type))]
     try:
-        with fs.open_output_stream(temporary) as out:
-            pq.write_table(table, out, compression="zstd", compression_level=9, row_group_size=_ROW_GROUP_ROWS,
-                           use_dictionary=[c for c in table.column_names if c not in encoded],
-                           column_encoding={c: "DELTA_BINARY_PACKED" for c in encoded} or None,
-                           write_statistics=True)
-        written = _read_file(fs, temporary)
-        if not written.equals(table):
+        with fs.open_output_stream(temporary) as out, pq.ParquetWriter(
+                out, schema, compression="zstd", compression_level=9,
+                use_dictionary=[c for c in schema.names if c not in encoded],
+                column_encoding={c: "DELTA_BINARY_PACKED" for c in encoded} or None,
+                write_statistics=True) as writer:
+            for chunk in chunks():
+                writer.write_table(chunk, row_group_size=_CHUNK_ROWS)
+        if not _matches(fs, temporary, schema, chunks):
             raise ArchiveError(f"{path}: the file read back differs from the rows written; nothing was dropped")
         fs.move(temporary, path)
     finally:
         if fs.get_file_info(temporary).type != pafs.FileType.NotFound:
             fs.delete_file(temporary)
     return int(fs.get_file_info(path).size)
+
+
+def _matches(fs: pafs.FileSystem, path: str, schema: pa.Schema, chunks: Callable[[], Iterator[pa.Table]]) -> bool:
+    """Whether the file holds exactly the rows of ``chunks()``, row group by row group (values, order, types)."""
+    with fs.open_input_file(path) as source:
+        try:
+            stored = pq.ParquetFile(source)
+            if not stored.schema_arrow.remove_metadata().equals(schema):
+                return False
+            groups = 0
+            for chunk in chunks():
+                if groups >= stored.num_row_groups:
+                    return False
+                if not stored.read_row_group(groups).replace_schema_metadata(None).equals(chunk):
+                    return False
+                groups += 1
+            return groups == stored.num_row_groups
+        except (OSError, pa.ArrowException) as exc:
+            raise ArchiveError(f"{path} exists but cannot be read ({exc}): it is not trusted and not replaced; "
+                               "move it away to archive this day again") from exc
+
+
+def _table_chunks(table: pa.Table) -> Callable[[], Iterator[pa.Table]]:
+    return lambda: (pa.Table.from_batches([b], schema=table.schema) for b in table.to_batches(_CHUNK_ROWS))
 
 
 def _read_file(fs: pafs.FileSystem, path: str, filters: Any = None) -> pa.Table:
@@ -309,7 +358,10 @@ def _merged(table: pa.Table, old: pa.Table, key: Sequence[str], sort: Sequence[s
 
 
 def archive_day(db_url: str, archive_url: str, table: str, day: date) -> Moved | None:
-    """Move one day partition of ``table`` to the archive (see the module docstring); ``None`` if there is none."""
+    """Move one day partition of ``table`` to the archive (see the module docstring); ``None`` if there is none.
+
+    Memory stays bounded by a chunk of rows, except when an existing file of the day must be merged with the
+    partition (a crash's leftover, or an earlier archive of a refilled day): then both are held in memory."""
     spec = ARCHIVED_TABLES[table]
     fs, base = open_archive(archive_url)
     path = _file_path(base, table, day)
@@ -323,20 +375,25 @@ def archive_day(db_url: str, archive_url: str, table: str, day: date) -> Moved |
                     return None
                 fingerprint = _fingerprint(conn, partition)
                 columns = _columns(conn, table)
+                schema = _schema(conn, partition, columns)
                 select = sql.SQL("select {} from {} order by {}").format(
                     sql.SQL(", ").join(sql.Identifier(name) for name, _ in columns),
                     sql.Identifier("kalshi", partition),
                     sql.SQL(", ").join(sql.Identifier(c) for c in spec.sort))
-                rows = _to_arrow(columns, conn.execute(select).fetchall())
+
+                chunks = functools.partial(_partition_chunks, conn, select, schema)
+                exists = fs.get_file_info(path).type != pafs.FileType.NotFound
+                if not exists:
+                    _write(fs, path, schema, chunks, spec.delta_encoded)
+                elif not _matches(fs, path, schema, chunks):
+                    rows = pa.concat_tables([*chunks(), schema.empty_table()])
+                    merged = _merged(rows, _read_file(fs, path), spec.key, spec.sort)
+                    _write(fs, path, merged.schema, _table_chunks(merged), spec.delta_encoded)
                 windows = _windows_around(conn, day)
-        old = _existing(fs, path)
-        if old is None or not old.equals(rows):
-            content = rows if old is None else _merged(rows, old, spec.key, spec.sort)
-            _write(fs, path, content, spec.delta_encoded)
         _store_windows(fs, base, day, windows)
         if _drop_if_unchanged(db_url, table, partition, fingerprint):
             size = int(fs.get_file_info(path).size)
-            return Moved(table, day, rows.num_rows, size, path, time.monotonic() - started)
+            return Moved(table, day, fingerprint[0], size, path, time.monotonic() - started)
     raise ArchiveError(f"kalshi.{table} of {day}: rows kept arriving while it was archived ({ATTEMPTS} attempts); "
                        "the partition is kept, the next run tries again")
 
@@ -362,8 +419,7 @@ def _windows_around(conn: psycopg.Connection[Any], day: date) -> pa.Table:
         "lower_inc(time_range), upper_inc(time_range) from kalshi.untrusted_windows "
         "where time_range && tstzrange(%s, %s, '[)') order by market_ticker, lower(time_range)",
         (start, start + timedelta(days=3))).fetchall()
-    kinds = ("text", "text", "uuid", "timestamp with time zone", "timestamp with time zone", "boolean", "boolean")
-    return _to_arrow(list(zip(_WINDOW_COLUMNS, kinds, strict=True)), rows)
+    return _to_arrow(_WINDOW_SCHEMA, rows)
 
 
 def _store_windows(fs: pafs.FileSystem, base: str, day: date, windows: pa.Table) -> None:
@@ -373,7 +429,7 @@ def _store_windows(fs: pafs.FileSystem, base: str, day: date, windows: pa.Table)
         if old.equals(windows):
             return
         windows = _merged(windows, old, _WINDOW_COLUMNS, ("market_ticker", "lower"))
-    _write(fs, path, windows, ())
+    _write(fs, path, windows.schema, _table_chunks(windows), ())
 
 
 def archive_older_than(db_url: str, archive_url: str, older_than_days: int, *,
