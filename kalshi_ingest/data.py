@@ -70,6 +70,13 @@ def _combined(hot: pd.DataFrame, archived: pd.DataFrame, table: str) -> pd.DataF
     return both.drop_duplicates(subset=list(archive.ARCHIVED_TABLES[table].key), ignore_index=True)
 
 
+def _session_days(coverage: pd.DataFrame, sessions: Iterable[uuid.UUID]) -> set[date]:
+    """The day partitions that may hold the snapshots and deltas of ``sessions``: the UTC day each started (the
+    partition key), and the days either side in case the recorder's clock put the start across midnight."""
+    started = coverage.loc[coverage["session_id"].isin(set(sessions)), "session_date"]
+    return {day + timedelta(days=shift) for day in started for shift in (-1, 0, 1)}
+
+
 @dataclass
 class _Windows:
     """Untrusted windows of one market, as arrays of bounds."""
@@ -369,7 +376,7 @@ class MarketData:
     def _snapshots(self, market: str, start: datetime, end: datetime, coverage: pd.DataFrame,
                    sessions: Iterable[uuid.UUID]) -> pd.DataFrame:
         wanted = set(sessions)
-        days = set(coverage.loc[coverage["session_id"].isin(wanted), "session_date"])
+        days = _session_days(coverage, wanted)
         frame = _combined(reads.snapshots(self.engine, market, start, end),
                           self._archive("orderbook_snapshots", days, market),
                           "orderbook_snapshots")
@@ -380,7 +387,7 @@ class MarketData:
     def _deltas(self, market: str, sessions: Iterable[uuid.UUID], end: datetime,
                 coverage: pd.DataFrame) -> pd.DataFrame:
         wanted = list(set(sessions))
-        days = set(coverage.loc[coverage["session_id"].isin(wanted), "session_date"])
+        days = _session_days(coverage, wanted)
         frame = _combined(reads.deltas(self.engine, market, wanted, end),
                           self._archive("orderbook_deltas", days, market),
                           "orderbook_deltas")
