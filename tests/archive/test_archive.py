@@ -178,3 +178,15 @@ def test_days_to_archive_are_the_old_partitions_only(recorded: Recording) -> Non
     assert ("orderbook_deltas", _today()) in todo and {t for t, _ in todo} == set(TABLES)
     assert archive.days_to_archive(recorded.url, 2) == [
         (t, d) for t, d in archive.days_to_archive(recorded.url, 2) if (_today() - d).days > 2]
+
+
+def test_an_object_store_style_url_works_like_a_folder(recorded: Recording, tmp_path: Path) -> None:
+    """A URL goes through pyarrow.fs (file:// here; s3://, gs://... the same way)."""
+    url = f"file://{tmp_path}/store"
+    before = _hot_rows(recorded.url, "trades")
+    moved = archive.archive_day(recorded.url, url, "trades", _today())
+    assert moved is not None and moved.rows == len(before)
+    assert (tmp_path / "store" / "table=trades" / f"date={_today()}" / "part-0.parquet").is_file()
+    stored = archive.read_archive(url, "trades", [_today()])
+    assert stored is not None and _exact(_python(stored, ("trade_id", "trade_date"))) == _exact(before)
+    assert archive.archived_days(url, "trades") == [_today()]
