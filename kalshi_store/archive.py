@@ -23,7 +23,7 @@ One day of one table moves in four steps, each safe to repeat after a crash:
    the same day, when late rows refilled it), and is verified the same way;
 3. the untrusted windows around the day (``kalshi.untrusted_windows``, computed from the rows about to leave) are
    merged into ``table=untrusted_windows``, so archived rows keep their trust flag;
-4. in one transaction, with writers to the table blocked: the partition's fingerprint is taken again and must
+4. in one transaction, with writers to that partition blocked: the partition's fingerprint is taken again and must
    equal step 1's (a row that arrived since sends the day back to step 1), then the partition is detached and
    dropped.
 
@@ -422,7 +422,9 @@ def _drop_if_unchanged(db_url: str, table: str, partition: str, fingerprint: tup
     with psycopg.connect(db_url) as conn, conn.transaction():
         conn.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
         conn.execute("select pg_advisory_xact_lock(hashtext('kalshi.ensure_partitions'))")
-        conn.execute(sql.SQL("lock table {} in share row exclusive mode").format(sql.Identifier("kalshi", table)))
+        # Writers of this (old) day wait while its rows are counted again; writers of other days do not: only the
+        # detach below takes the parent table, for a moment (lock_timeout bounds the wait for long readers).
+        conn.execute(sql.SQL("lock table {} in share mode").format(sql.Identifier("kalshi", partition)))
         if _fingerprint(conn, partition) != fingerprint:
             return False
         conn.execute(sql.SQL("alter table {} detach partition {}").format(
