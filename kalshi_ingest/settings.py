@@ -20,6 +20,9 @@ password) are ``SecretStr`` so they never appear in a ``repr``, a log line or a 
 ``KALSHI_INGEST_CONFIG``       the market-set file (default: the ``market_sets.yaml`` installed with the
                                package, from ``deployments/`` in the repository)
 ``KALSHI_SIMULATOR_DIR``       the local simulator's key folder (default ``<data dir>/simulator``)
+``KALSHI_ARCHIVE_URL``         where the archive tier's Parquet files go: a folder or an object-store URL
+                               (``s3://bucket/prefix``...); unset: nothing is archived, reads use the hot tables
+``KALSHI_ARCHIVE_AFTER_DAYS``  day partitions older than this many days are archived (default 30, at least 2)
 =============================  ====================================================================
 """
 
@@ -106,13 +109,17 @@ class Settings(BaseSettings):
     #: Name of a Prefect global concurrency limit that every session holds one slot of (e.g. one limit per
     #: API key, ``prefect gcl create kalshi-ws-sessions --limit 4``); unset = no limit.
     kalshi_session_limit: str | None = None
+    #: The archive tier (kalshi_store.archive): a folder or an object-store URL; unset: no archive.
+    kalshi_archive_url: str | None = None
+    #: Day partitions older than this are moved to the archive by the daily archive deployment.
+    kalshi_archive_after_days: int = Field(default=30, ge=2)
 
     @field_validator("kalshi_ingest_data_dir", mode="before")
     @classmethod
     def _data_dir_or_default(cls, value: object) -> object:
         return default_data_dir() if value is None or value == "" else value
 
-    @field_validator("kalshi_ingest_config", "kalshi_simulator_dir", mode="before")
+    @field_validator("kalshi_ingest_config", "kalshi_simulator_dir", "kalshi_archive_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
