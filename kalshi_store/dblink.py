@@ -4,8 +4,8 @@ It connects (a :class:`~kalshi_store.writer.CopyWriter`; configuration errors ra
 :class:`~kalshi_store.dberrors.DatabaseConfigError`), learns which database the URL reaches and refuses another one
 appearing behind the same URL later (the spill belongs to the first), creates day partitions ahead (at connect and
 every :data:`PARTITION_CHECK_INTERVAL`), bounds every call by a timeout and aborts a hung one at the socket, and
-after a failure waits before trying again: the backoff lives in :class:`_Backoff` only (doubling from ``initial`` to
-``maximum``), so another policy is a one-line change in :meth:`DatabaseLink.__init__`.
+after a failure waits before trying again: the schedule is the project's one :class:`kalshi_ws.Backoff` (capped
+exponential with full jitter), counted in :class:`_Backoff`.
 
 Every error text it logs or keeps is redacted (:func:`kalshi_store.dberrors.describe`).
 """
@@ -23,6 +23,8 @@ from typing import Any, Final, TypeVar
 
 import psycopg
 
+from kalshi_ws.backoff import Backoff
+
 from .batch import Batch
 from .dberrors import classify, describe
 from .spill import SpillTarget, database_identity, same_database, url_target
@@ -39,21 +41,21 @@ PARTITION_CHECK_INTERVAL: Final = 3600.0
 
 
 class _Backoff:
-    """Capped exponential backoff without jitter: ``initial``, doubled after every failure up to ``maximum``."""
+    """The retry schedule of :class:`kalshi_ws.Backoff` (capped exponential, full jitter: recorders that lost the
+    same database come back spread out, not in waves) and the count of consecutive failures it needs."""
 
     def __init__(self, initial: float, maximum: float) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.delay = initial
+        self.schedule = Backoff(initial=initial, cap=max(initial, maximum))
+        self.failures = 0
 
     def failed(self) -> float:
-        """The wait before the next attempt (this failure's); the one after it grows."""
-        delay = self.delay
-        self.delay = min(self.maximum, self.delay * 2)
+        """The wait before the next attempt after this failure."""
+        delay = self.schedule.delay(self.failures)
+        self.failures += 1
         return delay
 
     def reset(self) -> None:
-        self.delay = self.initial
+        self.failures = 0
 
 
 class DatabaseLink:
@@ -134,6 +136,10 @@ class DatabaseLink:
                 "this recorder has been writing to; its rows stay in the local spill"))
             return False
         return True
+
+    def retry_now(self) -> None:
+        """Let the next :meth:`ready` try to connect at once, whatever the backoff says (a last attempt)."""
+        self._retry_at = 0.0
 
     def set_available(self) -> None:
         if not self.available:

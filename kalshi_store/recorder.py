@@ -93,6 +93,8 @@ __all__ = ["Recorder", "RecorderStats", "SessionHealth", "SessionStatus", "Verdi
 log = logging.getLogger(__name__)
 
 
+#: At stop, with batches still spilled, a last attempt at the database may take this long beyond its connect.
+STOP_RETRY_SECONDS: Final = 5.0
 #: ``_track_age`` looks at every this-many-th row of a batch.
 _AGE_STRIDE: Final = 16
 #: Where the exchange time (ms), the receive time (ns) and the connection generation sit in a row, for the
@@ -147,7 +149,8 @@ class Recorder:
         Seconds a batch write may take (plus 50 us per row) before the database is considered hung: the
         connection is aborted and the batch spilled.
     ``connect_timeout``, ``retry_initial``, ``retry_max``
-        Reconnection: each failed attempt doubles the wait from ``retry_initial`` up to ``retry_max`` seconds.
+        Reconnection: each failed attempt doubles the bound of a random wait (full jitter, :class:`kalshi_ws.Backoff`)
+        from ``retry_initial`` up to ``retry_max`` seconds.
     ``partition_days_ahead``
         Day partitions created ahead at connect time (at least until the session's planned end).
     """
@@ -262,6 +265,13 @@ class Recorder:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        if self._outbox.is_open and self._outbox.left_unstored and not self._link.available:
+            # The database may be back while the backoff still waits: one last attempt now (writes stay bounded by
+            # write_timeout), so a session that ends just after an outage does not leave its rows for a later replay.
+            # Bounded (STOP_RETRY_SECONDS after the connect): what is not replayed by then stays in the spill.
+            self._link.retry_now()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._cycle(), self.connect_timeout + STOP_RETRY_SECONDS)
         await self._link.close()
         self._outbox.close()
 
