@@ -467,7 +467,7 @@ async def _record(settings: Settings, market_set: MarketSet, database_url: str, 
                         follower=follower)
     follower.on_added = sink.backfill_from  # a market added late: its trades since it opened come from REST
     protocol = SessionProtocol(follower.subscriptions(explicit=follows(market_set)),
-                               use_yes_price=market_set.use_yes_price)
+                               use_yes_price=market_set.use_yes_price, seq_scope=settings.kalshi_seq_scope)
     client = KalshiWebSocketClient(ws_url, sink, protocol=protocol, signer=signer)
     follower.start(client, time.time_ns())
     outcome = _Outcome()

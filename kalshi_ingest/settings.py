@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     #: Name of a Prefect global concurrency limit that every session holds one slot of (e.g. one limit per
     #: API key, ``prefect gcl create kalshi-ws-sessions --limit 4``); unset = no limit.
     kalshi_session_limit: str | None = None
+    #: What one ``seq`` counts on the exchange's WebSocket: per subscription (``sid``, the protocol reference's
+    #: reading) or per connection. The session never guesses: if the exchange numbers the other way, every session
+    #: says so (gap ledger kind ``seq_scope``, status message) and this is the setting to change.
+    kalshi_seq_scope: Literal["sid", "connection"] = "sid"
     #: The archive tier (kalshi_store.archive): a folder or an object-store URL; unset: no archive.
     kalshi_archive_url: str | None = None
     #: Day partitions older than this are moved to the archive by the daily archive deployment.

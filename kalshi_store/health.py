@@ -75,6 +75,8 @@ class SessionHealth:
     unstorable: int = 0
     #: Problems the product layer reported (in order).
     reported: list[str] = field(default_factory=list)
+    #: The exchange numbered seq differently from the seq_scope setting: (setting, evidence) of the first time.
+    seq_scope_contradicted: tuple[str, str] | None = None
 
     # -- what happened -------------------------------------------------------------------------------
 
@@ -93,6 +95,9 @@ class SessionHealth:
         elif isinstance(event, ev.Recovered):
             if event.outcome != "abandoned":
                 self.open_gaps.discard(event.incident_id)
+        elif isinstance(event, ev.SeqScopeContradicted):
+            if self.seq_scope_contradicted is None:
+                self.seq_scope_contradicted = (event.seq_scope, event.evidence)
         elif isinstance(event, ev.Stopped):
             self.stop_reason, self.stop_detail = event.reason, event.detail
 
@@ -146,6 +151,11 @@ class SessionHealth:
         if self.unstorable:
             problems.append(f"{self.unstorable} rows could not be stored (see kalshi.dead_letter)")
         problems += self._garbage(received)
+        if self.seq_scope_contradicted is not None:
+            setting, evidence = self.seq_scope_contradicted
+            other = "connection" if setting == "sid" else "sid"
+            problems.append(f"the exchange does not number seq per {setting} ({evidence}): set "
+                            f"KALSHI_SEQ_SCOPE={other} (the gaps this session saw may come from the wrong setting)")
         if self.open_gaps:
             problems.append(f"{len(self.open_gaps)} sequence gaps were never repaired")
         for lost in self.open_disconnects.values():

@@ -90,6 +90,10 @@ def event_op(event: ev.SessionEvent, session_id: str, *, new_id: IdFactory = _uu
         return LedgerOp(op="open", event_id=new_id(), session_id=session_id, at_ns=at, generation=gen,
                         kind="book_inconsistency", markets=[event.market], ended_ns=at,
                         detail={"kind": event.kind, "detail": event.detail})
+    if isinstance(event, ev.SeqScopeContradicted):
+        return LedgerOp(op="open", event_id=new_id(), session_id=session_id, at_ns=at, generation=gen,
+                        kind="seq_scope", sid=event.sid, channel=event.channel, ended_ns=at,
+                        detail={"seq_scope": event.seq_scope, "evidence": event.evidence})
     if isinstance(event, ev.Stopped):
         return None
     raise TypeError(f"no gap-ledger mapping for session event {type(event).__name__}")
