@@ -1,5 +1,5 @@
 """``kalshi-ingest``: the command line. One cyclopts app, one function per command:
-``demo``, ``run``, ``simulate``, ``db migrate|replay|retention``, ``report``, ``bench``.
+``demo``, ``run``, ``simulate``, ``db migrate|replay|retention|archive``, ``report``, ``bench``.
 
 Heavy imports (Prefect, pandas, the database driver) happen inside the command that needs them, so
 ``kalshi-ingest --help`` answers at once. ``simulate`` and ``bench`` hand every argument (``--help`` included) to
@@ -53,12 +53,12 @@ app = App(
     # A flag is --no-live, not also --no-no-live; each help text says its default in words.
     default_parameter=Parameter(negative=(), show_default=False),
 )
-db = App(name="db", help="database maintenance: migrate | replay | retention", help_epilogue="")
+db = App(name="db", help="database maintenance: migrate | replay | retention | archive", help_epilogue="")
 app.command(db)
 
 
 _COMMANDS: Final = "demo, run, simulate, db, report or bench"
-_DB_COMMANDS: Final = "migrate, replay or retention"
+_DB_COMMANDS: Final = "migrate, replay, retention or archive"
 
 
 @app.default
@@ -111,6 +111,7 @@ USER_ERRORS: Final = (
     ("kalshi_ws.errors", "AuthenticationError"),
     ("kalshi_store.embedded", "EmbeddedPostgresError"),
     ("kalshi_store.migrations", "MigrationError"),
+    ("kalshi_store.archive", "ArchiveError"),
     ("kalshi_store.dberrors", "DatabaseConfigError"),
     ("psycopg", "OperationalError"),  # the database cannot be reached or refuses the login
 )
@@ -286,6 +287,40 @@ def retention(*, keep_days: int) -> int:
         print(f"{table}: {action} ({rows} rows)")
     if not changes:
         print(f"nothing older than {keep_days} days")
+    return 0
+
+
+@db.command
+def archive(*, older_than_days: int | None = None, to: str | None = None) -> int:
+    """move old day partitions to Parquet files (verified row for row, then dropped)
+
+    Write every day partition older than --older-than-days days to Parquet (zstd, one file per table and day),
+    read each file back and compare it with the partition, then drop the partition. Idempotent: run it again after
+    a crash. The daily deployment 'archive-partitions/daily' does the same on a schedule.
+
+    Parameters
+    ----------
+    older_than_days
+        archive days older than this (default: KALSHI_ARCHIVE_AFTER_DAYS, 30)
+    to
+        a folder or an object-store URL (default: KALSHI_ARCHIVE_URL)
+    """
+    from kalshi_store.archive import archive_older_than
+
+    settings = Settings()
+    destination = to or settings.kalshi_archive_url
+    if not destination:
+        raise CommandError("no archive destination: set KALSHI_ARCHIVE_URL or give --to (a folder or an "
+                           "object-store URL)")
+    days = settings.kalshi_archive_after_days if older_than_days is None else older_than_days
+    url = _database_url()
+    with _database_errors(url):
+        moved = archive_older_than(url, destination, days)
+    for item in moved:
+        print(f"{item.table} {item.day}: {item.rows:,} rows -> {item.path} ({item.bytes:,} bytes, "
+              f"{item.bytes_per_row:.1f} B/row)")
+    if not moved:
+        print(f"nothing older than {days} days to archive")
     return 0
 
 
