@@ -158,7 +158,7 @@ def test_an_os_error_that_names_no_file_is_a_bug(monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.parametrize(("argv", "expected"), [
     ([], "no command: give one of demo, run, simulate, db, report or bench"),
-    (["db"], "no db command: give one of migrate, replay or retention"),
+    (["db"], "no db command: give one of migrate, replay, retention or archive"),
     (["nope"], "unknown command 'nope': give one of demo, run"),
     (["db", "nope"], "unknown db command 'nope'"),
     (["run"], "MARKET_SET requires an argument"),

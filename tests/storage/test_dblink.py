@@ -10,9 +10,13 @@ from kalshi_store.spill import SpillTarget
 
 def test_backoff_doubles_to_its_cap_and_resets() -> None:
     backoff = _Backoff(0.2, 1.0)
-    assert [backoff.failed() for _ in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
+    backoff.schedule.rng.seed(3)
+    bounds = [0.2, 0.4, 0.8, 1.0, 1.0]  # kalshi_ws.Backoff: full jitter under a bound that doubles to the cap
+    delays = [backoff.failed() for _ in bounds]
+    assert all(0.0 <= delay <= bound for delay, bound in zip(delays, bounds, strict=True)), delays
+    assert backoff.failures == 5 and len(set(delays)) == 5  # drawn, not a fixed schedule (recorders spread out)
     backoff.reset()
-    assert backoff.failed() == 0.2
+    assert backoff.failures == 0 and backoff.failed() <= 0.2
 
 
 def _closed_port() -> int:
