@@ -54,8 +54,6 @@ class TableSpec:
     #: Per-batch values the ``insert`` takes as parameters (``%(name)s``) instead of a column in every row:
     #: the batch's ``session_id`` and ``session_date`` (see :class:`~kalshi_store.batch.Batch`).
     constants: tuple[str, ...] = ()
-    #: Leading columns the rows of this table had before ``constants`` left them (spill files of older versions).
-    legacy_columns: tuple[tuple[str, str, Any], ...] = ()
 
     def index(self, column: str) -> int:
         """Where ``column`` sits in this table's rows: code outside the builders reads a row by name, never by a
@@ -85,13 +83,6 @@ class TableSpec:
     def row_type(self) -> Any:
         """``tuple[...]`` of the Python types, for decoding spilled rows."""
         return tuple.__class_getitem__(tuple(pytype for _, _, pytype in self.columns))
-
-    @property
-    def legacy_row_type(self) -> Any:
-        """``tuple[...]`` of the rows as older versions spilled them (``legacy_columns`` first), or ``None``."""
-        if not self.legacy_columns:
-            return None
-        return tuple.__class_getitem__(tuple(pytype for _, _, pytype in (*self.legacy_columns, *self.columns)))
 
 
 # Epoch integers -> timestamptz, exactly (float8 holds these integers exactly). Composed with psycopg.sql
@@ -136,7 +127,6 @@ TRADES = TableSpec(
 #: The session's id and day are the same for every row of a batch: the order book tables (the bulk of a
 #: stream) take them as parameters of their INSERT rather than in every COPY row.
 _SESSION_CONSTANTS: Final = ("session_id", "session_date")
-_SESSION_COLUMNS: Final = (("session_id", "uuid", str), ("session_date", "date", date))
 
 ORDERBOOK_SNAPSHOTS = TableSpec(
     "orderbook_snapshots",
@@ -156,7 +146,6 @@ ORDERBOOK_SNAPSHOTS = TableSpec(
         from pg_temp.stage_orderbook_snapshots
         on conflict do nothing""").format(received=_RECEIVED),  # noqa: S608
     constants=_SESSION_CONSTANTS,
-    legacy_columns=_SESSION_COLUMNS,
 )
 
 ORDERBOOK_DELTAS = TableSpec(
@@ -177,7 +166,6 @@ ORDERBOOK_DELTAS = TableSpec(
         from pg_temp.stage_orderbook_deltas
         on conflict do nothing""").format(ms_ts_ms=_ms("ts_ms"), received=_RECEIVED),  # noqa: S608
     constants=_SESSION_CONSTANTS,
-    legacy_columns=_SESSION_COLUMNS,
 )
 
 TICKERS = TableSpec(
