@@ -140,42 +140,29 @@ async def test_hung_database_is_detected_and_spilled(
     await _outage(outage_db, tmp_path, freeze, thaw, write_timeout=0.5, connect_timeout=1.0)
 
 
+@pytest.mark.parametrize("replayed", ["while_recording", "at_stop"])
 async def test_session_opened_while_the_database_is_down_is_written_when_it_returns(
-        outage_pg: EmbeddedPostgres, outage_db: str, tmp_path: Path) -> None:
+        replayed: str, outage_pg: EmbeddedPostgres, outage_db: str, tmp_path: Path) -> None:
+    """The session row and its rows reach the database once it is back: while recording, or (``at_stop``) when it
+    returns while the backoff still waits (here a minute) and the session ends: the stop tries once more at once,
+    so the rows do not wait in the spill for a later replay."""
     await run_in_thread(lambda: outage_pg.stop("immediate"))
-    async with fast_recorder(outage_db, tmp_path) as recorder:
+    retry = {"retry_initial": 60.0, "retry_max": 60.0} if replayed == "at_stop" else {}
+    async with fast_recorder(outage_db, tmp_path, **retry) as recorder:
         session_id = await recorder.open_session("test", "simulator", ["M"], ["trade"])
         stream = Stream(recorder)
         await stream.send(1000)
         await recorder.flush()
         assert recorder.stats().rows_spilled == 1000
         await run_in_thread(outage_pg.start)
-        await wait_until(lambda: recorder.stats().spill_bytes == 0, what="the spill to be replayed")
-        await recorder.close_session()
-    assert counts(outage_db) == {"trades": 500, "orderbook_deltas": 500}
-    with psycopg.connect(outage_db) as conn:
-        assert conn.execute("select session_id::text, status from kalshi.sessions").fetchall() == [
-            (session_id, "degraded")]  # it spilled (and says so)
-
-
-async def test_a_session_ending_just_after_an_outage_stores_its_spill_before_it_stops(
-        outage_pg: EmbeddedPostgres, outage_db: str, tmp_path: Path) -> None:
-    """The database comes back while the backoff still waits (here a minute): the stop tries once more at once, so
-    the rows the session spilled reach the database instead of waiting in the spill for a later replay."""
-    await run_in_thread(lambda: outage_pg.stop("immediate"))
-    async with fast_recorder(outage_db, tmp_path, retry_initial=60.0, retry_max=60.0) as recorder:
-        session_id = await recorder.open_session("test", "simulator", ["M"], ["trade"])
-        stream = Stream(recorder)
-        await stream.send(1000)
-        await recorder.flush()
-        assert recorder.stats().rows_spilled == 1000
-        await run_in_thread(outage_pg.start)
+        if replayed == "while_recording":
+            await wait_until(lambda: recorder.stats().spill_bytes == 0, what="the spill to be replayed")
         await recorder.close_session()
     assert counts(outage_db) == {"trades": 500, "orderbook_deltas": 500}
     assert not any(tmp_path.rglob("*.spill"))
     with psycopg.connect(outage_db) as conn:
         assert conn.execute("select session_id::text, status from kalshi.sessions").fetchall() == [
-            (session_id, "degraded")]
+            (session_id, "degraded")]  # it spilled (and says so)
 
 
 async def test_backpressure_pauses_reading_when_memory_and_spill_are_full(
