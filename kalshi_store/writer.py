@@ -50,8 +50,10 @@ class _AccessProblem(Exception):
 
 #: (table, privilege) pairs the recorder needs: checked at connect so a role without them fails before recording.
 _NEEDED_PRIVILEGES: Final = (
-    *((f"kalshi.{name}", "INSERT") for name in ("trades", "orderbook_snapshots", "orderbook_deltas", "tickers",
+    *((f"kalshi.{name}", "INSERT") for name in ("trades", "orderbook_snapshots", "orderbook_delta_books",
+                                                  "orderbook_delta_rows", "orderbook_delta_extras", "tickers",
                                                   "fills", "dead_letter")),
+    ("kalshi.orderbook_delta_books", "SELECT"),
     ("kalshi.sessions", "INSERT"), ("kalshi.sessions", "UPDATE"),
     ("kalshi.gap_ledger", "INSERT"), ("kalshi.gap_ledger", "UPDATE"),
 )
@@ -143,6 +145,54 @@ _LEDGER_CLOSE_EVENT: Final = sql.SQL("""
 _LEDGER_ANNOTATE: Final = sql.SQL("""
     update kalshi.gap_ledger set detail = detail || %(detail)s
     where session_id = %(session_id)s and incident_id = %(incident_id)s and ended_at is null""")
+
+
+# Order book deltas are stored compactly (sql/050_compact_deltas.sql, docs/storage.md): the staged rows (the same
+# columns as ever) are moved by three statements instead of the TableSpec's one. The first stores the books the
+# batch's deltas change that are not stored yet (in key order, so two writers never wait on each other in a
+# cycle); the second the deltas themselves (its row count is the number of new deltas; a delta stored before is
+# skipped by the primary key); the third the rare extra columns. The exchange time is stored as whole milliseconds
+# before the receive millisecond when an integer holds that (kalshi.delta_exchange_ts rebuilds it), else exactly
+# in the extras.
+_DELTA_STAGE_JOIN: Final = sql.SQL("""
+    from pg_temp.stage_orderbook_deltas s
+    join kalshi.orderbook_delta_books b
+      on b.session_id = %(session_id)s::uuid and b.generation = s.generation and b.sid = s.sid
+     and b.market_ticker = s.market_ticker and b.market_id = coalesce(s.market_id, '') and b.side = s.side""")
+_DELTA_LAG: Final = sql.SQL("s.received_ns / 1000000 - s.ts_ms")
+_DELTA_LAG_FITS: Final = sql.SQL("{lag} between -2147483648 and 2147483647").format(lag=_DELTA_LAG)
+_DELTA_MOVES: Final = (
+    sql.SQL("""
+        insert into kalshi.orderbook_delta_books (session_id, session_date, generation, sid, market_ticker,
+            market_id, side)
+        select distinct %(session_id)s::uuid, %(session_date)s::date, s.generation, s.sid, s.market_ticker,
+            coalesce(s.market_id, ''), s.side
+        from pg_temp.stage_orderbook_deltas s
+        where not exists (
+            select from kalshi.orderbook_delta_books b
+            where b.session_id = %(session_id)s::uuid and b.generation = s.generation and b.sid = s.sid
+              and b.market_ticker = s.market_ticker and b.market_id = coalesce(s.market_id, '') and b.side = s.side)
+        order by 3, 4, 5, 6, 7
+        on conflict do nothing"""),
+    sql.SQL("""
+        insert into kalshi.orderbook_delta_rows (received_at, seq, book_key, session_date, exchange_lag_ms, price,
+            delta)
+        select to_timestamp(0) + s.received_ns / 1000 * interval '1 microsecond', s.seq, b.book_key,
+            %(session_date)s::date, case when {fits} then ({lag})::integer end, s.price, s.delta
+        {join}
+        on conflict do nothing""").format(fits=_DELTA_LAG_FITS, lag=_DELTA_LAG, join=_DELTA_STAGE_JOIN),
+    sql.SQL("""
+        insert into kalshi.orderbook_delta_extras (book_key, session_date, seq, exchange_ts, client_order_id,
+            subaccount)
+        select b.book_key, %(session_date)s::date, s.seq,
+            case when not {fits} then to_timestamp(0) + s.ts_ms * interval '1 millisecond' end,
+            s.client_order_id, s.subaccount
+        {join}
+        where s.client_order_id is not null or s.subaccount is not null or not {fits}
+        on conflict do nothing""").format(fits=_DELTA_LAG_FITS, join=_DELTA_STAGE_JOIN),
+)
+#: Tables whose staged rows are moved by several statements: (statements, index of the one counting new rows).
+_MOVES: Final[dict[str, tuple[tuple[sql.Composed | sql.SQL, ...], int]]] = {"orderbook_deltas": (_DELTA_MOVES, 1)}
 
 
 class CopyWriter:
@@ -351,8 +401,17 @@ class CopyWriter:
                 for row in rows:
                     if data := format_row(row):
                         await copy.write(data)
-            await cur.execute(spec.insert, constants)
-            return max(cur.rowcount, 0)
+            moves = _MOVES.get(spec.name)
+            if moves is None:
+                await cur.execute(spec.insert, constants)
+                return max(cur.rowcount, 0)
+            statements, counted = moves
+            inserted = 0
+            for index, statement in enumerate(statements):
+                await cur.execute(statement, constants)
+                if index == counted:
+                    inserted = max(cur.rowcount, 0)
+            return inserted
 
     async def _upsert_session(self, manifest: SessionManifest) -> None:
         params = msgspec.structs.asdict(manifest)
