@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -33,7 +33,7 @@ from psycopg.types.json import Jsonb
 
 from .batch import Batch, LedgerOp, SessionManifest, SessionProgress
 from .dberrors import DatabaseConfigError, classify, connect_error, describe, redact, redact_url
-from .rows import DEAD_LETTER, TABLE_ORDER, Row, TableSpec
+from .rows import DEAD_LETTER, TABLE_ORDER, TABLES, Row, TableSpec
 
 __all__ = ["CopyWriter", "WriteResult", "is_connection_error", "is_rejection"]
 
@@ -151,7 +151,7 @@ _LEDGER_ANNOTATE: Final = sql.SQL("""
 # columns as ever) are moved by three statements instead of the TableSpec's one. The first stores the books the
 # batch's deltas change that are not stored yet (in key order, so two writers never wait on each other in a
 # cycle); the second the deltas themselves (its row count is the number of new deltas; a delta stored before is
-# skipped by the primary key); the third the rare extra columns. The exchange time is stored as whole milliseconds
+# skipped by the primary key); the third the rare extra columns, run only when a staged row has one. The exchange time is stored as whole milliseconds
 # before the receive millisecond when an integer holds that (kalshi.delta_exchange_ts rebuilds it), else exactly
 # in the extras.
 _DELTA_STAGE_JOIN: Final = sql.SQL("""
@@ -161,7 +161,7 @@ _DELTA_STAGE_JOIN: Final = sql.SQL("""
      and b.market_ticker = s.market_ticker and b.market_id = coalesce(s.market_id, '') and b.side = s.side""")
 _DELTA_LAG: Final = sql.SQL("s.received_ns / 1000000 - s.ts_ms")
 _DELTA_LAG_FITS: Final = sql.SQL("{lag} between -2147483648 and 2147483647").format(lag=_DELTA_LAG)
-_DELTA_MOVES: Final = (
+_DELTA_STATEMENTS: Final = (
     sql.SQL("""
         insert into kalshi.orderbook_delta_books (session_id, session_date, generation, sid, market_ticker,
             market_id, side)
@@ -191,12 +191,49 @@ _DELTA_MOVES: Final = (
         where s.client_order_id is not null or s.subaccount is not null or not {fits}
         on conflict do nothing""").format(fits=_DELTA_LAG_FITS, join=_DELTA_STAGE_JOIN),
 )
-#: Tables whose staged rows are moved by several statements: (statements, index of the one counting new rows).
-_MOVES: Final[dict[str, tuple[tuple[sql.Composed | sql.SQL, ...], int]]] = {"orderbook_deltas": (_DELTA_MOVES, 1)}
+_DELTA_NAMES: Final = [name for name, _, _ in TABLES["orderbook_deltas"].columns]
+_CLIENT_ORDER_ID, _SUBACCOUNT, _TS_MS, _RECEIVED_NS = (
+    _DELTA_NAMES.index(name) for name in ("client_order_id", "subaccount", "ts_ms", "received_ns"))
+_INT4: Final = range(-(2**31), 2**31)
+
+
+def _deltas_need_extras(rows: Sequence[Row]) -> bool:
+    """Whether any staged delta has a column kept in kalshi.orderbook_delta_extras (the same test as the SQL's)."""
+    for row in rows:
+        if row[_CLIENT_ORDER_ID] is not None or row[_SUBACCOUNT] is not None:
+            return True
+        ts_ms, received_ns = row[_TS_MS], row[_RECEIVED_NS]
+        if ts_ms is not None and (received_ns < 0 or received_ns // 1_000_000 - ts_ms not in _INT4):
+            return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class StagedMove:
+    """How the staged rows of a table are stored when one INSERT does not do it (the compact deltas, 050)."""
+
+    #: Run first (the dimension rows the batch needs).
+    prepare: tuple[sql.SQL | sql.Composed, ...]
+    #: The rows themselves: its row count is the number of new rows.
+    insert: sql.SQL | sql.Composed
+    #: Run last, only when ``needs_rare(rows)``: the rare columns kept apart.
+    rare: sql.SQL | sql.Composed
+    needs_rare: Callable[[Sequence[Row]], bool]
+
+
+#: Tables whose staged rows are stored by a :class:`StagedMove` instead of their ``TableSpec.insert``.
+_MOVES: Final[dict[str, StagedMove]] = {
+    "orderbook_deltas": StagedMove(prepare=_DELTA_STATEMENTS[:1], insert=_DELTA_STATEMENTS[1],
+                                   rare=_DELTA_STATEMENTS[2], needs_rare=_deltas_need_extras),
+}
 
 
 class CopyWriter:
     """Writes :class:`~kalshi_store.batch.Batch` es through one async connection (see the module docstring)."""
+
+    #: Tables moved from staging by several statements (the compact order book deltas); the others by their
+    #: ``TableSpec.insert``. ``bench/storage_scale.py`` empties it to write the layout of before 050.
+    moves: dict[str, StagedMove] = _MOVES
 
     def __init__(self, conn: psycopg.AsyncConnection) -> None:
         self.conn = conn
@@ -401,16 +438,16 @@ class CopyWriter:
                 for row in rows:
                     if data := format_row(row):
                         await copy.write(data)
-            moves = _MOVES.get(spec.name)
+            moves = self.moves.get(spec.name)
             if moves is None:
                 await cur.execute(spec.insert, constants)
                 return max(cur.rowcount, 0)
-            statements, counted = moves
-            inserted = 0
-            for index, statement in enumerate(statements):
+            for statement in moves.prepare:
                 await cur.execute(statement, constants)
-                if index == counted:
-                    inserted = max(cur.rowcount, 0)
+            await cur.execute(moves.insert, constants)
+            inserted = max(cur.rowcount, 0)
+            if moves.needs_rare(rows):
+                await cur.execute(moves.rare, constants)
             return inserted
 
     async def _upsert_session(self, manifest: SessionManifest) -> None:
