@@ -194,6 +194,15 @@ _DELTA_STATEMENTS: Final = (
 _DELTA_NAMES: Final = [name for name, _, _ in TABLES["orderbook_deltas"].columns]
 _CLIENT_ORDER_ID, _SUBACCOUNT, _TS_MS, _RECEIVED_NS = (
     _DELTA_NAMES.index(name) for name in ("client_order_id", "subaccount", "ts_ms", "received_ns"))
+_GENERATION, _SID, _MARKET_TICKER, _MARKET_ID, _SIDE = (
+    _DELTA_NAMES.index(name) for name in ("generation", "sid", "market_ticker", "market_id", "side"))
+
+
+def _delta_books(rows: Sequence[Row], constants: dict[str, Any] | None) -> set[tuple[Any, ...]]:
+    """The books (kalshi.orderbook_delta_books keys) the staged deltas change."""
+    session_id = constants["session_id"] if constants else None
+    return {(session_id, row[_GENERATION], row[_SID], row[_MARKET_TICKER], row[_MARKET_ID] or "", row[_SIDE])
+            for row in rows}
 _INT4: Final = range(-(2**31), 2**31)
 
 
@@ -212,8 +221,10 @@ def _deltas_need_extras(rows: Sequence[Row]) -> bool:
 class StagedMove:
     """How the staged rows of a table are stored when one INSERT does not do it (the compact deltas, 050)."""
 
-    #: Run first (the dimension rows the batch needs).
+    #: Run first (the dimension rows the batch needs), unless this writer stored all of ``keys(rows, constants)``
+    #: in a committed transaction before (the dimension rows are never deleted).
     prepare: tuple[sql.SQL | sql.Composed, ...]
+    keys: Callable[[Sequence[Row], dict[str, Any] | None], set[tuple[Any, ...]]]
     #: The rows themselves: its row count is the number of new rows.
     insert: sql.SQL | sql.Composed
     #: Run last, only when ``needs_rare(rows)``: the rare columns kept apart.
@@ -221,9 +232,11 @@ class StagedMove:
     needs_rare: Callable[[Sequence[Row]], bool]
 
 
+#: Bound of the keys a writer remembers (a session follows thousands of markets: two books each per connection).
+_MAX_KNOWN_KEYS: Final = 200_000
 #: Tables whose staged rows are stored by a :class:`StagedMove` instead of their ``TableSpec.insert``.
 _MOVES: Final[dict[str, StagedMove]] = {
-    "orderbook_deltas": StagedMove(prepare=_DELTA_STATEMENTS[:1], insert=_DELTA_STATEMENTS[1],
+    "orderbook_deltas": StagedMove(prepare=_DELTA_STATEMENTS[:1], keys=_delta_books, insert=_DELTA_STATEMENTS[1],
                                    rare=_DELTA_STATEMENTS[2], needs_rare=_deltas_need_extras),
 }
 
@@ -243,6 +256,10 @@ class CopyWriter:
         # Sessions whose manifest the database rejected and which were stored cleaned: later batches of the session
         # carry the same manifest, and upsert the cleaned one instead of failing (and isolating) every time.
         self._cleaned_sessions: set[str] = set()
+        # Dimension rows of StagedMoves (order book delta books) stored by a committed transaction of this writer:
+        # their prepare statements are skipped for batches that need no others. Pending until the commit.
+        self._known_keys: set[tuple[Any, ...]] = set()
+        self._pending_keys: set[tuple[Any, ...]] = set()
 
     @classmethod
     async def connect(cls, url: str, *, connect_timeout: float = 5.0, application_name: str = "kalshi-recorder"
@@ -304,14 +321,26 @@ class CopyWriter:
         database rejects for good (module docstring)."""
         try:
             async with self.conn.transaction():
-                return await self._write_all(batch)
+                result = await self._write_all(batch)
+            self._committed()
+            return result
         except BaseException as exc:
-            self._staged.clear()  # staging tables created in the rolled-back transaction are gone
+            self._rolled_back()
             if not is_rejection(exc):
                 raise
             log.warning("batch %s: the database rejected part of it (%s); isolating it", batch.batch_id,
                         describe(exc))
         return await self._write_isolating(batch)
+
+    def _committed(self) -> None:
+        if len(self._known_keys) > _MAX_KNOWN_KEYS:
+            self._known_keys.clear()
+        self._known_keys |= self._pending_keys
+        self._pending_keys.clear()
+
+    def _rolled_back(self) -> None:
+        self._staged.clear()  # staging tables created in the rolled-back transaction are gone
+        self._pending_keys.clear()
 
     async def _write_all(self, batch: Batch) -> WriteResult:
         result = WriteResult()
@@ -334,7 +363,7 @@ class CopyWriter:
             async with self.conn.transaction():
                 await work()
         except BaseException as exc:
-            self._staged.clear()
+            self._rolled_back()
             if not is_rejection(exc):
                 raise
             return describe(exc)
@@ -402,7 +431,7 @@ class CopyWriter:
                 async with self.conn.transaction():
                     inserted += await self._copy_insert(DEAD_LETTER, [clean_row])
             except BaseException as exc:
-                self._staged.clear()
+                self._rolled_back()
                 if not is_rejection(exc):
                     raise
                 log.error("a dead_letter row could not be stored (%s; first: %s)", describe(exc), error)
@@ -412,9 +441,11 @@ class CopyWriter:
                       ) -> tuple[int, list[tuple[Row, str]]]:
         try:
             async with self.conn.transaction():
-                return await self._copy_insert(spec, rows, constants), []
+                inserted = await self._copy_insert(spec, rows, constants)
+            self._committed()
+            return inserted, []
         except BaseException as exc:
-            self._staged.clear()
+            self._rolled_back()
             if not is_rejection(exc):
                 raise
             if len(rows) == 1:
@@ -442,10 +473,21 @@ class CopyWriter:
             if moves is None:
                 await cur.execute(spec.insert, constants)
                 return max(cur.rowcount, 0)
-            for statement in moves.prepare:
-                await cur.execute(statement, constants)
+            keys = moves.keys(rows, constants)
+            known = keys <= self._known_keys
+            if not known:
+                for statement in moves.prepare:
+                    await cur.execute(statement, constants)
+                self._pending_keys |= keys
             await cur.execute(moves.insert, constants)
             inserted = max(cur.rowcount, 0)
+            if known and inserted < len(rows):
+                # Duplicates (a replay), or dimension rows gone since (a restored database): a row without its
+                # dimension row would be skipped silently, so store them and insert again.
+                for statement in moves.prepare:
+                    await cur.execute(statement, constants)
+                await cur.execute(moves.insert, constants)
+                inserted += max(cur.rowcount, 0)
             if moves.needs_rare(rows):
                 await cur.execute(moves.rare, constants)
             return inserted

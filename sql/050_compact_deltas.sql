@@ -93,9 +93,11 @@ language sql
 immutable
 parallel safe
 as $$
-    select lag::integer
-    from (select trunc(extract(epoch from received_at) * 1000) - extract(epoch from exchange_ts) * 1000 as lag) l
-    where lag = trunc(lag) and lag between -2147483648 and 2147483647
+    select case when extract(epoch from exchange_ts) * 1000 = trunc(extract(epoch from exchange_ts) * 1000)
+                 and trunc(extract(epoch from received_at) * 1000) - extract(epoch from exchange_ts) * 1000
+                     between -2147483648 and 2147483647
+                then (trunc(extract(epoch from received_at) * 1000) - extract(epoch from exchange_ts) * 1000)::integer
+           end
 $$;
 comment on function kalshi.delta_exchange_lag(timestamptz, timestamptz) is
     'exchange_ts as whole milliseconds before the millisecond of received_at; null when exchange_ts is null, not a '
@@ -112,6 +114,44 @@ as $$
 $$;
 comment on function kalshi.delta_exchange_ts(timestamptz, integer) is
     'The exchange time of a delta from its receive time and exchange_lag_ms (null when exchange_lag_ms is null).';
+
+-- The primary key is written in book order while a session records (every book of the session grows at once), so
+-- its pages are split half full and end about 70 % full: about 40 B a delta instead of 28. A day no session writes
+-- to any more is packed once by rebuilding its index full (readers of that day wait for the rebuild).
+create function kalshi.compact_delta_partitions(before date)
+returns table (partition_name text, bytes_before bigint, bytes_after bigint)
+language plpgsql
+as $$
+declare
+    part record;
+begin
+    for part in
+        select c.relname, i.indexrelid
+        from pg_inherits h
+        join pg_class c on c.oid = h.inhrelid
+        join pg_index i on i.indrelid = c.oid and i.indisprimary
+        where h.inhparent = 'kalshi.orderbook_delta_rows'::regclass
+          and c.relname ~ '^orderbook_delta_rows_p[0-9]{8}$'
+          and to_date(right(c.relname, 8), 'YYYYMMDD') < before
+          and not exists (select from kalshi.sessions s
+                          where s.status = 'running'
+                            and (s.started_at at time zone 'UTC')::date = to_date(right(c.relname, 8), 'YYYYMMDD'))
+        order by c.relname
+    loop
+        partition_name := 'kalshi.' || part.relname;
+        bytes_before := pg_relation_size(part.indexrelid);
+        -- Packed full: the partition is not written any more (a late replay only splits a page).
+        execute format('alter index %s set (fillfactor = 100)', part.indexrelid::regclass);
+        execute format('reindex index %s', part.indexrelid::regclass);
+        bytes_after := pg_relation_size(part.indexrelid);
+        return next;
+    end loop;
+end;
+$$;
+comment on function kalshi.compact_delta_partitions(date) is
+    'Rebuilds the primary key of every day partition of kalshi.orderbook_delta_rows before the given day that no '
+    'running session writes to (packed: about 28 B a delta instead of 40). Returns each partition with its index '
+    'size before and after. Run it daily, e.g. select * from kalshi.compact_delta_partitions(current_date - 1).';
 
 -- Partitions for every day the old table has rows of, then the move.
 alter table kalshi.orderbook_deltas rename to orderbook_deltas_040;

@@ -100,10 +100,18 @@ async def test_the_same_batch_written_twice_is_stored_once(db_url: str) -> None:
     try:
         first = await writer.write(batch)
         second = await writer.write(batch)
+        # The writer remembers the books it stored; if they are gone (a restored database), it stores them again
+        # rather than skip the deltas.
+        with psycopg.connect(db_url) as conn:
+            conn.execute("delete from kalshi.orderbook_delta_rows")
+            conn.execute("delete from kalshi.orderbook_delta_extras")
+            conn.execute("delete from kalshi.orderbook_delta_books")
+        third = await writer.write(batch)
     finally:
         await writer.close()
     assert (first.inserted["orderbook_deltas"], first.duplicates["orderbook_deltas"]) == (4, 0)
     assert (second.inserted["orderbook_deltas"], second.duplicates["orderbook_deltas"]) == (0, 4)
+    assert (third.inserted["orderbook_deltas"], third.duplicates["orderbook_deltas"]) == (4, 0)
     with psycopg.connect(db_url) as conn:
         conn.execute("set time zone 'UTC'")
         stored = conn.execute("select seq, market_id, exchange_ts, client_order_id, received_at "
@@ -117,3 +125,20 @@ async def test_the_same_batch_written_twice_is_stored_once(db_url: str) -> None:
          epoch + timedelta(microseconds=received // 1000))
         for (_, _, seq, _, market_id, _, _, _, coid, _, ts, received) in rows]
     assert counts == (4, 2)
+
+
+def test_compacting_packs_finished_days_only(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        conn.execute("set time zone 'UTC'")
+        for row in OLD_ROWS:
+            conn.execute(f"insert into kalshi.orderbook_deltas ({COLUMNS}) values "  # noqa: S608 - constants
+                         "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", row)
+        conn.execute("select kalshi.ensure_partitions(1, 30)")
+        before = select(conn, f"select {COLUMNS} from kalshi.orderbook_deltas order by {ORDER}")  # noqa: S608
+        today = datetime.now(UTC).date()
+        packed = select(conn, "select partition_name from kalshi.compact_delta_partitions(current_date)")
+        after = select(conn, f"select {COLUMNS} from kalshi.orderbook_deltas order by {ORDER}")  # noqa: S608
+    names = [name for (name,) in packed]
+    assert f"kalshi.orderbook_delta_rows_p{today - timedelta(days=1):%Y%m%d}" in names
+    assert f"kalshi.orderbook_delta_rows_p{today:%Y%m%d}" not in names
+    assert after == before and len(after) == len(OLD_ROWS)
