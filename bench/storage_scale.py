@@ -195,10 +195,11 @@ def live_sizes(url: str, layout: str) -> dict[str, float]:
     """Bytes per delta of today's partition: written by the CopyWriter only (the ingest runs), not by a bulk move.
     Books (050) are not counted here; their share is in the whole-table figure."""
     relation = "orderbook_deltas" if layout == OLD else "orderbook_delta_rows"
-    part = f"kalshi.{relation}_p{datetime.now(UTC):%Y%m%d}"
+    part = sql.Identifier("kalshi", f"{relation}_p{datetime.now(UTC):%Y%m%d}")
     with psycopg.connect(url) as conn:
-        got = conn.execute(sql.SQL("select count(*), pg_table_size(%s::regclass), pg_indexes_size(%s::regclass) "
-                                   "from {}").format(sql.SQL(part)), (part, part)).fetchone()
+        got = conn.execute(sql.SQL("select count(*), pg_table_size({name}::regclass), "
+                                   "pg_indexes_size({name}::regclass) from {part}").format(
+            name=sql.Literal(part.as_string(conn)), part=part)).fetchone()
     assert got is not None
     n = max(int(got[0]), 1)
     return {"rows": int(got[0]), "heap_per_row": got[1] / n, "index_per_row": got[2] / n,
