@@ -283,17 +283,37 @@ comment on function kalshi.orderbook_deltas_insert() is
 create trigger orderbook_deltas_insert instead of insert on kalshi.orderbook_deltas
     for each row execute function kalshi.orderbook_deltas_insert();
 
--- Views bound to the old table are bound to the view now (same definition as in 040).
+-- The exchange time kept in the extras, for one delta. Not inlined (it reads a table): planned once per connection
+-- and run only where exchange_lag_ms is null, so a query calling it does not plan every extras partition.
+create function kalshi.delta_extra_exchange_ts(book_key integer, session_date date, seq bigint)
+returns timestamptz
+language sql
+stable
+parallel safe
+as $$
+    select x.exchange_ts
+    from kalshi.orderbook_delta_extras x
+    where x.book_key = delta_extra_exchange_ts.book_key and x.session_date = delta_extra_exchange_ts.session_date
+      and x.seq = delta_extra_exchange_ts.seq
+$$;
+comment on function kalshi.delta_extra_exchange_ts(integer, date, bigint) is
+    'The exchange time of one delta as kept in kalshi.orderbook_delta_extras (null when it is not kept there).';
+
+-- kalshi.untrusted_windows was bound to the old table: redefined as in 040, except that the gap lookup (the delta
+-- before a gap) reads the compact tables directly (the same value; planned without the extras partitions).
 create or replace view kalshi.untrusted_windows as
 with incident as (
     select g.event_id, g.session_id, g.incident_id, g.generation, g.kind, g.sid, g.channel, g.markets,
            -- A gap is detected when the message after the missing ones arrives; the missing ones happened after
            -- the last message received in sequence, so the window starts at that message's exchange time.
            least(g.started_at,
-                 (select coalesce(d.exchange_ts, d.received_at) from kalshi.orderbook_deltas d
+                 (select coalesce(kalshi.delta_exchange_ts(d.received_at, d.exchange_lag_ms),
+                                  kalshi.delta_extra_exchange_ts(d.book_key, d.session_date, d.seq), d.received_at)
+                  from kalshi.orderbook_delta_books b
+                  join kalshi.orderbook_delta_rows d on d.book_key = b.book_key and d.session_date = b.session_date
                   where g.kind = 'gap' and g.channel = 'orderbook_delta'
-                    and d.session_id = g.session_id and d.generation = g.generation
-                    and d.sid = g.sid and d.seq = g.expected_seq - 1),
+                    and b.session_id = g.session_id and b.generation = g.generation
+                    and b.sid = g.sid and d.seq = g.expected_seq - 1),
                  (select coalesce(t.exchange_ts, t.received_at) from kalshi.trades t
                   where g.kind = 'gap' and g.channel = 'trade'
                     and t.trade_date between (g.started_at at time zone 'UTC')::date - 1
@@ -375,4 +395,5 @@ drop table kalshi.orderbook_deltas_040;
 grant select on kalshi.orderbook_deltas, kalshi.orderbook_delta_books, kalshi.orderbook_delta_rows,
     kalshi.orderbook_delta_extras to kalshi_reader;
 grant execute on function kalshi.delta_exchange_ts(timestamptz, integer),
+    kalshi.delta_extra_exchange_ts(integer, date, bigint),
     kalshi.delta_exchange_lag(timestamptz, timestamptz) to kalshi_reader;
