@@ -56,11 +56,14 @@ from kalshi.sessions where market_set = %s order by started_at desc limit 1
 """
 
 # The tables a session writes into: every table of the schema with a session_id column (partitioned tables once,
-# not their partitions), so a new table is counted without a change here.
+# not their partitions), so a new table is counted without a change here; and the views that stand for a table
+# stored another way (kalshi.orderbook_deltas over the compact delta tables, sql/050), not the dimension they use.
 _SESSION_TABLES_SQL = """
 select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
 join pg_attribute a on a.attrelid = c.oid and a.attname = 'session_id' and not a.attisdropped
-where n.nspname = 'kalshi' and c.relkind in ('r', 'p') and not c.relispartition
+where n.nspname = 'kalshi' and not c.relispartition
+  and (c.relkind in ('r', 'p') and c.relname <> 'orderbook_delta_books'
+       or c.relkind = 'v' and c.relname = 'orderbook_deltas')
 order by c.relname
 """
 
