@@ -20,8 +20,9 @@ from typing import Any
 from psycopg import sql
 
 #: Tables the mixed and trades-only streams write, and the rest of the recorder's bookkeeping.
-DATA_TABLES = ("trades", "orderbook_snapshots", "orderbook_deltas", "tickers")
-BOOKKEEPING_TABLES = ("sessions", "gap_ledger", "dead_letter")
+#: The tables storing the recorded rows (order book deltas: the compact table of 050, not the view).
+DATA_TABLES = ("trades", "orderbook_snapshots", "orderbook_delta_rows", "tickers")
+BOOKKEEPING_TABLES = ("sessions", "gap_ledger", "dead_letter", "orderbook_delta_books", "orderbook_delta_extras")
 
 
 def available() -> str | None:

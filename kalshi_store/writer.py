@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -33,7 +33,7 @@ from psycopg.types.json import Jsonb
 
 from .batch import Batch, LedgerOp, SessionManifest, SessionProgress
 from .dberrors import DatabaseConfigError, classify, connect_error, describe, redact, redact_url
-from .rows import DEAD_LETTER, TABLE_ORDER, Row, TableSpec
+from .rows import DEAD_LETTER, TABLE_ORDER, TABLES, Row, TableSpec
 
 __all__ = ["CopyWriter", "WriteResult", "is_connection_error", "is_rejection"]
 
@@ -50,8 +50,10 @@ class _AccessProblem(Exception):
 
 #: (table, privilege) pairs the recorder needs: checked at connect so a role without them fails before recording.
 _NEEDED_PRIVILEGES: Final = (
-    *((f"kalshi.{name}", "INSERT") for name in ("trades", "orderbook_snapshots", "orderbook_deltas", "tickers",
+    *((f"kalshi.{name}", "INSERT") for name in ("trades", "orderbook_snapshots", "orderbook_delta_books",
+                                                  "orderbook_delta_rows", "orderbook_delta_extras", "tickers",
                                                   "fills", "dead_letter")),
+    ("kalshi.orderbook_delta_books", "SELECT"),
     ("kalshi.sessions", "INSERT"), ("kalshi.sessions", "UPDATE"),
     ("kalshi.gap_ledger", "INSERT"), ("kalshi.gap_ledger", "UPDATE"),
 )
@@ -145,8 +147,106 @@ _LEDGER_ANNOTATE: Final = sql.SQL("""
     where session_id = %(session_id)s and incident_id = %(incident_id)s and ended_at is null""")
 
 
+# Order book deltas are stored compactly (sql/050_compact_deltas.sql, docs/storage.md): the staged rows (the same
+# columns as ever) are moved by three statements instead of the TableSpec's one. The first stores the books the
+# batch's deltas change that are not stored yet (in key order, so two writers never wait on each other in a
+# cycle); the second the deltas themselves (its row count is the number of new deltas; a delta stored before is
+# skipped by the primary key); the third the rare extra columns, run only when a staged row has one. The exchange time is stored as whole milliseconds
+# before the receive millisecond when an integer holds that (kalshi.delta_exchange_ts rebuilds it), else exactly
+# in the extras.
+_DELTA_STAGE_JOIN: Final = sql.SQL("""
+    from pg_temp.stage_orderbook_deltas s
+    join kalshi.orderbook_delta_books b
+      on b.session_id = %(session_id)s::uuid and b.generation = s.generation and b.sid = s.sid
+     and b.market_ticker = s.market_ticker and b.market_id = coalesce(s.market_id, '') and b.side = s.side""")
+_DELTA_LAG: Final = sql.SQL("s.received_ns / 1000000 - s.ts_ms")
+_DELTA_LAG_FITS: Final = sql.SQL("{lag} between -2147483648 and 2147483647").format(lag=_DELTA_LAG)
+_DELTA_STATEMENTS: Final = (
+    sql.SQL("""
+        insert into kalshi.orderbook_delta_books (session_id, session_date, generation, sid, market_ticker,
+            market_id, side)
+        select distinct %(session_id)s::uuid, %(session_date)s::date, s.generation, s.sid, s.market_ticker,
+            coalesce(s.market_id, ''), s.side
+        from pg_temp.stage_orderbook_deltas s
+        where not exists (
+            select from kalshi.orderbook_delta_books b
+            where b.session_id = %(session_id)s::uuid and b.generation = s.generation and b.sid = s.sid
+              and b.market_ticker = s.market_ticker and b.market_id = coalesce(s.market_id, '') and b.side = s.side)
+        order by 3, 4, 5, 6, 7
+        on conflict do nothing"""),
+    sql.SQL("""
+        insert into kalshi.orderbook_delta_rows (received_at, seq, book_key, session_date, exchange_lag_ms, price,
+            delta)
+        select to_timestamp(0) + s.received_ns / 1000 * interval '1 microsecond', s.seq, b.book_key,
+            %(session_date)s::date, case when {fits} then ({lag})::integer end, s.price, s.delta
+        {join}
+        on conflict do nothing""").format(fits=_DELTA_LAG_FITS, lag=_DELTA_LAG, join=_DELTA_STAGE_JOIN),
+    sql.SQL("""
+        insert into kalshi.orderbook_delta_extras (book_key, session_date, seq, exchange_ts, client_order_id,
+            subaccount)
+        select b.book_key, %(session_date)s::date, s.seq,
+            case when not {fits} then to_timestamp(0) + s.ts_ms * interval '1 millisecond' end,
+            s.client_order_id, s.subaccount
+        {join}
+        where s.client_order_id is not null or s.subaccount is not null or not {fits}
+        on conflict do nothing""").format(fits=_DELTA_LAG_FITS, join=_DELTA_STAGE_JOIN),
+)
+_DELTA_NAMES: Final = [name for name, _, _ in TABLES["orderbook_deltas"].columns]
+_CLIENT_ORDER_ID, _SUBACCOUNT, _TS_MS, _RECEIVED_NS = (
+    _DELTA_NAMES.index(name) for name in ("client_order_id", "subaccount", "ts_ms", "received_ns"))
+_GENERATION, _SID, _MARKET_TICKER, _MARKET_ID, _SIDE = (
+    _DELTA_NAMES.index(name) for name in ("generation", "sid", "market_ticker", "market_id", "side"))
+
+
+def _delta_books(rows: Sequence[Row], constants: dict[str, Any] | None) -> set[tuple[Any, ...]]:
+    """The books (kalshi.orderbook_delta_books keys) the staged deltas change."""
+    session_id = constants["session_id"] if constants else None
+    return {(session_id, row[_GENERATION], row[_SID], row[_MARKET_TICKER], row[_MARKET_ID] or "", row[_SIDE])
+            for row in rows}
+_INT4: Final = range(-(2**31), 2**31)
+
+
+def _deltas_need_extras(rows: Sequence[Row]) -> bool:
+    """Whether any staged delta has a column kept in kalshi.orderbook_delta_extras (the same test as the SQL's)."""
+    for row in rows:
+        if row[_CLIENT_ORDER_ID] is not None or row[_SUBACCOUNT] is not None:
+            return True
+        ts_ms, received_ns = row[_TS_MS], row[_RECEIVED_NS]
+        if ts_ms is not None and (received_ns < 0 or received_ns // 1_000_000 - ts_ms not in _INT4):
+            return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class StagedMove:
+    """How the staged rows of a table are stored when one INSERT does not do it (the compact deltas, 050)."""
+
+    #: Run first (the dimension rows the batch needs), unless this writer stored all of ``keys(rows, constants)``
+    #: in a committed transaction before (the dimension rows are never deleted).
+    prepare: tuple[sql.SQL | sql.Composed, ...]
+    keys: Callable[[Sequence[Row], dict[str, Any] | None], set[tuple[Any, ...]]]
+    #: The rows themselves: its row count is the number of new rows.
+    insert: sql.SQL | sql.Composed
+    #: Run last, only when ``needs_rare(rows)``: the rare columns kept apart.
+    rare: sql.SQL | sql.Composed
+    needs_rare: Callable[[Sequence[Row]], bool]
+
+
+#: Bound of the keys a writer remembers (a session follows thousands of markets: two books each per connection).
+_MAX_KNOWN_KEYS: Final = 200_000
+#: Tables whose staged rows are stored by a :class:`StagedMove` instead of their ``TableSpec.insert``.
+_MOVES: Final[dict[str, StagedMove]] = {
+    "orderbook_deltas": StagedMove(prepare=_DELTA_STATEMENTS[:1], keys=_delta_books, insert=_DELTA_STATEMENTS[1],
+                                   rare=_DELTA_STATEMENTS[2], needs_rare=_deltas_need_extras),
+}
+
+
 class CopyWriter:
     """Writes :class:`~kalshi_store.batch.Batch` es through one async connection (see the module docstring)."""
+
+    #: Tables moved from staging by several statements (the compact order book deltas); the others by their
+    #: ``TableSpec.insert``. ``bench/storage_scale.py`` empties it to write the layout of before 050.
+    moves: dict[str, StagedMove] = _MOVES
 
     def __init__(self, conn: psycopg.AsyncConnection) -> None:
         self.conn = conn
@@ -156,6 +256,10 @@ class CopyWriter:
         # Sessions whose manifest the database rejected and which were stored cleaned: later batches of the session
         # carry the same manifest, and upsert the cleaned one instead of failing (and isolating) every time.
         self._cleaned_sessions: set[str] = set()
+        # Dimension rows of StagedMoves (order book delta books) stored by a committed transaction of this writer:
+        # their prepare statements are skipped for batches that need no others. Pending until the commit.
+        self._known_keys: set[tuple[Any, ...]] = set()
+        self._pending_keys: set[tuple[Any, ...]] = set()
 
     @classmethod
     async def connect(cls, url: str, *, connect_timeout: float = 5.0, application_name: str = "kalshi-recorder"
@@ -217,14 +321,26 @@ class CopyWriter:
         database rejects for good (module docstring)."""
         try:
             async with self.conn.transaction():
-                return await self._write_all(batch)
+                result = await self._write_all(batch)
+            self._committed()
+            return result
         except BaseException as exc:
-            self._staged.clear()  # staging tables created in the rolled-back transaction are gone
+            self._rolled_back()
             if not is_rejection(exc):
                 raise
             log.warning("batch %s: the database rejected part of it (%s); isolating it", batch.batch_id,
                         describe(exc))
         return await self._write_isolating(batch)
+
+    def _committed(self) -> None:
+        if len(self._known_keys) > _MAX_KNOWN_KEYS:
+            self._known_keys.clear()
+        self._known_keys |= self._pending_keys
+        self._pending_keys.clear()
+
+    def _rolled_back(self) -> None:
+        self._staged.clear()  # staging tables created in the rolled-back transaction are gone
+        self._pending_keys.clear()
 
     async def _write_all(self, batch: Batch) -> WriteResult:
         result = WriteResult()
@@ -247,7 +363,7 @@ class CopyWriter:
             async with self.conn.transaction():
                 await work()
         except BaseException as exc:
-            self._staged.clear()
+            self._rolled_back()
             if not is_rejection(exc):
                 raise
             return describe(exc)
@@ -315,7 +431,7 @@ class CopyWriter:
                 async with self.conn.transaction():
                     inserted += await self._copy_insert(DEAD_LETTER, [clean_row])
             except BaseException as exc:
-                self._staged.clear()
+                self._rolled_back()
                 if not is_rejection(exc):
                     raise
                 log.error("a dead_letter row could not be stored (%s; first: %s)", describe(exc), error)
@@ -325,9 +441,11 @@ class CopyWriter:
                       ) -> tuple[int, list[tuple[Row, str]]]:
         try:
             async with self.conn.transaction():
-                return await self._copy_insert(spec, rows, constants), []
+                inserted = await self._copy_insert(spec, rows, constants)
+            self._committed()
+            return inserted, []
         except BaseException as exc:
-            self._staged.clear()
+            self._rolled_back()
             if not is_rejection(exc):
                 raise
             if len(rows) == 1:
@@ -351,8 +469,28 @@ class CopyWriter:
                 for row in rows:
                     if data := format_row(row):
                         await copy.write(data)
-            await cur.execute(spec.insert, constants)
-            return max(cur.rowcount, 0)
+            moves = self.moves.get(spec.name)
+            if moves is None:
+                await cur.execute(spec.insert, constants)
+                return max(cur.rowcount, 0)
+            keys = moves.keys(rows, constants)
+            known = keys <= self._known_keys
+            if not known:
+                for statement in moves.prepare:
+                    await cur.execute(statement, constants)
+                self._pending_keys |= keys
+            await cur.execute(moves.insert, constants)
+            inserted = max(cur.rowcount, 0)
+            if known and inserted < len(rows):
+                # Duplicates (a replay), or dimension rows gone since (a restored database): a row without its
+                # dimension row would be skipped silently, so store them and insert again.
+                for statement in moves.prepare:
+                    await cur.execute(statement, constants)
+                await cur.execute(moves.insert, constants)
+                inserted += max(cur.rowcount, 0)
+            if moves.needs_rare(rows):
+                await cur.execute(moves.rare, constants)
+            return inserted
 
     async def _upsert_session(self, manifest: SessionManifest) -> None:
         params = msgspec.structs.asdict(manifest)

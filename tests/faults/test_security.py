@@ -94,7 +94,7 @@ def test_reader_role_reads_and_cannot_write(db_url: str) -> None:
         tables = [r[0] for r in psycopg.connect(db_url).execute(
             "select tablename from pg_tables where schemaname = 'kalshi' and tablename not like '%\\_p%' "
             "and tablename not like '%default' order by 1").fetchall()]
-        assert {"trades", "orderbook_deltas", "gap_ledger", "sessions", "dead_letter"} <= set(tables)
+        assert {"trades", "orderbook_delta_rows", "gap_ledger", "sessions", "dead_letter"} <= set(tables)
         with psycopg.connect(url, autocommit=True) as conn:
             for table in tables:
                 conn.execute(sql.SQL("select * from kalshi.{} limit 1").format(sql.Identifier(table)))

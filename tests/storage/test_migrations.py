@@ -15,9 +15,9 @@ from kalshi_store.migrations import SQL_DIR, MigrationChecksumError, MigrationEr
 from kalshi_store.retention import apply_retention
 
 TABLES = {
-    "sessions", "gap_ledger", "dead_letter", "trades", "orderbook_snapshots", "orderbook_deltas", "tickers",
-    "fills", "user_orders", "market_positions", "market_lifecycle", "event_lifecycle", "event_fee_updates",
-    "order_group_updates", "communications", "reference_values", "schema_migrations",
+    "sessions", "gap_ledger", "dead_letter", "trades", "orderbook_snapshots", "orderbook_delta_books",
+    "orderbook_delta_rows", "orderbook_delta_extras", "tickers", "fills", "user_orders", "market_positions",
+    "market_lifecycle", "event_lifecycle", "event_fee_updates", "order_group_updates", "communications", "reference_values", "schema_migrations",
 }
 
 
@@ -30,6 +30,9 @@ def test_migrations_apply_to_an_empty_database_then_are_a_no_op(empty_db_url: st
             "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
             "where n.nspname = 'kalshi' and c.relkind in ('r', 'p') and not c.relispartition").fetchall()}
         assert TABLES <= tables
+        # Order book deltas are read through a view with the columns of the table it replaced (050).
+        assert conn.execute("select relkind from pg_class where oid = 'kalshi.orderbook_deltas'::regclass"
+                            ).fetchone() == ("v",)
         recorded = conn.execute("select name, checksum from kalshi.schema_migrations order by version").fetchall()
         assert recorded == [(m.name, m.checksum) for m in discover()]
 
