@@ -27,11 +27,16 @@ One day of one table moves in four steps, each safe to repeat after a crash:
    equal step 1's (a row that arrived since sends the day back to step 1), then the partition is detached and
    dropped.
 
+``orderbook_deltas`` is a view over compact tables since migration 050 (docs/storage.md): its archive file holds
+the view's rows of the day (``session_date``), the same columns as before, and its step 4 drops the day partitions
+of ``orderbook_delta_rows`` and ``orderbook_delta_extras`` together (the books stay: small). :data:`_STORAGE` is the
+only place that knows this.
+
 Rows of an old day that sit in a table's ``_default`` partition (written before the day's partition existed and
 never moved) stay in PostgreSQL; the read side reads them with the rest of the hot tier.
 
 Every query of the archive tier, and every read of the files, is in this module: a change of the hot tables'
-physical layout is adapted here (and in :mod:`kalshi_store.reads`).
+physical layout is adapted here, in :data:`_STORAGE` (and in :mod:`kalshi_store.reads`).
 """
 
 from __future__ import annotations
