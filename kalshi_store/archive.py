@@ -27,11 +27,16 @@ One day of one table moves in four steps, each safe to repeat after a crash:
    equal step 1's (a row that arrived since sends the day back to step 1), then the partition is detached and
    dropped.
 
+``orderbook_deltas`` is a view over compact tables since migration 050 (docs/storage.md): its archive file holds
+the view's rows of the day (``session_date``), the same columns as before, and its step 4 drops the day partitions
+of ``orderbook_delta_rows`` and ``orderbook_delta_extras`` together (the books stay: small). :data:`_STORAGE` is the
+only place that knows this.
+
 Rows of an old day that sit in a table's ``_default`` partition (written before the day's partition existed and
 never moved) stay in PostgreSQL; the read side reads them with the rest of the hot tier.
 
 Every query of the archive tier, and every read of the files, is in this module: a change of the hot tables'
-physical layout is adapted here (and in :mod:`kalshi_store.reads`).
+physical layout is adapted here, in :data:`_STORAGE` (and in :mod:`kalshi_store.reads`).
 """
 
 from __future__ import annotations
@@ -111,6 +116,43 @@ ARCHIVED_TABLES: dict[str, ArchivedTable] = {
                       ("market_ticker", "exchange_ts", "content_hash"), ("exchange_ts", "received_at")),
     )
 }
+
+
+@dataclass(frozen=True)
+class _Storage:
+    """Where a logical table's rows of one day are stored in PostgreSQL (what :func:`archive_day` reads and drops).
+
+    Every layout-specific detail of the archive is here: a table stored as itself has ``partitioned == (name,)``
+    and its day partition is read as is; a table stored in several partitioned tables behind a view (050's
+    ``orderbook_deltas``) is read through the view by its day column, and all the physical tables' day partitions
+    are dropped together."""
+
+    #: The partitioned tables whose day partitions hold the rows; the days to archive are those of the first.
+    partitioned: tuple[str, ...]
+    #: The column selecting a day's rows in the logical table (the view); ``None``: the day partition is read.
+    day_column: str | None = None
+    #: How many stored rows of the day ({day}) the logical table does not show (they would be dropped unarchived);
+    #: the day is refused while it is not zero.
+    unseen: sql.SQL | None = None
+
+
+_STORAGE: dict[str, _Storage] = {
+    "orderbook_deltas": _Storage(
+        ("orderbook_delta_rows", "orderbook_delta_extras"), "session_date", sql.SQL(
+            "select (select count(*) from kalshi.orderbook_delta_rows d where d.session_date = {day} and not exists ("
+            "          select from kalshi.orderbook_delta_books b"
+            "          where b.book_key = d.book_key and b.session_date = d.session_date))"
+            "     + (select count(*) from kalshi.orderbook_delta_extras x where x.session_date = {day} and not exists ("
+            "          select from kalshi.orderbook_delta_rows d join kalshi.orderbook_delta_books b"
+            "            on b.book_key = d.book_key and b.session_date = d.session_date"
+            "          where d.book_key = x.book_key and d.session_date = x.session_date and d.seq = x.seq))")),
+}
+
+
+def _storage(table: str) -> _Storage:
+    return _STORAGE.get(table) or _Storage((table,))
+
+
 _WINDOW_COLUMNS = ("market_ticker", "kind", "session_id", "lower", "upper", "lower_inc", "upper_inc")
 _WINDOW_SCHEMA = pa.schema([pa.field(name, _type) for name, _type in zip(_WINDOW_COLUMNS, (
     pa.string(), pa.string(), pa.binary(16), pa.timestamp("us", "UTC"), pa.timestamp("us", "UTC"), pa.bool_(),
@@ -153,6 +195,7 @@ def _file_path(base: str, table: str, day: date, part: int = 0) -> str:
 
 
 def _partitions(conn: psycopg.Connection[Any], table: str) -> dict[date, str]:
+    """The day partitions of the partitioned table ``kalshi.<table>`` by day (``_default`` is not one)."""
     rows = conn.execute(
         "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid "
         "where i.inhparent = %s::regclass", (f"kalshi.{table}",)).fetchall()
@@ -171,7 +214,8 @@ def days_to_archive(db_url: str, older_than_days: int, *, today: date | None = N
                            f"not {older_than_days}: younger partitions are still written to and recreated")
     cutoff = (today or datetime.now(UTC).date()) - timedelta(days=older_than_days)
     with psycopg.connect(db_url, autocommit=True) as conn:
-        todo = [(table, day) for table in ARCHIVED_TABLES for day in _partitions(conn, table) if day < cutoff]
+        todo = [(table, day) for table in ARCHIVED_TABLES
+                for day in _partitions(conn, _storage(table).partitioned[0]) if day < cutoff]
     return sorted(todo, key=lambda item: (item[1], item[0]))
 
 
@@ -184,12 +228,27 @@ def _columns(conn: psycopg.Connection[Any], table: str) -> list[tuple[str, str]]
     return [(str(name), str(kind)) for name, kind in rows]
 
 
-def _fingerprint(conn: psycopg.Connection[Any], partition: str) -> tuple[int, Decimal]:
+def _day_source(table: str, day: date, partition: str) -> sql.Composable:
+    """The logical rows of ``table`` of ``day`` as a FROM item: the day partition itself, or the logical table (a
+    view over partitioned tables) selected by its day column (the planner reads only that day's partitions)."""
+    storage = _storage(table)
+    if storage.day_column is None:
+        return sql.Identifier("kalshi", partition)
+    return sql.SQL("(select * from {} where {} = {})").format(
+        sql.Identifier("kalshi", table), sql.Identifier(storage.day_column), sql.Literal(day))
+
+
+def _fingerprint(conn: psycopg.Connection[Any], table: str, day: date, partition: str) -> tuple[int, Decimal, int]:
+    """Row count and an order-independent checksum of the day's logical rows, and how many stored rows of the day
+    the logical table does not show (:attr:`_Storage.unseen`; 0 for a table stored as itself)."""
     row = conn.execute(sql.SQL(
         "select count(*), coalesce(sum(('x' || left(md5(p::text), 16))::bit(64)::bigint::numeric), 0) "
-        "from {} p").format(sql.Identifier("kalshi", partition))).fetchone()
+        "from {} p").format(_day_source(table, day, partition))).fetchone()
     assert row is not None
-    return int(row[0]), Decimal(row[1])
+    unseen = _storage(table).unseen
+    hidden = conn.execute(unseen.format(day=sql.Literal(day))).fetchone() if unseen is not None else (0,)
+    assert hidden is not None
+    return int(row[0]), Decimal(row[1]), int(hidden[0])
 
 
 # ---- Arrow types: exact decimals, UTC microseconds ---------------------------------------------------------
@@ -208,14 +267,16 @@ def _decimal(scale: int | None, digits: int | None) -> pa.Decimal128Type:
     return pa.decimal128(18 if digits + scale <= 18 else 38, scale)
 
 
-def _schema(conn: psycopg.Connection[Any], relation: str, columns: Sequence[tuple[str, str]]) -> pa.Schema:
-    """The Arrow schema of a partition's rows; numeric columns get the largest scale and integer digits present
+def _schema(conn: psycopg.Connection[Any], relation: str | sql.Composable,
+            columns: Sequence[tuple[str, str]]) -> pa.Schema:
+    """The Arrow schema of a partition's rows (``relation``: a partition's name or a FROM item, :func:`_day_source`); numeric columns get the largest scale and integer digits present
     (numeric columns are unconstrained: the scale is the data's). Any other type is an error, never a guess."""
     fields = []
     for name, kind in columns:
         if kind in ("numeric", "numeric[]"):
             values = sql.SQL("p.{}").format(sql.Identifier(name)) if kind == "numeric" else sql.SQL("x")
-            source = sql.SQL("{} p").format(sql.Identifier("kalshi", relation))
+            source = sql.SQL("{} p").format(
+                sql.Identifier("kalshi", relation) if isinstance(relation, str) else relation)
             if kind == "numeric[]":
                 source = sql.SQL("{} cross join lateral unnest(p.{}) x").format(source, sql.Identifier(name))
             row = conn.execute(sql.SQL("select max(scale({v})), max(length(trunc(abs({v}))::text)) from {s}").format(
@@ -390,15 +451,20 @@ def archive_day(db_url: str, archive_url: str, table: str, day: date) -> Moved |
         with psycopg.connect(db_url) as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             with conn.transaction():
-                partition = _partitions(conn, table).get(day)
+                partition = _partitions(conn, _storage(table).partitioned[0]).get(day)
                 if partition is None:
                     return None
-                fingerprint = _fingerprint(conn, partition)
+                fingerprint = _fingerprint(conn, table, day, partition)
+                if fingerprint[2]:
+                    raise ArchiveError(
+                        f"kalshi.{table} of {day}: {fingerprint[2]} stored rows are not in kalshi.{table} (e.g. a "
+                        "delta whose book is missing); they would be dropped unarchived: nothing was archived")
+                source = _day_source(table, day, partition)
                 columns = _columns(conn, table)
-                schema = _schema(conn, partition, columns)
+                schema = _schema(conn, source, columns)
                 select = sql.SQL("select {} from {} p order by {}").format(  # p.x: the stored value
                     sql.SQL(", ").join(_column_expression(name, kind) for name, kind in columns),
-                    sql.Identifier("kalshi", partition),
+                    source,
                     sql.SQL(", ").join(sql.Identifier("p", c) for c in spec.sort))
 
                 chunks = functools.partial(_partition_chunks, conn, select, schema)
@@ -411,25 +477,33 @@ def archive_day(db_url: str, archive_url: str, table: str, day: date) -> Moved |
                     _write(fs, path, merged.schema, _table_chunks(merged), spec.delta_encoded)
                 windows = _windows_around(conn, day)
         _store_windows(fs, base, day, windows)
-        if _drop_if_unchanged(db_url, table, partition, fingerprint):
+        if _drop_if_unchanged(db_url, table, day, fingerprint):
             size = int(fs.get_file_info(path).size)
             return Moved(table, day, fingerprint[0], size, path, time.monotonic() - started)
     raise ArchiveError(f"kalshi.{table} of {day}: rows kept arriving while it was archived ({ATTEMPTS} attempts); "
                        "the partition is kept, the next run tries again")
 
 
-def _drop_if_unchanged(db_url: str, table: str, partition: str, fingerprint: tuple[int, Decimal]) -> bool:
+def _drop_if_unchanged(db_url: str, table: str, day: date, fingerprint: tuple[int, Decimal, int]) -> bool:
+    """Detach and drop the day partitions of ``table``'s partitioned tables if the day's rows are still those
+    archived (``fingerprint``); ``False`` (nothing dropped) if they changed."""
     with psycopg.connect(db_url) as conn, conn.transaction():
         conn.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
         conn.execute("select pg_advisory_xact_lock(hashtext('kalshi.ensure_partitions'))")
+        parts = [(parent, part) for parent in _storage(table).partitioned
+                 if (part := _partitions(conn, parent).get(day)) is not None]
+        if not parts or parts[0][0] != _storage(table).partitioned[0]:
+            return False  # dropped meanwhile (another run): archive_day starts again and finds nothing
         # Writers of this (old) day wait while its rows are counted again; writers of other days do not: only the
-        # detach below takes the parent table, for a moment (lock_timeout bounds the wait for long readers).
-        conn.execute(sql.SQL("lock table {} in share mode").format(sql.Identifier("kalshi", partition)))
-        if _fingerprint(conn, partition) != fingerprint:
+        # detach below takes the parent tables, for a moment (lock_timeout bounds the wait for long readers).
+        for _parent, part in parts:
+            conn.execute(sql.SQL("lock table {} in share mode").format(sql.Identifier("kalshi", part)))
+        if _fingerprint(conn, table, day, parts[0][1]) != fingerprint:
             return False
-        conn.execute(sql.SQL("alter table {} detach partition {}").format(
-            sql.Identifier("kalshi", table), sql.Identifier("kalshi", partition)))
-        conn.execute(sql.SQL("drop table {}").format(sql.Identifier("kalshi", partition)))
+        for parent, part in parts:
+            conn.execute(sql.SQL("alter table {} detach partition {}").format(
+                sql.Identifier("kalshi", parent), sql.Identifier("kalshi", part)))
+            conn.execute(sql.SQL("drop table {}").format(sql.Identifier("kalshi", part)))
     return True
 
 

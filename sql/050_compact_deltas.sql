@@ -176,6 +176,12 @@ select distinct session_id, session_date, generation, sid, market_ticker, coales
 from kalshi.orderbook_deltas_040
 order by session_date, session_id, generation, sid, market_ticker, 6, side;
 
+-- The moves below are bulk joins of every old row to its book on six columns: the planner cannot estimate such a
+-- join (nor the rare rows of the extras) and, without statistics on the new books, may pick a nested loop that reads
+-- a session's whole stream once per book (hours at a few million rows). Hash joins are right for every one of them.
+analyze kalshi.orderbook_delta_books;
+set local enable_nestloop = off;
+
 insert into kalshi.orderbook_delta_rows (received_at, seq, book_key, session_date, exchange_lag_ms, price, delta)
 select d.received_at, d.seq, b.book_key, d.session_date, kalshi.delta_exchange_lag(d.received_at, d.exchange_ts),
        d.price, d.delta
@@ -195,6 +201,8 @@ join kalshi.orderbook_delta_books b
  and b.market_ticker = d.market_ticker and b.market_id = coalesce(d.market_id, '') and b.side = d.side
 where d.client_order_id is not null or d.subaccount is not null
    or (d.exchange_ts is not null and kalshi.delta_exchange_lag(d.received_at, d.exchange_ts) is null);
+
+reset enable_nestloop;
 
 do $$
 declare

@@ -4,7 +4,7 @@ never trusted."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import pytest
 from psycopg import sql
 from reporting_recording import Recording
 
-from kalshi_store import archive
+from kalshi_store import archive, reads
 
 TABLES = tuple(archive.ARCHIVED_TABLES)
 
@@ -147,27 +147,38 @@ def test_an_archived_day_refilled_later_keeps_both_archives(recorded: Recording,
     assert stored is not None and stored.num_rows == len(before) + 1
 
 
+_LATE_ROWS = {
+    "tickers": "insert into kalshi.tickers (market_ticker, exchange_ts, content_hash, received_at) "
+               "values ('LATE', now(), gen_random_uuid(), now())",
+    "orderbook_deltas": "insert into kalshi.orderbook_deltas (session_id, session_date, generation, sid, seq, "
+                        "market_ticker, side, price, delta, received_at) "
+                        "values (gen_random_uuid(), current_date, 1, 1, 1, 'LATE', 'yes', 0.5, 1, now())",
+}
+
+
+@pytest.mark.parametrize("table", sorted(_LATE_ROWS))
 def test_rows_arriving_during_the_archive_send_the_day_round_again(recorded: Recording, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   table: str) -> None:
     day = _today()
     real = archive._drop_if_unchanged
-    calls = []
+    calls: list[str] = []
 
-    def late_row(db_url: str, table: str, partition: str, fingerprint: Any) -> bool:
+    def late_row(db_url: str, table: str, day: date, fingerprint: Any) -> bool:
         if not calls:
             with psycopg.connect(db_url, autocommit=True) as conn:
-                conn.execute("insert into kalshi.tickers (market_ticker, exchange_ts, content_hash, received_at) "
-                             "values ('LATE', now(), gen_random_uuid(), now())")
+                conn.execute(sql.SQL(_LATE_ROWS[table]))  # type: ignore[arg-type]  # a constant
         calls.append(table)
-        return real(db_url, table, partition, fingerprint)
+        return real(db_url, table, day, fingerprint)
 
-    before = _hot_rows(recorded.url, "tickers")
+    before = _hot_rows(recorded.url, table)
     monkeypatch.setattr(archive, "_drop_if_unchanged", late_row)
-    moved = archive.archive_day(recorded.url, str(tmp_path), "tickers", day)
+    moved = archive.archive_day(recorded.url, str(tmp_path), table, day)
     assert len(calls) == 2
     assert moved is not None and moved.rows == len(before) + 1
-    stored = archive.read_archive(str(tmp_path), "tickers", [day])
+    stored = archive.read_archive(str(tmp_path), table, [day])
     assert stored is not None and stored.num_rows == len(before) + 1
+    assert _hot_rows(recorded.url, table) == []
 
 
 def test_days_to_archive_are_the_old_partitions_only(recorded: Recording) -> None:
@@ -190,3 +201,65 @@ def test_an_object_store_style_url_works_like_a_folder(recorded: Recording, tmp_
     stored = archive.read_archive(url, "trades", [_today()])
     assert stored is not None and _exact(_python(stored, ("trade_id", "trade_date"))) == _exact(before)
     assert archive.archived_days(url, "trades") == [_today()]
+
+
+_DELTA_COLUMNS = ("session_id, session_date, generation, sid, seq, market_ticker, market_id, side, price, delta, "
+                  "client_order_id, subaccount, exchange_ts, received_at")
+
+
+def _day_partitions(url: str, parent: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        return {r[0] for r in conn.execute(
+            "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid "
+            "where i.inhparent = %s::regclass", (f"kalshi.{parent}",)).fetchall()}
+
+
+def test_deltas_are_archived_as_logical_rows_extras_included(recorded: Recording, tmp_path: Path) -> None:
+    """The compact layout (050) is archived as the view's rows: our own orders' columns and an exchange time kept
+    in the extras come back exactly; the day partitions of the rows and the extras go, the books stay."""
+    day = _today()
+    partition = f"_p{day:%Y%m%d}"
+    with psycopg.connect(recorded.url, autocommit=True) as conn:
+        for seq, extra in enumerate((("own-1", 2, "2026-01-01 00:00:00.000123+00"),
+                                     (None, None, "2001-01-01 00:00:00+00"),
+                                     ("own-2", None, None)), start=1):
+            conn.execute(sql.SQL("insert into kalshi.orderbook_deltas ({}) values ({})").format(
+                sql.SQL(_DELTA_COLUMNS), sql.SQL(", ").join(sql.Placeholder() * 14)),
+                (recorded.session_id, day, 9, 99, seq, "OWN-MARKET", None, "no", Decimal("0.0990"), Decimal("-3.00"),
+                 *extra[:2], extra[2], datetime.now(UTC)))
+        extras = conn.execute("select count(*) from kalshi.orderbook_delta_extras").fetchone()
+        books = conn.execute("select count(*) from kalshi.orderbook_delta_books").fetchone()
+    assert extras is not None and extras[0] >= 3 and books is not None
+    before = _hot_rows(recorded.url, "orderbook_deltas")
+    assert {"own-1", "own-2"} <= {r["client_order_id"] for r in before}
+    assert f"orderbook_delta_extras{partition}" in _day_partitions(recorded.url, "orderbook_delta_extras")
+
+    moved = archive.archive_day(recorded.url, str(tmp_path), "orderbook_deltas", day)
+    assert moved is not None and moved.rows == len(before)
+    stored = archive.read_archive(str(tmp_path), "orderbook_deltas", [day])
+    assert stored is not None and stored.column_names == [name for name, _ in reads.COLUMNS["orderbook_deltas"]]
+    assert _exact(_python(stored, archive.ARCHIVED_TABLES["orderbook_deltas"].key)) == _exact(before)
+    tickers = stored.column("market_ticker").to_pylist()
+    assert tickers == sorted(tickers)  # sorted by market (what compresses)
+    assert _hot_rows(recorded.url, "orderbook_deltas") == []
+    for parent in ("orderbook_delta_rows", "orderbook_delta_extras"):
+        assert f"{parent}{partition}" not in _day_partitions(recorded.url, parent)
+    with psycopg.connect(recorded.url) as conn:
+        kept = conn.execute("select count(*) from kalshi.orderbook_delta_books").fetchone()
+    assert kept == books
+    assert archive.archive_day(recorded.url, str(tmp_path), "orderbook_deltas", day) is None
+
+
+def test_a_delta_the_view_does_not_show_stops_the_day(recorded: Recording, tmp_path: Path) -> None:
+    """A stored delta whose book is missing is not in kalshi.orderbook_deltas: archiving the view's rows and
+    dropping the partition would lose it, so the day is refused and nothing is dropped."""
+    day = _today()
+    with psycopg.connect(recorded.url, autocommit=True) as conn:
+        conn.execute("insert into kalshi.orderbook_delta_rows (received_at, seq, book_key, session_date, price, delta) "
+                     "values (now(), 1, -1, %s, 0.5, 1)", (day,))
+    before = _hot_rows(recorded.url, "orderbook_deltas")
+    with pytest.raises(archive.ArchiveError, match="1 stored rows are not in kalshi.orderbook_deltas"):
+        archive.archive_day(recorded.url, str(tmp_path), "orderbook_deltas", day)
+    assert _hot_rows(recorded.url, "orderbook_deltas") == before
+    assert f"orderbook_delta_rows_p{day:%Y%m%d}" in _day_partitions(recorded.url, "orderbook_delta_rows")
+    assert not (tmp_path / "table=orderbook_deltas").exists()

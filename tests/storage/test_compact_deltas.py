@@ -46,10 +46,10 @@ def select(conn: psycopg.Connection[Any], query: str) -> list[tuple[Any, ...]]:
 
 
 def old_layout(url: str, tmp_path: Path) -> None:
-    sql_dir = tmp_path / "sql-040"
+    sql_dir = tmp_path / "sql-before-050"
     sql_dir.mkdir()
     for path in SQL_DIR.glob("*.sql"):
-        if int(path.name[:3]) < 50:
+        if int(path.name[:3]) < 50:  # every released migration (045 came after 040)
             shutil.copy(path, sql_dir)
     migrate(url, sql_dir=sql_dir)
 

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from kalshi_store.dblink import DatabaseLink, _Backoff
 from kalshi_store.spill import SpillTarget
 
 
 def test_backoff_doubles_to_its_cap_and_resets() -> None:
     backoff = _Backoff(0.2, 1.0)
-    backoff.schedule.rng.seed(3)
-    bounds = [0.2, 0.4, 0.8, 1.0, 1.0]  # kalshi_ws.Backoff: full jitter under a bound that doubles to the cap
-    delays = [backoff.failed() for _ in bounds]
-    assert all(0.0 <= delay <= bound for delay, bound in zip(delays, bounds, strict=True)), delays
-    assert backoff.failures == 5 and len(set(delays)) == 5  # drawn, not a fixed schedule (recorders spread out)
+    for bound in (0.2, 0.4, 0.8, 1.0, 1.0):  # full jitter (kalshi_ws.Backoff): uniform in [0, bound]
+        assert backoff.schedule.bound(backoff.failures) == pytest.approx(bound)
+        assert 0.0 <= backoff.failed() <= bound + 1e-12
     backoff.reset()
-    assert backoff.failures == 0 and backoff.failed() <= 0.2
+    assert backoff.failures == 0 and backoff.schedule.bound(0) == pytest.approx(0.2)
+    assert 0.0 <= backoff.failed() <= 0.2 + 1e-12
 
 
 def _closed_port() -> int:
