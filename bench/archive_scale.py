@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 from bench.storage_scale import generate  # noqa: E402
 from kalshi_store import archive  # noqa: E402
 from kalshi_store.embedded import EmbeddedPostgres  # noqa: E402
-from kalshi_store.migrations import SQL_DIR, migrate  # noqa: E402
+from kalshi_store.migrations import migrate  # noqa: E402
 
 
 def main() -> None:
@@ -42,11 +42,7 @@ def main() -> None:
     server.start()
     try:
         url = server.create_database("archive_scale")
-        with tempfile.TemporaryDirectory() as old_sql:
-            for path in sorted(SQL_DIR.glob("*.sql")):
-                if int(path.name[:3]) <= 40:
-                    shutil.copy(path, old_sql)
-            migrate(url, sql_dir=Path(old_sql))
+        migrate(url, before=50)  # the layout before 050
         first = datetime.now(UTC).date() - timedelta(days=args.days)
         generate(url, deltas=args.deltas, markets=args.markets, days=args.days, first=first)
         started = time.perf_counter()

@@ -45,7 +45,7 @@ from psycopg import sql  # noqa: E402
 
 from kalshi_store.batch import Batch  # noqa: E402
 from kalshi_store.embedded import EmbeddedPostgres  # noqa: E402
-from kalshi_store.migrations import SQL_DIR, migrate  # noqa: E402
+from kalshi_store.migrations import migrate  # noqa: E402
 from kalshi_store.writer import CopyWriter  # noqa: E402
 
 OLD = "layout_040"
@@ -325,11 +325,7 @@ def main() -> None:
                               "started": datetime.now(UTC).isoformat()}
     try:
         old_url = server.create_database(OLD)
-        with tempfile.TemporaryDirectory() as old_sql:
-            for path in sorted(SQL_DIR.glob("*.sql")):
-                if int(path.name[:3]) <= 40:
-                    shutil.copy(path, old_sql)
-            migrate(old_url, sql_dir=Path(old_sql))
+        migrate(old_url, before=50)  # the layout before 050
         first = datetime.now(UTC).date() - timedelta(days=args.days)
         print(f"generating {args.deltas:,} deltas over {args.markets:,} markets and {args.days} days", flush=True)
         report["generate_seconds"] = generate(old_url, deltas=args.deltas, markets=args.markets, days=args.days,

@@ -114,13 +114,15 @@ def applied_migrations(conn: psycopg.Connection) -> dict[int, tuple[str, str]]:
     return {version: (name, checksum) for version, name, checksum in rows}
 
 
-def migrate(url: str, *, sql_dir: Path = SQL_DIR, partition_days_ahead: int = 7) -> list[str]:
-    """Apply pending migrations to the database at ``url``; returns the names of the files applied.
+def migrate(url: str, *, sql_dir: Path = SQL_DIR, partition_days_ahead: int = 7,
+            before: int | None = None) -> list[str]:
+    """Apply pending migrations to the database at ``url``; returns the names of the files applied. With ``before``,
+    only those numbered below it (a database as an earlier release left it: migration tests, benchmarks).
 
     Safe to run concurrently and repeatedly (a second run applies nothing). Raises
     :class:`MigrationChecksumError` if a file applied earlier has changed.
     """
-    migrations = discover(sql_dir)
+    migrations = [m for m in discover(sql_dir) if before is None or m.version < before]
     applied_now: list[str] = []
     try:
         connection = psycopg.connect(url, autocommit=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -14,7 +13,7 @@ import psycopg
 import pytest
 
 from kalshi_store.batch import Batch
-from kalshi_store.migrations import SQL_DIR, migrate
+from kalshi_store.migrations import migrate
 from kalshi_store.writer import CopyWriter
 
 COLUMNS = ("session_id, session_date, generation, sid, seq, market_ticker, market_id, side, price, delta, "
@@ -46,12 +45,7 @@ def select(conn: psycopg.Connection[Any], query: str) -> list[tuple[Any, ...]]:
 
 
 def old_layout(url: str, tmp_path: Path) -> None:
-    sql_dir = tmp_path / "sql-before-050"
-    sql_dir.mkdir()
-    for path in SQL_DIR.glob("*.sql"):
-        if int(path.name[:3]) < 50:  # every released migration (045 came after 040)
-            shutil.copy(path, sql_dir)
-    migrate(url, sql_dir=sql_dir)
+    migrate(url, before=50)  # every migration released before 050
 
 
 def test_050_moves_every_delta_exactly(empty_db_url: str, tmp_path: Path) -> None:
