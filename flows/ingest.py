@@ -125,7 +125,8 @@ async def record_session(market_set: str, slot: Slot) -> SessionSummary | str:
 
 @task(name="depth-summary", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE, persist_result=False)
 async def summarise_depth(summary: SessionSummary) -> pd.DataFrame:
-    """Replay the session's books into per-bucket depth summaries; store them and publish a table."""
+    """Replay the session's books into per-bucket depth summaries (every market); store them, publish a table of the
+    markets still open at the end and return their rows (the session artifact shows them)."""
     settings = Settings()
     config = load_market_set(summary.market_set)
     extra = [rule.within for rule in config.alerts if isinstance(rule, DepthBelowRule)]
@@ -143,7 +144,7 @@ async def summarise_depth(summary: SessionSummary) -> pd.DataFrame:
                      f"from the touch ({', '.join(str(d) for d in distances)}); prices in dollars, depth in contracts"
                      f"{shown}" + (f"; {len(closed)} market(s) closed during the session are not shown" if closed else "")))
     get_run_logger().info("depth summary: %d rows for %d markets", len(depth), depth["market_ticker"].nunique())
-    return depth
+    return at_end  # what the session artifact shows: the markets still open at the end
 
 
 @task(name="alerts", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE, persist_result=False)

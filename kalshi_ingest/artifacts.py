@@ -83,10 +83,8 @@ def session_markdown(summary: SessionSummary, depth: pd.DataFrame | None, alerts
         "|---|---:|",
         *(f"| {table} | {count:,} |" for table, count in sorted(summary.rows_written.items())),
     ]
-    if depth is not None and not depth.empty:
-        open_at_end = depth[depth["market_ticker"].isin(summary.markets_at_end)]
-        if not open_at_end.empty:
-            lines += ["", *_depth_section(open_at_end)]
+    if depth is not None and not depth.empty:  # the markets still open at the end (summarise_depth)
+        lines += ["", *_depth_section(depth)]
     lines += ["", f"## Alerts fired: {len(alerts)}", ""]
     lines += [f"- **{a.condition.kind}** {a.condition.message}"
               f"{'' if a.notified else f' (not notified: {a.notify_error})'}" for a in alerts]
