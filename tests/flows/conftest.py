@@ -74,3 +74,12 @@ def ingest_env(simulator: Simulator, db_url: str, tmp_path: Path, monkeypatch: p
         monkeypatch.delenv(key, raising=False)
     return env
 
+
+@pytest.fixture
+async def prefect_api(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
+    """A ``prefect server`` of the test's own on loopback (the environment that points at it), without a scheduler:
+    a deployment's own schedule must not add runs the test's worker would pick up."""
+    from .prefect_e2e import prefect_server as own_server
+
+    async with own_server(tmp_path / "prefect-home", scheduler=False) as env:
+        yield env

@@ -7,7 +7,6 @@ here) through the environment the worker passes on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,10 @@ import pytest
 
 from kalshi_ws.simulator import Simulator
 
-from .prefect_e2e import POOL, cli, prefect_server
+from .prefect_e2e import POOL, cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-
-@pytest.fixture
-async def prefect_api(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
-    # No scheduler: the `demo` deployment's own schedule must not add runs the --run-once worker would pick up.
-    async with prefect_server(tmp_path / "prefect-home", scheduler=False) as env:
-        yield env
 
 
 async def test_deploy_all_then_a_process_worker_records_into_postgres(

@@ -6,7 +6,6 @@ run's logs."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 
 from kalshi_ws.simulator import Simulator
 
-from .prefect_e2e import PREFECT, ROOT, cli, prefect_server
+from .prefect_e2e import PREFECT, ROOT, cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -29,21 +28,16 @@ def _query(url: str, sql: str) -> Any:
     return None if row is None else (row[0] if len(row) == 1 else row)
 
 
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
-    async with prefect_server(tmp_path / "prefect-home", scheduler=False) as env:
-        yield env
-
 
 async def test_flow_run_cancel_through_a_process_worker_ends_cancelled(
-        api: dict[str, str], db_url: str, tmp_path: Path) -> None:
+        prefect_api: dict[str, str], db_url: str, tmp_path: Path) -> None:
     async with Simulator(seed=3, rate=150.0, data_dir=tmp_path / "sim") as sim:
         config = tmp_path / "market_sets.yaml"
         config.write_text("market_sets:\n  sim:\n"
                           f"    series: [{', '.join(sim.series)}]\n"
                           "    channels: [orderbook_delta, ticker, trade]\n"
                           "    depth_bucket_seconds: 2\n")
-        env = {**api, "KALSHI_ENV": sim.base_url, "KALSHI_API_KEY_ID": sim.key_id,
+        env = {**prefect_api, "KALSHI_ENV": sim.base_url, "KALSHI_API_KEY_ID": sim.key_id,
                "KALSHI_PRIVATE_KEY_PATH": str(sim.private_key_path), "DATABASE_URL": db_url,
                "KALSHI_INGEST_DATA_DIR": str(tmp_path / "data"), "KALSHI_INGEST_CONFIG": str(config)}
         await cli(env, "work-pool", "create", POOL, "--type", "process", "--overwrite")
@@ -76,7 +70,7 @@ async def test_flow_run_cancel_through_a_process_worker_ends_cancelled(
     assert "SIGTERM: ending the session" in logs, logs  # kalshi_ingest.session, from the worker's subprocess
     artifacts = await cli(env, "artifact", "ls")
     assert "session-sim" in artifacts and "depth-sim" in artifacts, artifacts
-    async with httpx.AsyncClient(base_url=api["PREFECT_API_URL"]) as client:
+    async with httpx.AsyncClient(base_url=prefect_api["PREFECT_API_URL"]) as client:
         for _ in range(100):  # events are stored asynchronously
             found = (await client.post("/events/filter", json={"filter": {
                 "event": {"name": ["kalshi.session.cancelled"]},
