@@ -102,3 +102,23 @@ class Batch(msgspec.Struct, kw_only=True):
     @property
     def is_empty(self) -> bool:
         return not self.tables and not self.ledger and self.session is None and self.progress is None
+
+
+def split_tables(tables: dict[str, list[Row]], limit: int) -> list[dict[str, list[Row]]]:
+    """Cut rows per table into pieces of at most ``limit`` rows in all, in order (one empty piece for none).
+
+    A batch bounds what one write or one spill record must take at once: a batch that waited while the
+    database was slow to answer is cut, so a spill disk with room for some of it takes that much."""
+    pieces: list[dict[str, list[Row]]] = [{}]
+    room = limit
+    for name, rows in tables.items():
+        start = 0
+        while start < len(rows):
+            if room == 0:
+                pieces.append({})
+                room = limit
+            part = rows[start:start + room]
+            pieces[-1][name] = part
+            start += len(part)
+            room -= len(part)
+    return pieces

@@ -166,7 +166,8 @@ class SessionHealth:
             problems.append(f"the disk under the local spill was full {times} (last: {self.spill_full_error}); "
                             "reading stopped until space came back or the database returned")
         if self.paused_count:
-            problems.append(f"reading paused {self.paused_count} times ({self.paused_seconds:.1f} s) by backpressure")
+            times = "once" if self.paused_count == 1 else f"{self.paused_count} times"
+            problems.append(f"reading paused {times} ({self.paused_seconds:.1f} s) by backpressure")
         if self.quarantined:
             problems.append(f"{len(self.quarantined)} spill segments held unreadable bytes; their readable batches "
                             f"are stored and the files kept as {', '.join(self.quarantined)}")

@@ -140,6 +140,8 @@ class Outbox:
         self.stuck = False
         #: Why the spill refuses batches because its disk is full, while it does.
         self.spill_full: str | None = None
+        #: How many times the disk filled up (a fill after the spill took batches again counts anew).
+        self.disk_fills = 0
         #: The spill's last other failure (logged once), until it takes a batch again.
         self.spill_error: str | None = None
         #: The spill's last failure of any kind (kept for stats).
@@ -221,6 +223,7 @@ class Outbox:
                 text = str(exc)
                 if isinstance(exc, SpillDiskFull):
                     if self.spill_full is None:
+                        self.disk_fills += 1
                         log.error("recorder: cannot spill (%s); %d rows held in memory", exc, self.rows + held)
                     self.spill_full = text
                 elif self.spill_error != text:  # once per error, not at every retry

@@ -71,7 +71,7 @@ from kalshi_ws import events as ev
 from kalshi_ws import messages as m
 
 from . import ledger
-from .batch import Batch, LedgerOp, SessionManifest, SessionProgress
+from .batch import Batch, LedgerOp, SessionManifest, SessionProgress, split_tables
 from .dberrors import DatabaseConfigError, describe, redact, url_secrets
 from .dblink import DatabaseLink
 from .health import SessionHealth, SessionStatus, Verdict
@@ -565,7 +565,6 @@ class Recorder:
                     self._track_age(taken, *cols)
         ledger, self._ledger = self._ledger, []
         self._pending = 0
-        self._batch_counter += 1
         progress = None
         if session is not None:
             status, message = final if final is not None else (None, None)
@@ -577,11 +576,15 @@ class Recorder:
                 status_message=message, ended_at=datetime.now(UTC) if final is not None else None,
             )
         builders = self._builders
-        batch = Batch(batch_id=self._batch_counter, session=session,
-                      session_id=builders.session_id if builders is not None else None,
-                      session_date=builders.session_date if builders is not None else None,
-                      tables=tables, ledger=ledger, progress=progress)
-        self._outbox.put(batch)
+        pieces = split_tables(tables, max(1, self.batch_rows))
+        for i, piece in enumerate(pieces, 1):  # the ledger ops and the progress ride with the last piece
+            last = i == len(pieces)
+            self._batch_counter += 1
+            self._outbox.put(Batch(
+                batch_id=self._batch_counter, session=session,
+                session_id=builders.session_id if builders is not None else None,
+                session_date=builders.session_date if builders is not None else None,
+                tables=piece, ledger=ledger if last else [], progress=progress if last else None))
 
     def _track_age(self, rows: list[Row], ms_index: int, ns_index: int, generation_index: int) -> None:
         """Update the largest message age (receive time - exchange time) from a sample of the rows: every
@@ -641,12 +644,12 @@ class Recorder:
 
     async def _to_spill(self) -> None:
         """Spill what waits in the outbox; when the spill refuses, count it and pause reading if need be."""
-        spill_full = self._outbox.spill_full
+        fills = self._outbox.disk_fills
         failure = await self._outbox.to_spill(held=self._pending)
         if isinstance(failure, SpillDiskFull):
             # The disk is full: nothing more can be made durable, so reading stops now (the same backpressure as a
             # full memory) until the disk takes batches again or the database is back.
-            if spill_full is None:
+            if self._outbox.disk_fills > fills:  # a new fill, even if the spill took batches in between
                 self._health.on_spill_full(str(failure))
             self._health.spill_full_error = str(failure)
             self._pause("spill_full")

@@ -77,7 +77,7 @@ def test_every_problem_is_listed_once_and_degrades_a_completed_session() -> None
         "200 of 300 rows received were frames that could not be decoded or stored (see dead_letter)",
         "the disk under the local spill was full once (last: no space left); reading stopped until space came back "
         "or the database returned",
-        "reading paused 1 times (1.2 s) by backpressure",
+        "reading paused once (1.2 s) by backpressure",
         "1 spill segments held unreadable bytes; their readable batches are stored and the files kept as "
         "/spill/1.quarantine",
     )
