@@ -95,8 +95,12 @@ async def test_handover_leaves_no_instant_unrecorded_and_books_match_the_exchang
     assert (a_end - superseded_at).total_seconds() < 3
     # No instant of the set's markets went unrecorded across the handover. (A market the simulator opened, or paused
     # and reopened, meanwhile has its few milliseconds from opening to snapshot on record, as it should.)
-    assert rows(db_url, "select * from kalshi.uncovered_windows where market_set = 'cont' "
-                        "and reason = 'between_sessions'") == []
+    holes = rows(db_url, "select market_ticker, started_at, ended_at from kalshi.uncovered_windows "
+                         "where market_set = 'cont' and reason = 'between_sessions'")
+    assert holes == [], (holes, rows(db_url, "select session_id, market_ticker, recording_from, recording_to, "
+                                             "end_reason, opened_at from kalshi.coverage_windows "
+                                             "where market_ticker = any(%s) order by market_ticker, recording_from",
+                                     [h[0] for h in holes]), superseded_at, a_end)
     assert scalar(db_url, "select coalesce(max(seconds), 0) from kalshi.uncovered_windows") < 1
     assert scalar(db_url, "select count(*) from kalshi.untrusted_windows where market_ticker = any(%s) "
                           "and kind <> 'uncovered'", markets) == 0
