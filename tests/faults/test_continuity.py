@@ -97,10 +97,15 @@ async def test_handover_leaves_no_instant_unrecorded_and_books_match_the_exchang
     # and reopened, meanwhile has its few milliseconds from opening to snapshot on record, as it should.)
     holes = rows(db_url, "select market_ticker, started_at, ended_at from kalshi.uncovered_windows "
                          "where market_set = 'cont' and reason = 'between_sessions'")
-    assert holes == [], (holes, rows(db_url, "select session_id, market_ticker, recording_from, recording_to, "
-                                             "end_reason, opened_at from kalshi.coverage_windows "
-                                             "where market_ticker = any(%s) order by market_ticker, recording_from",
-                                     [h[0] for h in holes]), superseded_at, a_end)
+    if holes:
+        print("HOLES", holes, "A", first.session_id, "B", second.session_id, "superseded", superseded_at, "A end", a_end)
+        for r in rows(db_url, "select * from kalshi.coverage_windows where market_ticker = any(%s) "
+                              "order by market_ticker, recording_from", [h[0] for h in holes]):
+            print("WINDOW", r)
+        for r in rows(db_url, "select * from kalshi.coverage where market_ticker = any(%s) "
+                              "order by market_ticker, recording_from", [h[0] for h in holes]):
+            print("COVERAGE", r)
+    assert holes == []
     assert scalar(db_url, "select coalesce(max(seconds), 0) from kalshi.uncovered_windows") < 1
     assert scalar(db_url, "select count(*) from kalshi.untrusted_windows where market_ticker = any(%s) "
                           "and kind <> 'uncovered'", markets) == 0
