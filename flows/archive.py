@@ -14,8 +14,10 @@ before and after) and what moved: table, day, rows, bytes and bytes per row.
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import date
 
+import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -27,9 +29,12 @@ __all__ = ["archive_partitions", "moved_markdown"]
 
 
 @task(name="archive-day", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=30)
-async def archive_day(db_url: str, archive_url: str, table: str, day: date) -> archive.Moved | None:
-    """Move one day of one table; ``None`` when it is no longer there (an earlier run finished it)."""
-    moved = await asyncio.to_thread(archive.archive_day, db_url, archive_url, table, day)
+async def archive_day(db_url: str, archive_url: str, table: str, day: date,
+                      windows: pa.Table | None = None) -> archive.Moved | None:
+    """Move one day of one table (``windows``: the day's untrusted windows, computed before the run dropped
+    anything); ``None`` when it is no longer there (an earlier run finished it)."""
+    moved = await asyncio.to_thread(functools.partial(archive.archive_day, windows=windows), db_url, archive_url,
+                                    table, day)
     if moved is not None:
         get_run_logger().info("archived kalshi.%s of %s: %d rows, %d bytes (%.1f B/row) in %.1f s", table, day,
                               moved.rows, moved.bytes, moved.bytes_per_row, moved.seconds)
@@ -87,7 +92,11 @@ async def archive_partitions(older_than_days: int | None = None, archive_url: st
     get_run_logger().info("%d table-days to archive to %s", len(todo), destination)
     archived_deltas = sorted({day for table, day in todo if table == "orderbook_deltas"})
     compacted = await compact_deltas(db_url, today, archived_deltas)
-    moved = [m for table, day in todo if (m := await archive_day(db_url, destination, table, day)) is not None]
+    # Each day's untrusted windows once, before any table is dropped: every table of a day stores the same ones.
+    windows = {day: await asyncio.to_thread(archive.windows_around, db_url, day)
+               for day in sorted({day for _table, day in todo})}
+    moved = [m for table, day in todo
+             if (m := await archive_day(db_url, destination, table, day, windows[day])) is not None]
     await acreate_markdown_artifact(key="archive", markdown=moved_markdown(moved, destination, age, compacted),
                                     description=f"{len(compacted)} delta partitions packed, {len(moved)} table-days "
                                                 f"moved to {destination}")

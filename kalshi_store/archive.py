@@ -22,7 +22,10 @@ One day of one table moves in four steps, each safe to repeat after a crash:
    is the partition's rows plus those of the old file whose key is not in the partition (an earlier archive of
    the same day, when late rows refilled it), and is verified the same way;
 3. the untrusted windows around the day (``kalshi.untrusted_windows``, computed from the rows about to leave) are
-   merged into ``table=untrusted_windows``, so archived rows keep their trust flag;
+   merged into ``table=untrusted_windows``, so archived rows keep their trust flag. A run archiving several tables
+   computes each day's windows once, before it drops anything (:func:`windows_around`), and stores those for every
+   table of the day: the gap bounds and abandoned-gap ends the view derives from deltas, trades and snapshots do
+   not change as the day's tables leave one by one;
 4. in one transaction, with writers to that partition blocked: the partition's fingerprint is taken again and must
    equal step 1's (a row that arrived since sends the day back to step 1), then the partition is detached and
    dropped.
@@ -71,6 +74,7 @@ __all__ = [
     "days_to_archive",
     "open_archive",
     "read_archive",
+    "windows_around",
 ]
 
 #: The archived untrusted windows (``kalshi.untrusted_windows`` of each archived day and its neighbours).
@@ -438,8 +442,11 @@ def _merged(table: pa.Table, old: pa.Table, key: Sequence[str], sort: Sequence[s
 # ---- archiving ---------------------------------------------------------------------------------------------
 
 
-def archive_day(db_url: str, archive_url: str, table: str, day: date) -> Moved | None:
+def archive_day(db_url: str, archive_url: str, table: str, day: date, *,
+                windows: pa.Table | None = None) -> Moved | None:
     """Move one day partition of ``table`` to the archive (see the module docstring); ``None`` if there is none.
+    ``windows``: the day's untrusted windows computed by :func:`windows_around` before any table of the day was
+    dropped (default: computed now, with the rows read).
 
     Memory stays bounded by a chunk of rows, except when an existing file of the day must be merged with the
     partition (a crash's leftover, or an earlier archive of a refilled day): then both are held in memory."""
@@ -475,8 +482,8 @@ def archive_day(db_url: str, archive_url: str, table: str, day: date) -> Moved |
                     rows = pa.concat_tables([*chunks(), schema.empty_table()])
                     merged = _merged(rows, _read_file(fs, path), spec.key, spec.sort)
                     _write(fs, path, merged.schema, _table_chunks(merged), spec.delta_encoded)
-                windows = _windows_around(conn, day)
-        _store_windows(fs, base, day, windows)
+                day_windows = windows if windows is not None else _windows_around(conn, day)
+        _store_windows(fs, base, day, day_windows)
         if _drop_if_unchanged(db_url, table, day, fingerprint):
             size = int(fs.get_file_info(path).size)
             return Moved(table, day, fingerprint[0], size, path, time.monotonic() - started)
@@ -518,6 +525,13 @@ def _windows_around(conn: psycopg.Connection[Any], day: date) -> pa.Table:
     return _to_arrow(_WINDOW_SCHEMA, rows)
 
 
+def windows_around(db_url: str, day: date) -> pa.Table:
+    """The untrusted windows of ``day`` and the days either side as of now, as :func:`archive_day` stores them:
+    compute them before dropping any table of the day and pass them to each table's :func:`archive_day`."""
+    with psycopg.connect(db_url) as conn:
+        return _windows_around(conn, day)
+
+
 def _store_windows(fs: pafs.FileSystem, base: str, day: date, windows: pa.Table) -> None:
     path = _file_path(base, WINDOWS_TABLE, day)
     old = _existing(fs, path)
@@ -530,10 +544,13 @@ def _store_windows(fs: pafs.FileSystem, base: str, day: date, windows: pa.Table)
 
 def archive_older_than(db_url: str, archive_url: str, older_than_days: int, *,
                        today: date | None = None) -> list[Moved]:
-    """Archive every day partition older than ``older_than_days`` days; what was moved, oldest first."""
+    """Archive every day partition older than ``older_than_days`` days; what was moved, oldest first. The untrusted
+    windows of every day are computed once, before anything is dropped, and stored with each of its tables."""
+    todo = days_to_archive(db_url, older_than_days, today=today)
+    windows = {day: windows_around(db_url, day) for day in sorted({day for _table, day in todo})}
     moved = []
-    for table, day in days_to_archive(db_url, older_than_days, today=today):
-        result = archive_day(db_url, archive_url, table, day)
+    for table, day in todo:
+        result = archive_day(db_url, archive_url, table, day, windows=windows[day])
         if result is not None:
             moved.append(result)
     return moved
