@@ -32,8 +32,8 @@ One day of one table moves in four steps, each safe to repeat after a crash:
 
 ``orderbook_deltas`` is a view over compact tables since migration 050 (docs/storage.md): its archive file holds
 the view's rows of the day (``session_date``), the same columns as before, and its step 4 drops the day partitions
-of ``orderbook_delta_rows`` and ``orderbook_delta_extras`` together (the books stay: small). :data:`_STORAGE` is the
-only place that knows this.
+of ``orderbook_delta_rows`` and ``orderbook_delta_extras`` together, then, in the same transaction, the day's books
+that no delta refers to any more. :data:`_STORAGE` is the only place that knows this.
 
 Rows of an old day that sit in a table's ``_default`` partition (written before the day's partition existed and
 never moved) stay in PostgreSQL; the read side reads them with the rest of the hot tier.
@@ -60,6 +60,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from psycopg import sql
+
+from kalshi_store import retention
 
 __all__ = [
     "ARCHIVED_TABLES",
@@ -138,6 +140,9 @@ class _Storage:
     #: How many stored rows of the day ({day}) the logical table does not show (they would be dropped unarchived);
     #: the day is refused while it is not zero.
     unseen: sql.SQL | None = None
+    #: Run in the drop transaction after the day partitions are dropped (connection, day): what the day's rows
+    #: leave behind (050's books).
+    after_drop: Callable[[psycopg.Connection[Any], date], object] | None = None
 
 
 _STORAGE: dict[str, _Storage] = {
@@ -149,7 +154,8 @@ _STORAGE: dict[str, _Storage] = {
             "     + (select count(*) from kalshi.orderbook_delta_extras x where x.session_date = {day} and not exists ("
             "          select from kalshi.orderbook_delta_rows d join kalshi.orderbook_delta_books b"
             "            on b.book_key = d.book_key and b.session_date = d.session_date"
-            "          where d.book_key = x.book_key and d.session_date = x.session_date and d.seq = x.seq))")),
+            "          where d.book_key = x.book_key and d.session_date = x.session_date and d.seq = x.seq))"),
+        lambda conn, day: retention.delete_unused_books(conn, day=day)),
 }
 
 
@@ -511,6 +517,8 @@ def _drop_if_unchanged(db_url: str, table: str, day: date, fingerprint: tuple[in
             conn.execute(sql.SQL("alter table {} detach partition {}").format(
                 sql.Identifier("kalshi", parent), sql.Identifier("kalshi", part)))
             conn.execute(sql.SQL("drop table {}").format(sql.Identifier("kalshi", part)))
+        if (after_drop := _storage(table).after_drop) is not None:
+            after_drop(conn, day)
     return True
 
 
