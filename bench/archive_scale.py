@@ -11,9 +11,9 @@ read, written, read back and compared, partitions dropped) to a temporary folder
 second per table and day. The archive holds logical rows (the view's columns), so its size does not depend on the
 hot layout.
 
-Then the read side (:class:`kalshi_ingest.data.MarketData`) on ``--probes`` markets, for one archived day and one
-hot day each: trades of the day, 5-minute bars of the day, top of book of the day, the book at noon, the book
-replayed over an hour from noon. Each call is timed ``--calls`` times on one ``MarketData`` (as a notebook uses it):
+Then, after ``analyze`` (autovacuum's job on a live database), the read side (:class:`kalshi_ingest.data.MarketData`)
+on ``--probes`` markets, for one archived day and one hot day each: trades of the day, 5-minute bars of the day, top
+of book of the day, the book at noon, the book replayed over an hour from noon. Each call is timed ``--calls`` times on one ``MarketData`` (as a notebook uses it):
 the first call (archived days: the Parquet files read; hot: a connection opened) and the median of the others
 (archived days read again from its cache while the files are unchanged). Printed as a table and written to
 ``bench/results/archive-scale-<UTC>.json``.
@@ -36,6 +36,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
 
 from bench.storage_scale import generate, ticker_of  # noqa: E402
 from kalshi_ingest.data import MarketData  # noqa: E402
@@ -141,6 +143,8 @@ def main() -> None:
         for m in moved:
             print(f"{m.table:20} {m.day}  {m.rows:>10,} rows  {m.bytes:>12,} B  {m.bytes_per_row:6.2f} B/row  "
                   f"{m.rows / m.seconds:>9,.0f} rows/s", flush=True)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("analyze")  # what autovacuum does on a live database; the reads are planned with statistics
         archived_day = max(m.day for m in moved if m.table == "orderbook_deltas")
         reads = read_figures(url, str(folder / "archive"), markets,
                              {"archived": archived_day, "hot": today - timedelta(days=1)}, args.calls)
