@@ -78,7 +78,8 @@ def moved_markdown(moved: list[archive.Moved], archive_url: str, older_than_days
 async def archive_partitions(older_than_days: int | None = None, archive_url: str | None = None,
                              today: date | None = None) -> list[archive.Moved]:
     """Pack the finished delta partitions (once each), then archive every day partition older than
-    ``older_than_days`` (default ``KALSHI_ARCHIVE_AFTER_DAYS``) to ``archive_url`` (default ``KALSHI_ARCHIVE_URL``); ``today`` (default: the UTC date) is where the age counts from."""
+    ``older_than_days`` (default ``KALSHI_ARCHIVE_AFTER_DAYS``) to ``archive_url`` (default ``KALSHI_ARCHIVE_URL``);
+    ``today`` (default: the UTC date) is where the age counts from."""
     settings = Settings()
     destination = archive_url or settings.kalshi_archive_url
     if not destination:
