@@ -292,11 +292,12 @@ def retention(*, keep_days: int) -> int:
 
 @db.command
 def archive(*, older_than_days: int | None = None, to: str | None = None) -> int:
-    """move old day partitions to Parquet files (verified row for row, then dropped)
+    """pack finished delta partitions, move old day partitions to Parquet files (verified, then dropped)
 
-    Write every day partition older than --older-than-days days to Parquet (zstd, one file per table and day),
-    read each file back and compare it with the partition, then drop the partition. Idempotent: run it again after
-    a crash. The daily deployment 'archive-partitions/daily' does the same on a schedule.
+    First pack the primary key of every finished day partition of the order book deltas not packed yet (once per
+    day; days archived by this run are left alone). Then write every day partition older than --older-than-days
+    days to Parquet (zstd, one file per table and day), read each file back and compare it with the partition,
+    then drop the partition. Idempotent: run it again after a crash. The daily deployment 'archive-partitions/daily' does the same on a schedule.
 
     Parameters
     ----------
@@ -305,7 +306,8 @@ def archive(*, older_than_days: int | None = None, to: str | None = None) -> int
     to
         a folder or an object-store URL (default: KALSHI_ARCHIVE_URL)
     """
-    from kalshi_store.archive import archive_older_than
+    from kalshi_store.archive import archive_older_than, days_to_archive
+    from kalshi_store.compaction import compact_finished_days
 
     settings = Settings()
     destination = to or settings.kalshi_archive_url
@@ -315,6 +317,10 @@ def archive(*, older_than_days: int | None = None, to: str | None = None) -> int
     days = settings.kalshi_archive_after_days if older_than_days is None else older_than_days
     url = _database_url()
     with _database_errors(url):
+        archiving = {day for table, day in days_to_archive(url, days) if table == "orderbook_deltas"}
+        packed = compact_finished_days(url, skip=archiving)
+        for done in packed:
+            print(f"packed {done.partition}: primary key {done.bytes_before:,} -> {done.bytes_after:,} bytes")
         moved = archive_older_than(url, destination, days)
     for item in moved:
         print(f"{item.table} {item.day}: {item.rows:,} rows -> {item.path} ({item.bytes:,} bytes, "

@@ -22,15 +22,18 @@ One day of one table moves in four steps, each safe to repeat after a crash:
    is the partition's rows plus those of the old file whose key is not in the partition (an earlier archive of
    the same day, when late rows refilled it), and is verified the same way;
 3. the untrusted windows around the day (``kalshi.untrusted_windows``, computed from the rows about to leave) are
-   merged into ``table=untrusted_windows``, so archived rows keep their trust flag;
+   merged into ``table=untrusted_windows``, so archived rows keep their trust flag. A run archiving several tables
+   computes each day's windows once, before it drops anything (:func:`windows_around`), and stores those for every
+   table of the day: the gap bounds and abandoned-gap ends the view derives from deltas, trades and snapshots do
+   not change as the day's tables leave one by one;
 4. in one transaction, with writers to that partition blocked: the partition's fingerprint is taken again and must
    equal step 1's (a row that arrived since sends the day back to step 1), then the partition is detached and
    dropped.
 
 ``orderbook_deltas`` is a view over compact tables since migration 050 (docs/storage.md): its archive file holds
 the view's rows of the day (``session_date``), the same columns as before, and its step 4 drops the day partitions
-of ``orderbook_delta_rows`` and ``orderbook_delta_extras`` together (the books stay: small). :data:`_STORAGE` is the
-only place that knows this.
+of ``orderbook_delta_rows`` and ``orderbook_delta_extras`` together, then, in the same transaction, the day's books
+that no delta refers to any more. :data:`_STORAGE` is the only place that knows this.
 
 Rows of an old day that sit in a table's ``_default`` partition (written before the day's partition existed and
 never moved) stay in PostgreSQL; the read side reads them with the rest of the hot tier.
@@ -58,6 +61,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from psycopg import sql
 
+from kalshi_store import retention
+
 __all__ = [
     "ARCHIVED_TABLES",
     "WINDOWS_TABLE",
@@ -71,6 +76,7 @@ __all__ = [
     "days_to_archive",
     "open_archive",
     "read_archive",
+    "windows_around",
 ]
 
 #: The archived untrusted windows (``kalshi.untrusted_windows`` of each archived day and its neighbours).
@@ -134,6 +140,9 @@ class _Storage:
     #: How many stored rows of the day ({day}) the logical table does not show (they would be dropped unarchived);
     #: the day is refused while it is not zero.
     unseen: sql.SQL | None = None
+    #: Run in the drop transaction after the day partitions are dropped (connection, day): what the day's rows
+    #: leave behind (050's books).
+    after_drop: Callable[[psycopg.Connection[Any], date], object] | None = None
 
 
 _STORAGE: dict[str, _Storage] = {
@@ -145,7 +154,8 @@ _STORAGE: dict[str, _Storage] = {
             "     + (select count(*) from kalshi.orderbook_delta_extras x where x.session_date = {day} and not exists ("
             "          select from kalshi.orderbook_delta_rows d join kalshi.orderbook_delta_books b"
             "            on b.book_key = d.book_key and b.session_date = d.session_date"
-            "          where d.book_key = x.book_key and d.session_date = x.session_date and d.seq = x.seq))")),
+            "          where d.book_key = x.book_key and d.session_date = x.session_date and d.seq = x.seq))"),
+        lambda conn, day: retention.delete_unused_books(conn, day=day)),
 }
 
 
@@ -438,8 +448,11 @@ def _merged(table: pa.Table, old: pa.Table, key: Sequence[str], sort: Sequence[s
 # ---- archiving ---------------------------------------------------------------------------------------------
 
 
-def archive_day(db_url: str, archive_url: str, table: str, day: date) -> Moved | None:
+def archive_day(db_url: str, archive_url: str, table: str, day: date, *,
+                windows: pa.Table | None = None) -> Moved | None:
     """Move one day partition of ``table`` to the archive (see the module docstring); ``None`` if there is none.
+    ``windows``: the day's untrusted windows computed by :func:`windows_around` before any table of the day was
+    dropped (default: computed now, with the rows read).
 
     Memory stays bounded by a chunk of rows, except when an existing file of the day must be merged with the
     partition (a crash's leftover, or an earlier archive of a refilled day): then both are held in memory."""
@@ -475,8 +488,8 @@ def archive_day(db_url: str, archive_url: str, table: str, day: date) -> Moved |
                     rows = pa.concat_tables([*chunks(), schema.empty_table()])
                     merged = _merged(rows, _read_file(fs, path), spec.key, spec.sort)
                     _write(fs, path, merged.schema, _table_chunks(merged), spec.delta_encoded)
-                windows = _windows_around(conn, day)
-        _store_windows(fs, base, day, windows)
+                day_windows = windows if windows is not None else _windows_around(conn, day)
+        _store_windows(fs, base, day, day_windows)
         if _drop_if_unchanged(db_url, table, day, fingerprint):
             size = int(fs.get_file_info(path).size)
             return Moved(table, day, fingerprint[0], size, path, time.monotonic() - started)
@@ -504,6 +517,8 @@ def _drop_if_unchanged(db_url: str, table: str, day: date, fingerprint: tuple[in
             conn.execute(sql.SQL("alter table {} detach partition {}").format(
                 sql.Identifier("kalshi", parent), sql.Identifier("kalshi", part)))
             conn.execute(sql.SQL("drop table {}").format(sql.Identifier("kalshi", part)))
+        if (after_drop := _storage(table).after_drop) is not None:
+            after_drop(conn, day)
     return True
 
 
@@ -518,6 +533,13 @@ def _windows_around(conn: psycopg.Connection[Any], day: date) -> pa.Table:
     return _to_arrow(_WINDOW_SCHEMA, rows)
 
 
+def windows_around(db_url: str, day: date) -> pa.Table:
+    """The untrusted windows of ``day`` and the days either side as of now, as :func:`archive_day` stores them:
+    compute them before dropping any table of the day and pass them to each table's :func:`archive_day`."""
+    with psycopg.connect(db_url) as conn:
+        return _windows_around(conn, day)
+
+
 def _store_windows(fs: pafs.FileSystem, base: str, day: date, windows: pa.Table) -> None:
     path = _file_path(base, WINDOWS_TABLE, day)
     old = _existing(fs, path)
@@ -530,10 +552,13 @@ def _store_windows(fs: pafs.FileSystem, base: str, day: date, windows: pa.Table)
 
 def archive_older_than(db_url: str, archive_url: str, older_than_days: int, *,
                        today: date | None = None) -> list[Moved]:
-    """Archive every day partition older than ``older_than_days`` days; what was moved, oldest first."""
+    """Archive every day partition older than ``older_than_days`` days; what was moved, oldest first. The untrusted
+    windows of every day are computed once, before anything is dropped, and stored with each of its tables."""
+    todo = days_to_archive(db_url, older_than_days, today=today)
+    windows = {day: windows_around(db_url, day) for day in sorted({day for _table, day in todo})}
     moved = []
-    for table, day in days_to_archive(db_url, older_than_days, today=today):
-        result = archive_day(db_url, archive_url, table, day)
+    for table, day in todo:
+        result = archive_day(db_url, archive_url, table, day, windows=windows[day])
         if result is not None:
             moved.append(result)
     return moved

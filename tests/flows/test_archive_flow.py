@@ -65,3 +65,29 @@ def test_no_destination_is_an_error_naming_the_variable(monkeypatch: pytest.Monk
     monkeypatch.delenv("KALSHI_ARCHIVE_URL", raising=False)
     with pytest.raises(ValueError, match="KALSHI_ARCHIVE_URL"):
         asyncio.run(archive_partitions.fn())
+
+
+async def test_the_flow_packs_each_finished_delta_day_once_and_reports_it(db_url: str, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(0, str(ROOT / "tests" / "archive"))
+    from live_deltas import exact_rows, key_state, write_live_deltas
+
+    day = datetime.now(UTC).date() - timedelta(days=3)
+    write_live_deltas(db_url, day)
+    before, (size, _) = exact_rows(db_url, day), key_state(db_url, day)
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("KALSHI_ARCHIVE_URL", str(tmp_path / "archive"))
+    monkeypatch.setenv("KALSHI_ARCHIVE_AFTER_DAYS", "30")
+    state = await archive_partitions(return_state=True)
+    assert state.is_completed() and await state.result() == []
+    report = (await flow_run_artifacts(state.state_details.flow_run_id))["archive"].data
+    partition = f"kalshi.orderbook_delta_rows_p{day:%Y%m%d}"
+    assert f"| {day} | {partition} | {size:,} |" in report and "Nothing to archive." in report
+    packed = key_state(db_url, day)
+    assert packed[1] == ["fillfactor=100"] and packed[0] <= size
+    assert exact_rows(db_url, day) == before
+    # Once: the next run has nothing to pack.
+    state = await archive_partitions(return_state=True)
+    report = (await flow_run_artifacts(state.state_details.flow_run_id))["archive"].data
+    assert "No delta partition to pack." in report and partition not in report
+    assert key_state(db_url, day) == packed
