@@ -79,8 +79,9 @@ connection's ``Connected`` names it and it is closed with ``Recovered(outcome="r
 subscription is ``SUBSCRIBING`` any more and every book has its new snapshot.
 
 Recovery step: a channel's running recovery is on one :class:`RecoveryStep` of the ladder, changed only by
-``_Recovery.move``, which sets the step and its deadline together; the step is the ``Recovered`` outcome. Any
-step may follow any other (a new connection or a re-created subscription starts the ladder again)::
+``_Recovery.move``, which sets the step and its deadline together (``postpone_timeouts`` only shifts a running
+deadline); the step is the ``Recovered`` outcome. Any step may follow any other (a new connection or a re-created
+subscription starts the ladder again)::
 
     -> SNAPSHOT      ``get_snapshot`` sent on the live sid             due in snapshot_timeout
     -> RESUBSCRIBED  subscription re-created on this connection        due in command_timeout + snapshot_timeout
