@@ -461,7 +461,7 @@ async def _record(settings: Settings, market_set: MarketSet, database_url: str, 
     def start_backfill(since: datetime) -> None:
         backfills.append(asyncio.create_task(backfill(since), name="kalshi-rest-backfill"))
 
-    previous = await recorder.last_trade_time(follower.markets) if records_trades and follower.markets else None
+    previous = await link.last_trade_time(follower.markets) if records_trades and follower.markets else None
     sink = _SessionSink(recorder, backfill=start_backfill if records_trades or records_fills else None,
                         since=previous, trigger=messages.Trade if records_trades else messages.Fill,
                         follower=follower)

@@ -223,6 +223,21 @@ class SessionLink:
             log.warning("could not read what the previous session records (%s)", type(exc).__name__)
             return []
 
+    async def last_trade_time(self, markets: Sequence[str]) -> datetime | None:
+        """Time of the newest stored trade of any of ``markets``, where the session's REST backfill starts (``None``
+        if none, or the database is away). No :data:`CALL_TIMEOUT`: a lock on ``kalshi.trades`` delays the session's
+        start rather than lose its backfill (docs/fault-matrix.md, note 8)."""
+        async def newest(conn: psycopg.AsyncConnection) -> tuple[Any, ...] | None:
+            return await (await conn.execute("select max(exchange_ts) from kalshi.trades where market_ticker = any(%s)",
+                                             (list(markets),))).fetchone()
+
+        try:
+            row = await self._transaction(newest, timeout=None)
+        except (psycopg.Error, TimeoutError) as exc:
+            log.warning("could not read the last trade time (%s)", type(exc).__name__)
+            return None
+        return row[0] if row else None
+
     async def ended(self, sessions: Sequence[LiveSession]) -> bool:
         """Whether every one of ``sessions`` has ended (its final coverage is on record)."""
         async def running(conn: psycopg.AsyncConnection) -> tuple[Any, ...] | None:
@@ -285,14 +300,15 @@ class SessionLink:
     async def close(self) -> None:
         await self._drop()
 
-    async def _transaction(self, work: Callable[[psycopg.AsyncConnection], Awaitable[_T]]) -> _T:
-        """Run ``work`` in one transaction on the link's connection, within :data:`CALL_TIMEOUT`; a failure drops the
-        connection (the next call opens a new one) and propagates."""
+    async def _transaction(self, work: Callable[[psycopg.AsyncConnection], Awaitable[_T]],
+                           timeout: float | None = CALL_TIMEOUT) -> _T:
+        """Run ``work`` in one transaction on the link's connection, within ``timeout`` seconds (``None``: no limit);
+        a failure drops the connection (the next call opens a new one) and propagates."""
         try:
             async with self._lock:
                 conn = await self._connect()
                 async with conn.transaction():
-                    return await asyncio.wait_for(work(conn), CALL_TIMEOUT)
+                    return await asyncio.wait_for(work(conn), timeout)
         except (psycopg.Error, TimeoutError):
             await self._drop()
             raise

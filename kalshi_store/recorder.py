@@ -65,8 +65,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import psycopg
-
 from kalshi_ws import events as ev
 from kalshi_ws import messages as m
 
@@ -463,20 +461,6 @@ class Recorder:
             self._pending += len(rows)
             self._wake.set()
         return len(rows)
-
-    async def last_trade_time(self, markets: Sequence[str]) -> datetime | None:
-        """Time of the newest stored trade of any of ``markets`` (``None`` if none, or the database is away)."""
-        try:
-            async with await psycopg.AsyncConnection.connect(
-                self.url, connect_timeout=max(1, round(self.connect_timeout))
-            ) as conn:
-                cur = await conn.execute("select max(exchange_ts) from kalshi.trades where market_ticker = any(%s)",
-                                         (list(markets),))
-                row = await cur.fetchone()
-        except psycopg.Error as exc:
-            log.warning("recorder: cannot read the last trade time (%s)", describe(exc, self.url))
-            return None
-        return row[0] if row else None
 
     def stats(self) -> RecorderStats:
         received = dict(self._received)

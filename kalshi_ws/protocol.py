@@ -77,6 +77,18 @@ each transition against :data:`TRANSITIONS`::
 A disconnect (:meth:`~SessionProtocol.connection_lost`) opens an incident (``Disconnected``); the next
 connection's ``Connected`` names it and it is closed with ``Recovered(outcome="reconnected")`` when no
 subscription is ``SUBSCRIBING`` any more and every book has its new snapshot.
+
+Recovery step: a channel's running recovery is on one :class:`RecoveryStep` of the ladder, changed only by
+``_Recovery.move``, which sets the step and its deadline together (``postpone_timeouts`` only shifts a running
+deadline); the step is the ``Recovered`` outcome. Any step may follow any other (a new connection or a re-created
+subscription starts the ladder again)::
+
+    -> SNAPSHOT      ``get_snapshot`` sent on the live sid             due in snapshot_timeout
+    -> RESUBSCRIBED  subscription re-created on this connection        due in command_timeout + snapshot_timeout
+                     (ladder step 2, or the server ended the sid)
+    -> RECONNECTED   the ladder's last step, or the connection ended   no deadline: the driver reconnects
+    -> RECONNECTED   the next connection subscribed the books again    due in command_timeout + snapshot_timeout
+    RESUBSCRIBED and RECONNECTED, on ``subscribed`` (new sid live)     due in snapshot_timeout (same step)
 """
 
 from __future__ import annotations
@@ -86,7 +98,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, cast, get_args
 
 from kalshi_ws import events, messages
 from kalshi_ws.commands import RESERVED_PARAMS, CommandTracker, Reply
@@ -94,7 +106,8 @@ from kalshi_ws.errors import describe_error
 from kalshi_ws.orderbook import BookSet, Problem
 from kalshi_ws.sequence import ACCEPT, STALE, SequenceTracker
 
-__all__ = ["BOOK_CHANNEL", "TRANSITIONS", "SeqScope", "SessionProtocol", "Subscription", "SubscriptionState"]
+__all__ = ["BOOK_CHANNEL", "TRANSITIONS", "RecoveryStep", "SeqScope", "SessionProtocol", "Subscription",
+           "SubscriptionState"]
 
 #: What one ``seq`` stream covers (spec 12.4): each subscription, or the whole connection.
 SeqScope = Literal["sid", "connection"]
@@ -243,11 +256,31 @@ class _Sid:
         self.seq = SequenceTracker(sid)
 
 
+class RecoveryStep(enum.Enum):
+    """The step of the recovery ladder a channel's books are on; it is the outcome when they recover."""
+
+    #: ``get_snapshot`` requested for the pending markets on the live sid.
+    SNAPSHOT = "snapshot"
+    #: A new subscription on this connection brings fresh snapshots.
+    RESUBSCRIBED = "resubscribed"
+    #: A new connection brings fresh snapshots (requested by the ladder, or the connection ended).
+    RECONNECTED = "reconnected"
+
+    @property
+    def outcome(self) -> events.RecoveryOutcome:
+        """The ``Recovered.outcome`` that names this step."""
+        return cast("events.RecoveryOutcome", self.value)
+
+
+#: The steps that wait for a new subscription's ``subscribed`` before the snapshots are due.
+_NEW_SUBSCRIPTION: Final = frozenset({RecoveryStep.RESUBSCRIBED, RecoveryStep.RECONNECTED})
+
+
 class _Recovery:
     """Books of one channel being re-synchronised, with the incidents that close when they are."""
 
-    __slots__ = ("deadline", "gap_incidents", "markets", "outcome", "pending", "reconnect_incident",
-                 "resubscribes", "snapshot_requests")
+    __slots__ = ("deadline", "gap_incidents", "markets", "pending", "reconnect_incident", "resubscribes",
+                 "snapshot_requests", "step")
 
     def __init__(self, markets: tuple[str, ...]) -> None:
         self.markets = markets
@@ -256,10 +289,18 @@ class _Recovery:
         self.gap_incidents: list[int] = []
         #: The disconnect incident whose reconnect this recovery completes, if any.
         self.reconnect_incident: int | None = None
-        self.outcome: events.RecoveryOutcome = "snapshot"
+        self.step = RecoveryStep.SNAPSHOT
         self.snapshot_requests = 0
         self.resubscribes = 0
+        #: When the step has failed (monotonic seconds); ``None``: no deadline (waiting for a connection).
         self.deadline: float | None = None
+
+    def move(self, step: RecoveryStep, deadline: float | None) -> None:
+        """The only place the step changes, always with its deadline (see the module docstring)."""
+        if deadline is None and step is not RecoveryStep.RECONNECTED:
+            raise RuntimeError(f"recovery step {step.name} needs a deadline")
+        self.step = step
+        self.deadline = deadline
 
     @property
     def incident(self) -> int | None:
@@ -410,7 +451,7 @@ class SessionProtocol:
                 self._subscribe(channel)
         book = self._channels.get(BOOK_CHANNEL)
         if book is not None and book.markets and (incident is not None or book.recovery is not None):
-            recovery = self._restart_recovery(book, "reconnected")
+            recovery = self._restart_recovery(book, RecoveryStep.RECONNECTED)
             recovery.reconnect_incident = incident
             recovery.snapshot_requests = 0
             recovery.resubscribes = 0
@@ -446,8 +487,7 @@ class SessionProtocol:
             recovery = channel.recovery
             if recovery is None:
                 continue
-            recovery.deadline = None
-            recovery.outcome = "reconnected"
+            recovery.move(RecoveryStep.RECONNECTED, None)
             if not will_reconnect:
                 channel.recovery = None
                 for incident in recovery.gap_incidents:
@@ -718,10 +758,10 @@ class SessionProtocol:
         self._escalate(channel, recovery, f"gap on sid {state.sid}: expected seq {expected}, got {received}",
                        self._clock(), at_ns)
 
-    def _restart_recovery(self, channel: _Channel, outcome: events.RecoveryOutcome | None = None) -> _Recovery:
+    def _restart_recovery(self, channel: _Channel, step: RecoveryStep | None = None) -> _Recovery:
         """The one recovery reset: every market ``channel`` has now is untrusted and waits for a fresh snapshot,
-        under the channel's recovery (created if none runs; its incidents are kept). With ``outcome``
-        (``"resubscribed"``/``"reconnected"``) a new subscription is on its way: its ack and snapshots are due
+        under the channel's recovery (created if none runs; its incidents are kept). With ``step``
+        (``RESUBSCRIBED``/``RECONNECTED``) a new subscription is on its way: its ack and snapshots are due
         within ``command_timeout + snapshot_timeout``."""
         markets = tuple(channel.markets)
         self.books.mark_untrusted(markets)
@@ -731,29 +771,26 @@ class SessionProtocol:
             recovery = channel.recovery = _Recovery(markets)
         recovery.markets = markets
         recovery.pending = set(markets)
-        if outcome is not None:
-            recovery.outcome = outcome
-            recovery.deadline = self._clock() + self.command_timeout + self.snapshot_timeout
+        if step is not None:
+            recovery.move(step, self._clock() + self.command_timeout + self.snapshot_timeout)
         return recovery
 
     def _escalate(self, channel: _Channel, recovery: _Recovery, reason: str, now: float, at_ns: int) -> None:
         """Take the next step of the recovery ladder (see the module docstring)."""
         if channel.sid is not None and recovery.snapshot_requests < self.snapshot_attempts:  # LIVE
             recovery.snapshot_requests += 1
-            recovery.outcome = "snapshot"
+            recovery.move(RecoveryStep.SNAPSHOT, now + self.snapshot_timeout)
             markets = tuple(m for m in recovery.markets if m in recovery.pending)
             self._update(channel, "get_snapshot", markets)
-            recovery.deadline = now + self.snapshot_timeout
             self._emit(events.SnapshotRequested(generation=self.generation, at_ns=at_ns,
                                                 incident_id=recovery.incident or 0, sid=channel.sid,
                                                 markets=markets, attempt=recovery.snapshot_requests))
         elif recovery.resubscribes < self.resubscribe_attempts:
             recovery.resubscribes += 1
-            self._restart_recovery(channel, "resubscribed")
+            self._restart_recovery(channel, RecoveryStep.RESUBSCRIBED)
             self._resubscribe(channel, reason, recovery.incident, at_ns)
         else:
-            recovery.outcome = "reconnected"
-            recovery.deadline = None
+            recovery.move(RecoveryStep.RECONNECTED, None)
             if self.reconnect_requested is None:
                 self.reconnect_requested = (f"{channel.name} books not recovered after {recovery.snapshot_requests} "
                                             f"snapshot requests and {recovery.resubscribes} resubscribes ({reason})")
@@ -772,7 +809,7 @@ class SessionProtocol:
         channel.recovery = None
         for incident in recovery.gap_incidents:
             self._emit(events.Recovered(generation=self.generation, at_ns=at_ns, incident_id=incident,
-                                        outcome=recovery.outcome, sid=channel.sid, markets=recovery.markets))
+                                        outcome=recovery.step.outcome, sid=channel.sid, markets=recovery.markets))
         if recovery.reconnect_incident is not None:
             self._check_reconnect_closed()
 
@@ -794,7 +831,7 @@ class SessionProtocol:
                 missing = len(recovery.pending)
                 self._escalate(channel, recovery,
                                f"{missing} of {len(recovery.markets)} {channel.name} snapshots missing after "
-                               f"the {recovery.outcome} step", now, self._wall_ns())
+                               f"the {recovery.step.value} step", now, self._wall_ns())
 
     def postpone_timeouts(self, seconds: float) -> None:
         """The driver did not read the socket for ``seconds`` (backpressure): no reply and no snapshot could
@@ -858,8 +895,8 @@ class SessionProtocol:
             if removed:
                 self._update(channel, "delete_markets", removed)
         recovery = channel.recovery
-        if recovery is not None and recovery.outcome in ("resubscribed", "reconnected"):
-            recovery.deadline = self._clock() + self.snapshot_timeout
+        if recovery is not None and recovery.step in _NEW_SUBSCRIPTION:
+            recovery.move(recovery.step, self._clock() + self.snapshot_timeout)
         self._check_reconnect_closed()
 
     def _error(self, message: messages.Error, reply: Reply | None, at_ns: int) -> None:
@@ -929,7 +966,7 @@ class SessionProtocol:
         incident = None
         if channel.name == BOOK_CHANNEL:
             incident = self._new_incident()
-            self._restart_recovery(channel, "resubscribed").gap_incidents.append(incident)
+            self._restart_recovery(channel, RecoveryStep.RESUBSCRIBED).gap_incidents.append(incident)
         self._subscribe(channel)
         self._emit(events.Resubscribed(generation=self.generation, at_ns=at_ns, channel=channel.name,
                                        old_sid=state.sid, reason=reason, incident_id=incident))

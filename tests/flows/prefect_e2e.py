@@ -14,6 +14,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -41,6 +42,14 @@ async def cli(env: dict[str, str], *args: str, timeout: float = 120) -> str:
     text = out.decode(errors="replace")
     assert proc.returncode == 0, f"prefect {' '.join(args)} exited {proc.returncode}:\n{text}"
     return text
+
+
+async def api_get(env: dict[str, str], path: str) -> Any:
+    """``GET`` ``path`` of the API ``env`` points at (its JSON): a read without starting a ``prefect`` CLI process."""
+    async with httpx.AsyncClient(base_url=env["PREFECT_API_URL"], timeout=30) as client:
+        response = await client.get(path)
+    assert response.status_code == 200, f"GET {path}: {response.status_code} {response.text}"
+    return response.json()
 
 
 def clean_environment() -> dict[str, str]:

@@ -15,7 +15,7 @@ import pytest
 
 from kalshi_ws.simulator import Simulator
 
-from .prefect_e2e import POOL, cli
+from .prefect_e2e import POOL, api_get, cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -31,19 +31,20 @@ async def test_deploy_all_then_a_process_worker_records_into_postgres(
         deployed = await cli(env, "--no-prompt", "deploy", "--all")
         assert "ingest-market-set/demo" in deployed and "ingest-market-set/adhoc" in deployed
 
-        inspected = await cli(env, "deployment", "inspect", "ingest-market-set/demo")
-        assert "ENQUEUE" in inspected and "market-set:demo" in inspected
+        demo = await api_get(env, "/deployments/name/ingest-market-set/demo")
+        assert demo["concurrency_options"]["collision_strategy"] == "ENQUEUE"
+        assert demo["global_concurrency_limit"]["limit"] == 3 and "market-set:demo" in demo["tags"]
         # The same deployment on every worker host: the flow comes from the installed package, no pull step
         # ties it to the folder it was deployed from.
-        assert "'pull_steps': []" in inspected and "'kalshi_flows.ingest:ingest_market_set'" in inspected
+        assert demo["pull_steps"] == [] and demo["entrypoint"] == "kalshi_flows.ingest:ingest_market_set"
 
         started = await cli(env, "deployment", "run", "ingest-market-set/adhoc",
                              "--param", "market_set=demo", "--param", "duration_seconds=4")
         run_id = next(line.split()[-1] for line in started.splitlines() if "UUID" in line)
         await cli(env, "worker", "start", "--pool", POOL, "--type", "process", "--run-once", timeout=240)
 
-        state = await cli(env, "flow-run", "inspect", run_id)
-        assert "state_name='Completed'" in state, state
+        run = await api_get(env, f"/flow_runs/{run_id}")
+        assert run["state"]["name"] == "Completed", run["state"]
 
     with psycopg.connect(db_url) as conn:
         sessions: Any = conn.execute("select status, flow_run_id from kalshi.sessions where market_set = 'demo'").fetchall()

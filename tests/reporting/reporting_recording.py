@@ -51,10 +51,15 @@ class Recording:
     tape: list[dict[str, Any]]
     events: list[events.SessionEvent] = field(default_factory=list)
 
+    #: The read connection of :meth:`query`: opened once (hundreds of queries per test), autocommit.
+    _conn: psycopg.Connection[dict[str, Any]] | None = field(default=None, init=False, repr=False, compare=False)
+
     def query(self, statement: str, params: Any = None) -> list[dict[str, Any]]:
-        with psycopg.connect(self.url, row_factory=psycopg.rows.dict_row) as conn:
-            conn.execute("set time zone 'UTC'")
-            return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
+        """One statement, committed, its rows as dicts (times in UTC)."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(self.url, autocommit=True, row_factory=psycopg.rows.dict_row)
+            self._conn.execute("set time zone 'UTC'")
+        return self._conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
 
 
 class _CountingSink:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -12,6 +13,7 @@ import psycopg
 import pytest
 import storage_frames as f
 
+from kalshi_store.continuity import SessionLink
 from kalshi_store.recorder import Recorder
 from kalshi_ws import events as ev
 from kalshi_ws import messages as m
@@ -240,9 +242,10 @@ def rest_trade(trade_id: str, ts_ms: int) -> m.TradePayload:
 
 
 async def test_rest_backfill_deduplicates_with_websocket_trades(db_url: str, tmp_path: Path) -> None:
+    link = SessionLink(db_url, str(uuid.uuid4()), "test")  # the session reads where its backfill starts there
     async with Recorder(db_url, spill_dir=tmp_path) as recorder:
         await recorder.open_session("test", "simulator", ["M-1"], ["trade"])
-        assert await recorder.last_trade_time(["KXBTCD-25AUG0517-T114999.99"]) is None
+        assert await link.last_trade_time(["KXBTCD-25AUG0517-T114999.99"]) is None
         recorder.on_message(f.trade("same", seq=1), 1, time.time_ns())
         await recorder.flush()
         added = recorder.add_rest_trades([
@@ -251,13 +254,20 @@ async def test_rest_backfill_deduplicates_with_websocket_trades(db_url: str, tmp
         ])
         assert added == 2
         await recorder.flush()
-        last = await recorder.last_trade_time(["KXBTCD-25AUG0517-T114999.99", "OTHER"])
+        last = await link.last_trade_time(["KXBTCD-25AUG0517-T114999.99", "OTHER"])
+        await link.close()
         await recorder.close_session()
     assert last == datetime(2026, 11, 25, 9, 46, 40, 123000, tzinfo=UTC)
     assert rows(db_url, "select trade_id, source, exchange_ts, count::text from kalshi.trades order by trade_id") == [
         ("older", "rest", datetime(2026, 11, 25, 9, 40, 0, 500000, tzinfo=UTC), "75.25"),
         ("same", "ws", datetime(2026, 11, 25, 9, 46, 40, 123000, tzinfo=UTC), "75.25"),
     ]
+
+
+async def test_the_last_trade_time_is_none_while_the_database_is_away() -> None:
+    link = SessionLink("postgresql://kalshi@127.0.0.1:1/kalshi", str(uuid.uuid4()), "test")  # nothing listens
+    assert await link.last_trade_time(["M-1"]) is None
+    await link.close()
 
 
 async def test_rest_backfill_is_not_counted_as_message_age(db_url: str, tmp_path: Path) -> None:

@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 import random
 from decimal import Decimal as D
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from kalshi_ws import events, messages
-from kalshi_ws.protocol import SessionProtocol, Subscription, SubscriptionState, _Channel
+from kalshi_ws.protocol import (
+    RecoveryStep,
+    SessionProtocol,
+    Subscription,
+    SubscriptionState,
+    _Channel,
+    _Recovery,
+)
 
 A, B, C = "KXCPI-26NOV-T0.3", "KXCPI-26NOV-T0.4", "KXBTCD-25AUG0517-T114999.99"
 
@@ -556,6 +563,18 @@ def test_an_impossible_transition_is_refused() -> None:
     with pytest.raises(RuntimeError, match="FAILED to SUBSCRIBING"):
         channel.move(SubscriptionState.SUBSCRIBING, command_id=2)
 
+
+
+def test_a_recovery_step_is_the_outcome_it_names_and_moves_with_its_deadline() -> None:
+    assert {step.outcome for step in RecoveryStep} == set(get_args(events.RecoveryOutcome)) - {"abandoned"}
+    recovery = _Recovery(("M",))
+    assert (recovery.step, recovery.deadline) == (RecoveryStep.SNAPSHOT, None)
+    recovery.move(RecoveryStep.RECONNECTED, None)  # waiting for the driver's reconnect
+    for step in (RecoveryStep.SNAPSHOT, RecoveryStep.RESUBSCRIBED):
+        with pytest.raises(RuntimeError, match=f"{step.name} needs a deadline"):
+            recovery.move(step, None)
+    recovery.move(RecoveryStep.RESUBSCRIBED, 12.5)
+    assert (recovery.step, recovery.deadline) == (RecoveryStep.RESUBSCRIBED, 12.5)
 
 def test_a_reconnect_is_complete_only_once_no_subscribe_is_in_flight() -> None:
     h = Harness([Subscription("trade"), Subscription("ticker")], resubscribe_attempts=1)
