@@ -109,6 +109,11 @@ class MarketFollower:
         """Every market subscribed at the start has its order book snapshot (or there is no order book channel)."""
         return not any(opened is None for opened in self.awaiting.values())
 
+    @property
+    def recording(self) -> list[str]:
+        """The markets recorded now (their book is in, or there is no order book channel)."""
+        return [m for m in self.markets if m not in self.awaiting]
+
     # ------------------------------------------------------------------------------------------ messages
 
     def on_snapshot(self, market: str, received_ns: int) -> None:

@@ -476,7 +476,7 @@ async def _record(settings: Settings, market_set: MarketSet, database_url: str, 
         asyncio.create_task(_report_progress(sink, recorder, market_set.name, session_id,
                                              (slot.deadline - started).total_seconds(), progress_interval,
                                              on_progress), name="kalshi-progress"),
-        asyncio.create_task(_keep_alive(link, client, handover), name="kalshi-heartbeat"),
+        asyncio.create_task(_keep_alive(link, client, follower, handover), name="kalshi-heartbeat"),
         asyncio.create_task(_take_over(link, claim, follower, recorder, handover), name="kalshi-handover"),
     ]
     if follows(market_set):
@@ -533,15 +533,32 @@ class _Handover:
     superseded_at: datetime | None = None
 
 
-async def _keep_alive(link: SessionLink, client: KalshiWebSocketClient, handover: _Handover) -> None:
-    """Heartbeat and coverage every :data:`HEARTBEAT_SECONDS`; stop the client once the next session took over."""
+async def _keep_alive(link: SessionLink, client: KalshiWebSocketClient, follower: MarketFollower,
+                      handover: _Handover) -> None:
+    """Heartbeat and coverage every :data:`HEARTBEAT_SECONDS`; stop the client once the next session took over
+    and records every market this one records.
+
+    The successor took over once its own books were stored; a market that opened meanwhile (this session
+    subscribed it, the successor picks it up from this session's coverage) would have a short hole if this session
+    stopped at once. So it records on until the successor's coverage names each of its markets, for at most
+    :data:`INHERITED_BOOKS_SECONDS` (then whatever is left over is on record as uncovered)."""
+    loop = asyncio.get_running_loop()
+    stop_by: float | None = None
     while True:
         superseded = await link.beat()
         if superseded is not None and handover.successor is None:
             handover.successor, handover.superseded_at = superseded
-            log.info("session %s: session %s took over at %s UTC; stopping", link.session_id, superseded[0],
-                     f"{superseded[1]:%H:%M:%S.%f}"[:-3])
+            stop_by = loop.time() + INHERITED_BOOKS_SECONDS
+        if stop_by is not None and handover.successor is not None:
+            missing = await link.not_recorded_by(handover.successor, follower.recording)
+            if missing and loop.time() < stop_by:
+                await asyncio.sleep(HEARTBEAT_SECONDS / 4)
+                continue
+            log.info("session %s: session %s took over at %s UTC; stopping%s", link.session_id,
+                     handover.successor, f"{handover.superseded_at:%H:%M:%S.%f}"[:-3],
+                     f" (it does not record {', '.join(missing)})" if missing else "")
             client.stop()
+            stop_by = None  # beat on until the session is closed
         await asyncio.sleep(HEARTBEAT_SECONDS)
 
 

@@ -223,6 +223,23 @@ class SessionLink:
             log.warning("could not read what the previous session records (%s)", type(exc).__name__)
             return []
 
+    async def not_recorded_by(self, successor: str, markets: Sequence[str]) -> list[str]:
+        """The ``markets`` that ``successor`` has no open coverage of (all of them if the database does not answer:
+        the caller keeps recording, which costs only overlap)."""
+        if not markets:
+            return []
+
+        async def read(conn: psycopg.AsyncConnection) -> list[str]:
+            cur = await conn.execute("select m from unnest(%s::text[]) as m where not exists (select from "
+                                     "kalshi.coverage c where c.session_id = %s and c.market_ticker = m "
+                                     "and c.recording_to is null) order by 1", (list(markets), successor))
+            return [row[0] for row in await cur.fetchall()]
+
+        try:
+            return await self._transaction(read)
+        except (psycopg.Error, TimeoutError):
+            return list(markets)
+
     async def last_trade_time(self, markets: Sequence[str]) -> datetime | None:
         """Time of the newest stored trade of any of ``markets``, where the session's REST backfill starts (``None``
         if none, or the database is away). No :data:`CALL_TIMEOUT`: a lock on ``kalshi.trades`` delays the session's

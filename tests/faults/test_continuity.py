@@ -5,8 +5,11 @@ book at any instant (``book_at``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -292,3 +295,53 @@ def test_a_scheduled_slot_ends_at_the_next_start_plus_the_handover() -> None:
     assert slot.deadline == start + timedelta(hours=1, minutes=2) and slot.begins == start
     last = Slot.scheduled(start, start + timedelta(minutes=5), successor_expected=False, handover_seconds=120)
     assert last.deadline == last.end
+
+
+async def test_a_superseded_session_records_on_until_its_successor_records_each_of_its_markets(db_url: str) -> None:
+    """The successor took over with its own books stored; the predecessor also records a market that opened during
+    the handover, which the successor picks up a moment later. The predecessor stops only once the successor's
+    coverage names that market too (no instant of it unrecorded), and at the latest after the bound."""
+    from kalshi_ingest.session import _Handover, _keep_alive
+    from kalshi_store.continuity import CoverageChange, SessionLink
+
+    now = datetime.now(UTC)
+    a = SessionLink(db_url, str(uuid.uuid4()), "handover-rule")
+    b = SessionLink(db_url, str(uuid.uuid4()), "handover-rule")
+    claim = dict(environment="simulator", markets=["X"], channels=CHANNELS, use_yes_price=False, planned_start=None,
+                 planned_end=now + timedelta(seconds=60), slot_start=None, slot_end=now + timedelta(seconds=60),
+                 flow_run_id=None)
+    await a.claim(**claim)  # type: ignore[arg-type]
+    for market in ("X", "NEW"):  # NEW opened during the handover: A subscribed it, B has not yet
+        a.note(CoverageChange(market, now))
+    await a.beat()
+    b_claim = await b.claim(**claim)  # type: ignore[arg-type]
+    assert [p.session_id for p in b_claim.predecessors] == [a.session_id]
+    b.note(CoverageChange("X", now))
+    await b.beat()
+    assert await b.hand_over(b_claim.predecessors) is not None
+
+    class Client:
+        stopped_at: float | None = None
+
+        def stop(self) -> None:
+            self.stopped_at = self.stopped_at or time.monotonic()
+
+    class Follower:
+        recording = ["X", "NEW"]
+
+    client = Client()
+    keep_alive = asyncio.create_task(_keep_alive(a, client, Follower(), _Handover(slot=Slot.adhoc(60))))  # type: ignore[arg-type]
+    try:
+        await asyncio.sleep(2.5)  # A has seen the handover (it beats every second) and records on
+        assert client.stopped_at is None
+        b.note(CoverageChange("NEW", datetime.now(UTC)))
+        await b.beat()
+        covered_at = time.monotonic()
+        await wait_until(lambda: client.stopped_at is not None, 5, "A to stop once B records NEW")
+        assert client.stopped_at is not None and client.stopped_at - covered_at < 2
+    finally:
+        keep_alive.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keep_alive
+        await a.close()
+        await b.close()
