@@ -10,7 +10,9 @@ One market set is recorded by one session at a time, except for the few seconds 
    the live sessions become its predecessors. (A session past its planned end is closing: it is neither.)
 2. The new session connects, subscribes and stores its order book snapshots; then :meth:`SessionLink.hand_over`
    marks the predecessors ``superseded``. Each predecessor sees it at its next heartbeat (about a second) and
-   stops: at no instant is a market of the set unrecorded, and the overlap lasts about a second.
+   stops once the successor's coverage names every market it records (:meth:`SessionLink.not_recorded_by`: a
+   market that opened during the handover is picked up by the successor a moment later): at no instant is a
+   market of the set unrecorded, and the overlap lasts about a second.
 3. :meth:`SessionLink.beat` runs every second: it writes the coverage changes (which market is recorded from
    when to when) and the heartbeat, and returns the session that took over, if any.
 
