@@ -93,15 +93,12 @@ async def test_next_session_starts_while_the_previous_one_is_still_flushing(
     taken, release = threading.Event(), threading.Event()
     holder: asyncio.Future[None] | None = None
 
-    async def lock_before_the_deadline(s: Simulator) -> None:
-        nonlocal holder
-        await asyncio.sleep(2.0)
-        holder = asyncio.ensure_future(asyncio.to_thread(_hold_lock, url, taken, release))
-        await asyncio.sleep(10)
-
-    first_task = asyncio.create_task(framed_session(sim, url, data, duration=5, plan=lock_before_the_deadline,
-                                                    window=window))
+    first_task = asyncio.create_task(framed_session(sim, url, data, duration=6, window=window))
     try:
+        # The lock is taken once A records (not at a fixed time: on a slow machine A's start takes seconds) and
+        # held past A's deadline, so A's last batches cannot be written when B starts.
+        await wait_until(lambda: window.started or first_task.done(), 30, "A recording")
+        holder = asyncio.ensure_future(asyncio.to_thread(_hold_lock, url, taken, release))
         await wait_until(lambda: window.tape_end > 0 and taken.is_set(), 30, "A at its deadline, lock held")
         truth_a = {t: sim.book(t) for t in sim.tickers}
         assert not first_task.done(), "A finished although its last batches could not be written"
