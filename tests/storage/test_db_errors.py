@@ -320,7 +320,7 @@ async def test_cli_db_commands_show_one_redacted_line(
     assert list(spill.rglob("*.spill")), "a spill that belongs elsewhere stays where it is"
 
 
-def test_a_url_shown_to_a_person_has_user_host_port_and_database_only() -> None:
+async def test_a_url_shown_to_a_person_has_user_host_port_and_database_only() -> None:
     assert url_without_password(f"postgresql://u:{SECRET}@h:6543/db?sslmode=require") == "postgresql://u@h:6543/db"
     assert url_without_password(f"host=h dbname=db user=u password={SECRET}") == "postgresql://u@h:5432/db"
     assert url_without_password("postgresql://h/db") == "postgresql://h:5432/db"
