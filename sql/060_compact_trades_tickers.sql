@@ -185,6 +185,10 @@ as $$
     select case when value is null then 0 when value = one then 1 when value = two then 2 else 3 end
 $$;
 
+comment on function kalshi.trade_code(text, text, text) is
+    'Two bits of kalshi.trade_rows.flags: 0 when value is null, 1 when it is one, 2 when it is two, 3 otherwise '
+    '(the value is then kept in kalshi.trade_extras).';
+
 create function kalshi.trade_flags(trade_id text, yes_price numeric, no_price numeric, taker_outcome_side text,
                                    taker_book_side text, taker_side text, is_block_trade boolean, source text)
 returns smallint
@@ -213,6 +217,8 @@ parallel safe
 as $$
     select flags & 3 = 3 or flags & 12 = 12 or flags & 48 = 48 or flags & (256 | 512) <> 0
 $$;
+comment on function kalshi.trade_needs_extras(smallint) is
+    'Whether a trade with these flags has a value kept in kalshi.trade_extras.';
 
 create function kalshi.ticker_hash(price numeric, yes_bid numeric, yes_ask numeric, volume numeric,
                                    open_interest numeric, dollar_volume bigint, dollar_open_interest bigint,
@@ -250,6 +256,8 @@ as $$
     select x.* from kalshi.trade_extras x
     where x.trade_uuid = trade_extra.trade_uuid and x.trade_date = trade_extra.trade_date
 $$;
+comment on function kalshi.trade_extra(uuid, date) is
+    'The kalshi.trade_extras row of one trade (the view kalshi.trades reads it only where the flags say so).';
 
 -- Partitions for every day the old tables have rows of, then the move.
 alter table kalshi.trades rename to trades_050;

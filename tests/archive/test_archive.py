@@ -110,7 +110,7 @@ def test_an_existing_file_that_does_not_match_is_never_trusted(recorded: Recordi
     path.parent.mkdir(parents=True)
     with psycopg.connect(recorded.url) as conn:
         columns = archive._columns(conn, "trades")
-        schema = archive._schema(conn, f"trades_p{day:%Y%m%d}", columns)
+        schema = archive._schema(conn, archive._day_source("trades", day, f"trade_rows_p{day:%Y%m%d}"), columns)
         rows = conn.execute(sql.SQL("select * from kalshi.trades order by trade_id limit 3")).fetchall()
     pq.write_table(archive._to_arrow(schema, rows), path)
     moved = archive.archive_day(recorded.url, str(tmp_path), "trades", day)
