@@ -225,12 +225,13 @@ def _deltas_need_extras(rows: Sequence[Row]) -> bool:
 # then the rows, joined to them; the trades' rare values (kalshi.trade_extras) only when a staged row may have one.
 # Feeds are joined on coalesced columns (hash- and index-friendly: kalshi.feeds_lookup), then checked exactly.
 _NIL: Final = sql.Literal("00000000-0000-0000-0000-000000000000")
+# (The key computed once per row: "offset 0" keeps the planner from copying its expression into the flags'.)
 _STAGED_TRADES: Final = sql.SQL("""
-    (select s.*, coalesce({ms_ts_ms}, {s_ts_s}, s.exchange_text::timestamptz) as exchange_ts,
-            {received} as received_at,
-            kalshi.trade_flags(s.trade_id, s.yes_price, s.no_price, s.taker_outcome_side, s.taker_book_side,
-                               s.taker_side, s.is_block_trade, s.source) as flags
-     from pg_temp.stage_trades s) s""").format(ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED)
+    (select s.*, kalshi.trade_flags(s.trade_uuid, s.trade_id, s.yes_price, s.no_price, s.taker_outcome_side,
+                                    s.taker_book_side, s.taker_side, s.is_block_trade, s.source) as flags
+     from (select s.*, coalesce({ms_ts_ms}, {s_ts_s}, s.exchange_text::timestamptz) as exchange_ts,
+                  {received} as received_at, kalshi.trade_uuid(s.trade_id) as trade_uuid
+           from pg_temp.stage_trades s offset 0) s) s""").format(ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED)
 _STAGED_TICKERS: Final = sql.SQL("""
     (select s.*, coalesce({ms_ts_ms}, {s_ts_s}, s.time_text::timestamptz, {received}) as exchange_ts,
             {received} as received_at
@@ -238,14 +239,17 @@ _STAGED_TICKERS: Final = sql.SQL("""
 
 
 def _feed_join(market_id: sql.Composable) -> sql.Composed:
+    # One index probe per row (lateral): a hash of every feed ever stored would grow with the table.
     return sql.SQL("""
         join kalshi.market_keys m on m.market_ticker = s.market_ticker
-        join kalshi.feeds f
-          on coalesce(f.session_id, {nil}) = coalesce(s.session_id, {nil})
-         and coalesce(f.generation, -1) = coalesce(s.generation, -1) and coalesce(f.sid, -1) = coalesce(s.sid, -1)
-         and f.market_id = {market_id}
-         and f.session_id is not distinct from s.session_id and f.generation is not distinct from s.generation
-         and f.sid is not distinct from s.sid""").format(nil=_NIL, market_id=market_id)
+        join lateral (
+            select f.feed_key from kalshi.feeds f
+            where coalesce(f.session_id, {nil}) = coalesce(s.session_id, {nil})
+              and coalesce(f.generation, -1) = coalesce(s.generation, -1) and coalesce(f.sid, -1) = coalesce(s.sid, -1)
+              and f.market_id = {market_id}
+              and f.session_id is not distinct from s.session_id and f.generation is not distinct from s.generation
+              and f.sid is not distinct from s.sid
+            limit 1) f on true""").format(nil=_NIL, market_id=market_id)
 
 
 def _dimension_statements(stage: str, market_id: sql.Composable) -> tuple[sql.Composed, ...]:
@@ -278,7 +282,7 @@ _TRADE_STATEMENTS: Final = (
     sql.SQL("""
         insert into kalshi.trade_rows (exchange_ts, received_at, seq, trade_uuid, market_key, feed_key, trade_date,
             flags, yes_price, count)
-        select s.exchange_ts, s.received_at, s.seq, kalshi.trade_uuid(s.trade_id), m.market_key, f.feed_key,
+        select s.exchange_ts, s.received_at, s.seq, s.trade_uuid, m.market_key, f.feed_key,
             (coalesce(s.exchange_ts, s.received_at) at time zone 'UTC')::date, s.flags, s.yes_price, s.count
         from {staged}
         {join}
@@ -286,7 +290,7 @@ _TRADE_STATEMENTS: Final = (
     sql.SQL("""
         insert into kalshi.trade_extras (trade_uuid, trade_date, trade_id, no_price, taker_outcome_side,
             taker_book_side, taker_side)
-        select kalshi.trade_uuid(s.trade_id), (coalesce(s.exchange_ts, s.received_at) at time zone 'UTC')::date,
+        select s.trade_uuid, (coalesce(s.exchange_ts, s.received_at) at time zone 'UTC')::date,
             case when s.flags & 512 <> 0 then s.trade_id end, case when s.flags & 256 <> 0 then s.no_price end,
             case when s.flags & 3 = 3 then s.taker_outcome_side end,
             case when s.flags & 12 = 12 then s.taker_book_side end,
@@ -303,9 +307,8 @@ _TICKER_STATEMENTS: Final = (
             market_key, feed_key, price, yes_bid, yes_ask, volume, open_interest, yes_bid_size, yes_ask_size,
             last_trade_size)
         select s.exchange_ts, s.received_at,
-            kalshi.hash_key(kalshi.ticker_hash(s.price, s.yes_bid, s.yes_ask, s.volume, s.open_interest,
-                                               s.dollar_volume, s.dollar_open_interest, s.yes_bid_size,
-                                               s.yes_ask_size, s.last_trade_size)),
+            kalshi.ticker_content_key(s.price, s.yes_bid, s.yes_ask, s.volume, s.open_interest, s.dollar_volume,
+                                      s.dollar_open_interest, s.yes_bid_size, s.yes_ask_size, s.last_trade_size),
             s.dollar_volume, s.dollar_open_interest, m.market_key, f.feed_key, s.price, s.yes_bid, s.yes_ask,
             s.volume, s.open_interest, s.yes_bid_size, s.yes_ask_size, s.last_trade_size
         from {staged}

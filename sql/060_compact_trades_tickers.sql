@@ -163,14 +163,27 @@ comment on column kalshi.ticker_extras.content_hash is 'The update''s content ha
 
 -- The encodings, as functions shared by the migration, the views, the triggers and the writer's SQL.
 
+-- A lower-case uuid's text, tested without a regular expression (ten times faster: the writer tests every trade).
+create function kalshi.is_uuid_text(value text)
+returns boolean
+language sql
+immutable
+parallel safe
+as $$
+    select length(value) = 36 and translate(value, '0123456789abcdef', '') = '----'
+       and substr(value, 9, 1) = '-' and substr(value, 14, 1) = '-' and substr(value, 19, 1) = '-'
+       and substr(value, 24, 1) = '-'
+$$;
+comment on function kalshi.is_uuid_text(text) is
+    'Whether value is a uuid exactly as uuid::text writes it (lower-case hex digits, dashes at 9, 14, 19, 24).';
+
 create function kalshi.trade_uuid(trade_id text)
 returns uuid
 language sql
 immutable
 parallel safe
 as $$
-    select case when trade_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then trade_id::uuid
-                else md5(trade_id)::uuid end
+    select case when kalshi.is_uuid_text(trade_id) then trade_id::uuid else md5(trade_id)::uuid end
 $$;
 comment on function kalshi.trade_uuid(text) is
     'The key of a trade id: the id itself when it is a lower-case uuid (its text is then exactly uuid::text), else '
@@ -189,7 +202,7 @@ comment on function kalshi.trade_code(text, text, text) is
     'Two bits of kalshi.trade_rows.flags: 0 when value is null, 1 when it is one, 2 when it is two, 3 otherwise '
     '(the value is then kept in kalshi.trade_extras).';
 
-create function kalshi.trade_flags(trade_id text, yes_price numeric, no_price numeric, taker_outcome_side text,
+create function kalshi.trade_flags(trade_uuid uuid, trade_id text, yes_price numeric, no_price numeric, taker_outcome_side text,
                                    taker_book_side text, taker_side text, is_block_trade boolean, source text)
 returns smallint
 language sql
@@ -203,11 +216,14 @@ as $$
             | case when is_block_trade then 64 else 0 end
             -- Any other source is null flags: refused (not null), as the old check constraint refused it.
             | case source when 'rest' then 128 when 'ws' then 0 end
-            | case when no_price::text = (1 - yes_price)::text then 0 else 256 end
-            | case when kalshi.trade_uuid(trade_id)::text = trade_id then 0 else 512 end)::smallint
+            -- Equal value and scale: the same text (Decimal for Decimal).
+            | case when no_price = 1 - yes_price and scale(no_price) = scale(1 - yes_price) then 0 else 256 end
+            -- The id is its key's text (kalshi.trade_uuid), or it is kept in the extras.
+            | case when trade_uuid::text = trade_id then 0 else 512 end)::smallint
 $$;
-comment on function kalshi.trade_flags(text, numeric, numeric, text, text, text, boolean, text) is
-    'The flags of a trade row (see kalshi.trade_rows.flags); null for a source other than ws or rest.';
+comment on function kalshi.trade_flags(uuid, text, numeric, numeric, text, text, text, boolean, text) is
+    'The flags of a trade row (see kalshi.trade_rows.flags) from kalshi.trade_uuid(trade_id) and the trade''s '
+    'columns; null for a source other than ws or rest.';
 
 create function kalshi.trade_needs_extras(flags smallint)
 returns boolean
@@ -234,6 +250,21 @@ $$;
 comment on function kalshi.ticker_hash(numeric, numeric, numeric, numeric, numeric, bigint, bigint, numeric,
                                        numeric, numeric) is
     'The content hash of a ticker update, as the writer computes it: md5 of its values.';
+
+create function kalshi.ticker_content_key(price numeric, yes_bid numeric, yes_ask numeric, volume numeric,
+                                          open_interest numeric, dollar_volume bigint, dollar_open_interest bigint,
+                                          yes_bid_size numeric, yes_ask_size numeric, last_trade_size numeric)
+returns bigint
+language sql
+immutable
+parallel safe
+as $$
+    select ('x' || left(md5(row(price, yes_bid, yes_ask, volume, open_interest, dollar_volume, dollar_open_interest,
+                                yes_bid_size, yes_ask_size, last_trade_size)::text), 16))::bit(64)::bigint
+$$;
+comment on function kalshi.ticker_content_key(numeric, numeric, numeric, numeric, numeric, bigint, bigint, numeric,
+                                              numeric, numeric) is
+    'kalshi.hash_key(kalshi.ticker_hash(...)) computed directly (what the writer stores as content_key).';
 
 create function kalshi.hash_key(hash uuid)
 returns bigint
@@ -309,7 +340,7 @@ set local enable_nestloop = off;  -- bulk joins to the small dimensions: hash jo
 insert into kalshi.trade_rows (exchange_ts, received_at, seq, trade_uuid, market_key, feed_key, trade_date, flags,
                                yes_price, count)
 select t.exchange_ts, t.received_at, t.seq, kalshi.trade_uuid(t.trade_id), m.market_key, f.feed_key, t.trade_date,
-       kalshi.trade_flags(t.trade_id, t.yes_price, t.no_price, t.taker_outcome_side, t.taker_book_side,
+       kalshi.trade_flags(kalshi.trade_uuid(t.trade_id), t.trade_id, t.yes_price, t.no_price, t.taker_outcome_side, t.taker_book_side,
                           t.taker_side, t.is_block_trade, t.source),
        t.yes_price, t.count
 from kalshi.trades_050 t
@@ -331,7 +362,7 @@ select kalshi.trade_uuid(t.trade_id), t.trade_date,
        case when f & 12 = 12 then t.taker_book_side end,
        case when f & 48 = 48 then t.taker_side end
 from kalshi.trades_050 t
-cross join lateral (select kalshi.trade_flags(t.trade_id, t.yes_price, t.no_price, t.taker_outcome_side,
+cross join lateral (select kalshi.trade_flags(kalshi.trade_uuid(t.trade_id), t.trade_id, t.yes_price, t.no_price, t.taker_outcome_side,
                                               t.taker_book_side, t.taker_side, t.is_block_trade, t.source)) as x(f)
 where kalshi.trade_needs_extras(f);
 
@@ -520,10 +551,10 @@ as $$
 declare
     mkey integer;
     fkey integer;
-    flags smallint := kalshi.trade_flags(new.trade_id, new.yes_price, new.no_price, new.taker_outcome_side,
+    tuuid uuid := kalshi.trade_uuid(new.trade_id);
+    flags smallint := kalshi.trade_flags(tuuid, new.trade_id, new.yes_price, new.no_price, new.taker_outcome_side,
                                          new.taker_book_side, new.taker_side, coalesce(new.is_block_trade, false),
                                          new.source);
-    tuuid uuid := kalshi.trade_uuid(new.trade_id);
     stored integer;
 begin
     if flags is null then
@@ -664,7 +695,8 @@ drop table kalshi.tickers_050;
 
 grant select on kalshi.trades, kalshi.tickers, kalshi.market_keys, kalshi.feeds, kalshi.trade_rows,
     kalshi.trade_extras, kalshi.ticker_rows, kalshi.ticker_extras to kalshi_reader;
-grant execute on function kalshi.trade_uuid(text), kalshi.trade_code(text, text, text),
-    kalshi.trade_flags(text, numeric, numeric, text, text, text, boolean, text), kalshi.trade_needs_extras(smallint),
+grant execute on function kalshi.is_uuid_text(text), kalshi.trade_uuid(text), kalshi.trade_code(text, text, text),
+    kalshi.trade_flags(uuid, text, numeric, numeric, text, text, text, boolean, text), kalshi.trade_needs_extras(smallint),
     kalshi.ticker_hash(numeric, numeric, numeric, numeric, numeric, bigint, bigint, numeric, numeric, numeric),
+    kalshi.ticker_content_key(numeric, numeric, numeric, numeric, numeric, bigint, bigint, numeric, numeric, numeric),
     kalshi.hash_key(uuid), kalshi.trade_extra(uuid, date) to kalshi_reader;
