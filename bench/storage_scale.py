@@ -181,24 +181,28 @@ def generate(url: str, *, deltas: int, markets: int, days: int, first: date) -> 
 
 # -- measurements ---------------------------------------------------------------------------------------
 
-def sizes(url: str, layout: str) -> dict[str, dict[str, float]]:
+def sizes(url: str, layout: str) -> dict[str, dict[str, Any]]:
     """Rows and bytes per row (heap incl. TOAST/FSM/VM, indexes) per logical table."""
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     with psycopg.connect(url) as conn:
         for table, relations in STORED[layout].items():
             rows = conn.execute(sql.SQL("select count(*) from kalshi.{}").format(sql.Identifier(table))).fetchone()
             heap = index = 0
+            n = int(rows[0]) if rows else 0
+            per_relation: dict[str, float] = {}
             for relation in relations:
+                # pg_partition_tree lists nothing for a plain table (the books, markets and feeds): add it itself.
                 got = conn.execute("""
                     select coalesce(sum(pg_table_size(t.relid)), 0), coalesce(sum(pg_indexes_size(t.relid)), 0)
-                    from pg_partition_tree(%s::regclass) t""", (f"kalshi.{relation}",)).fetchone()
+                    from (select relid from pg_partition_tree(%s::regclass) union select %s::regclass) t""",
+                    (f"kalshi.{relation}", f"kalshi.{relation}")).fetchone()
                 assert got is not None
                 heap += int(got[0])
                 index += int(got[1])
-            n = int(rows[0]) if rows else 0
+                per_relation[relation] = (int(got[0]) + int(got[1])) / max(n, 1)
             out[table] = {"rows": n, "heap_bytes": heap, "index_bytes": index,
                           "heap_per_row": heap / max(n, 1), "index_per_row": index / max(n, 1),
-                          "total_per_row": (heap + index) / max(n, 1)}
+                          "total_per_row": (heap + index) / max(n, 1), "per_relation_per_row": per_relation}
     return out
 
 
@@ -460,6 +464,11 @@ def print_report(report: dict[str, Any]) -> None:
             s = report["sizes"][layout][table]
             print(f"| {table} | {layout} | {s['rows']:,} | {s['heap_per_row']:.1f} | {s['index_per_row']:.1f} | "
                   f"{s['total_per_row']:.1f} |")
+    print("\nper relation, B/row of the logical table (heap + indexes):")
+    for table in STORED[NEW]:
+        parts = report["sizes"][NEW][table]["per_relation_per_row"]
+        if len(parts) > 1:
+            print(f"  {table}: " + ", ".join(f"{name} {value:.1f}" for name, value in parts.items()))
     for key, what in (("live_sizes", "written by CopyWriter"), ("live_sizes_packed", "the same, index packed")):
         for layout in (OLD, NEW):
             s = report[key][layout]
