@@ -223,7 +223,7 @@ def _deltas_need_extras(rows: Sequence[Row]) -> bool:
 # Trades and ticker updates are stored compactly too (sql/060_compact_trades_tickers.sql, docs/storage.md): the
 # markets and feeds (session, connection, subscription, market_id) the batch needs are stored first (in key order),
 # then the rows, joined to them; the trades' rare values (kalshi.trade_extras) only when a staged row may have one.
-# Feeds are joined on coalesced columns (hash- and index-friendly: kalshi.feeds_lookup), then checked exactly.
+# Feeds are found on coalesced columns and null flags (exact, and kalshi.feeds_key's expressions).
 _NIL: Final = sql.Literal("00000000-0000-0000-0000-000000000000")
 # (The key computed once per row: "offset 0" keeps the planner from copying its expression into the flags'.)
 _STAGED_TRADES: Final = sql.SQL("""
@@ -246,9 +246,8 @@ def _feed_join(market_id: sql.Composable) -> sql.Composed:
             select f.feed_key from kalshi.feeds f
             where coalesce(f.session_id, {nil}) = coalesce(s.session_id, {nil})
               and coalesce(f.generation, -1) = coalesce(s.generation, -1) and coalesce(f.sid, -1) = coalesce(s.sid, -1)
-              and f.market_id = {market_id}
-              and f.session_id is not distinct from s.session_id and f.generation is not distinct from s.generation
-              and f.sid is not distinct from s.sid
+              and f.market_id = {market_id} and (f.session_id is null) = (s.session_id is null)
+              and (f.generation is null) = (s.generation is null) and (f.sid is null) = (s.sid is null)
             limit 1) f on true""").format(nil=_NIL, market_id=market_id)
 
 

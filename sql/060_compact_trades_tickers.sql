@@ -40,14 +40,14 @@ create table kalshi.feeds (
     session_id      uuid,
     generation      integer,
     sid             integer,
-    market_id       text not null default '',
-    constraint feeds_key unique nulls not distinct (session_id, generation, sid, market_id)
+    market_id       text not null default ''
 );
--- The writer joins staged rows to their feed on these expressions (hash- and index-friendly, unlike
--- "is not distinct from"), then checks the columns themselves.
-create index feeds_lookup on kalshi.feeds
+-- One feed per (session_id, generation, sid, market_id), nulls not distinct: keyed on the columns with nulls
+-- replaced and whether they are null (exact), so that the writer finds a feed by equalities on these expressions
+-- with this one index (hash- and index-friendly, unlike "is not distinct from").
+create unique index feeds_key on kalshi.feeds
     (coalesce(session_id, '00000000-0000-0000-0000-000000000000'), coalesce(generation, -1), coalesce(sid, -1),
-     market_id);
+     market_id, (session_id is null), (generation is null), (sid is null));
 comment on table kalshi.feeds is
     'Where trades and ticker updates came from: one row per (session, connection generation, subscription, '
     'market_id sent), each with a 4-byte feed_key (060). Small: thousands of rows a day.';
