@@ -225,13 +225,20 @@ def _deltas_need_extras(rows: Sequence[Row]) -> bool:
 # then the rows, joined to them; the trades' rare values (kalshi.trade_extras) only when a staged row may have one.
 # Feeds are found on coalesced columns and null flags (exact, and kalshi.feeds_key's expressions).
 _NIL: Final = sql.Literal("00000000-0000-0000-0000-000000000000")
-# (The key computed once per row: "offset 0" keeps the planner from copying its expression into the flags'.)
-_STAGED_TRADES: Final = sql.SQL("""
+# (The key computed once per row: "offset 0" keeps the planner from copying its expression into the flags'.) When
+# every staged id is a lower-case uuid (checked in Python, _trades_need_extras), the key is the id cast: the same
+# value as kalshi.trade_uuid, without its test of every id.
+def _staged_trades(trade_uuid: sql.Composable) -> sql.Composed:
+    return sql.SQL("""
     (select s.*, kalshi.trade_flags(s.trade_uuid, s.trade_id, s.yes_price, s.no_price, s.taker_outcome_side,
                                     s.taker_book_side, s.taker_side, s.is_block_trade, s.source) as flags
      from (select s.*, coalesce({ms_ts_ms}, {s_ts_s}, s.exchange_text::timestamptz) as exchange_ts,
-                  {received} as received_at, kalshi.trade_uuid(s.trade_id) as trade_uuid
-           from pg_temp.stage_trades s offset 0) s) s""").format(ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED)
+                  {received} as received_at, {trade_uuid} as trade_uuid
+           from pg_temp.stage_trades s offset 0) s) s""").format(
+        ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED, trade_uuid=trade_uuid)
+
+
+_STAGED_TRADES: Final = _staged_trades(sql.SQL("kalshi.trade_uuid(s.trade_id)"))
 _STAGED_TICKERS: Final = sql.SQL("""
     (select s.*, coalesce({ms_ts_ms}, {s_ts_s}, s.time_text::timestamptz, {received}) as exchange_ts,
             {received} as received_at
@@ -276,16 +283,17 @@ def _dimension_statements(stage: str, market_id: sql.Composable) -> tuple[sql.Co
     )
 
 
-_TRADE_STATEMENTS: Final = (
-    *_dimension_statements("stage_trades", sql.Literal("")),
-    sql.SQL("""
+_TRADE_INSERT: Final = sql.SQL("""
         insert into kalshi.trade_rows (exchange_ts, received_at, seq, trade_uuid, market_key, feed_key, trade_date,
             flags, yes_price, count)
         select s.exchange_ts, s.received_at, s.seq, s.trade_uuid, m.market_key, f.feed_key,
             (coalesce(s.exchange_ts, s.received_at) at time zone 'UTC')::date, s.flags, s.yes_price, s.count
         from {staged}
         {join}
-        on conflict do nothing""").format(staged=_STAGED_TRADES, join=_feed_join(sql.Literal(""))),
+        on conflict do nothing""")
+_TRADE_STATEMENTS: Final = (
+    *_dimension_statements("stage_trades", sql.Literal("")),
+    _TRADE_INSERT.format(staged=_STAGED_TRADES, join=_feed_join(sql.Literal(""))),
     sql.SQL("""
         insert into kalshi.trade_extras (trade_uuid, trade_date, trade_id, no_price, taker_outcome_side,
             taker_book_side, taker_side)
@@ -370,6 +378,9 @@ class StagedMove:
     #: Run last, only when ``needs_rare(rows)``: the rare columns kept apart (``None``: none are).
     rare: sql.SQL | sql.Composed | None
     needs_rare: Callable[[Sequence[Row]], bool]
+    #: Instead of ``insert`` when ``needs_rare(rows)`` is false (no staged row has a rare value: it may take
+    #: shortcuts that hold only then).
+    plain_insert: sql.SQL | sql.Composed | None = None
 
 
 #: Bound of the keys a writer remembers (a session follows thousands of markets: two books each per connection).
@@ -379,7 +390,9 @@ _MOVES: Final[dict[str, StagedMove]] = {
     "orderbook_deltas": StagedMove(prepare=_DELTA_STATEMENTS[:1], keys=_delta_books, insert=_DELTA_STATEMENTS[1],
                                    rare=_DELTA_STATEMENTS[2], needs_rare=_deltas_need_extras),
     "trades": StagedMove(prepare=_TRADE_STATEMENTS[:2], keys=_dimension_keys(TABLES["trades"], market_id=False),
-                         insert=_TRADE_STATEMENTS[2], rare=_TRADE_STATEMENTS[3], needs_rare=_trades_need_extras),
+                         insert=_TRADE_STATEMENTS[2], rare=_TRADE_STATEMENTS[3], needs_rare=_trades_need_extras,
+                         plain_insert=_TRADE_INSERT.format(staged=_staged_trades(sql.SQL("s.trade_id::uuid")),
+                                                           join=_feed_join(sql.Literal("")))),
     "tickers": StagedMove(prepare=_TICKER_STATEMENTS[:2], keys=_dimension_keys(TABLES["tickers"], market_id=True),
                           insert=_TICKER_STATEMENTS[2], rare=None, needs_rare=_never),
 }
@@ -619,20 +632,22 @@ class CopyWriter:
                 return max(cur.rowcount, 0)
             keys = moves.keys(rows, constants)
             known = keys <= self._known_keys
+            rare = moves.rare is not None and moves.needs_rare(rows)
+            insert = moves.plain_insert if moves.plain_insert is not None and not rare else moves.insert
             if not known:
                 for statement in moves.prepare:
                     await cur.execute(statement, constants)
                 self._pending_keys |= keys
-            await cur.execute(moves.insert, constants)
+            await cur.execute(insert, constants)
             inserted = max(cur.rowcount, 0)
             if known and inserted < len(rows):
                 # Duplicates (a replay), or dimension rows gone since (a restored database): a row without its
                 # dimension row would be skipped silently, so store them and insert again.
                 for statement in moves.prepare:
                     await cur.execute(statement, constants)
-                await cur.execute(moves.insert, constants)
+                await cur.execute(insert, constants)
                 inserted += max(cur.rowcount, 0)
-            if moves.rare is not None and moves.needs_rare(rows):
+            if rare and moves.rare is not None:
                 await cur.execute(moves.rare, constants)
             return inserted
 
