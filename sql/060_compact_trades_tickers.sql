@@ -241,7 +241,9 @@ create function kalshi.ticker_hash(price numeric, yes_bid numeric, yes_ask numer
                                    yes_bid_size numeric, yes_ask_size numeric, last_trade_size numeric)
 returns uuid
 language sql
-immutable
+-- stable, not immutable: record output is stable, and a function is inlined only when its body
+-- is no more volatile than it says (inlined, it costs what its md5 costs)
+stable
 parallel safe
 as $$
     select md5(row(price, yes_bid, yes_ask, volume, open_interest, dollar_volume, dollar_open_interest,
@@ -256,7 +258,9 @@ create function kalshi.ticker_content_key(price numeric, yes_bid numeric, yes_as
                                           yes_bid_size numeric, yes_ask_size numeric, last_trade_size numeric)
 returns bigint
 language sql
-immutable
+-- stable, not immutable: record output is stable, and a function is inlined only when its body
+-- is no more volatile than it says (inlined, it costs what its md5 costs)
+stable
 parallel safe
 as $$
     select ('x' || left(md5(row(price, yes_bid, yes_ask, volume, open_interest, dollar_volume, dollar_open_interest,
