@@ -2,7 +2,7 @@
 --
 -- Before: a kalshi.trades row repeated the market ticker, the session uuid and the trade id as text, and the side
 -- columns as text; a kalshi.tickers row the ticker, the market_id and the session, with a 16-byte content hash in its
--- primary key: about 315 and 280 B a row (heap + indexes). After, as 050 did for the order book deltas:
+-- primary key: about 320 and 300 B a row (heap + indexes). After, as 050 did for the order book deltas:
 --
 --   kalshi.market_keys    one row per market ticker, with a 4-byte market_key
 --   kalshi.feeds          one row per (session, connection generation, subscription, market_id sent): a feed_key
@@ -18,11 +18,11 @@
 --                         exchange_ts, content_key): the idempotency key of before (narrowed) and what top_of_book
 --                         and spread_bars read
 --   kalshi.ticker_extras  a content_hash that is not the md5 of the stored values (only rows inserted by hand)
---   kalshi.trades, kalshi.tickers  views with the columns, names and types of the tables they replace; INSERT into
---                         them still works
+--   kalshi.trades, kalshi.tickers  views with the columns, names and types of the tables they replace; INSERT and
+--                         DELETE on them still work
 --
 -- Exactness: prices, counts and sizes stay numeric (Decimal for Decimal); no_price is rebuilt as 1 - yes_price only
--- where that is its exact value (text equal, so scale included), the content hash is recomputed from the stored
+-- where that is its exact value (value and scale, so the same text), the content hash is recomputed from the stored
 -- values only where it is their md5 (as the writer computes it); everything else goes to the extras. Existing rows
 -- are moved here; the migration checks that every row arrived and that the views show them unchanged.
 
