@@ -1,4 +1,4 @@
-"""Hot storage at month scale: today's layout (migrations up to 040) against the compact one (050), same data.
+"""Hot storage at month scale: the layout of 040 against the compact one (050 deltas, 060 trades and tickers).
 
     python -m bench.storage_scale --deltas 1000000            # quick (a few minutes)
     python -m bench.storage_scale --deltas 20000000           # the month-scale figure (docs/storage.md)
@@ -10,14 +10,15 @@ One embedded PostgreSQL in a temporary folder (or ``--data-dir``), two databases
    partitions, one session a day recording ``--markets`` markets (coverage rows, one order book snapshot of 10 levels
    a side per market and day), ``--deltas`` order book deltas spread over the days, markets and both sides (4-dp
    prices, 2-dp sizes, exchange times in whole milliseconds), and a tenth as many trades and tickers;
-2. ``layout_050``: a copy of it (``create database ... template``) brought to the current migrations, so 050 moves
-   the data (its duration is reported).
+2. ``layout_060``: a copy of it (``create database ... template``) brought to the current migrations, so 050 moves
+   the deltas and 060 the trades and tickers (their durations are reported).
 
-Then, after ``vacuum analyze``: bytes per row (heap, indexes, total) per logical table; ``book_at`` and
-``trade_bars`` (5-minute bars over 12 hours of one market) latency, medians over several calls of the same
-markets and instants on both layouts (and the books compared: they must be equal); ingest throughput through the
-real writer (``CopyWriter``, batches of ``--batch`` deltas of a new session), alternating layouts, medians and
-their ratio. Results are printed and written to ``bench/results/storage-scale-<UTC>.json``.
+Then, after ``vacuum analyze``: bytes per row (heap, indexes, total) per logical table; ``book_at``, ``trade_bars``
+(5-minute bars over 12 hours of one market) and ``spread_bars`` (the same over ticker updates) latency, medians over
+several calls of the same markets and instants on both layouts (and the results compared: they must be equal);
+ingest throughput through the real writer (``CopyWriter``, batches of ``--batch`` deltas of a new session, then
+batches of ``--batch`` trades and as many ticker updates), alternating layouts, medians and their ratio. Results are
+printed and written to ``bench/results/storage-scale-<UTC>.json``.
 """
 
 from __future__ import annotations
@@ -49,13 +50,16 @@ from kalshi_store.migrations import migrate  # noqa: E402
 from kalshi_store.writer import CopyWriter  # noqa: E402
 
 OLD = "layout_040"
-NEW = "layout_050"
-#: The logical tables and the relations that store them, per layout.
-STORED = {
+NEW = "layout_060"
+#: The logical tables and the relations that store them, per layout. The markets and feeds (060) are shared by
+#: trades and tickers and counted in full in both (so both figures are upper bounds).
+STORED: dict[str, dict[str, tuple[str, ...]]] = {
     OLD: {"orderbook_deltas": ("orderbook_deltas",), "trades": ("trades",), "tickers": ("tickers",),
           "orderbook_snapshots": ("orderbook_snapshots",)},
     NEW: {"orderbook_deltas": ("orderbook_delta_rows", "orderbook_delta_books", "orderbook_delta_extras"),
-          "trades": ("trades",), "tickers": ("tickers",), "orderbook_snapshots": ("orderbook_snapshots",)},
+          "trades": ("trade_rows", "trade_extras", "market_keys", "feeds"),
+          "tickers": ("ticker_rows", "ticker_extras", "market_keys", "feeds"),
+          "orderbook_snapshots": ("orderbook_snapshots",)},
 }
 
 
@@ -130,15 +134,22 @@ _TICKERS = """
     insert into kalshi.tickers (market_ticker, exchange_ts, content_hash, market_id, price, yes_bid, yes_ask, volume,
         open_interest, dollar_volume, dollar_open_interest, yes_bid_size, yes_ask_size, last_trade_size, received_at,
         session_id, generation, sid)
-    select 'KXBENCH-' || lpad(m::text, 5, '0'), date_trunc('milliseconds', at), md5('ticker' || %(d)s || '-' || j)::uuid,
-           md5('market' || m)::uuid::text, round((h %% 98 + 1)::numeric / 100, 4), round((h %% 97 + 1)::numeric / 100, 4),
-           round((h %% 97 + 2)::numeric / 100, 4), round((h %% 100000)::numeric, 2), round((h %% 50000)::numeric, 2),
-           h %% 100000, h %% 50000, round((h %% 900)::numeric, 2), round((h %% 800)::numeric, 2),
-           round((h %% 70)::numeric, 2), at, md5('session' || %(d)s)::uuid, 1, 2
+    select 'KXBENCH-' || lpad(m::text, 5, '0'), date_trunc('milliseconds', at),
+           -- the content hash as the writer computes it: md5 of the values
+           md5(row(v.price, v.yes_bid, v.yes_ask, v.volume, v.open_interest, v.dollar_volume, v.dollar_open_interest,
+                   v.yes_bid_size, v.yes_ask_size, v.last_trade_size)::text)::uuid,
+           md5('market' || m)::uuid::text, v.price, v.yes_bid, v.yes_ask, v.volume, v.open_interest, v.dollar_volume,
+           v.dollar_open_interest, v.yes_bid_size, v.yes_ask_size, v.last_trade_size, at,
+           md5('session' || %(d)s)::uuid, 1, 2
     from generate_series(1, %(n)s::bigint) j,
          lateral (select (j * 2654435761 + %(d)s * 83) %% 4294967291 as h) hash,
          lateral (select (hash.h / 7) %% %(markets)s as m,
-                         %(day)s::timestamptz + (j * (86390000000 / %(n)s)) * interval '1 microsecond' as at) x
+                         %(day)s::timestamptz + (j * (86390000000 / %(n)s)) * interval '1 microsecond' as at) x,
+         lateral (select round((h %% 98 + 1)::numeric / 100, 4) as price, round((h %% 97 + 1)::numeric / 100, 4) as yes_bid,
+                         round((h %% 97 + 2)::numeric / 100, 4) as yes_ask, round((h %% 100000)::numeric, 2) as volume,
+                         round((h %% 50000)::numeric, 2) as open_interest, h %% 100000 as dollar_volume,
+                         h %% 50000 as dollar_open_interest, round((h %% 900)::numeric, 2) as yes_bid_size,
+                         round((h %% 800)::numeric, 2) as yes_ask_size, round((h %% 70)::numeric, 2) as last_trade_size) v
 """
 
 
@@ -170,24 +181,28 @@ def generate(url: str, *, deltas: int, markets: int, days: int, first: date) -> 
 
 # -- measurements ---------------------------------------------------------------------------------------
 
-def sizes(url: str, layout: str) -> dict[str, dict[str, float]]:
+def sizes(url: str, layout: str) -> dict[str, dict[str, Any]]:
     """Rows and bytes per row (heap incl. TOAST/FSM/VM, indexes) per logical table."""
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     with psycopg.connect(url) as conn:
         for table, relations in STORED[layout].items():
             rows = conn.execute(sql.SQL("select count(*) from kalshi.{}").format(sql.Identifier(table))).fetchone()
             heap = index = 0
+            n = int(rows[0]) if rows else 0
+            per_relation: dict[str, float] = {}
             for relation in relations:
+                # pg_partition_tree lists nothing for a plain table (the books, markets and feeds): add it itself.
                 got = conn.execute("""
                     select coalesce(sum(pg_table_size(t.relid)), 0), coalesce(sum(pg_indexes_size(t.relid)), 0)
-                    from pg_partition_tree(%s::regclass) t""", (f"kalshi.{relation}",)).fetchone()
+                    from (select relid from pg_partition_tree(%s::regclass) union select %s::regclass) t""",
+                    (f"kalshi.{relation}", f"kalshi.{relation}")).fetchone()
                 assert got is not None
                 heap += int(got[0])
                 index += int(got[1])
-            n = int(rows[0]) if rows else 0
+                per_relation[relation] = (int(got[0]) + int(got[1])) / max(n, 1)
             out[table] = {"rows": n, "heap_bytes": heap, "index_bytes": index,
                           "heap_per_row": heap / max(n, 1), "index_per_row": index / max(n, 1),
-                          "total_per_row": (heap + index) / max(n, 1)}
+                          "total_per_row": (heap + index) / max(n, 1), "per_relation_per_row": per_relation}
     return out
 
 
@@ -219,18 +234,23 @@ def timed(conn: psycopg.Connection, query: str, params: tuple[Any, ...]) -> tupl
 
 
 def latencies(urls: dict[str, str], pairs: list[tuple[str, datetime]], rounds: int) -> dict[str, Any]:
-    """Median ms of book_at and trade_bars per layout (first call of each pair excluded: cache warm-up)."""
+    """Median ms of book_at, trade_bars and spread_bars per layout (first call of each pair excluded: cache
+    warm-up), and whether both layouts answered the same."""
     book = "select side, price, size, yes_price, trusted, last_seq from kalshi.book_at(%s, %s)"
     bars = "select * from kalshi.trade_bars('5 minutes', %s, %s, %s)"
-    times: dict[str, dict[str, list[float]]] = {layout: {"book_at": [], "trade_bars": []} for layout in urls}
+    spreads = "select * from kalshi.spread_bars('5 minutes', %s, %s, %s)"
+    times: dict[str, dict[str, list[float]]] = {layout: {"book_at": [], "trade_bars": [], "spread_bars": []}
+                                                for layout in urls}
     books: dict[str, list[Any]] = {layout: [] for layout in urls}
+    answers: dict[str, list[Any]] = {layout: [] for layout in urls}
     conns = {layout: psycopg.connect(url) for layout, url in urls.items()}
     try:
         for layout, conn in conns.items():
             conn.execute("set time zone 'UTC'")
             for market, at in pairs:  # warm-up, and the books to compare
                 books[layout].append(conn.execute(book, (market, at)).fetchall())
-                conn.execute(bars, (at - timedelta(hours=18), at - timedelta(hours=6), market)).fetchall()
+                window = (at - timedelta(hours=18), at - timedelta(hours=6), market)
+                answers[layout].append((conn.execute(bars, window).fetchall(), conn.execute(spreads, window).fetchall()))
         for _ in range(rounds):
             for market, at in pairs:
                 for layout, conn in conns.items():
@@ -238,6 +258,8 @@ def latencies(urls: dict[str, str], pairs: list[tuple[str, datetime]], rounds: i
                     times[layout]["book_at"].append(ms)
                     ms, _rows = timed(conn, bars, (at - timedelta(hours=18), at - timedelta(hours=6), market))
                     times[layout]["trade_bars"].append(ms)
+                    ms, _rows = timed(conn, spreads, (at - timedelta(hours=18), at - timedelta(hours=6), market))
+                    times[layout]["spread_bars"].append(ms)
     finally:
         for conn in conns.values():
             conn.close()
@@ -247,6 +269,8 @@ def latencies(urls: dict[str, str], pairs: list[tuple[str, datetime]], rounds: i
                       for layout, t in times.items()},
         "books_equal": all(books[layouts[0]][i] == books[layouts[1]][i] for i in range(len(pairs))),
         "levels_compared": sum(len(b) for b in books[layouts[0]]),
+        "bars_equal": answers[layouts[0]] == answers[layouts[1]],
+        "bars_compared": sum(len(t) + len(s) for t, s in answers[layouts[0]]),
     }
 
 
@@ -299,6 +323,52 @@ async def ingest_rate(url: str, layout: str, markets: int, count: int, size: int
         await writer.close()
 
 
+def trade_ticker_batches(markets: int, count: int, size: int) -> list[tuple[list[Any], list[Any]]]:
+    """``count`` batches of ``size`` trades and ``size`` ticker updates (the writer's staging tuples) of one new
+    session, over ``markets`` markets."""
+    session_id = str(uuid.uuid4())
+    now_ns = time.time_ns()
+    batches = []
+    for b in range(count):
+        trades, tickers = [], []
+        for i in range(size):
+            seq = b * size + i + 1
+            h = (seq * 2654435761) % 4294967291
+            m, ns = (h // 7) % markets, now_ns + seq * 1000
+            yes = Decimal(h % 98 + 1).scaleb(-2).quantize(Decimal("0.0001"))
+            side = "yes" if h % 2 else "no"
+            trades.append((str(uuid.uuid4()), ticker_of(m), yes, 1 - yes, Decimal(h // 100 % 500 + 1).quantize(
+                Decimal("0.01")), side, "bid" if h % 2 else "ask", side, False, ns // 1_000_000, None, None, ns,
+                "ws", session_id, 1, 3, seq))
+            tickers.append((ticker_of(m), f"{uuid.UUID(int=m + 1)}", yes, yes - Decimal("0.0100"), yes, Decimal(
+                h % 100000).quantize(Decimal("0.01")), Decimal(h % 50000).quantize(Decimal("0.01")), h % 100000,
+                h % 50000, Decimal(h % 900).quantize(Decimal("0.01")), Decimal(h % 800).quantize(Decimal("0.01")),
+                Decimal(h % 70).quantize(Decimal("0.01")), ns // 1_000_000, None, None, ns, session_id, 1, 2))
+        batches.append((trades, tickers))
+    return batches
+
+
+async def trade_ticker_rate(url: str, layout: str, markets: int, count: int, size: int) -> float:
+    """Trades and ticker updates per second written by the real writer (one transaction per batch of both); the
+    first batch (the markets and feeds stored) is not timed."""
+    batches = trade_ticker_batches(markets, count + 1, size)
+    conn = await psycopg.AsyncConnection.connect(url)
+    writer = (LegacyWriter if layout == OLD else CopyWriter)(conn)
+    try:
+        await conn.execute("set time zone 'UTC'")
+        await conn.commit()
+        started = 0.0
+        for i, (trades, tickers) in enumerate(batches):
+            if i == 1:
+                started = time.perf_counter()
+            result = await writer.write(Batch(batch_id=i, tables={"trades": trades, "tickers": tickers}))
+            assert result.inserted.get("trades") == len(trades), result
+            assert result.inserted.get("tickers") == len(tickers), result
+        return count * 2 * size / (time.perf_counter() - started)
+    finally:
+        await writer.close()
+
+
 def vacuum(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("vacuum analyze")
@@ -334,9 +404,13 @@ def main() -> None:
         new_url = server.create_database(NEW, template=OLD)
         report["copy_seconds"] = time.perf_counter() - started
         started = time.perf_counter()
-        migrate(new_url)
+        migrate(new_url, before=60)
         report["migrate_050_seconds"] = time.perf_counter() - started
-        print(f"050 moved the data in {report['migrate_050_seconds']:.1f} s", flush=True)
+        print(f"050 moved the deltas in {report['migrate_050_seconds']:.1f} s", flush=True)
+        started = time.perf_counter()
+        migrate(new_url)
+        report["migrate_060_seconds"] = time.perf_counter() - started
+        print(f"060 moved the trades and tickers in {report['migrate_060_seconds']:.1f} s", flush=True)
         urls = {OLD: old_url, NEW: new_url}
         for url in urls.values():
             vacuum(url)
@@ -349,6 +423,15 @@ def main() -> None:
                                                              args.ingest_batches, args.batch)))
         report["ingest_deltas_per_s"] = {layout: {"runs": r, "median": statistics.median(r)}
                                          for layout, r in rates.items()}
+        rates = {OLD: [], NEW: []}
+        for run in range(args.ingest_runs):
+            for layout in (OLD, NEW) if run % 2 == 0 else (NEW, OLD):
+                rates[layout].append(asyncio.run(trade_ticker_rate(urls[layout], layout, args.markets,
+                                                                   args.ingest_batches, args.batch // 2)))
+        report["ingest_trades_tickers_per_s"] = {layout: {"runs": r, "median": statistics.median(r)}
+                                                 for layout, r in rates.items()}
+        report["ingest_trades_tickers_ratio_new_over_old"] = (
+            report["ingest_trades_tickers_per_s"][NEW]["median"] / report["ingest_trades_tickers_per_s"][OLD]["median"])
         for url in urls.values():
             vacuum(url)
         report["live_sizes"] = {layout: live_sizes(url, layout) for layout, url in urls.items()}
@@ -381,20 +464,30 @@ def print_report(report: dict[str, Any]) -> None:
             s = report["sizes"][layout][table]
             print(f"| {table} | {layout} | {s['rows']:,} | {s['heap_per_row']:.1f} | {s['index_per_row']:.1f} | "
                   f"{s['total_per_row']:.1f} |")
+    print("\nper relation, B/row of the logical table (heap + indexes):")
+    for table in STORED[NEW]:
+        parts = report["sizes"][NEW][table]["per_relation_per_row"]
+        if len(parts) > 1:
+            print(f"  {table}: " + ", ".join(f"{name} {value:.1f}" for name, value in parts.items()))
     for key, what in (("live_sizes", "written by CopyWriter"), ("live_sizes_packed", "the same, index packed")):
         for layout in (OLD, NEW):
             s = report[key][layout]
             print(f"| orderbook_deltas, today's partition ({what}) | {layout} | {s['rows']:,} | "
                   f"{s['heap_per_row']:.1f} | {s['index_per_row']:.1f} | {s['total_per_row']:.1f} |")
     lat = report["latency"]
-    print("\n| query | 040 median ms | 050 median ms |\n|---|---:|---:|")
-    for name in ("book_at", "trade_bars"):
+    print("\n| query | 040 median ms | 060 median ms |\n|---|---:|---:|")
+    for name in ("book_at", "trade_bars", "spread_bars"):
         print(f"| {name} | {lat['median_ms'][OLD][name]:.2f} | {lat['median_ms'][NEW][name]:.2f} |")
     print(f"books equal on both layouts: {lat['books_equal']} ({lat['levels_compared']} levels)")
+    print(f"trade and spread bars equal on both layouts: {lat['bars_equal']} ({lat['bars_compared']} bars)")
     ingest = report["ingest_deltas_per_s"]
     print(f"\ningest (CopyWriter, deltas/s, median): 040 {ingest[OLD]['median']:,.0f}, "
-          f"050 {ingest[NEW]['median']:,.0f}, ratio {report['ingest_ratio_new_over_old']:.3f}")
-    print(f"050 migration moved the data in {report['migrate_050_seconds']:.1f} s")
+          f"060 {ingest[NEW]['median']:,.0f}, ratio {report['ingest_ratio_new_over_old']:.3f}")
+    ingest = report["ingest_trades_tickers_per_s"]
+    print(f"ingest (CopyWriter, trades + tickers/s, median): 040 {ingest[OLD]['median']:,.0f}, "
+          f"060 {ingest[NEW]['median']:,.0f}, ratio {report['ingest_trades_tickers_ratio_new_over_old']:.3f}")
+    print(f"050 migration moved the deltas in {report['migrate_050_seconds']:.1f} s, "
+          f"060 the trades and tickers in {report['migrate_060_seconds']:.1f} s")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,10 @@ One day of one table moves in four steps, each safe to repeat after a crash:
 ``orderbook_deltas`` is a view over compact tables since migration 050 (docs/storage.md): its archive file holds
 the view's rows of the day (``session_date``), the same columns as before, and its step 4 drops the day partitions
 of ``orderbook_delta_rows`` and ``orderbook_delta_extras`` together, then, in the same transaction, the day's books
-that no delta refers to any more. :data:`_STORAGE` is the only place that knows this.
+that no delta refers to any more. ``trades`` and ``tickers`` are views too since 060: a day is the view's rows of the
+day (``trade_date``; ``exchange_ts`` in the UTC day), and the day partitions of ``trade_rows`` and ``trade_extras``
+(``ticker_rows`` and ``ticker_extras``) are dropped together (markets and feeds stay). :data:`_STORAGE` is the only
+place that knows this.
 
 Rows of an old day that sit in a table's ``_default`` partition (written before the day's partition existed and
 never moved) stay in PostgreSQL; the read side reads them with the rest of the hot tier.
@@ -143,6 +146,8 @@ class _Storage:
     #: Run in the drop transaction after the day partitions are dropped (connection, day): what the day's rows
     #: leave behind (050's books).
     after_drop: Callable[[psycopg.Connection[Any], date], object] | None = None
+    #: Whether ``day_column`` is a time (the rows of the UTC day are selected) rather than a date (equal to it).
+    day_is_time: bool = False
 
 
 _STORAGE: dict[str, _Storage] = {
@@ -156,6 +161,19 @@ _STORAGE: dict[str, _Storage] = {
             "            on b.book_key = d.book_key and b.session_date = d.session_date"
             "          where d.book_key = x.book_key and d.session_date = x.session_date and d.seq = x.seq))"),
         lambda conn, day: retention.delete_unused_books(conn, day=day)),
+    # A stored row the view would not show: its market or feed missing (extras are read only through their row).
+    "trades": _Storage(
+        ("trade_rows", "trade_extras"), "trade_date", unseen=sql.SQL(
+            "select count(*) from kalshi.trade_rows t where t.trade_date = {day} and not ("
+            "    exists (select from kalshi.market_keys m where m.market_key = t.market_key)"
+            "    and exists (select from kalshi.feeds f where f.feed_key = t.feed_key))")),
+    "tickers": _Storage(
+        ("ticker_rows", "ticker_extras"), "exchange_ts", day_is_time=True, unseen=sql.SQL(
+            "select count(*) from kalshi.ticker_rows t"
+            " where t.exchange_ts >= {day}::timestamp at time zone 'UTC'"
+            "   and t.exchange_ts < ({day} + 1)::timestamp at time zone 'UTC' and not ("
+            "    exists (select from kalshi.market_keys m where m.market_key = t.market_key)"
+            "    and exists (select from kalshi.feeds f where f.feed_key = t.feed_key))")),
 }
 
 
@@ -244,6 +262,11 @@ def _day_source(table: str, day: date, partition: str) -> sql.Composable:
     storage = _storage(table)
     if storage.day_column is None:
         return sql.Identifier("kalshi", partition)
+    if storage.day_is_time:
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return sql.SQL("(select * from {table} where {column} >= {start} and {column} < {end})").format(
+            table=sql.Identifier("kalshi", table), column=sql.Identifier(storage.day_column),
+            start=sql.Literal(start), end=sql.Literal(start + timedelta(days=1)))
     return sql.SQL("(select * from {} where {} = {})").format(
         sql.Identifier("kalshi", table), sql.Identifier(storage.day_column), sql.Literal(day))
 

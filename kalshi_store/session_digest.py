@@ -57,13 +57,14 @@ from kalshi.sessions where market_set = %s order by started_at desc limit 1
 
 # The tables a session writes into: every table of the schema with a session_id column (partitioned tables once,
 # not their partitions), so a new table is counted without a change here; and the views that stand for a table
-# stored another way (kalshi.orderbook_deltas over the compact delta tables, sql/050), not the dimension they use.
+# stored another way (kalshi.orderbook_deltas over the compact delta tables, sql/050; kalshi.trades and
+# kalshi.tickers over the compact trade and ticker tables, sql/060), not the dimensions they use.
 _SESSION_TABLES_SQL = """
 select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
 join pg_attribute a on a.attrelid = c.oid and a.attname = 'session_id' and not a.attisdropped
 where n.nspname = 'kalshi' and not c.relispartition
-  and (c.relkind in ('r', 'p') and c.relname <> 'orderbook_delta_books'
-       or c.relkind = 'v' and c.relname = 'orderbook_deltas')
+  and (c.relkind in ('r', 'p') and c.relname not in ('orderbook_delta_books', 'feeds')
+       or c.relkind = 'v' and c.relname in ('orderbook_deltas', 'trades', 'tickers'))
 order by c.relname
 """
 

@@ -19,11 +19,13 @@ second fail fast.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Final
 
 import msgspec
@@ -33,7 +35,7 @@ from psycopg.types.json import Jsonb
 
 from .batch import Batch, LedgerOp, SessionManifest, SessionProgress
 from .dberrors import DatabaseConfigError, classify, connect_error, describe, redact, redact_url
-from .rows import DEAD_LETTER, TABLE_ORDER, TABLES, Row, TableSpec
+from .rows import _RECEIVED, DEAD_LETTER, TABLE_ORDER, TABLES, Row, TableSpec, _ms, _s
 
 __all__ = ["CopyWriter", "WriteResult", "is_connection_error", "is_rejection"]
 
@@ -50,10 +52,11 @@ class _AccessProblem(Exception):
 
 #: (table, privilege) pairs the recorder needs: checked at connect so a role without them fails before recording.
 _NEEDED_PRIVILEGES: Final = (
-    *((f"kalshi.{name}", "INSERT") for name in ("trades", "orderbook_snapshots", "orderbook_delta_books",
-                                                  "orderbook_delta_rows", "orderbook_delta_extras", "tickers",
+    *((f"kalshi.{name}", "INSERT") for name in ("market_keys", "feeds", "trade_rows", "trade_extras",
+                                                  "orderbook_snapshots", "orderbook_delta_books",
+                                                  "orderbook_delta_rows", "orderbook_delta_extras", "ticker_rows",
                                                   "fills", "dead_letter")),
-    ("kalshi.orderbook_delta_books", "SELECT"),
+    ("kalshi.orderbook_delta_books", "SELECT"), ("kalshi.market_keys", "SELECT"), ("kalshi.feeds", "SELECT"),
     ("kalshi.sessions", "INSERT"), ("kalshi.sessions", "UPDATE"),
     ("kalshi.gap_ledger", "INSERT"), ("kalshi.gap_ledger", "UPDATE"),
 )
@@ -217,6 +220,151 @@ def _deltas_need_extras(rows: Sequence[Row]) -> bool:
     return False
 
 
+# Trades and ticker updates are stored compactly too (sql/060_compact_trades_tickers.sql, docs/storage.md): the
+# markets and feeds (session, connection, subscription, market_id) the batch needs are stored first (in key order),
+# then the rows, joined to them; the trades' rare values (kalshi.trade_extras) only when a staged row may have one.
+# Feeds are found on coalesced columns and null flags (exact, and kalshi.feeds_key's expressions).
+_NIL: Final = sql.Literal("00000000-0000-0000-0000-000000000000")
+# (The key computed once per row: "offset 0" keeps the planner from copying its expression into the flags'.) When
+# every staged id is a lower-case uuid (checked in Python, _trades_need_extras), the key is the id cast: the same
+# value as kalshi.trade_uuid, without its test of every id.
+def _staged_trades(trade_uuid: sql.Composable) -> sql.Composed:
+    return sql.SQL("""
+    (select s.*, kalshi.trade_flags(s.trade_uuid, s.trade_id, s.yes_price, s.no_price, s.taker_outcome_side,
+                                    s.taker_book_side, s.taker_side, s.is_block_trade, s.source) as flags
+     from (select s.*, coalesce({ms_ts_ms}, {s_ts_s}, s.exchange_text::timestamptz) as exchange_ts,
+                  {received} as received_at, {trade_uuid} as trade_uuid
+           from pg_temp.stage_trades s offset 0) s) s""").format(
+        ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED, trade_uuid=trade_uuid)
+
+
+_STAGED_TRADES: Final = _staged_trades(sql.SQL("kalshi.trade_uuid(s.trade_id)"))
+_STAGED_TICKERS: Final = sql.SQL("""
+    (select s.*, coalesce({ms_ts_ms}, {s_ts_s}, s.time_text::timestamptz, {received}) as exchange_ts,
+            {received} as received_at
+     from pg_temp.stage_tickers s) s""").format(ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED)
+
+
+def _feed_join(market_id: sql.Composable) -> sql.Composed:
+    # One index probe per row (lateral): a hash of every feed ever stored would grow with the table.
+    return sql.SQL("""
+        join kalshi.market_keys m on m.market_ticker = s.market_ticker
+        join lateral (
+            select f.feed_key from kalshi.feeds f
+            where coalesce(f.session_id, {nil}) = coalesce(s.session_id, {nil})
+              and coalesce(f.generation, -1) = coalesce(s.generation, -1) and coalesce(f.sid, -1) = coalesce(s.sid, -1)
+              and f.market_id = {market_id} and (f.session_id is null) = (s.session_id is null)
+              and (f.generation is null) = (s.generation is null) and (f.sid is null) = (s.sid is null)
+            limit 1) f on true""").format(nil=_NIL, market_id=market_id)
+
+
+def _dimension_statements(stage: str, market_id: sql.Composable) -> tuple[sql.Composed, ...]:
+    table = sql.Identifier(stage)
+    return (
+        sql.SQL("""
+            insert into kalshi.market_keys (market_ticker)
+            select distinct s.market_ticker from pg_temp.{table} s
+            where not exists (select from kalshi.market_keys m where m.market_ticker = s.market_ticker)
+            order by 1
+            on conflict do nothing""").format(table=table),
+        sql.SQL("""
+            insert into kalshi.feeds (session_id, generation, sid, market_id)
+            select distinct s.session_id, s.generation, s.sid, {market_id}
+            from pg_temp.{table} s
+            where not exists (
+                select from kalshi.feeds f
+                where coalesce(f.session_id, {nil}) = coalesce(s.session_id, {nil})
+                  and coalesce(f.generation, -1) = coalesce(s.generation, -1)
+                  and coalesce(f.sid, -1) = coalesce(s.sid, -1) and f.market_id = {market_id}
+                  and f.session_id is not distinct from s.session_id
+                  and f.generation is not distinct from s.generation and f.sid is not distinct from s.sid)
+            order by 1, 2, 3, 4
+            on conflict do nothing""").format(table=table, market_id=market_id, nil=_NIL),
+    )
+
+
+_TRADE_INSERT: Final = sql.SQL("""
+        insert into kalshi.trade_rows (exchange_ts, received_at, seq, trade_uuid, market_key, feed_key, trade_date,
+            flags, yes_price, count)
+        select s.exchange_ts, s.received_at, s.seq, s.trade_uuid, m.market_key, f.feed_key,
+            (coalesce(s.exchange_ts, s.received_at) at time zone 'UTC')::date, s.flags, s.yes_price, s.count
+        from {staged}
+        {join}
+        on conflict do nothing""")
+_TRADE_STATEMENTS: Final = (
+    *_dimension_statements("stage_trades", sql.Literal("")),
+    _TRADE_INSERT.format(staged=_STAGED_TRADES, join=_feed_join(sql.Literal(""))),
+    sql.SQL("""
+        insert into kalshi.trade_extras (trade_uuid, trade_date, trade_id, no_price, taker_outcome_side,
+            taker_book_side, taker_side)
+        select s.trade_uuid, (coalesce(s.exchange_ts, s.received_at) at time zone 'UTC')::date,
+            case when s.flags & 512 <> 0 then s.trade_id end, case when s.flags & 256 <> 0 then s.no_price end,
+            case when s.flags & 3 = 3 then s.taker_outcome_side end,
+            case when s.flags & 12 = 12 then s.taker_book_side end,
+            case when s.flags & 48 = 48 then s.taker_side end
+        from {staged}
+        where kalshi.trade_needs_extras(s.flags)
+        on conflict do nothing""").format(staged=_STAGED_TRADES),
+)
+_TICKER_MARKET_ID: Final = sql.SQL("coalesce(s.market_id, '')")
+_TICKER_STATEMENTS: Final = (
+    *_dimension_statements("stage_tickers", _TICKER_MARKET_ID),
+    sql.SQL("""
+        insert into kalshi.ticker_rows (exchange_ts, received_at, content_key, dollar_volume, dollar_open_interest,
+            market_key, feed_key, price, yes_bid, yes_ask, volume, open_interest, yes_bid_size, yes_ask_size,
+            last_trade_size)
+        select s.exchange_ts, s.received_at,
+            kalshi.ticker_content_key(s.price, s.yes_bid, s.yes_ask, s.volume, s.open_interest, s.dollar_volume,
+                                      s.dollar_open_interest, s.yes_bid_size, s.yes_ask_size, s.last_trade_size),
+            s.dollar_volume, s.dollar_open_interest, m.market_key, f.feed_key, s.price, s.yes_bid, s.yes_ask,
+            s.volume, s.open_interest, s.yes_bid_size, s.yes_ask_size, s.last_trade_size
+        from {staged}
+        {join}
+        on conflict do nothing""").format(staged=_STAGED_TICKERS, join=_feed_join(_TICKER_MARKET_ID)),
+)
+
+
+def _dimension_keys(spec: TableSpec, market_id: bool) -> Callable[[Sequence[Row], dict[str, Any] | None],
+                                                                   set[tuple[Any, ...]]]:
+    """The market and feed rows (kalshi.market_keys, kalshi.feeds) staged rows of ``spec`` need."""
+    ticker, session, generation, sid = (spec.index(c) for c in ("market_ticker", "session_id", "generation", "sid"))
+    mid = spec.index("market_id") if market_id else None
+
+    def keys(rows: Sequence[Row], constants: dict[str, Any] | None) -> set[tuple[Any, ...]]:
+        found: set[tuple[Any, ...]] = {("market", row[ticker]) for row in rows}
+        found |= {("feed", row[session], row[generation], row[sid], (row[mid] or "") if mid is not None else "")
+                  for row in rows}
+        return found
+
+    return keys
+
+
+_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_TRADE_NAMES: Final = [name for name, _, _ in TABLES["trades"].columns]
+_T_ID, _T_YES, _T_NO, _T_OUTCOME, _T_BOOK, _T_TAKER = (
+    _TRADE_NAMES.index(name) for name in ("trade_id", "yes_price", "no_price", "taker_outcome_side",
+                                          "taker_book_side", "taker_side"))
+_SIDES: Final = (None, "yes", "no")
+_BOOK_SIDES: Final = (None, "bid", "ask")
+
+
+def _trades_need_extras(rows: Sequence[Row]) -> bool:
+    """Whether a staged trade may have a value kept in kalshi.trade_extras (the SQL decides exactly; this only
+    skips the statement for batches that certainly have none)."""
+    for row in rows:
+        yes, no = row[_T_YES], row[_T_NO]
+        if (not isinstance(row[_T_ID], str) or _UUID.fullmatch(row[_T_ID]) is None
+                or row[_T_OUTCOME] not in _SIDES or row[_T_TAKER] not in _SIDES or row[_T_BOOK] not in _BOOK_SIDES
+                or not isinstance(yes, Decimal) or not isinstance(no, Decimal) or not yes.is_finite()
+                or not no.is_finite() or no != 1 - yes or no.as_tuple().exponent != min(yes.as_tuple().exponent, 0)):
+            return True
+    return False
+
+
+def _never(rows: Sequence[Row]) -> bool:
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class StagedMove:
     """How the staged rows of a table are stored when one INSERT does not do it (the compact deltas, 050)."""
@@ -227,9 +375,12 @@ class StagedMove:
     keys: Callable[[Sequence[Row], dict[str, Any] | None], set[tuple[Any, ...]]]
     #: The rows themselves: its row count is the number of new rows.
     insert: sql.SQL | sql.Composed
-    #: Run last, only when ``needs_rare(rows)``: the rare columns kept apart.
-    rare: sql.SQL | sql.Composed
+    #: Run last, only when ``needs_rare(rows)``: the rare columns kept apart (``None``: none are).
+    rare: sql.SQL | sql.Composed | None
     needs_rare: Callable[[Sequence[Row]], bool]
+    #: Instead of ``insert`` when ``needs_rare(rows)`` is false (no staged row has a rare value: it may take
+    #: shortcuts that hold only then).
+    plain_insert: sql.SQL | sql.Composed | None = None
 
 
 #: Bound of the keys a writer remembers (a session follows thousands of markets: two books each per connection).
@@ -238,6 +389,12 @@ _MAX_KNOWN_KEYS: Final = 200_000
 _MOVES: Final[dict[str, StagedMove]] = {
     "orderbook_deltas": StagedMove(prepare=_DELTA_STATEMENTS[:1], keys=_delta_books, insert=_DELTA_STATEMENTS[1],
                                    rare=_DELTA_STATEMENTS[2], needs_rare=_deltas_need_extras),
+    "trades": StagedMove(prepare=_TRADE_STATEMENTS[:2], keys=_dimension_keys(TABLES["trades"], market_id=False),
+                         insert=_TRADE_STATEMENTS[2], rare=_TRADE_STATEMENTS[3], needs_rare=_trades_need_extras,
+                         plain_insert=_TRADE_INSERT.format(staged=_staged_trades(sql.SQL("s.trade_id::uuid")),
+                                                           join=_feed_join(sql.Literal("")))),
+    "tickers": StagedMove(prepare=_TICKER_STATEMENTS[:2], keys=_dimension_keys(TABLES["tickers"], market_id=True),
+                          insert=_TICKER_STATEMENTS[2], rare=None, needs_rare=_never),
 }
 
 
@@ -475,20 +632,22 @@ class CopyWriter:
                 return max(cur.rowcount, 0)
             keys = moves.keys(rows, constants)
             known = keys <= self._known_keys
+            rare = moves.rare is not None and moves.needs_rare(rows)
+            insert = moves.plain_insert if moves.plain_insert is not None and not rare else moves.insert
             if not known:
                 for statement in moves.prepare:
                     await cur.execute(statement, constants)
                 self._pending_keys |= keys
-            await cur.execute(moves.insert, constants)
+            await cur.execute(insert, constants)
             inserted = max(cur.rowcount, 0)
             if known and inserted < len(rows):
                 # Duplicates (a replay), or dimension rows gone since (a restored database): a row without its
                 # dimension row would be skipped silently, so store them and insert again.
                 for statement in moves.prepare:
                     await cur.execute(statement, constants)
-                await cur.execute(moves.insert, constants)
+                await cur.execute(insert, constants)
                 inserted += max(cur.rowcount, 0)
-            if moves.needs_rare(rows):
+            if rare and moves.rare is not None:
                 await cur.execute(moves.rare, constants)
             return inserted
 

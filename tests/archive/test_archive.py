@@ -110,7 +110,7 @@ def test_an_existing_file_that_does_not_match_is_never_trusted(recorded: Recordi
     path.parent.mkdir(parents=True)
     with psycopg.connect(recorded.url) as conn:
         columns = archive._columns(conn, "trades")
-        schema = archive._schema(conn, f"trades_p{day:%Y%m%d}", columns)
+        schema = archive._schema(conn, archive._day_source("trades", day, f"trade_rows_p{day:%Y%m%d}"), columns)
         rows = conn.execute(sql.SQL("select * from kalshi.trades order by trade_id limit 3")).fetchall()
     pq.write_table(archive._to_arrow(schema, rows), path)
     moved = archive.archive_day(recorded.url, str(tmp_path), "trades", day)
@@ -265,3 +265,60 @@ def test_a_delta_the_view_does_not_show_stops_the_day(recorded: Recording, tmp_p
     assert _hot_rows(recorded.url, "orderbook_deltas") == before
     assert f"orderbook_delta_rows_p{day:%Y%m%d}" in _day_partitions(recorded.url, "orderbook_delta_rows")
     assert not (tmp_path / "table=orderbook_deltas").exists()
+
+
+_EXTRA_ROWS = {
+    # A trade id that is not a uuid, a no_price that is not 1 - yes_price, an odd side: kept in trade_extras.
+    # (Same scales as the recorded rows: a file holds one scale per column, the largest of the day.)
+    "trades": ("insert into kalshi.trades (trade_id, trade_date, market_ticker, yes_price, no_price, count, "
+               "taker_outcome_side, exchange_ts, received_at, source) "
+               "values ('Odd-Trade-Id', current_date, 'ODD', 0.4100, 0.6000, 2.50, 'sideways', now(), now(), 'rest')"),
+    # A content hash that is not the md5 of the values: kept in ticker_extras.
+    "tickers": ("insert into kalshi.tickers (market_ticker, exchange_ts, content_hash, price, received_at) "
+                "values ('ODD', now(), gen_random_uuid(), 0.4100, now())"),
+}
+
+
+@pytest.mark.parametrize("table", sorted(_EXTRA_ROWS))
+def test_trades_and_tickers_are_archived_as_logical_rows_extras_included(recorded: Recording, tmp_path: Path,
+                                                                         table: str) -> None:
+    """The compact layout (060) is archived as the view's rows, the extras' values included; the day partitions of
+    the rows and the extras go, the markets and feeds stay."""
+    day = _today()
+    parents = {"trades": ("trade_rows", "trade_extras"), "tickers": ("ticker_rows", "ticker_extras")}[table]
+    with psycopg.connect(recorded.url, autocommit=True) as conn:
+        conn.execute(sql.SQL(_EXTRA_ROWS[table]))  # type: ignore[arg-type]  # a constant
+        extras = conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier("kalshi", parents[1])))
+        assert extras.fetchone() == (1,)
+        dimensions = conn.execute("select (select count(*) from kalshi.market_keys), "
+                                  "(select count(*) from kalshi.feeds)").fetchone()
+    before = _hot_rows(recorded.url, table)
+    assert len(before) > 1 and "ODD" in {r["market_ticker"] for r in before}
+    for parent in parents:
+        assert f"{parent}_p{day:%Y%m%d}" in _day_partitions(recorded.url, parent)
+
+    moved = archive.archive_day(recorded.url, str(tmp_path), table, day)
+    assert moved is not None and moved.rows == len(before)
+    stored = archive.read_archive(str(tmp_path), table, [day])
+    assert stored is not None and stored.column_names == [name for name, _ in reads.COLUMNS[table]]
+    assert _exact(_python(stored, archive.ARCHIVED_TABLES[table].key)) == _exact(before)
+    assert _hot_rows(recorded.url, table) == []
+    for parent in parents:
+        assert f"{parent}_p{day:%Y%m%d}" not in _day_partitions(recorded.url, parent)
+    with psycopg.connect(recorded.url) as conn:
+        kept = conn.execute("select (select count(*) from kalshi.market_keys), "
+                            "(select count(*) from kalshi.feeds)").fetchone()
+    assert kept == dimensions
+
+
+def test_a_trade_the_view_does_not_show_stops_the_day(recorded: Recording, tmp_path: Path) -> None:
+    """A stored trade whose market is missing is not in kalshi.trades: the day is refused and nothing dropped."""
+    day = _today()
+    with psycopg.connect(recorded.url, autocommit=True) as conn:
+        conn.execute("insert into kalshi.trade_rows (received_at, trade_uuid, market_key, feed_key, trade_date, flags, "
+                     "yes_price, count) values (now(), gen_random_uuid(), -1, -1, %s, 0, 0.5, 1)", (day,))
+    before = _hot_rows(recorded.url, "trades")
+    with pytest.raises(archive.ArchiveError, match="1 stored rows are not in kalshi.trades"):
+        archive.archive_day(recorded.url, str(tmp_path), "trades", day)
+    assert _hot_rows(recorded.url, "trades") == before
+    assert f"trade_rows_p{day:%Y%m%d}" in _day_partitions(recorded.url, "trade_rows")

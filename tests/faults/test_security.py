@@ -94,7 +94,7 @@ def test_reader_role_reads_and_cannot_write(db_url: str) -> None:
         tables = [r[0] for r in psycopg.connect(db_url).execute(
             "select tablename from pg_tables where schemaname = 'kalshi' and tablename not like '%\\_p%' "
             "and tablename not like '%default' order by 1").fetchall()]
-        assert {"trades", "orderbook_delta_rows", "gap_ledger", "sessions", "dead_letter"} <= set(tables)
+        assert {"trade_rows", "orderbook_delta_rows", "gap_ledger", "sessions", "dead_letter"} <= set(tables)
         with psycopg.connect(url, autocommit=True) as conn:
             for table in tables:
                 conn.execute(sql.SQL("select * from kalshi.{} limit 1").format(sql.Identifier(table)))
@@ -105,7 +105,7 @@ def test_reader_role_reads_and_cannot_write(db_url: str) -> None:
                 sql.SQL("delete from kalshi.gap_ledger"),
                 sql.SQL("truncate kalshi.dead_letter"),
                 sql.SQL("create table kalshi.evil (x int)"),
-                sql.SQL("drop table kalshi.trades"),
+                sql.SQL("drop table kalshi.trade_rows"),
             ]
             for statement in writes:
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):

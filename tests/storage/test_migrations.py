@@ -15,8 +15,9 @@ from kalshi_store.migrations import SQL_DIR, MigrationChecksumError, MigrationEr
 from kalshi_store.retention import apply_retention
 
 TABLES = {
-    "sessions", "gap_ledger", "dead_letter", "trades", "orderbook_snapshots", "orderbook_delta_books",
-    "orderbook_delta_rows", "orderbook_delta_extras", "tickers", "fills", "user_orders", "market_positions",
+    "sessions", "gap_ledger", "dead_letter", "market_keys", "feeds", "trade_rows", "trade_extras",
+    "orderbook_snapshots", "orderbook_delta_books", "orderbook_delta_rows", "orderbook_delta_extras", "ticker_rows",
+    "ticker_extras", "fills", "user_orders", "market_positions",
     "market_lifecycle", "event_lifecycle", "event_fee_updates", "order_group_updates", "communications", "reference_values", "schema_migrations",
 }
 
@@ -33,6 +34,10 @@ def test_migrations_apply_to_an_empty_database_then_are_a_no_op(empty_db_url: st
         # Order book deltas are read through a view with the columns of the table it replaced (050).
         assert conn.execute("select relkind from pg_class where oid = 'kalshi.orderbook_deltas'::regclass"
                             ).fetchone() == ("v",)
+        # So are trades and ticker updates (060).
+        assert conn.execute("select array_agg(relkind::text order by relname) from pg_class "
+                            "where oid in ('kalshi.trades'::regclass, 'kalshi.tickers'::regclass)"
+                            ).fetchone() == (["v", "v"],)
         recorded = conn.execute("select name, checksum from kalshi.schema_migrations order by version").fetchall()
         assert recorded == [(m.name, m.checksum) for m in discover()]
 
@@ -118,12 +123,15 @@ def test_rows_outside_the_partitions_land_in_default_and_move_to_a_new_partition
     with psycopg.connect(db_url, autocommit=True) as conn:
         _insert_trade(conn, "far", far)
         _insert_trade(conn, "today", today)
-        where = conn.execute("select tableoid::regclass::text from kalshi.trades where trade_id = 'far'").fetchone()
-        assert where == ("kalshi.trades_default",)
+        # Trades are stored in kalshi.trade_rows (060), keyed by kalshi.trade_uuid(trade_id).
+        located = ("select tableoid::regclass::text from kalshi.trade_rows "
+                   "where trade_uuid = kalshi.trade_uuid('far')")
+        where = conn.execute(located).fetchone()
+        assert where == ("kalshi.trade_rows_default",)
         created = conn.execute("select kalshi.ensure_partitions(45)").fetchone()
         assert created is not None and created[0] > 0
-        where = conn.execute("select tableoid::regclass::text from kalshi.trades where trade_id = 'far'").fetchone()
-        assert where == (f"kalshi.trades_p{far:%Y%m%d}",)
+        where = conn.execute(located).fetchone()
+        assert where == (f"kalshi.trade_rows_p{far:%Y%m%d}",)
         assert conn.execute("select count(*) from kalshi.trades").fetchone() == (2,)
         assert conn.execute("select kalshi.ensure_partitions(45)").fetchone() == (0,)
 
@@ -137,12 +145,12 @@ def test_retention_drops_old_days_and_keeps_recent_ones(db_url: str) -> None:
         _insert_trade(conn, "new", today)
     dropped = apply_retention(db_url, keep_days=2)
     names = {name for name, _action, _rows in dropped}
-    assert f"kalshi.trades_p{today - timedelta(days=4):%Y%m%d}" in names
-    assert "kalshi.trades_default" in names
+    assert f"kalshi.trade_rows_p{today - timedelta(days=4):%Y%m%d}" in names
+    assert "kalshi.trade_rows_default" in names
     with psycopg.connect(db_url) as conn:
         remaining = {r[0] for r in conn.execute("select trade_id from kalshi.trades").fetchall()}
         assert remaining == {"new"}
-        assert conn.execute("select to_regclass(%s)", (f"kalshi.trades_p{today:%Y%m%d}",)).fetchone() != (None,)
+        assert conn.execute("select to_regclass(%s)", (f"kalshi.trade_rows_p{today:%Y%m%d}",)).fetchone() != (None,)
 
 
 def test_concurrent_migrations_apply_each_file_once(empty_db_url: str) -> None:
