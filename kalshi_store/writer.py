@@ -370,7 +370,8 @@ class StagedMove:
     """How the staged rows of a table are stored when one INSERT does not do it (the compact deltas, 050)."""
 
     #: Run first (the dimension rows the batch needs), unless this writer stored all of ``keys(rows, constants)``
-    #: in a committed transaction before (the dimension rows are never deleted).
+    #: in a committed transaction before. Dimension rows can go since (the archive and retention delete a day's
+    #: unused books): when the insert then stores fewer rows than staged, ``prepare`` runs and the insert again.
     prepare: tuple[sql.SQL | sql.Composed, ...]
     keys: Callable[[Sequence[Row], dict[str, Any] | None], set[tuple[Any, ...]]]
     #: The rows themselves: its row count is the number of new rows.
