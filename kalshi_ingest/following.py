@@ -161,7 +161,9 @@ class MarketFollower:
         if bad:
             log.warning("[%s] ignoring market tickers with control characters: %s", self.market_set.name,
                         ", ".join(repr(m) for m in bad))
-        new = [m for m in wanted if m not in self.markets and storable(m)]
+        # An inherited market this session saw close is not taken back: the predecessor's coverage of it is open
+        # only until its next heartbeat writes the same close.
+        new = [m for m in wanted if m not in self.markets and storable(m) and not (inherited and m in self._inactive)]
         if len(new) > room:
             log.warning("[%s] %d new market(s) over max_markets=%d are not recorded: %s", self.market_set.name,
                         len(new) - max(room, 0), self.market_set.max_markets, ", ".join(new[max(room, 0):][:10]))
