@@ -21,8 +21,10 @@ from psycopg import sql
 
 #: Tables the mixed and trades-only streams write, and the rest of the recorder's bookkeeping.
 #: The tables storing the recorded rows (order book deltas: the compact table of 050, not the view).
-DATA_TABLES = ("trades", "orderbook_snapshots", "orderbook_delta_rows", "tickers")
-BOOKKEEPING_TABLES = ("sessions", "gap_ledger", "dead_letter", "orderbook_delta_books", "orderbook_delta_extras")
+#: The tables that hold the rows (behind the views of 050 and 060: a view has no ``xmin`` and is not truncated).
+DATA_TABLES = ("trade_rows", "orderbook_snapshots", "orderbook_delta_rows", "ticker_rows")
+BOOKKEEPING_TABLES = ("sessions", "gap_ledger", "dead_letter", "orderbook_delta_books", "orderbook_delta_extras",
+                      "trade_extras", "ticker_extras", "market_keys", "feeds")
 
 
 def available() -> str | None:
@@ -57,7 +59,7 @@ def truncate(conn: Any) -> None:
 
 def measure_queries() -> tuple[sql.Composable, sql.Composable]:
     """(commit time of the end trade, every stored row's receive time in ns and xmin)."""
-    end_q = sql.SQL("select pg_xact_commit_timestamp(xmin) from kalshi.trades where trade_id = %s")
+    end_q = sql.SQL("select pg_xact_commit_timestamp(xmin) from kalshi.trade_rows where trade_uuid = %s::uuid")
     parts = [sql.SQL("select (extract(epoch from received_at) * 1e9)::bigint as received_ns, xmin from {}").format(
         sql.Identifier("kalshi", t)) for t in DATA_TABLES]
     return end_q, sql.SQL(" union all ").join(parts)
@@ -153,7 +155,7 @@ async def run(cfg: dict[str, Any], child_stats: Callable[[float], dict[str, Any]
             done_ns = 0
             try:
                 while not runner.done():
-                    cur = await poll.execute("select 1 from kalshi.trades where trade_id = %s", (end_id,))
+                    cur = await poll.execute("select 1 from kalshi.trade_rows where trade_uuid = %s::uuid", (end_id,))
                     if await cur.fetchone() is not None:
                         done_ns = time.time_ns()
                         break
