@@ -252,19 +252,31 @@ def test_deltas_are_archived_as_logical_rows_extras_included(recorded: Recording
     assert archive.archive_day(recorded.url, str(tmp_path), "orderbook_deltas", day) is None
 
 
-def test_a_delta_the_view_does_not_show_stops_the_day(recorded: Recording, tmp_path: Path) -> None:
-    """A stored delta whose book is missing is not in kalshi.orderbook_deltas: archiving the view's rows and
-    dropping the partition would lose it, so the day is refused and nothing is dropped."""
+_UNSEEN_ROWS = {
+    # A stored delta whose book is missing, a stored trade whose market is missing: not in the view.
+    "orderbook_deltas": ("orderbook_delta_rows",
+                         "insert into kalshi.orderbook_delta_rows (received_at, seq, book_key, session_date, price, "
+                         "delta) values (now(), 1, -1, %s, 0.5, 1)"),
+    "trades": ("trade_rows",
+               "insert into kalshi.trade_rows (received_at, trade_uuid, market_key, feed_key, trade_date, flags, "
+               "yes_price, count) values (now(), gen_random_uuid(), -1, -1, %s, 0, 0.5, 1)"),
+}
+
+
+@pytest.mark.parametrize("table", sorted(_UNSEEN_ROWS))
+def test_a_row_the_view_does_not_show_stops_the_day(recorded: Recording, tmp_path: Path, table: str) -> None:
+    """A stored row the logical table (the view) does not show would be dropped unarchived with its partition, so
+    the day is refused and nothing is dropped."""
     day = _today()
+    parent, insert = _UNSEEN_ROWS[table]
     with psycopg.connect(recorded.url, autocommit=True) as conn:
-        conn.execute("insert into kalshi.orderbook_delta_rows (received_at, seq, book_key, session_date, price, delta) "
-                     "values (now(), 1, -1, %s, 0.5, 1)", (day,))
-    before = _hot_rows(recorded.url, "orderbook_deltas")
-    with pytest.raises(archive.ArchiveError, match="1 stored rows are not in kalshi.orderbook_deltas"):
-        archive.archive_day(recorded.url, str(tmp_path), "orderbook_deltas", day)
-    assert _hot_rows(recorded.url, "orderbook_deltas") == before
-    assert f"orderbook_delta_rows_p{day:%Y%m%d}" in _day_partitions(recorded.url, "orderbook_delta_rows")
-    assert not (tmp_path / "table=orderbook_deltas").exists()
+        conn.execute(sql.SQL(insert), (day,))  # type: ignore[arg-type]  # a constant
+    before = _hot_rows(recorded.url, table)
+    with pytest.raises(archive.ArchiveError, match=f"1 stored rows are not in kalshi.{table}"):
+        archive.archive_day(recorded.url, str(tmp_path), table, day)
+    assert _hot_rows(recorded.url, table) == before
+    assert f"{parent}_p{day:%Y%m%d}" in _day_partitions(recorded.url, parent)
+    assert not (tmp_path / f"table={table}").exists()
 
 
 _EXTRA_ROWS = {
@@ -311,14 +323,3 @@ def test_trades_and_tickers_are_archived_as_logical_rows_extras_included(recorde
     assert kept == dimensions
 
 
-def test_a_trade_the_view_does_not_show_stops_the_day(recorded: Recording, tmp_path: Path) -> None:
-    """A stored trade whose market is missing is not in kalshi.trades: the day is refused and nothing dropped."""
-    day = _today()
-    with psycopg.connect(recorded.url, autocommit=True) as conn:
-        conn.execute("insert into kalshi.trade_rows (received_at, trade_uuid, market_key, feed_key, trade_date, flags, "
-                     "yes_price, count) values (now(), gen_random_uuid(), -1, -1, %s, 0, 0.5, 1)", (day,))
-    before = _hot_rows(recorded.url, "trades")
-    with pytest.raises(archive.ArchiveError, match="1 stored rows are not in kalshi.trades"):
-        archive.archive_day(recorded.url, str(tmp_path), "trades", day)
-    assert _hot_rows(recorded.url, "trades") == before
-    assert f"trade_rows_p{day:%Y%m%d}" in _day_partitions(recorded.url, "trade_rows")
