@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, Inexact, InvalidOperation, Rounded
+from operator import itemgetter
 from typing import Any, Final
 
 import msgspec
@@ -222,7 +223,7 @@ def _deltas_need_extras(rows: Sequence[Row]) -> bool:
 
 # Trades and ticker updates are stored compactly too (sql/060_compact_trades_tickers.sql, docs/storage.md). The
 # writer resolves the markets and feeds (session, connection, subscription, market_id) a batch needs to their integer
-# keys itself: those it stored or read before are remembered (``CopyWriter._dimension_keys``), the others are stored
+# keys itself: those it stored or read before are remembered (``CopyWriter._markets``, ``_feeds``), the others are stored
 # and read by one statement per table for the whole batch (one probe per distinct market or feed, in key order). The
 # rows are then staged with their keys, so the rows' INSERT ... SELECT joins nothing. A trade whose values the flags
 # hold exactly ("plain": a lower-case uuid id, a no_price exactly 1 - yes_price, the usual side values, source ws or
@@ -301,74 +302,71 @@ _TICKER_STAGING: Final = (
     ("market_key", "integer"), ("feed_key", "integer"),
     *((name, pgtype) for name, pgtype, _ in TABLES["tickers"].columns
       if name not in ("market_ticker", "market_id", "session_id", "generation", "sid")))
-_TICKER_STAGED: Final = [_TICKER_NAMES.index(name) for name, _ in _TICKER_STAGING[2:]]
-_K_TICKER, _K_MARKET_ID, _K_SESSION, _K_GENERATION, _K_SID = (
-    _TICKER_NAMES.index(name) for name in ("market_ticker", "market_id", "session_id", "generation", "sid"))
+_TICKER_VALUES: Final = itemgetter(*(_TICKER_NAMES.index(name) for name, _ in _TICKER_STAGING[2:]))
 
-_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_SIDE_CODES: Final = {None: 0, "yes": 1, "no": 2}
-_BOOK_CODES: Final = {None: 0, "bid": 1, "ask": 2}
-_SOURCE_FLAGS: Final = {"ws": 0, "rest": 128}
+# A row's market (its ticker) and feed (session, generation, sid, and for tickers the market_id: a trade's feed has
+# none, '' in kalshi.feeds): the keys of CopyWriter's maps, read with C-level getters (every row of a batch).
+_TRADE_MARKET: Final = itemgetter(_T_TICKER)
+_TRADE_FEED: Final = itemgetter(_T_SESSION, _T_GENERATION, _T_SID)
+_TICKER_MARKET: Final = itemgetter(_TICKER_NAMES.index("market_ticker"))
+_TICKER_FEED: Final = itemgetter(*(_TICKER_NAMES.index(name) for name in ("session_id", "generation", "sid",
+                                                                         "market_id")))
+
+_UUID_MATCH: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
+_FLAG_VALUES: Final = itemgetter(_T_OUTCOME, _T_BOOK, _T_TAKER, _T_BLOCK, _T_SOURCE)
+#: The flags of kalshi.trade_flags for every (taker_outcome_side, taker_book_side, taker_side, is_block_trade, source)
+#: that needs nothing in kalshi.trade_extras (0 null, 1 yes/bid, 2 no/ask; 64 block trade; 128 rest).
+_PLAIN_FLAGS: Final = {
+    (outcome, book, taker, block, source): o | b << 2 | t << 4 | (64 if block else 0) | source_flag
+    for o, outcome in enumerate((None, "yes", "no")) for b, book in enumerate((None, "bid", "ask"))
+    for t, taker in enumerate((None, "yes", "no")) for block in (None, False, True)
+    for source, source_flag in (("ws", 0), ("rest", 128))}
+_ONE: Final = Decimal(1)
 #: Exact Decimal arithmetic for the no_price test: a result that would need rounding is not "plain" (the SQL decides).
-_EXACT: Final = Context(prec=60, traps=[Inexact, Rounded, InvalidOperation])
+_SUBTRACT: Final = Context(prec=60, traps=[Inexact, Rounded, InvalidOperation]).subtract
 
 
 def _plain_trade(row: Row) -> int | None:
     """The flags of a trade (as kalshi.trade_flags computes them) when its id, no_price and side values need nothing
     kept in kalshi.trade_extras and its source is ws or rest; ``None`` otherwise (the SQL computes them then)."""
+    flags = _PLAIN_FLAGS.get(_FLAG_VALUES(row))
     trade_id, yes, no = row[_T_ID], row[_T_YES], row[_T_NO]
-    outcome = _SIDE_CODES.get(row[_T_OUTCOME], 3)
-    book = _BOOK_CODES.get(row[_T_BOOK], 3)
-    taker = _SIDE_CODES.get(row[_T_TAKER], 3)
-    source = _SOURCE_FLAGS.get(row[_T_SOURCE])
-    if (source is None or outcome == 3 or book == 3 or taker == 3 or not isinstance(trade_id, str)
-            or _UUID.fullmatch(trade_id) is None or type(yes) is not Decimal or type(no) is not Decimal
-            or not yes.is_finite() or not no.is_finite()):
+    if (flags is None or type(trade_id) is not str or _UUID_MATCH(trade_id) is None or type(yes) is not Decimal
+            or type(no) is not Decimal):
         return None
     try:
-        complement = _EXACT.subtract(1, yes)
+        complement = _SUBTRACT(_ONE, yes)
     except ArithmeticError:
         return None
-    # The value and the scale (PostgreSQL's scale of 1 - yes_price is max(scale(yes_price), 0)): the same text.
-    if no != complement or no.as_tuple().exponent != min(yes.as_tuple().exponent, 0):
+    # The same value, sign and scale (compare_total is 0 only then; PostgreSQL's scale of 1 - yes_price is
+    # max(scale(yes_price), 0), Decimal's exponent of 1 - yes_price min(exponent, 0)): the same text.
+    if not complement.is_finite() or no.compare_total(complement):
         return None
-    return outcome | book << 2 | taker << 4 | (64 if row[_T_BLOCK] else 0) | source
+    return flags
 
 
-def _trade_dimensions(row: Row) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    return ("market", row[_T_TICKER]), ("feed", row[_T_SESSION], row[_T_GENERATION], row[_T_SID], "")
-
-
-def _ticker_dimensions(row: Row) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    return ("market", row[_K_TICKER]), ("feed", row[_K_SESSION], row[_K_GENERATION], row[_K_SID],
-                                         row[_K_MARKET_ID] or "")
-
-
-def _stage_trades(rows: Sequence[Row], keys: dict[tuple[Any, ...], int]) -> tuple[list[Row], bool]:
+def _stage_trades(rows: Sequence[Row], markets: dict[Any, int], feeds: dict[Any, int]) -> tuple[list[Row], bool]:
     """The staged trades, and whether any is not plain (the extras statement may then have work)."""
     staged: list[Row] = []
+    append = staged.append
     rare = False
     for row in rows:
-        market, feed = _trade_dimensions(row)
         flags = _plain_trade(row)
         if flags is None:
             rare = True
-            staged.append((None, None, keys[market], keys[feed], row[_T_ID], row[_T_YES], row[_T_NO], row[_T_COUNT],
-                           row[_T_OUTCOME], row[_T_BOOK], row[_T_TAKER], row[_T_BLOCK], row[_T_TS_MS],
-                           row[_T_TS_S], row[_T_TEXT], row[_T_RECEIVED], row[_T_SOURCE], row[_T_SEQ]))
+            append((None, None, markets[row[_T_TICKER]], feeds[_TRADE_FEED(row)], row[_T_ID], row[_T_YES],
+                    row[_T_NO], row[_T_COUNT], row[_T_OUTCOME], row[_T_BOOK], row[_T_TAKER], row[_T_BLOCK],
+                    row[_T_TS_MS], row[_T_TS_S], row[_T_TEXT], row[_T_RECEIVED], row[_T_SOURCE], row[_T_SEQ]))
         else:
-            staged.append((row[_T_ID], flags, keys[market], keys[feed], None, row[_T_YES], None, row[_T_COUNT],
-                           None, None, None, None, row[_T_TS_MS], row[_T_TS_S], row[_T_TEXT], row[_T_RECEIVED],
-                           None, row[_T_SEQ]))
+            append((row[_T_ID], flags, markets[row[_T_TICKER]], feeds[_TRADE_FEED(row)], None, row[_T_YES], None,
+                    row[_T_COUNT], None, None, None, None, row[_T_TS_MS], row[_T_TS_S], row[_T_TEXT],
+                    row[_T_RECEIVED], None, row[_T_SEQ]))
     return staged, rare
 
 
-def _stage_tickers(rows: Sequence[Row], keys: dict[tuple[Any, ...], int]) -> tuple[list[Row], bool]:
-    staged: list[Row] = []
-    for row in rows:
-        market, feed = _ticker_dimensions(row)
-        staged.append((keys[market], keys[feed], *(row[i] for i in _TICKER_STAGED)))
-    return staged, False
+def _stage_tickers(rows: Sequence[Row], markets: dict[Any, int], feeds: dict[Any, int]) -> tuple[list[Row], bool]:
+    market, feed, values = _TICKER_MARKET, _TICKER_FEED, _TICKER_VALUES
+    return [(markets[market(row)], feeds[feed(row)], *values(row)) for row in rows], False
 
 
 # The market and feed keys the writer remembers from earlier transactions are still stored (markets and feeds are
@@ -435,10 +433,11 @@ class KeyedMove:
     staging: str
     create_staging: sql.Composed
     copy: sql.Composed
-    #: The (market, feed) dimension keys of a row (see ``CopyWriter._resolve``).
-    dimensions: Callable[[Row], tuple[tuple[Any, ...], tuple[Any, ...]]]
-    #: The staged rows, and whether ``rare`` must run.
-    stage: Callable[[Sequence[Row], dict[tuple[Any, ...], int]], tuple[list[Row], bool]]
+    #: A row's market ticker, and its feed: (session_id, generation, sid), and market_id if it has one.
+    market: Callable[[Row], Any]
+    feed: Callable[[Row], Any]
+    #: The staged rows (from the rows and the keys of their markets and feeds), and whether ``rare`` must run.
+    stage: Callable[[Sequence[Row], dict[Any, int], dict[Any, int]], tuple[list[Row], bool]]
     #: The rows themselves: its row count is the number of new rows.
     insert: sql.Composed
     rare: sql.Composed | None = None
@@ -449,10 +448,21 @@ def _keyed_move(staging: str, columns: Sequence[tuple[str, str]], **kwargs: Any)
     return KeyedMove(staging=staging, create_staging=create, copy=copy, **kwargs)
 
 
-_TRADE_MOVE: Final = _keyed_move("stage_trade_rows", _TRADE_STAGING, dimensions=_trade_dimensions,
+_TRADE_MOVE: Final = _keyed_move("stage_trade_rows", _TRADE_STAGING, market=_TRADE_MARKET, feed=_TRADE_FEED,
                                  stage=_stage_trades, insert=_TRADE_INSERT, rare=_TRADE_EXTRAS)
-_TICKER_MOVE: Final = _keyed_move("stage_ticker_rows", _TICKER_STAGING, dimensions=_ticker_dimensions,
+_TICKER_MOVE: Final = _keyed_move("stage_ticker_rows", _TICKER_STAGING, market=_TICKER_MARKET, feed=_TICKER_FEED,
                                   stage=_stage_tickers, insert=_TICKER_INSERT)
+
+
+def _int_array(keys: set[int]) -> str:
+    """An integer[] literal (cheaper to send than a list adapted element by element)."""
+    return "{" + ",".join(map(str, sorted(keys))) + "}"
+
+
+def _feed_order(feed: tuple[Any, ...]) -> tuple[Any, ...]:
+    session, generation, sid = feed[:3]
+    return (session or "", -1 if generation is None else generation, -1 if sid is None else sid,
+            (feed[3] if len(feed) > 3 else None) or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,8 +515,10 @@ class CopyWriter:
         # Market and feed keys (KeyedMove) this writer stored or read in a committed transaction, and those of the
         # open transaction (its rows may be rolled back). Markets and feeds are never deleted, so a remembered key
         # stays right for the life of the connection.
-        self._dimension_keys: dict[tuple[Any, ...], int] = {}
-        self._pending_dimension_keys: dict[tuple[Any, ...], int] = {}
+        self._markets: dict[Any, int] = {}
+        self._feeds: dict[Any, int] = {}
+        self._pending_markets: dict[Any, int] = {}
+        self._pending_feeds: dict[Any, int] = {}
 
     @classmethod
     async def connect(cls, url: str, *, connect_timeout: float = 5.0, application_name: str = "kalshi-recorder"
@@ -584,15 +596,17 @@ class CopyWriter:
             self._known_keys.clear()
         self._known_keys |= self._pending_keys
         self._pending_keys.clear()
-        if len(self._dimension_keys) > _MAX_KNOWN_KEYS:
-            self._dimension_keys.clear()
-        self._dimension_keys |= self._pending_dimension_keys
-        self._pending_dimension_keys.clear()
+        for known, pending in ((self._markets, self._pending_markets), (self._feeds, self._pending_feeds)):
+            if len(known) > _MAX_KNOWN_KEYS:
+                known.clear()
+            known |= pending
+            pending.clear()
 
     def _rolled_back(self) -> None:
         self._staged.clear()  # staging tables created in the rolled-back transaction are gone
         self._pending_keys.clear()
-        self._pending_dimension_keys.clear()
+        self._pending_markets.clear()
+        self._pending_feeds.clear()
 
     async def _write_all(self, batch: Batch) -> WriteResult:
         result = WriteResult()
@@ -754,8 +768,8 @@ class CopyWriter:
                 await cur.execute(move.create_staging)
                 self._staged.add(move.staging)
             for attempt in range(2):
-                keys, remembered = await self._resolve(rows, move.dimensions)
-                staged, rare = move.stage(rows, keys)
+                markets, feeds, remembered_markets, remembered_feeds = await self._resolve(rows, move)
+                staged, rare = move.stage(rows, markets, feeds)
                 if attempt:
                     await cur.execute(sql.SQL("delete from pg_temp.{}").format(sql.Identifier(move.staging)))
                 async with cur.copy(move.copy) as copy:
@@ -763,70 +777,69 @@ class CopyWriter:
                     for row in staged:
                         if data := format_row(row):
                             await copy.write(data)
-                markets = sorted({key for dimension, key in remembered.items() if dimension[0] == "market"})
-                feeds = sorted({key for dimension, key in remembered.items() if dimension[0] == "feed"})
-                check = {"markets": markets, "feeds": feeds, "remembered": len(markets) + len(feeds)}
+                check = {"markets": _int_array(remembered_markets), "feeds": _int_array(remembered_feeds),
+                         "remembered": len(remembered_markets) + len(remembered_feeds)}
                 await cur.execute(move.insert, check)
                 inserted = max(cur.rowcount, 0)
-                if inserted == 0 and remembered:
+                if inserted == 0 and check["remembered"]:
                     # Every row a duplicate (a replay), or remembered keys gone: forget them and find them again.
                     await cur.execute(_REMEMBERED_CHECK, check)
                     answer = await cur.fetchone()
                     if answer is None or not answer[0]:
-                        self._dimension_keys.clear()
+                        self._markets.clear()
+                        self._feeds.clear()
                         continue
                 break
             if rare and move.rare is not None:
                 await cur.execute(move.rare)
             return inserted
 
-    async def _resolve(self, rows: Sequence[Row], dimensions: Callable[[Row], tuple[tuple[Any, ...], ...]]
-                       ) -> tuple[dict[tuple[Any, ...], int], dict[tuple[Any, ...], int]]:
-        """The market and feed keys the rows need, and those of them remembered from committed transactions:
-        remembered ones, the others stored (when new) and read by one statement per table, in key order (two writers
-        never wait on each other in a cycle)."""
-        keys: dict[tuple[Any, ...], int] = {}
-        remembered: dict[tuple[Any, ...], int] = {}
-        unknown: set[tuple[Any, ...]] = set()
-        known, pending = self._dimension_keys, self._pending_dimension_keys
-        for row in rows:
-            for dimension in dimensions(row):
-                if dimension in keys or dimension in unknown:
-                    continue
+    async def _resolve(self, rows: Sequence[Row], move: KeyedMove
+                       ) -> tuple[dict[Any, int], dict[Any, int], set[int], set[int]]:
+        """The keys of the rows' markets and feeds, and which of them were remembered from committed transactions
+        (the others were stored or read in this one): remembered ones, the others stored (when new) and read by one
+        statement per table, in key order (two writers never wait on each other in a cycle)."""
+        found: list[tuple[dict[Any, int], set[int], list[Any]]] = []
+        for wanted, known, pending in ((set(map(move.market, rows)), self._markets, self._pending_markets),
+                                       (set(map(move.feed, rows)), self._feeds, self._pending_feeds)):
+            keys: dict[Any, int] = {}
+            remembered: set[int] = set()
+            unknown: list[Any] = []
+            for dimension in wanted:
                 key = pending.get(dimension)
                 if key is None:
                     key = known.get(dimension)
-                    if key is not None:
-                        remembered[dimension] = key
-                if key is None:
-                    unknown.add(dimension)
-                else:
-                    keys[dimension] = key
-        if not unknown:
-            return keys, remembered
-        markets = sorted(d for d in unknown if d[0] == "market")
-        feeds = sorted((d for d in unknown if d[0] == "feed"),
-                       key=lambda d: (d[1] or "", d[2] if d[2] is not None else -1, d[3] if d[3] is not None else -1,
-                                      d[4]))
-        async with self.conn.cursor() as cur:
-            for wanted, first, again, params in (
-                (markets, _RESOLVE_MARKETS, _RESOLVE_MARKETS_AGAIN, lambda w: ([d[1] for d in w],)),
-                (feeds, _RESOLVE_FEEDS, _RESOLVE_FEEDS_AGAIN,
-                 lambda w: tuple([d[i] for d in w] for i in range(1, 5))),
-            ):
-                statement = first
-                while wanted:
-                    await cur.execute(statement, params(wanted))
-                    found = {int(i): key for i, key in await cur.fetchall() if key is not None}
-                    for i, dimension in enumerate(wanted, start=1):
-                        if i in found:
-                            keys[dimension] = pending[dimension] = found[i]
-                    missing = [d for i, d in enumerate(wanted, start=1) if i not in found]
-                    if len(missing) == len(wanted) and statement is again:
-                        raise RuntimeError(f"{len(missing)} markets or feeds could not be stored or found")
-                    # Stored by a transaction that committed after the statement began: a new statement sees them.
-                    wanted, statement = missing, again
-        return keys, remembered
+                    if key is None:
+                        unknown.append(dimension)
+                        continue
+                    remembered.add(key)
+                keys[dimension] = key
+            found.append((keys, remembered, unknown))
+        (markets, remembered_markets, new_markets), (feeds, remembered_feeds, new_feeds) = found
+        if new_markets or new_feeds:
+            new_markets.sort()
+            new_feeds.sort(key=_feed_order)
+            async with self.conn.cursor() as cur:
+                for unknown, keys, pending, first, again, params in (
+                    (new_markets, markets, self._pending_markets, _RESOLVE_MARKETS, _RESOLVE_MARKETS_AGAIN,
+                     lambda w: (w,)),
+                    (new_feeds, feeds, self._pending_feeds, _RESOLVE_FEEDS, _RESOLVE_FEEDS_AGAIN,
+                     lambda w: ([f[0] for f in w], [f[1] for f in w], [f[2] for f in w],
+                                [(f[3] if len(f) > 3 else None) or "" for f in w])),
+                ):
+                    statement = first
+                    while unknown:
+                        await cur.execute(statement, params(unknown))
+                        answer = {int(i): key for i, key in await cur.fetchall() if key is not None}
+                        for i, dimension in enumerate(unknown, start=1):
+                            if i in answer:
+                                keys[dimension] = pending[dimension] = answer[i]
+                        missing = [d for i, d in enumerate(unknown, start=1) if i not in answer]
+                        if len(missing) == len(unknown) and statement is again:
+                            raise RuntimeError(f"{len(missing)} markets or feeds could not be stored or found")
+                        # Stored by a transaction that committed after the statement began: a new one sees them.
+                        unknown, statement = missing, again
+        return markets, feeds, remembered_markets, remembered_feeds
 
     async def _upsert_session(self, manifest: SessionManifest) -> None:
         params = msgspec.structs.asdict(manifest)
