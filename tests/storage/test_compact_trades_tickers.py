@@ -282,3 +282,34 @@ async def test_a_no_price_equal_to_1_minus_yes_price_only_when_rounded_is_kept_e
     with psycopg.connect(db_url) as conn:
         stored = conn.execute("select yes_price::text, no_price::text from kalshi.trades").fetchall()
     assert stored == [(yes, no)]
+
+
+@pytest.mark.asyncio
+async def test_markets_and_feeds_stored_by_a_concurrent_writer_are_found(db_url: str) -> None:
+    # Writer a stores a market and a feed in a transaction still open when writer b needs them: b's statement waits
+    # for a's commit, skips them (a stored them), and b reads their keys again instead of missing them.
+    import asyncio
+
+    received_ns = time.time_ns()
+    trade = trade_row(str(uuid.uuid4()), 1, ts_ms=received_ns // 1_000_000, received_ns=received_ns)
+    other = trade_row(str(uuid.uuid4()), 2, ts_ms=received_ns // 1_000_000, received_ns=received_ns + 1000)
+    a, b = await CopyWriter.connect(db_url), await CopyWriter.connect(db_url)
+    try:
+        async with a.conn.transaction():
+            await a._copy_insert(TRADES, [trade])
+            waiting = asyncio.create_task(b.write(Batch(batch_id=2, tables={"trades": [other]})))
+            await asyncio.sleep(0.5)
+            assert not waiting.done()  # b waits for a's market and feed
+        a._committed()
+        result = await asyncio.wait_for(waiting, 10)
+    finally:
+        await a.close()
+        await b.close()
+    assert result.inserted["trades"] == 1
+    with psycopg.connect(db_url) as conn:
+        stored = conn.execute("select trade_id, market_ticker, session_id::text, generation, sid from kalshi.trades "
+                              "order by seq").fetchall()
+        counts = conn.execute("select (select count(*) from kalshi.market_keys), (select count(*) from kalshi.feeds)"
+                              ).fetchone()
+    assert stored == [(trade[0], "M-1", SESSION, 1, 2), (other[0], "M-1", SESSION, 1, 2)]
+    assert counts == (1, 1)
