@@ -25,7 +25,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation, Rounded
+from operator import itemgetter
 from typing import Any, Final
 
 import msgspec
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _json: Final = msgspec.json.Encoder(decimal_format="string")
+_plain_json: Final = msgspec.json.Encoder()
 _UNSTORABLE_NAMESPACE: Final = uuid.UUID("5d0c8f63-4a4e-4c55-9d43-6b2f1f0e7a11")
 
 
@@ -220,149 +222,248 @@ def _deltas_need_extras(rows: Sequence[Row]) -> bool:
     return False
 
 
-# Trades and ticker updates are stored compactly too (sql/060_compact_trades_tickers.sql, docs/storage.md): the
-# markets and feeds (session, connection, subscription, market_id) the batch needs are stored first (in key order),
-# then the rows, joined to them; the trades' rare values (kalshi.trade_extras) only when a staged row may have one.
-# Feeds are found on coalesced columns and null flags (exact, and kalshi.feeds_key's expressions).
+# Trades and ticker updates are stored compactly too (sql/060_compact_trades_tickers.sql, docs/storage.md). The
+# writer resolves the markets and feeds (session, connection, subscription, market_id) a batch needs to their integer
+# keys itself: those it stored or read before are remembered (``CopyWriter._markets``, ``_feeds``), the others are stored
+# and read by one statement per table for the whole batch (one probe per distinct market or feed, in key order). The
+# rows are then staged with their keys, so the rows' INSERT ... SELECT joins nothing. A trade whose values the flags
+# hold exactly ("plain": a lower-case uuid id, a no_price exactly 1 - yes_price, the usual side values, source ws or
+# rest; checked in Python, _plain_trade) is staged with its uuid and flags and without the columns they replace;
+# any other trade is staged whole, and the SQL computes its key and flags (kalshi.trade_uuid, kalshi.trade_flags)
+# and stores its extras. The row tuples are unchanged: the staged columns are derived here (spill files replay).
 _NIL: Final = sql.Literal("00000000-0000-0000-0000-000000000000")
-# (The key computed once per row: "offset 0" keeps the planner from copying its expression into the flags'.) When
-# every staged id is a lower-case uuid (checked in Python, _trades_need_extras), the key is the id cast: the same
-# value as kalshi.trade_uuid, without its test of every id.
-def _staged_trades(trade_uuid: sql.Composable) -> sql.Composed:
-    return sql.SQL("""
-    (select s.*, kalshi.trade_flags(s.trade_uuid, s.trade_id, s.yes_price, s.no_price, s.taker_outcome_side,
-                                    s.taker_book_side, s.taker_side, s.is_block_trade, s.source) as flags
-     from (select s.*, coalesce({ms_ts_ms}, {s_ts_s}, s.exchange_text::timestamptz) as exchange_ts,
-                  {received} as received_at, {trade_uuid} as trade_uuid
-           from pg_temp.stage_trades s offset 0) s) s""").format(
-        ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED, trade_uuid=trade_uuid)
 
 
-_STAGED_TRADES: Final = _staged_trades(sql.SQL("kalshi.trade_uuid(s.trade_id)"))
-_STAGED_TICKERS: Final = sql.SQL("""
-    (select s.*, coalesce({ms_ts_ms}, {s_ts_s}, s.time_text::timestamptz, {received}) as exchange_ts,
-            {received} as received_at
-     from pg_temp.stage_tickers s) s""").format(ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED)
+def _feed_match(a: str, b: str) -> sql.Composed:
+    """``a`` and ``b`` are the same feed: equalities on kalshi.feeds_key's expressions (exact, index- and
+    hash-friendly, unlike ``is not distinct from``)."""
+    x, y = sql.Identifier(a), sql.Identifier(b)
+    return sql.SQL("""coalesce({x}.session_id, {nil}) = coalesce({y}.session_id, {nil})
+        and coalesce({x}.generation, -1) = coalesce({y}.generation, -1) and coalesce({x}.sid, -1) = coalesce({y}.sid, -1)
+        and {x}.market_id = {y}.market_id and ({x}.session_id is null) = ({y}.session_id is null)
+        and ({x}.generation is null) = ({y}.generation is null) and ({x}.sid is null) = ({y}.sid is null)""").format(
+        x=x, y=y, nil=_NIL)
 
 
-def _feed_join(market_id: sql.Composable) -> sql.Composed:
-    # One index probe per row (lateral): a hash of every feed ever stored would grow with the table.
-    return sql.SQL("""
-        join kalshi.market_keys m on m.market_ticker = s.market_ticker
-        join lateral (
-            select f.feed_key from kalshi.feeds f
-            where coalesce(f.session_id, {nil}) = coalesce(s.session_id, {nil})
-              and coalesce(f.generation, -1) = coalesce(s.generation, -1) and coalesce(f.sid, -1) = coalesce(s.sid, -1)
-              and f.market_id = {market_id} and (f.session_id is null) = (s.session_id is null)
-              and (f.generation is null) = (s.generation is null) and (f.sid is null) = (s.sid is null)
-            limit 1) f on true""").format(nil=_NIL, market_id=market_id)
+# Each takes the wanted keys as one JSON array (psycopg adapts a list element by element in Python: 2 ms for 800
+# feeds) and returns (ordinal of the wanted key, its key), found by one index probe each (a join could hash every
+# market or feed ever stored); a key stored by a concurrent transaction that committed after the statement's
+# snapshot is missing from the answer (its insert skipped it): _RESOLVE_*_AGAIN finds it.
+_WANTED_MARKETS: Final = sql.SQL("json_array_elements_text(%s::json) with ordinality w (market_ticker, i)")
+_MARKET_PROBE: Final = sql.SQL("""left join lateral (
+        select m.market_key from kalshi.market_keys m where m.market_ticker = w.market_ticker) m on true""")
+_RESOLVE_MARKETS: Final = sql.SQL("""
+    with w as materialized (select w.*, m.market_key from {wanted} {probe}),
+    stored as (
+        insert into kalshi.market_keys (market_ticker)
+        select w.market_ticker from w where w.market_key is null
+        order by 1
+        on conflict do nothing
+        returning market_key, market_ticker)
+    select w.i, coalesce(w.market_key, n.market_key) from w
+    left join stored n on n.market_ticker = w.market_ticker""").format(wanted=_WANTED_MARKETS, probe=_MARKET_PROBE)
+_RESOLVE_MARKETS_AGAIN: Final = sql.SQL("select w.i, m.market_key from {wanted} {probe}").format(
+    wanted=_WANTED_MARKETS, probe=_MARKET_PROBE)
+_WANTED_FEEDS: Final = sql.SQL("""(select (e ->> 0)::uuid as session_id, (e ->> 1)::integer as generation,
+        (e ->> 2)::integer as sid, e ->> 3 as market_id, i
+        from jsonb_array_elements(%s::jsonb) with ordinality x (e, i) offset 0) w""")
+_FEED_PROBE: Final = sql.SQL("""left join lateral (
+        select f.feed_key from kalshi.feeds f where {fw} limit 1) f on true""").format(fw=_feed_match("f", "w"))
+_RESOLVE_FEEDS: Final = sql.SQL("""
+    with w as materialized (select w.*, f.feed_key from {wanted} {probe}),
+    stored as (
+        insert into kalshi.feeds (session_id, generation, sid, market_id)
+        select w.session_id, w.generation, w.sid, w.market_id from w where w.feed_key is null
+        order by 1, 2, 3, 4
+        on conflict do nothing
+        returning feed_key, session_id, generation, sid, market_id)
+    select w.i, coalesce(w.feed_key, n.feed_key) from w
+    left join stored n on {nw}""").format(wanted=_WANTED_FEEDS, probe=_FEED_PROBE, nw=_feed_match("n", "w"))
+_RESOLVE_FEEDS_AGAIN: Final = sql.SQL("select w.i, f.feed_key from {wanted} {probe}").format(
+    wanted=_WANTED_FEEDS, probe=_FEED_PROBE)
 
-
-def _dimension_statements(stage: str, market_id: sql.Composable) -> tuple[sql.Composed, ...]:
-    table = sql.Identifier(stage)
-    return (
-        sql.SQL("""
-            insert into kalshi.market_keys (market_ticker)
-            select distinct s.market_ticker from pg_temp.{table} s
-            where not exists (select from kalshi.market_keys m where m.market_ticker = s.market_ticker)
-            order by 1
-            on conflict do nothing""").format(table=table),
-        sql.SQL("""
-            insert into kalshi.feeds (session_id, generation, sid, market_id)
-            select distinct s.session_id, s.generation, s.sid, {market_id}
-            from pg_temp.{table} s
-            where not exists (
-                select from kalshi.feeds f
-                where coalesce(f.session_id, {nil}) = coalesce(s.session_id, {nil})
-                  and coalesce(f.generation, -1) = coalesce(s.generation, -1)
-                  and coalesce(f.sid, -1) = coalesce(s.sid, -1) and f.market_id = {market_id}
-                  and f.session_id is not distinct from s.session_id
-                  and f.generation is not distinct from s.generation and f.sid is not distinct from s.sid)
-            order by 1, 2, 3, 4
-            on conflict do nothing""").format(table=table, market_id=market_id, nil=_NIL),
-    )
-
-
-_TRADE_INSERT: Final = sql.SQL("""
-        insert into kalshi.trade_rows (exchange_ts, received_at, seq, trade_uuid, market_key, feed_key, trade_date,
-            flags, yes_price, count)
-        select s.exchange_ts, s.received_at, s.seq, s.trade_uuid, m.market_key, f.feed_key,
-            (coalesce(s.exchange_ts, s.received_at) at time zone 'UTC')::date, s.flags, s.yes_price, s.count
-        from {staged}
-        {join}
-        on conflict do nothing""")
-_TRADE_STATEMENTS: Final = (
-    *_dimension_statements("stage_trades", sql.Literal("")),
-    _TRADE_INSERT.format(staged=_STAGED_TRADES, join=_feed_join(sql.Literal(""))),
-    sql.SQL("""
-        insert into kalshi.trade_extras (trade_uuid, trade_date, trade_id, no_price, taker_outcome_side,
-            taker_book_side, taker_side)
-        select s.trade_uuid, (coalesce(s.exchange_ts, s.received_at) at time zone 'UTC')::date,
-            case when s.flags & 512 <> 0 then s.trade_id end, case when s.flags & 256 <> 0 then s.no_price end,
-            case when s.flags & 3 = 3 then s.taker_outcome_side end,
-            case when s.flags & 12 = 12 then s.taker_book_side end,
-            case when s.flags & 48 = 48 then s.taker_side end
-        from {staged}
-        where kalshi.trade_needs_extras(s.flags)
-        on conflict do nothing""").format(staged=_STAGED_TRADES),
-)
-_TICKER_MARKET_ID: Final = sql.SQL("coalesce(s.market_id, '')")
-_TICKER_STATEMENTS: Final = (
-    *_dimension_statements("stage_tickers", _TICKER_MARKET_ID),
-    sql.SQL("""
-        insert into kalshi.ticker_rows (exchange_ts, received_at, content_key, dollar_volume, dollar_open_interest,
-            market_key, feed_key, price, yes_bid, yes_ask, volume, open_interest, yes_bid_size, yes_ask_size,
-            last_trade_size)
-        select s.exchange_ts, s.received_at,
-            kalshi.ticker_content_key(s.price, s.yes_bid, s.yes_ask, s.volume, s.open_interest, s.dollar_volume,
-                                      s.dollar_open_interest, s.yes_bid_size, s.yes_ask_size, s.last_trade_size),
-            s.dollar_volume, s.dollar_open_interest, m.market_key, f.feed_key, s.price, s.yes_bid, s.yes_ask,
-            s.volume, s.open_interest, s.yes_bid_size, s.yes_ask_size, s.last_trade_size
-        from {staged}
-        {join}
-        on conflict do nothing""").format(staged=_STAGED_TICKERS, join=_feed_join(_TICKER_MARKET_ID)),
-)
-
-
-def _dimension_keys(spec: TableSpec, market_id: bool) -> Callable[[Sequence[Row], dict[str, Any] | None],
-                                                                   set[tuple[Any, ...]]]:
-    """The market and feed rows (kalshi.market_keys, kalshi.feeds) staged rows of ``spec`` need."""
-    ticker, session, generation, sid = (spec.index(c) for c in ("market_ticker", "session_id", "generation", "sid"))
-    mid = spec.index("market_id") if market_id else None
-
-    def keys(rows: Sequence[Row], constants: dict[str, Any] | None) -> set[tuple[Any, ...]]:
-        found: set[tuple[Any, ...]] = {("market", row[ticker]) for row in rows}
-        found |= {("feed", row[session], row[generation], row[sid], (row[mid] or "") if mid is not None else "")
-                  for row in rows}
-        return found
-
-    return keys
-
-
-_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _TRADE_NAMES: Final = [name for name, _, _ in TABLES["trades"].columns]
-_T_ID, _T_YES, _T_NO, _T_OUTCOME, _T_BOOK, _T_TAKER = (
-    _TRADE_NAMES.index(name) for name in ("trade_id", "yes_price", "no_price", "taker_outcome_side",
-                                          "taker_book_side", "taker_side"))
-_SIDES: Final = (None, "yes", "no")
-_BOOK_SIDES: Final = (None, "bid", "ask")
+_T_ID, _T_TICKER, _T_YES, _T_NO, _T_COUNT, _T_OUTCOME, _T_BOOK, _T_TAKER, _T_BLOCK = (
+    _TRADE_NAMES.index(name) for name in ("trade_id", "market_ticker", "yes_price", "no_price", "count",
+                                          "taker_outcome_side", "taker_book_side", "taker_side", "is_block_trade"))
+_T_TS_MS, _T_TS_S, _T_TEXT, _T_RECEIVED, _T_SOURCE, _T_SESSION, _T_GENERATION, _T_SID, _T_SEQ = (
+    _TRADE_NAMES.index(name) for name in ("ts_ms", "ts_s", "exchange_text", "received_ns", "source", "session_id",
+                                          "generation", "sid", "seq"))
+#: Staging of the compact trades: the keys and, for a plain trade, its uuid and flags; the columns they replace are
+#: staged (and read) only for the other trades.
+_TRADE_STAGING: Final = (
+    ("staged_uuid", "uuid"), ("staged_flags", "smallint"), ("market_key", "integer"), ("feed_key", "integer"),
+    ("trade_id", "text"), ("yes_price", "numeric"), ("no_price", "numeric"), ("count", "numeric"),
+    ("taker_outcome_side", "text"), ("taker_book_side", "text"), ("taker_side", "text"),
+    ("is_block_trade", "boolean"), ("ts_ms", "bigint"), ("ts_s", "bigint"), ("exchange_text", "text"),
+    ("received_ns", "bigint"), ("source", "text"), ("seq", "bigint"))
+_TICKER_NAMES: Final = [name for name, _, _ in TABLES["tickers"].columns]
+#: Staging of the compact tickers: the keys instead of the ticker, market_id and connection columns.
+_TICKER_STAGING: Final = (
+    ("market_key", "integer"), ("feed_key", "integer"),
+    *((name, pgtype) for name, pgtype, _ in TABLES["tickers"].columns
+      if name not in ("market_ticker", "market_id", "session_id", "generation", "sid")))
+_TICKER_VALUES: Final = itemgetter(*(_TICKER_NAMES.index(name) for name, _ in _TICKER_STAGING[2:]))
+
+# A row's market (its ticker) and feed (session, generation, sid, and for tickers the market_id: a trade's feed has
+# none, '' in kalshi.feeds): the keys of CopyWriter's maps, read with C-level getters (every row of a batch).
+_TRADE_MARKET: Final = itemgetter(_T_TICKER)
+_TRADE_FEED: Final = itemgetter(_T_SESSION, _T_GENERATION, _T_SID)
+_TICKER_MARKET: Final = itemgetter(_TICKER_NAMES.index("market_ticker"))
+_TICKER_FEED: Final = itemgetter(*(_TICKER_NAMES.index(name) for name in ("session_id", "generation", "sid",
+                                                                         "market_id")))
+
+_UUID_MATCH: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
+_FLAG_VALUES: Final = itemgetter(_T_OUTCOME, _T_BOOK, _T_TAKER, _T_BLOCK, _T_SOURCE)
+#: The flags of kalshi.trade_flags for every (taker_outcome_side, taker_book_side, taker_side, is_block_trade, source)
+#: that needs nothing in kalshi.trade_extras (0 null, 1 yes/bid, 2 no/ask; 64 block trade; 128 rest).
+_PLAIN_FLAGS: Final = {
+    (outcome, book, taker, block, source): o | b << 2 | t << 4 | (64 if block else 0) | source_flag
+    for o, outcome in enumerate((None, "yes", "no")) for b, book in enumerate((None, "bid", "ask"))
+    for t, taker in enumerate((None, "yes", "no")) for block in (None, False, True)
+    for source, source_flag in (("ws", 0), ("rest", 128))}
+_ONE: Final = Decimal(1)
+#: Exact Decimal arithmetic for the no_price test: a result that would need rounding is not "plain" (the SQL decides).
+_SUBTRACT: Final = Context(prec=60, traps=[Inexact, Rounded, InvalidOperation]).subtract
 
 
-def _trades_need_extras(rows: Sequence[Row]) -> bool:
-    """Whether a staged trade may have a value kept in kalshi.trade_extras (the SQL decides exactly; this only
-    skips the statement for batches that certainly have none)."""
+def _plain_trade(row: Row) -> int | None:
+    """The flags of a trade (as kalshi.trade_flags computes them) when its id, no_price and side values need nothing
+    kept in kalshi.trade_extras and its source is ws or rest; ``None`` otherwise (the SQL computes them then)."""
+    flags = _PLAIN_FLAGS.get(_FLAG_VALUES(row))
+    trade_id, yes, no = row[_T_ID], row[_T_YES], row[_T_NO]
+    if (flags is None or type(trade_id) is not str or _UUID_MATCH(trade_id) is None or type(yes) is not Decimal
+            or type(no) is not Decimal):
+        return None
+    try:
+        complement = _SUBTRACT(_ONE, yes)
+    except ArithmeticError:
+        return None
+    # The same value, sign and scale (compare_total is 0 only then; PostgreSQL's scale of 1 - yes_price is
+    # max(scale(yes_price), 0), Decimal's exponent of 1 - yes_price min(exponent, 0)): the same text.
+    if not complement.is_finite() or no.compare_total(complement):
+        return None
+    return flags
+
+
+def _stage_trades(rows: Sequence[Row], markets: dict[Any, int], feeds: dict[Any, int]) -> tuple[list[Row], bool]:
+    """The staged trades, and whether any is not plain (the extras statement may then have work)."""
+    staged: list[Row] = []
+    append = staged.append
+    rare = False
     for row in rows:
-        yes, no = row[_T_YES], row[_T_NO]
-        if (not isinstance(row[_T_ID], str) or _UUID.fullmatch(row[_T_ID]) is None
-                or row[_T_OUTCOME] not in _SIDES or row[_T_TAKER] not in _SIDES or row[_T_BOOK] not in _BOOK_SIDES
-                or not isinstance(yes, Decimal) or not isinstance(no, Decimal) or not yes.is_finite()
-                or not no.is_finite() or no != 1 - yes or no.as_tuple().exponent != min(yes.as_tuple().exponent, 0)):
-            return True
-    return False
+        flags = _plain_trade(row)
+        if flags is None:
+            rare = True
+            append((None, None, markets[row[_T_TICKER]], feeds[_TRADE_FEED(row)], row[_T_ID], row[_T_YES],
+                    row[_T_NO], row[_T_COUNT], row[_T_OUTCOME], row[_T_BOOK], row[_T_TAKER], row[_T_BLOCK],
+                    row[_T_TS_MS], row[_T_TS_S], row[_T_TEXT], row[_T_RECEIVED], row[_T_SOURCE], row[_T_SEQ]))
+        else:
+            append((row[_T_ID], flags, markets[row[_T_TICKER]], feeds[_TRADE_FEED(row)], None, row[_T_YES], None,
+                    row[_T_COUNT], None, None, None, None, row[_T_TS_MS], row[_T_TS_S], row[_T_TEXT],
+                    row[_T_RECEIVED], None, row[_T_SEQ]))
+    return staged, rare
 
 
-def _never(rows: Sequence[Row]) -> bool:
-    return False
+def _stage_tickers(rows: Sequence[Row], markets: dict[Any, int], feeds: dict[Any, int]) -> tuple[list[Row], bool]:
+    market, feed, values = _TICKER_MARKET, _TICKER_FEED, _TICKER_VALUES
+    return [(markets[market(row)], feeds[feed(row)], *values(row)) for row in rows], False
+
+
+# The market and feed keys the writer remembers from earlier transactions are still stored (markets and feeds are
+# never deleted, but a database can be restored under a connection, or the rows deleted by hand): checked once per
+# statement (an init plan: one index probe per distinct key, not per row). When the check fails the statement stores
+# nothing, and the writer finds the keys again (CopyWriter._keyed_insert).
+_REMEMBERED: Final = sql.SQL("""(select count(*) from kalshi.market_keys where market_key = any(%(markets)s::integer[]))
+        + (select count(*) from kalshi.feeds where feed_key = any(%(feeds)s::integer[])) = %(remembered)s""")
+_REMEMBERED_CHECK: Final = sql.SQL("select {}").format(_REMEMBERED)
+_TRADE_TIMES: Final = sql.SQL(
+    "coalesce({ms_ts_ms}, {s_ts_s}, s.exchange_text::timestamptz) as exchange_ts, {received} as received_at").format(
+    ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED)
+_TRADE_FLAGS: Final = sql.SQL("""kalshi.trade_flags(kalshi.trade_uuid(s.trade_id), s.trade_id, s.yes_price, s.no_price,
+        s.taker_outcome_side, s.taker_book_side, s.taker_side, s.is_block_trade, s.source)""")
+_TRADE_INSERT: Final = sql.SQL("""
+    insert into kalshi.trade_rows (exchange_ts, received_at, seq, trade_uuid, market_key, feed_key, trade_date, flags,
+        yes_price, count)
+    select s.exchange_ts, s.received_at, s.seq, coalesce(s.staged_uuid, kalshi.trade_uuid(s.trade_id)), s.market_key,
+        s.feed_key, (coalesce(s.exchange_ts, s.received_at) at time zone 'UTC')::date,
+        coalesce(s.staged_flags, {flags}), s.yes_price, s.count
+    from (select s.*, {times} from pg_temp.stage_trade_rows s) s
+    where {remembered}
+    on conflict do nothing""").format(flags=_TRADE_FLAGS, times=_TRADE_TIMES, remembered=_REMEMBERED)
+# Only the trades that are not plain can have extras (a plain trade's flags say none).
+_TRADE_EXTRAS: Final = sql.SQL("""
+    insert into kalshi.trade_extras (trade_uuid, trade_date, trade_id, no_price, taker_outcome_side, taker_book_side,
+        taker_side)
+    select kalshi.trade_uuid(s.trade_id), (coalesce(s.exchange_ts, s.received_at) at time zone 'UTC')::date,
+        case when s.flags & 512 <> 0 then s.trade_id end, case when s.flags & 256 <> 0 then s.no_price end,
+        case when s.flags & 3 = 3 then s.taker_outcome_side end,
+        case when s.flags & 12 = 12 then s.taker_book_side end,
+        case when s.flags & 48 = 48 then s.taker_side end
+    from (select s.*, {flags} as flags, {times} from pg_temp.stage_trade_rows s where s.staged_flags is null offset 0) s
+    where kalshi.trade_needs_extras(s.flags)
+    on conflict do nothing""").format(flags=_TRADE_FLAGS, times=_TRADE_TIMES)
+_TICKER_INSERT: Final = sql.SQL("""
+    insert into kalshi.ticker_rows (exchange_ts, received_at, content_key, dollar_volume, dollar_open_interest,
+        market_key, feed_key, price, yes_bid, yes_ask, volume, open_interest, yes_bid_size, yes_ask_size,
+        last_trade_size)
+    select coalesce({ms_ts_ms}, {s_ts_s}, s.time_text::timestamptz, {received}), {received},
+        kalshi.ticker_content_key(s.price, s.yes_bid, s.yes_ask, s.volume, s.open_interest, s.dollar_volume,
+                                  s.dollar_open_interest, s.yes_bid_size, s.yes_ask_size, s.last_trade_size),
+        s.dollar_volume, s.dollar_open_interest, s.market_key, s.feed_key, s.price, s.yes_bid, s.yes_ask, s.volume,
+        s.open_interest, s.yes_bid_size, s.yes_ask_size, s.last_trade_size
+    from pg_temp.stage_ticker_rows s
+    where {remembered}
+    on conflict do nothing""").format(ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED,
+                                      remembered=_REMEMBERED)
+
+
+def _staging(name: str, columns: Sequence[tuple[str, str]]) -> tuple[sql.Composed, sql.Composed]:
+    table = sql.Identifier(name)
+    create = sql.SQL("create temp table if not exists {} ({}) on commit delete rows").format(
+        table, sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns))
+    copy = sql.SQL("copy {} ({}) from stdin").format(table, sql.SQL(", ").join(sql.Identifier(c) for c, _ in columns))
+    return create, copy
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedMove:
+    """How the staged rows of a table with market and feed keys are stored (the compact trades and tickers, 060):
+    the writer resolves the keys, stages the rows with them (``stage``) in its own staging table, and inserts."""
+
+    staging: str
+    create_staging: sql.Composed
+    copy: sql.Composed
+    #: A row's market ticker, and its feed: (session_id, generation, sid), and market_id if it has one.
+    market: Callable[[Row], Any]
+    feed: Callable[[Row], Any]
+    #: The staged rows (from the rows and the keys of their markets and feeds), and whether ``rare`` must run.
+    stage: Callable[[Sequence[Row], dict[Any, int], dict[Any, int]], tuple[list[Row], bool]]
+    #: The rows themselves: its row count is the number of new rows.
+    insert: sql.Composed
+    rare: sql.Composed | None = None
+
+
+def _keyed_move(staging: str, columns: Sequence[tuple[str, str]], **kwargs: Any) -> KeyedMove:
+    create, copy = _staging(staging, columns)
+    return KeyedMove(staging=staging, create_staging=create, copy=copy, **kwargs)
+
+
+_TRADE_MOVE: Final = _keyed_move("stage_trade_rows", _TRADE_STAGING, market=_TRADE_MARKET, feed=_TRADE_FEED,
+                                 stage=_stage_trades, insert=_TRADE_INSERT, rare=_TRADE_EXTRAS)
+_TICKER_MOVE: Final = _keyed_move("stage_ticker_rows", _TICKER_STAGING, market=_TICKER_MARKET, feed=_TICKER_FEED,
+                                  stage=_stage_tickers, insert=_TICKER_INSERT)
+
+
+def _int_array(keys: set[int]) -> str:
+    """An integer[] literal (cheaper to send than a list adapted element by element)."""
+    return "{" + ",".join(map(str, sorted(keys))) + "}"
+
+
+def _feed_order(feed: tuple[Any, ...]) -> tuple[Any, ...]:
+    session, generation, sid = feed[:3]
+    return (session or "", -1 if generation is None else generation, -1 if sid is None else sid,
+            (feed[3] if len(feed) > 3 else None) or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,32 +480,26 @@ class StagedMove:
     #: Run last, only when ``needs_rare(rows)``: the rare columns kept apart (``None``: none are).
     rare: sql.SQL | sql.Composed | None
     needs_rare: Callable[[Sequence[Row]], bool]
-    #: Instead of ``insert`` when ``needs_rare(rows)`` is false (no staged row has a rare value: it may take
-    #: shortcuts that hold only then).
-    plain_insert: sql.SQL | sql.Composed | None = None
 
 
 #: Bound of the keys a writer remembers (a session follows thousands of markets: two books each per connection).
 _MAX_KNOWN_KEYS: Final = 200_000
-#: Tables whose staged rows are stored by a :class:`StagedMove` instead of their ``TableSpec.insert``.
-_MOVES: Final[dict[str, StagedMove]] = {
+#: Tables whose staged rows are stored by a :class:`StagedMove` or :class:`KeyedMove` instead of their
+#: ``TableSpec.insert``.
+_MOVES: Final[dict[str, StagedMove | KeyedMove]] = {
     "orderbook_deltas": StagedMove(prepare=_DELTA_STATEMENTS[:1], keys=_delta_books, insert=_DELTA_STATEMENTS[1],
                                    rare=_DELTA_STATEMENTS[2], needs_rare=_deltas_need_extras),
-    "trades": StagedMove(prepare=_TRADE_STATEMENTS[:2], keys=_dimension_keys(TABLES["trades"], market_id=False),
-                         insert=_TRADE_STATEMENTS[2], rare=_TRADE_STATEMENTS[3], needs_rare=_trades_need_extras,
-                         plain_insert=_TRADE_INSERT.format(staged=_staged_trades(sql.SQL("s.trade_id::uuid")),
-                                                           join=_feed_join(sql.Literal("")))),
-    "tickers": StagedMove(prepare=_TICKER_STATEMENTS[:2], keys=_dimension_keys(TABLES["tickers"], market_id=True),
-                          insert=_TICKER_STATEMENTS[2], rare=None, needs_rare=_never),
+    "trades": _TRADE_MOVE,
+    "tickers": _TICKER_MOVE,
 }
 
 
 class CopyWriter:
     """Writes :class:`~kalshi_store.batch.Batch` es through one async connection (see the module docstring)."""
 
-    #: Tables moved from staging by several statements (the compact order book deltas); the others by their
-    #: ``TableSpec.insert``. ``bench/storage_scale.py`` empties it to write the layout of before 050.
-    moves: dict[str, StagedMove] = _MOVES
+    #: Tables moved from staging by several statements (the compact order book deltas, trades and tickers); the
+    #: others by their ``TableSpec.insert``. ``bench/storage_scale.py`` empties it to write the layout of before 050.
+    moves: dict[str, StagedMove | KeyedMove] = _MOVES
 
     def __init__(self, conn: psycopg.AsyncConnection) -> None:
         self.conn = conn
@@ -418,6 +513,13 @@ class CopyWriter:
         # their prepare statements are skipped for batches that need no others. Pending until the commit.
         self._known_keys: set[tuple[Any, ...]] = set()
         self._pending_keys: set[tuple[Any, ...]] = set()
+        # Market and feed keys (KeyedMove) this writer stored or read in a committed transaction, and those of the
+        # open transaction (its rows may be rolled back). Markets and feeds are never deleted, so a remembered key
+        # stays right for the life of the connection.
+        self._markets: dict[Any, int] = {}
+        self._feeds: dict[Any, int] = {}
+        self._pending_markets: dict[Any, int] = {}
+        self._pending_feeds: dict[Any, int] = {}
 
     @classmethod
     async def connect(cls, url: str, *, connect_timeout: float = 5.0, application_name: str = "kalshi-recorder"
@@ -495,10 +597,17 @@ class CopyWriter:
             self._known_keys.clear()
         self._known_keys |= self._pending_keys
         self._pending_keys.clear()
+        for known, pending in ((self._markets, self._pending_markets), (self._feeds, self._pending_feeds)):
+            if len(known) > _MAX_KNOWN_KEYS:
+                known.clear()
+            known |= pending
+            pending.clear()
 
     def _rolled_back(self) -> None:
         self._staged.clear()  # staging tables created in the rolled-back transaction are gone
         self._pending_keys.clear()
+        self._pending_markets.clear()
+        self._pending_feeds.clear()
 
     async def _write_all(self, batch: Batch) -> WriteResult:
         result = WriteResult()
@@ -615,6 +724,9 @@ class CopyWriter:
 
     async def _copy_insert(self, spec: TableSpec, rows: Sequence[Row], constants: dict[str, Any] | None = None
                            ) -> int:
+        moves = self.moves.get(spec.name)
+        if isinstance(moves, KeyedMove):
+            return await self._keyed_insert(moves, rows)
         async with self.conn.cursor() as cur:
             if spec.name not in self._staged:
                 await cur.execute(spec.create_staging)
@@ -627,14 +739,13 @@ class CopyWriter:
                 for row in rows:
                     if data := format_row(row):
                         await copy.write(data)
-            moves = self.moves.get(spec.name)
             if moves is None:
                 await cur.execute(spec.insert, constants)
                 return max(cur.rowcount, 0)
             keys = moves.keys(rows, constants)
             known = keys <= self._known_keys
             rare = moves.rare is not None and moves.needs_rare(rows)
-            insert = moves.plain_insert if moves.plain_insert is not None and not rare else moves.insert
+            insert = moves.insert
             if not known:
                 for statement in moves.prepare:
                     await cur.execute(statement, constants)
@@ -651,6 +762,84 @@ class CopyWriter:
             if rare and moves.rare is not None:
                 await cur.execute(moves.rare, constants)
             return inserted
+
+    async def _keyed_insert(self, move: KeyedMove, rows: Sequence[Row]) -> int:
+        async with self.conn.cursor() as cur:
+            if move.staging not in self._staged:
+                await cur.execute(move.create_staging)
+                self._staged.add(move.staging)
+            for attempt in range(2):
+                markets, feeds, remembered_markets, remembered_feeds = await self._resolve(rows, move)
+                staged, rare = move.stage(rows, markets, feeds)
+                if attempt:
+                    await cur.execute(sql.SQL("delete from pg_temp.{}").format(sql.Identifier(move.staging)))
+                async with cur.copy(move.copy) as copy:
+                    format_row = copy.formatter.write_row
+                    for row in staged:
+                        if data := format_row(row):
+                            await copy.write(data)
+                check = {"markets": _int_array(remembered_markets), "feeds": _int_array(remembered_feeds),
+                         "remembered": len(remembered_markets) + len(remembered_feeds)}
+                await cur.execute(move.insert, check)
+                inserted = max(cur.rowcount, 0)
+                if inserted == 0 and check["remembered"]:
+                    # Every row a duplicate (a replay), or remembered keys gone: forget them and find them again.
+                    await cur.execute(_REMEMBERED_CHECK, check)
+                    answer = await cur.fetchone()
+                    if answer is None or not answer[0]:
+                        self._markets.clear()
+                        self._feeds.clear()
+                        continue
+                break
+            if rare and move.rare is not None:
+                await cur.execute(move.rare)
+            return inserted
+
+    async def _resolve(self, rows: Sequence[Row], move: KeyedMove
+                       ) -> tuple[dict[Any, int], dict[Any, int], set[int], set[int]]:
+        """The keys of the rows' markets and feeds, and which of them were remembered from committed transactions
+        (the others were stored or read in this one): remembered ones, the others stored (when new) and read by one
+        statement per table, in key order (two writers never wait on each other in a cycle)."""
+        found: list[tuple[dict[Any, int], set[int], list[Any]]] = []
+        for wanted, known, pending in ((set(map(move.market, rows)), self._markets, self._pending_markets),
+                                       (set(map(move.feed, rows)), self._feeds, self._pending_feeds)):
+            keys: dict[Any, int] = {}
+            remembered: set[int] = set()
+            unknown: list[Any] = []
+            for dimension in wanted:
+                key = pending.get(dimension)
+                if key is None:
+                    key = known.get(dimension)
+                    if key is None:
+                        unknown.append(dimension)
+                        continue
+                    remembered.add(key)
+                keys[dimension] = key
+            found.append((keys, remembered, unknown))
+        (markets, remembered_markets, new_markets), (feeds, remembered_feeds, new_feeds) = found
+        if new_markets or new_feeds:
+            new_markets.sort()
+            new_feeds.sort(key=_feed_order)
+            async with self.conn.cursor() as cur:
+                for unknown, keys, pending, first, again, params in (
+                    (new_markets, markets, self._pending_markets, _RESOLVE_MARKETS, _RESOLVE_MARKETS_AGAIN,
+                     lambda w: w),
+                    (new_feeds, feeds, self._pending_feeds, _RESOLVE_FEEDS, _RESOLVE_FEEDS_AGAIN,
+                     lambda w: [(*f[:3], (f[3] if len(f) > 3 else None) or "") for f in w]),
+                ):
+                    statement = first
+                    while unknown:
+                        await cur.execute(statement, (_plain_json.encode(params(unknown)).decode(),))
+                        answer = {int(i): key for i, key in await cur.fetchall() if key is not None}
+                        for i, dimension in enumerate(unknown, start=1):
+                            if i in answer:
+                                keys[dimension] = pending[dimension] = answer[i]
+                        missing = [d for i, d in enumerate(unknown, start=1) if i not in answer]
+                        if len(missing) == len(unknown) and statement is again:
+                            raise RuntimeError(f"{len(missing)} markets or feeds could not be stored or found")
+                        # Stored by a transaction that committed after the statement began: a new one sees them.
+                        unknown, statement = missing, again
+        return markets, feeds, remembered_markets, remembered_feeds
 
     async def _upsert_session(self, manifest: SessionManifest) -> None:
         params = msgspec.structs.asdict(manifest)

@@ -14,6 +14,7 @@ import pytest
 
 from kalshi_store.batch import Batch
 from kalshi_store.migrations import migrate
+from kalshi_store.rows import TRADES
 from kalshi_store.writer import CopyWriter
 
 TRADE_COLUMNS = ("trade_id, trade_date, market_ticker, yes_price, no_price, count, taker_outcome_side, "
@@ -220,3 +221,95 @@ def test_inserting_into_the_views_twice_stores_once(db_url: str) -> None:
     assert exact(trades) == exact(sorted(OLD_TRADES))
     assert count == (len(OLD_TICKERS),)
     assert stored == (len(OLD_TRADES), 2, len(OLD_TICKERS), 1)  # stored compactly, extras as the migration keeps them
+
+
+#: Trades whose flags the writer computes itself (or leaves to the SQL: ``None``): prices of many digits (more than
+#: Python's default 28), scales, side values, sources, ids.
+_LONG_YES = "0." + "1" * 30
+FLAG_CASES: list[tuple[Any, ...]] = [
+    trade_row(TRADE_ID, 1, ts_ms=1, received_ns=1),
+    trade_row(TRADE_ID, 2, ts_ms=1, received_ns=1, source="rest", session_id=None),
+    trade_row(TRADE_ID, 3, ts_ms=1, received_ns=1, yes="0.56", no="0.4400"),
+    trade_row(TRADE_ID, 4, ts_ms=1, received_ns=1, yes="0.56", no="0.44"),
+    trade_row(TRADE_ID, 5, ts_ms=1, received_ns=1, yes="1", no="0"),
+    trade_row(TRADE_ID, 6, ts_ms=1, received_ns=1, yes="1E+1", no="-9"),
+    trade_row(TRADE_ID, 7, ts_ms=1, received_ns=1, yes=_LONG_YES, no="0." + "8" * 29 + "9"),
+    # 1 - yes_price rounded to 28 digits, at yes_price's scale: equal in value only after rounding
+    trade_row(TRADE_ID, 8, ts_ms=1, received_ns=1, yes=_LONG_YES, no="0." + "8" * 27 + "900"),
+    trade_row(TRADE_ID, 9, ts_ms=1, received_ns=1, yes="0." + "1" * 70, no="0." + "8" * 69 + "9"),
+    trade_row(TRADE_ID.upper(), 10, ts_ms=1, received_ns=1),
+    trade_row("not-a-uuid", 11, ts_ms=1, received_ns=1),
+    trade_row(TRADE_ID, 12, ts_ms=1, received_ns=1, source="fix"),
+    (TRADE_ID, "M-1", Decimal("0.5"), Decimal("0.5"), Decimal("1"), None, "ask", "no", True, 1, None, None, 1, "ws",
+     SESSION, 1, 2, 13),
+    (TRADE_ID, "M-1", Decimal("0.5"), Decimal("0.5"), Decimal("1"), "maybe", "bid", "yes", False, 1, None, None, 1,
+     "ws", SESSION, 1, 2, 14),
+    (TRADE_ID, "M-1", Decimal("0.5"), Decimal("NaN"), Decimal("1"), "yes", "bid", "yes", False, 1, None, None, 1,
+     "ws", SESSION, 1, 2, 15),
+]
+
+
+def test_the_writer_computes_a_trade_s_flags_as_the_sql_does(db_url: str) -> None:
+    from kalshi_store.writer import _plain_trade
+
+    names = [name for name, _, _ in TRADES.columns]
+    computed = [_plain_trade(row) for row in FLAG_CASES]
+    with psycopg.connect(db_url) as conn:
+        expected = [conn.execute(
+            "select kalshi.trade_flags(kalshi.trade_uuid(%(trade_id)s), %(trade_id)s, %(yes_price)s::numeric, "
+            "%(no_price)s::numeric, %(taker_outcome_side)s, %(taker_book_side)s, %(taker_side)s, %(is_block_trade)s, "
+            "%(source)s)", dict(zip(names, row, strict=True))).fetchone() for row in FLAG_CASES]
+    # The writer's flags are the SQL's wherever it computes them, and it computes them for the usual trades: only
+    # those with something kept in the extras, a price it cannot subtract exactly or another source are left to SQL.
+    assert [None if c is None else (c,) for c in computed] == [
+        None if c is None else e for c, e in zip(computed, expected, strict=True)]
+    plain = [True, True, False, True, True, True, True, False, False, False, False, False, True, False, False]
+    assert [c is not None for c in computed] == plain
+
+
+@pytest.mark.asyncio
+async def test_a_no_price_equal_to_1_minus_yes_price_only_when_rounded_is_kept_exactly(db_url: str) -> None:
+    # 1 - yes_price has 30 digits; Python's default context (28) rounds it to this no_price's value.
+    received_ns = time.time_ns()
+    yes, no = _LONG_YES, "0." + "8" * 27 + "900"
+    trades = [trade_row(str(uuid.uuid4()), 1, ts_ms=received_ns // 1_000_000, received_ns=received_ns, yes=yes, no=no)]
+    writer = await CopyWriter.connect(db_url)
+    try:
+        result = await writer.write(Batch(batch_id=1, tables={"trades": trades}))
+    finally:
+        await writer.close()
+    assert result.inserted["trades"] == 1
+    with psycopg.connect(db_url) as conn:
+        stored = conn.execute("select yes_price::text, no_price::text from kalshi.trades").fetchall()
+    assert stored == [(yes, no)]
+
+
+@pytest.mark.asyncio
+async def test_markets_and_feeds_stored_by_a_concurrent_writer_are_found(db_url: str) -> None:
+    # Writer a stores a market and a feed in a transaction still open when writer b needs them: b's statement waits
+    # for a's commit, skips them (a stored them), and b reads their keys again instead of missing them.
+    import asyncio
+
+    received_ns = time.time_ns()
+    trade = trade_row(str(uuid.uuid4()), 1, ts_ms=received_ns // 1_000_000, received_ns=received_ns)
+    other = trade_row(str(uuid.uuid4()), 2, ts_ms=received_ns // 1_000_000, received_ns=received_ns + 1000)
+    a, b = await CopyWriter.connect(db_url), await CopyWriter.connect(db_url)
+    try:
+        async with a.conn.transaction():
+            await a._copy_insert(TRADES, [trade])
+            waiting = asyncio.create_task(b.write(Batch(batch_id=2, tables={"trades": [other]})))
+            await asyncio.sleep(0.5)
+            assert not waiting.done()  # b waits for a's market and feed
+        a._committed()
+        result = await asyncio.wait_for(waiting, 10)
+    finally:
+        await a.close()
+        await b.close()
+    assert result.inserted["trades"] == 1
+    with psycopg.connect(db_url) as conn:
+        stored = conn.execute("select trade_id, market_ticker, session_id::text, generation, sid from kalshi.trades "
+                              "order by seq").fetchall()
+        counts = conn.execute("select (select count(*) from kalshi.market_keys), (select count(*) from kalshi.feeds)"
+                              ).fetchone()
+    assert stored == [(trade[0], "M-1", SESSION, 1, 2), (other[0], "M-1", SESSION, 1, 2)]
+    assert counts == (1, 1)
