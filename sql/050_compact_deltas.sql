@@ -118,40 +118,70 @@ comment on function kalshi.delta_exchange_ts(timestamptz, integer) is
 -- The primary key is written in book order while a session records (every book of the session grows at once), so
 -- its pages are split half full and end about 70 % full: about 40 B a delta instead of 28. A day no session writes
 -- to any more is packed once by rebuilding its index full (readers of that day wait for the rebuild).
-create function kalshi.compact_delta_partitions(before date)
-returns table (partition_name text, bytes_before bigint, bytes_after bigint)
+create function kalshi.delta_days_to_pack(before date)
+returns table (day date, partition_name text, index_name regclass)
+language plpgsql
+stable
+as $$
+declare
+    part record;
+    has_rows boolean;
+begin
+    for part in
+        select to_date(right(c.relname, 8), 'YYYYMMDD') as day, c.relname, i.indexrelid
+        from pg_inherits h
+        join pg_class c on c.oid = h.inhrelid
+        join pg_index i on i.indrelid = c.oid and i.indisprimary
+        join pg_class ic on ic.oid = i.indexrelid
+        where h.inhparent = 'kalshi.orderbook_delta_rows'::regclass
+          and c.relname ~ '^orderbook_delta_rows_p[0-9]{8}$'
+          and to_date(right(c.relname, 8), 'YYYYMMDD') < before
+          and not coalesce('fillfactor=100' = any(ic.reloptions), false)
+          and not exists (select from kalshi.sessions s
+                          where s.status = 'running'
+                            and (s.started_at at time zone 'UTC')::date = to_date(right(c.relname, 8), 'YYYYMMDD'))
+        order by 1
+    loop
+        execute format('select exists (select from kalshi.%I)', part.relname) into has_rows;
+        continue when not has_rows;
+        day := part.day;
+        partition_name := 'kalshi.' || part.relname;
+        index_name := part.indexrelid::regclass;
+        return next;
+    end loop;
+end;
+$$;
+comment on function kalshi.delta_days_to_pack(date) is
+    'The day partitions of kalshi.orderbook_delta_rows before the given day that hold rows, whose primary key is not '
+    'packed yet (its fillfactor is not 100) and that no running session writes to (it started that day).';
+
+create function kalshi.compact_delta_partitions(before date, just_day date default null)
+returns table (day date, partition_name text, bytes_before bigint, bytes_after bigint)
 language plpgsql
 as $$
 declare
     part record;
 begin
-    for part in
-        select c.relname, i.indexrelid
-        from pg_inherits h
-        join pg_class c on c.oid = h.inhrelid
-        join pg_index i on i.indrelid = c.oid and i.indisprimary
-        where h.inhparent = 'kalshi.orderbook_delta_rows'::regclass
-          and c.relname ~ '^orderbook_delta_rows_p[0-9]{8}$'
-          and to_date(right(c.relname, 8), 'YYYYMMDD') < before
-          and not exists (select from kalshi.sessions s
-                          where s.status = 'running'
-                            and (s.started_at at time zone 'UTC')::date = to_date(right(c.relname, 8), 'YYYYMMDD'))
-        order by c.relname
-    loop
-        partition_name := 'kalshi.' || part.relname;
-        bytes_before := pg_relation_size(part.indexrelid);
-        -- Packed full: the partition is not written any more (a late replay only splits a page).
-        execute format('alter index %s set (fillfactor = 100)', part.indexrelid::regclass);
-        execute format('reindex index %s', part.indexrelid::regclass);
-        bytes_after := pg_relation_size(part.indexrelid);
+    -- One packing at a time; a partition packed meanwhile by another caller is not listed any more.
+    perform pg_advisory_xact_lock(hashtext('kalshi.compact_delta_partitions'));
+    for part in select * from kalshi.delta_days_to_pack(before) p where just_day is null or p.day = just_day loop
+        day := part.day;
+        partition_name := part.partition_name;
+        bytes_before := pg_relation_size(part.index_name);
+        -- Packed full, and marked so (fillfactor 100) in the same transaction: the partition is not written any
+        -- more (a late replay only splits a page).
+        execute format('alter index %s set (fillfactor = 100)', part.index_name);
+        execute format('reindex index %s', part.index_name);
+        bytes_after := pg_relation_size(part.index_name);
         return next;
     end loop;
 end;
 $$;
-comment on function kalshi.compact_delta_partitions(date) is
-    'Rebuilds the primary key of every day partition of kalshi.orderbook_delta_rows before the given day that no '
-    'running session writes to (packed: about 28 B a delta instead of 40). Returns each partition with its index '
-    'size before and after. Run it daily, e.g. select * from kalshi.compact_delta_partitions(current_date - 1).';
+comment on function kalshi.compact_delta_partitions(date, date) is
+    'Rebuilds the primary key of every day partition listed by kalshi.delta_days_to_pack(before) (only the day '
+    'just_day when given): packed, about 28 B a delta instead of 40, and marked packed. Returns each day and partition '
+    'with its index size before and after. The archive flow runs it daily for the finished days, one day each; by '
+    'hand: select * from kalshi.compact_delta_partitions(current_date).';
 
 -- Partitions for every day the old table has rows of, then the move.
 alter table kalshi.orderbook_deltas rename to orderbook_deltas_040;

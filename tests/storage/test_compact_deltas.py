@@ -133,6 +133,11 @@ def test_compacting_packs_finished_days_only(db_url: str) -> None:
         packed = select(conn, "select partition_name from kalshi.compact_delta_partitions(current_date)")
         after = select(conn, f"select {COLUMNS} from kalshi.orderbook_deltas order by {ORDER}")  # noqa: S608
     names = [name for (name,) in packed]
-    assert f"kalshi.orderbook_delta_rows_p{today - timedelta(days=1):%Y%m%d}" in names
+    # The finished days with rows, packed; yesterday's partition (empty: nothing to pack, nor to mark packed, so
+    # rows that reach it later are packed then) and today's are not.
+    assert names == sorted({f"kalshi.orderbook_delta_rows_p{row[1]:%Y%m%d}" for row in OLD_ROWS})
+    assert f"kalshi.orderbook_delta_rows_p{today - timedelta(days=1):%Y%m%d}" not in names
     assert f"kalshi.orderbook_delta_rows_p{today:%Y%m%d}" not in names
+    with psycopg.connect(db_url) as conn:
+        assert select(conn, "select partition_name from kalshi.compact_delta_partitions(current_date)") == []
     assert after == before and len(after) == len(OLD_ROWS)
