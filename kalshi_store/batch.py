@@ -109,6 +109,8 @@ def split_tables(tables: dict[str, list[Row]], limit: int) -> list[dict[str, lis
 
     A batch bounds what one write or one spill record must take at once: a batch that waited while the
     database was slow to answer is cut, so a spill disk with room for some of it takes that much."""
+    if sum(len(rows) for rows in tables.values()) <= limit:
+        return [tables]  # the usual batch: as it is, no copy
     pieces: list[dict[str, list[Row]]] = [{}]
     room = limit
     for name, rows in tables.items():
