@@ -303,11 +303,11 @@ async def test_the_spill_disk_fills_during_an_outage_reading_pauses_and_nothing_
     assert "No space left on device" in message
     assert f"reading paused {'once' if paused == 1 else f'{paused} times'}" in message
     assert received == written == {"trades": stream.sent, "orderbook_deltas": stream.sent}
-    # Reading paused for the first fill. Whether it resumed before the second depends on the machine: the spill
-    # may take the freed space and fill it again within one flush (reading still paused), and a busy machine's
-    # source may outrun the spill in between (a memory_full pause).
+    # Reading paused for the first fill, unless it was paused already: the source can fill memory while the
+    # recorder still finds out that the database is gone (a memory_full pause, which the fill then finds in place).
+    # Whether it resumed before the second fill depends on the machine: the spill may take the freed space and fill
+    # it again within one flush (reading still paused).
     assert spilled > 0 and paused >= 1 and len(ledger) == paused
-    assert ledger[0] == ("spill_full", "resumed", True)
     assert all(row[1:] == ("resumed", True) and row[0] in ("spill_full", "memory_full") for row in ledger)
     assert deleted and unread == []  # no segment was deleted with records it had not read
     assert not [p.name for p in spill_dir.rglob("*") if p.suffix in (".spill", ".quarantine")]
