@@ -91,11 +91,8 @@ async def archive_partitions(older_than_days: int | None = None, archive_url: st
     db_url = await asyncio.to_thread(ensure_database, settings.database(), settings.data_dir)
     todo = await asyncio.to_thread(archive.days_to_archive, db_url, age, today=today)
     get_run_logger().info("%d table-days to archive to %s", len(todo), destination)
-    archived_deltas = sorted({day for table, day in todo if table == "orderbook_deltas"})
-    compacted = await compact_deltas(db_url, today, archived_deltas)
-    # Each day's untrusted windows once, before any table is dropped: every table of a day stores the same ones.
-    windows = {day: await asyncio.to_thread(archive.windows_around, db_url, day)
-               for day in sorted({day for _table, day in todo})}
+    compacted = await compact_deltas(db_url, today, sorted(archive.delta_days(todo)))
+    windows = await asyncio.to_thread(archive.day_windows, db_url, todo)
     moved = [m for table, day in todo
              if (m := await archive_day(db_url, destination, table, day, windows[day])) is not None]
     await acreate_markdown_artifact(key="archive", markdown=moved_markdown(moved, destination, age, compacted),

@@ -306,7 +306,7 @@ def archive(*, older_than_days: int | None = None, to: str | None = None) -> int
     to
         a folder or an object-store URL (default: KALSHI_ARCHIVE_URL)
     """
-    from kalshi_store.archive import archive_older_than, days_to_archive
+    from kalshi_store.archive import archive_older_than, days_to_archive, delta_days
     from kalshi_store.compaction import compact_finished_days
 
     settings = Settings()
@@ -317,11 +317,11 @@ def archive(*, older_than_days: int | None = None, to: str | None = None) -> int
     days = settings.kalshi_archive_after_days if older_than_days is None else older_than_days
     url = _database_url()
     with _database_errors(url):
-        archiving = {day for table, day in days_to_archive(url, days) if table == "orderbook_deltas"}
-        packed = compact_finished_days(url, skip=archiving)
+        todo = days_to_archive(url, days)
+        packed = compact_finished_days(url, skip=delta_days(todo))
         for done in packed:
             print(f"packed {done.partition}: primary key {done.bytes_before:,} -> {done.bytes_after:,} bytes")
-        moved = archive_older_than(url, destination, days)
+        moved = archive_older_than(url, destination, days, todo=todo)
     for item in moved:
         print(f"{item.table} {item.day}: {item.rows:,} rows -> {item.path} ({item.bytes:,} bytes, "
               f"{item.bytes_per_row:.1f} B/row)")

@@ -76,7 +76,9 @@ __all__ = [
     "archive_older_than",
     "archived_days",
     "day_signature",
+    "day_windows",
     "days_to_archive",
+    "delta_days",
     "open_archive",
     "read_archive",
     "windows_around",
@@ -573,12 +575,25 @@ def _store_windows(fs: pafs.FileSystem, base: str, day: date, windows: pa.Table)
     _write(fs, path, windows.schema, _table_chunks(windows), ())
 
 
-def archive_older_than(db_url: str, archive_url: str, older_than_days: int, *,
-                       today: date | None = None) -> list[Moved]:
-    """Archive every day partition older than ``older_than_days`` days; what was moved, oldest first. The untrusted
-    windows of every day are computed once, before anything is dropped, and stored with each of its tables."""
-    todo = days_to_archive(db_url, older_than_days, today=today)
-    windows = {day: windows_around(db_url, day) for day in sorted({day for _table, day in todo})}
+def delta_days(todo: Iterable[tuple[str, date]]) -> set[date]:
+    """The days of order book deltas among ``todo`` (``days_to_archive``): those not to pack, as they leave."""
+    return {day for table, day in todo if table == "orderbook_deltas"}
+
+
+def day_windows(db_url: str, todo: Iterable[tuple[str, date]]) -> dict[date, pa.Table]:
+    """The untrusted windows of every day of ``todo`` (:func:`windows_around`), computed once, before anything is
+    dropped: each table of a day stores the same ones."""
+    return {day: windows_around(db_url, day) for day in sorted({day for _table, day in todo})}
+
+
+def archive_older_than(db_url: str, archive_url: str, older_than_days: int, *, today: date | None = None,
+                       todo: list[tuple[str, date]] | None = None) -> list[Moved]:
+    """Archive every day partition older than ``older_than_days`` days (``todo``: the caller's
+    :func:`days_to_archive`); what was moved, oldest first. The untrusted windows of every day are computed once,
+    before anything is dropped, and stored with each of its tables."""
+    if todo is None:
+        todo = days_to_archive(db_url, older_than_days, today=today)
+    windows = day_windows(db_url, todo)
     moved = []
     for table, day in todo:
         result = archive_day(db_url, archive_url, table, day, windows=windows[day])
