@@ -35,7 +35,8 @@ the view's rows of the day (``session_date``), the same columns as before, and i
 of ``orderbook_delta_rows`` and ``orderbook_delta_extras`` together, then, in the same transaction, the day's books
 that no delta refers to any more. ``trades`` and ``tickers`` are views too since 060: a day is the view's rows of the
 day (``trade_date``; ``exchange_ts`` in the UTC day), and the day partitions of ``trade_rows`` and ``trade_extras``
-(``ticker_rows`` and ``ticker_extras``) are dropped together (markets and feeds stay). :data:`_STORAGE` is the only
+(``ticker_rows`` and ``ticker_extras``) are dropped together, then the feeds only the dropped days used (the
+market keys stay). :data:`_STORAGE` is the only
 place that knows this.
 
 Rows of an old day that sit in a table's ``_default`` partition (written before the day's partition existed and
@@ -146,7 +147,7 @@ class _Storage:
     #: the day is refused while it is not zero.
     unseen: sql.SQL | None = None
     #: Run in the drop transaction after the day partitions are dropped (connection, day): what the day's rows
-    #: leave behind (050's books).
+    #: leave behind (050's books, 060's feeds).
     after_drop: Callable[[psycopg.Connection[Any], date], object] | None = None
     #: Whether ``day_column`` is a time (the rows of the UTC day are selected) rather than a date (equal to it).
     day_is_time: bool = False
@@ -164,18 +165,22 @@ _STORAGE: dict[str, _Storage] = {
             "          where d.book_key = x.book_key and d.session_date = x.session_date and d.seq = x.seq))"),
         lambda conn, day: retention.delete_unused_books(conn, day=day)),
     # A stored row the view would not show: its market or feed missing (extras are read only through their row).
+    # The feeds only the archived days used go after the trades' drop: a day's trades leave after its tickers
+    # (days_to_archive's order), so no day partition of either is left to read by then.
     "trades": _Storage(
         ("trade_rows", "trade_extras"), "trade_date", unseen=sql.SQL(
             "select count(*) from kalshi.trade_rows t where t.trade_date = {day} and not ("
             "    exists (select from kalshi.market_keys m where m.market_key = t.market_key)"
-            "    and exists (select from kalshi.feeds f where f.feed_key = t.feed_key))")),
+            "    and exists (select from kalshi.feeds f where f.feed_key = t.feed_key))"),
+        after_drop=lambda conn, day: retention.delete_unused_feeds(conn, before=day + timedelta(days=1))),
     "tickers": _Storage(
-        ("ticker_rows", "ticker_extras"), "exchange_ts", day_is_time=True, unseen=sql.SQL(
+        ("ticker_rows", "ticker_extras"), "exchange_ts", unseen=sql.SQL(
             "select count(*) from kalshi.ticker_rows t"
             " where t.exchange_ts >= {day}::timestamp at time zone 'UTC'"
             "   and t.exchange_ts < ({day} + 1)::timestamp at time zone 'UTC' and not ("
             "    exists (select from kalshi.market_keys m where m.market_key = t.market_key)"
-            "    and exists (select from kalshi.feeds f where f.feed_key = t.feed_key))")),
+            "    and exists (select from kalshi.feeds f where f.feed_key = t.feed_key))"),
+        day_is_time=True),
 }
 
 

@@ -514,8 +514,9 @@ class CopyWriter:
         self._known_keys: set[tuple[Any, ...]] = set()
         self._pending_keys: set[tuple[Any, ...]] = set()
         # Market and feed keys (KeyedMove) this writer stored or read in a committed transaction, and those of the
-        # open transaction (its rows may be rolled back). Markets and feeds are never deleted, so a remembered key
-        # stays right for the life of the connection.
+        # open transaction (its rows may be rolled back). Markets are never deleted, a feed only once its session
+        # was last heard of a day before the days dropped (kalshi_store.retention); a rows insert that finds a
+        # remembered key gone stores nothing, and the keys are resolved again (docs/storage.md, "Writing").
         self._markets: dict[Any, int] = {}
         self._feeds: dict[Any, int] = {}
         self._pending_markets: dict[Any, int] = {}
