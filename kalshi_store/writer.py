@@ -370,8 +370,8 @@ def _stage_tickers(rows: Sequence[Row], markets: dict[Any, int], feeds: dict[Any
     return [(markets[market(row)], feeds[feed(row)], *values(row)) for row in rows], False
 
 
-# The market and feed keys the writer remembers from earlier transactions are still stored (markets and feeds are
-# never deleted, but a database can be restored under a connection, or the rows deleted by hand): checked once per
+# The market and feed keys the writer remembers from earlier transactions are still stored (feeds go with the days
+# that used them, kalshi_store.retention; a database can be restored under a connection, rows deleted by hand): once per
 # statement (an init plan: one index probe per distinct key, not per row). When the check fails the statement stores
 # nothing, and the writer finds the keys again (CopyWriter._keyed_insert).
 _REMEMBERED: Final = sql.SQL("""(select count(*) from kalshi.market_keys where market_key = any(%(markets)s::integer[]))
