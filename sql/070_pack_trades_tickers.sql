@@ -18,21 +18,23 @@ declare
     has_rows boolean;
 begin
     for part in
-        select to_date(right(c.relname, 8), 'YYYYMMDD') as part_day, p.relname as parent, c.relname, c.oid
-        from pg_inherits h
-        join pg_class p on p.oid = h.inhparent
-        join pg_class c on c.oid = h.inhrelid
-        where h.inhparent in ('kalshi.orderbook_delta_rows'::regclass, 'kalshi.trade_rows'::regclass,
-                              'kalshi.ticker_rows'::regclass)
-          and c.relname ~ ('^' || p.relname || '_p[0-9]{8}$')
-          and to_date(right(c.relname, 8), 'YYYYMMDD') < before
+        select q.part_day, q.parent, q.relname, q.oid
+        from (select p.relname as parent, c.relname, c.oid,
+                     -- (a case: the planner may compute the day before it tests the name, e.g. of _default)
+                     case when c.relname ~ ('^' || p.relname || '_p[0-9]{8}$')
+                          then to_date(right(c.relname, 8), 'YYYYMMDD') end as part_day
+              from pg_inherits h
+              join pg_class p on p.oid = h.inhparent
+              join pg_class c on c.oid = h.inhrelid
+              where h.inhparent in ('kalshi.orderbook_delta_rows'::regclass, 'kalshi.trade_rows'::regclass,
+                                    'kalshi.ticker_rows'::regclass)) q
+        where q.part_day < before
           and exists (select from pg_index i join pg_class ic on ic.oid = i.indexrelid
-                      where i.indrelid = c.oid and not coalesce('fillfactor=100' = any(ic.reloptions), false))
+                      where i.indrelid = q.oid and not coalesce('fillfactor=100' = any(ic.reloptions), false))
           -- A session still running writes to the day it started on: its deltas (session_date) and, for a short
           -- while after midnight, trades and updates of that day's exchange times. The same rule for the three.
           and not exists (select from kalshi.sessions s
-                          where s.status = 'running'
-                            and (s.started_at at time zone 'UTC')::date = to_date(right(c.relname, 8), 'YYYYMMDD'))
+                          where s.status = 'running' and (s.started_at at time zone 'UTC')::date = q.part_day)
         order by 1, 2
     loop
         execute format('select exists (select from kalshi.%I)', part.relname) into has_rows;
