@@ -17,8 +17,10 @@ Then, after ``vacuum analyze``: bytes per row (heap, indexes, total) per logical
 (5-minute bars over 12 hours of one market) and ``spread_bars`` (the same over ticker updates) latency, medians over
 several calls of the same markets and instants on both layouts (and the results compared: they must be equal);
 ingest throughput through the real writer (``CopyWriter``, batches of ``--batch`` deltas of a new session, then
-batches of ``--batch`` trades and as many ticker updates), alternating layouts, medians and their ratio. Results are
-printed and written to ``bench/results/storage-scale-<UTC>.json``.
+batches of ``--batch`` trades and as many ticker updates), alternating layouts, medians and their ratio; then every
+day partition packed (``kalshi.compact_day_partitions``, 070) and the sizes again: today's partitions (written by
+the writer only) and the whole 060 tables. Results are printed and written to
+``bench/results/storage-scale-<UTC>.json``.
 """
 
 from __future__ import annotations
@@ -219,6 +221,28 @@ def live_sizes(url: str, layout: str) -> dict[str, float]:
     n = max(int(got[0]), 1)
     return {"rows": int(got[0]), "heap_per_row": got[1] / n, "index_per_row": got[2] / n,
             "total_per_row": (got[1] + got[2]) / n}
+
+
+#: The relations holding today's trades and ticker updates, per layout (the rows only: not the markets and feeds).
+LIVE_TRADES_TICKERS: dict[str, dict[str, str]] = {OLD: {"trades": "trades", "tickers": "tickers"},
+                                                  NEW: {"trades": "trade_rows", "tickers": "ticker_rows"}}
+
+
+def live_trades_tickers(url: str, layout: str) -> dict[str, dict[str, float]]:
+    """Bytes per row of today's partitions of the trades and ticker updates (written by the CopyWriter only: the
+    ingest runs); the rows' relation only, not the markets and feeds."""
+    out: dict[str, dict[str, float]] = {}
+    with psycopg.connect(url) as conn:
+        for table, relation in LIVE_TRADES_TICKERS[layout].items():
+            name = f"kalshi.{relation}_p{datetime.now(UTC):%Y%m%d}"
+            got = conn.execute(sql.SQL("select count(*), pg_table_size({name}::regclass), "
+                                       "pg_indexes_size({name}::regclass) from {part}").format(
+                name=sql.Literal(name), part=sql.Identifier("kalshi", name.removeprefix("kalshi.")))).fetchone()
+            assert got is not None
+            n = max(int(got[0]), 1)
+            out[table] = {"rows": int(got[0]), "heap_per_row": got[1] / n, "index_per_row": got[2] / n,
+                          "total_per_row": (got[1] + got[2]) / n}
+    return out
 
 
 def probes(markets: int, days: int, first: date, count: int) -> list[tuple[str, datetime]]:
@@ -435,15 +459,22 @@ def main() -> None:
         for url in urls.values():
             vacuum(url)
         report["live_sizes"] = {layout: live_sizes(url, layout) for layout, url in urls.items()}
-        # Today's partition once no session writes to it: packed (050: kalshi.compact_delta_partitions; the 040
-        # layout has no such step, its partition is rebuilt the same way for the comparison).
+        report["live_trades_tickers"] = {layout: live_trades_tickers(url, layout) for layout, url in urls.items()}
+        report["sizes_before_packing"] = {NEW: sizes(new_url, NEW)}
+        # Every day partition once no session writes to it: packed (070: kalshi.compact_day_partitions, every
+        # index of the deltas', trades' and tickers' day partitions, today's included; the 040 layout has no such
+        # step, today's partitions are rebuilt the same way for the comparison).
         tomorrow = datetime.now(UTC).date() + timedelta(days=1)
         with psycopg.connect(new_url, autocommit=True) as conn:
-            conn.execute("select * from kalshi.compact_delta_partitions(%s)", (tomorrow,))
+            conn.execute("select * from kalshi.compact_day_partitions(%s)", (tomorrow,))
         with psycopg.connect(old_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("reindex table {}").format(
-                sql.Identifier("kalshi", f"orderbook_deltas_p{datetime.now(UTC):%Y%m%d}")))
+            for relation in ("orderbook_deltas", "trades", "tickers"):
+                conn.execute(sql.SQL("reindex table {}").format(
+                    sql.Identifier("kalshi", f"{relation}_p{datetime.now(UTC):%Y%m%d}")))
         report["live_sizes_packed"] = {layout: live_sizes(url, layout) for layout, url in urls.items()}
+        report["live_trades_tickers_packed"] = {layout: live_trades_tickers(url, layout)
+                                                for layout, url in urls.items()}
+        report["sizes_packed"] = {NEW: sizes(new_url, NEW)}
         report["ingest_ratio_new_over_old"] = (report["ingest_deltas_per_s"][NEW]["median"]
                                                / report["ingest_deltas_per_s"][OLD]["median"])
     finally:
@@ -474,6 +505,24 @@ def print_report(report: dict[str, Any]) -> None:
             s = report[key][layout]
             print(f"| orderbook_deltas, today's partition ({what}) | {layout} | {s['rows']:,} | "
                   f"{s['heap_per_row']:.1f} | {s['index_per_row']:.1f} | {s['total_per_row']:.1f} |")
+    for key, what in (("live_trades_tickers", "written by CopyWriter"),
+                      ("live_trades_tickers_packed", "the same, indexes packed")):
+        for table in ("trades", "tickers"):
+            for layout in (OLD, NEW):
+                s = report[key][layout][table]
+                print(f"| {table}, today's partition, rows only ({what}) | {layout} | {s['rows']:,} | "
+                      f"{s['heap_per_row']:.1f} | {s['index_per_row']:.1f} | {s['total_per_row']:.1f} |")
+    print("\n060 whole tables after the ingest runs, before and after packing every day partition "
+          "(kalshi.compact_day_partitions):")
+    print("| table | rows | index B/row before | total B/row before | index B/row packed | total B/row packed |\n"
+          "|---|---:|---:|---:|---:|---:|")
+    for table in STORED[NEW]:
+        b, a = report["sizes_before_packing"][NEW][table], report["sizes_packed"][NEW][table]
+        print(f"| {table} | {a['rows']:,} | {b['index_per_row']:.1f} | {b['total_per_row']:.1f} | "
+              f"{a['index_per_row']:.1f} | {a['total_per_row']:.1f} |")
+    for table in ("trades", "tickers"):
+        b, a = (report[key][NEW][table]["per_relation_per_row"] for key in ("sizes_before_packing", "sizes_packed"))
+        print(f"  {table}: " + ", ".join(f"{name} {b[name]:.1f} -> {a[name]:.1f}" for name in a))
     lat = report["latency"]
     print("\n| query | 040 median ms | 060 median ms |\n|---|---:|---:|")
     for name in ("book_at", "trade_bars", "spread_bars"):

@@ -5,10 +5,11 @@ Deployed daily by prefect.yaml (``archive-partitions/daily``). Each table-day is
 rerun (a file already written and matching its partition is verified and reused; one that does not match is never
 trusted), so a crash or a cancelled run leaves nothing half done that the next run does not finish.
 
-Before archiving, the run packs the primary key of every finished day partition of the order book deltas that is
-not packed yet and not archived by this run (:func:`kalshi_store.compaction.compact_finished_days`: each day once;
-about 106 B a delta become 97). The run's markdown artifact (key ``archive``) lists the days packed (index bytes
-before and after) and what moved: table, day, rows, bytes and bytes per row.
+Before archiving, the run packs the indexes of every finished day partition of the order book deltas, trades and
+ticker updates that is not packed yet and not archived by this run (:func:`kalshi_store.compaction.
+compact_finished_days`: each day once, one transaction per day; about 106 B a delta become 97). The run's markdown
+artifact (key ``archive``) lists the partitions packed (index bytes before and after) and what moved: table, day,
+rows, bytes and bytes per row.
 """
 
 from __future__ import annotations
@@ -41,28 +42,29 @@ async def archive_day(db_url: str, archive_url: str, table: str, day: date,
     return moved
 
 
-@task(name="compact-deltas", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=30)
-async def compact_deltas(db_url: str, today: date | None, skip: list[date]) -> list[compaction.Compacted]:
-    """Pack the finished delta partitions not packed yet, except ``skip`` (archived by this run)."""
+@task(name="compact-days", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=30)
+async def compact_days(db_url: str, today: date | None, skip: list[date]) -> list[compaction.Compacted]:
+    """Pack the finished day partitions (deltas, trades, tickers) not packed yet, except the days ``skip``
+    (archived by this run)."""
     packed = await asyncio.to_thread(compaction.compact_finished_days, db_url, today=today, skip=skip)
     for c in packed:
-        get_run_logger().info("packed %s: primary key %d -> %d bytes in %.1f s", c.partition, c.bytes_before,
+        get_run_logger().info("packed %s: indexes %d -> %d bytes in %.1f s", c.partition, c.bytes_before,
                               c.bytes_after, c.seconds)
     return packed
 
 
 def moved_markdown(moved: list[archive.Moved], archive_url: str, older_than_days: int,
                    compacted: list[compaction.Compacted] | None = None) -> str:
-    """The run's report: one line per delta partition packed and per table-day moved, and the totals."""
+    """The run's report: one line per day partition packed and per table-day moved, and the totals."""
     lines = [f"# Archive: partitions older than {older_than_days} days", "", f"Destination: `{archive_url}`", ""]
     if compacted:
-        lines += ["## Delta partitions packed", "", "| day | partition | key bytes before | after | seconds |",
+        lines += ["## Day partitions packed", "", "| day | partition | index bytes before | after | seconds |",
                   "|---|---|---:|---:|---:|"]
         lines += [f"| {c.day} | {c.partition} | {c.bytes_before:,} | {c.bytes_after:,} | {c.seconds:.1f} |"
                   for c in compacted]
         lines += ["", "## Archived", ""]
     elif compacted is not None:
-        lines += ["No delta partition to pack.", ""]
+        lines += ["No day partition to pack.", ""]
     if not moved:
         return "\n".join([*lines, "Nothing to archive."])
     lines += ["| table | day | rows | bytes | B/row | rows/s |", "|---|---|---:|---:|---:|---:|"]
@@ -77,7 +79,7 @@ def moved_markdown(moved: list[archive.Moved], archive_url: str, older_than_days
 @flow(name="archive-partitions", log_prints=False)
 async def archive_partitions(older_than_days: int | None = None, archive_url: str | None = None,
                              today: date | None = None) -> list[archive.Moved]:
-    """Pack the finished delta partitions (once each), then archive every day partition older than
+    """Pack the finished day partitions (once each), then archive every day partition older than
     ``older_than_days`` (default ``KALSHI_ARCHIVE_AFTER_DAYS``) to ``archive_url`` (default ``KALSHI_ARCHIVE_URL``);
     ``today`` (default: the UTC date) is where the age counts from."""
     settings = Settings()
@@ -91,11 +93,11 @@ async def archive_partitions(older_than_days: int | None = None, archive_url: st
     db_url = await asyncio.to_thread(ensure_database, settings.database(), settings.data_dir)
     todo = await asyncio.to_thread(archive.days_to_archive, db_url, age, today=today)
     get_run_logger().info("%d table-days to archive to %s", len(todo), destination)
-    compacted = await compact_deltas(db_url, today, sorted(archive.delta_days(todo)))
+    compacted = await compact_days(db_url, today, sorted(archive.days_not_to_pack(todo)))
     windows = await asyncio.to_thread(archive.day_windows, db_url, todo)
     moved = [m for table, day in todo
              if (m := await archive_day(db_url, destination, table, day, windows[day])) is not None]
     await acreate_markdown_artifact(key="archive", markdown=moved_markdown(moved, destination, age, compacted),
-                                    description=f"{len(compacted)} delta partitions packed, {len(moved)} table-days "
+                                    description=f"{len(compacted)} day partitions packed, {len(moved)} table-days "
                                                 f"moved to {destination}")
     return moved

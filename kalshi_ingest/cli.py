@@ -292,10 +292,10 @@ def retention(*, keep_days: int) -> int:
 
 @db.command
 def archive(*, older_than_days: int | None = None, to: str | None = None) -> int:
-    """pack finished delta partitions, move old day partitions to Parquet files (verified, then dropped)
+    """pack finished day partitions, move old day partitions to Parquet files (verified, then dropped)
 
-    First pack the primary key of every finished day partition of the order book deltas not packed yet (once per
-    day; days archived by this run are left alone). Then write every day partition older than --older-than-days
+    First pack the indexes of every finished day partition of the order book deltas, trades and ticker updates not
+    packed yet (once per day; days archived by this run are left alone). Then write every day partition older than --older-than-days
     days to Parquet (zstd, one file per table and day), read each file back and compare it with the partition,
     then drop the partition. Idempotent: run it again after a crash. The daily deployment 'archive-partitions/daily' does the same on a schedule.
 
@@ -306,7 +306,7 @@ def archive(*, older_than_days: int | None = None, to: str | None = None) -> int
     to
         a folder or an object-store URL (default: KALSHI_ARCHIVE_URL)
     """
-    from kalshi_store.archive import archive_older_than, days_to_archive, delta_days
+    from kalshi_store.archive import archive_older_than, days_not_to_pack, days_to_archive
     from kalshi_store.compaction import compact_finished_days
 
     settings = Settings()
@@ -318,9 +318,9 @@ def archive(*, older_than_days: int | None = None, to: str | None = None) -> int
     url = _database_url()
     with _database_errors(url):
         todo = days_to_archive(url, days)
-        packed = compact_finished_days(url, skip=delta_days(todo))
+        packed = compact_finished_days(url, skip=days_not_to_pack(todo))
         for done in packed:
-            print(f"packed {done.partition}: primary key {done.bytes_before:,} -> {done.bytes_after:,} bytes")
+            print(f"packed {done.partition}: indexes {done.bytes_before:,} -> {done.bytes_after:,} bytes")
         moved = archive_older_than(url, destination, days, todo=todo)
     for item in moved:
         print(f"{item.table} {item.day}: {item.rows:,} rows -> {item.path} ({item.bytes:,} bytes, "

@@ -79,7 +79,7 @@ __all__ = [
     "day_signature",
     "day_windows",
     "days_to_archive",
-    "delta_days",
+    "days_not_to_pack",
     "open_archive",
     "read_archive",
     "windows_around",
@@ -580,9 +580,10 @@ def _store_windows(fs: pafs.FileSystem, base: str, day: date, windows: pa.Table)
     _write(fs, path, windows.schema, _table_chunks(windows), ())
 
 
-def delta_days(todo: Iterable[tuple[str, date]]) -> set[date]:
-    """The days of order book deltas among ``todo`` (``days_to_archive``): those not to pack, as they leave."""
-    return {day for table, day in todo if table == "orderbook_deltas"}
+def days_not_to_pack(todo: Iterable[tuple[str, date]]) -> set[date]:
+    """The days among ``todo`` (``days_to_archive``) whose deltas, trades or tickers leave: not to pack
+    (:mod:`kalshi_store.compaction` packs a day's partitions of the three together)."""
+    return {day for table, day in todo if table in {"orderbook_deltas", "trades", "tickers"}}
 
 
 def day_windows(db_url: str, todo: Iterable[tuple[str, date]]) -> dict[date, pa.Table]:

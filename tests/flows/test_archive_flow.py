@@ -89,5 +89,5 @@ async def test_the_flow_packs_each_finished_delta_day_once_and_reports_it(db_url
     # Once: the next run has nothing to pack.
     state = await archive_partitions(return_state=True)
     report = (await flow_run_artifacts(state.state_details.flow_run_id))["archive"].data
-    assert "No delta partition to pack." in report and partition not in report
+    assert "No day partition to pack." in report and partition not in report
     assert key_state(db_url, day) == packed
