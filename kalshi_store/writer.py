@@ -152,50 +152,14 @@ _LEDGER_ANNOTATE: Final = sql.SQL("""
     where session_id = %(session_id)s and incident_id = %(incident_id)s and ended_at is null""")
 
 
-# Order book deltas are stored compactly (sql/050_compact_deltas.sql, docs/storage.md): the staged rows (the same
-# columns as ever) are moved by three statements instead of the TableSpec's one. The first stores the books the
-# batch's deltas change that are not stored yet (in key order, so two writers never wait on each other in a
-# cycle); the second the deltas themselves (its row count is the number of new deltas; a delta stored before is
-# skipped by the primary key); the third the rare extra columns, run only when a staged row has one. The exchange time is stored as whole milliseconds
-# before the receive millisecond when an integer holds that (kalshi.delta_exchange_ts rebuilds it), else exactly
-# in the extras.
-_DELTA_STAGE_JOIN: Final = sql.SQL("""
-    from pg_temp.stage_orderbook_deltas s
-    join kalshi.orderbook_delta_books b
-      on b.session_id = %(session_id)s::uuid and b.generation = s.generation and b.sid = s.sid
-     and b.market_ticker = s.market_ticker and b.market_id = coalesce(s.market_id, '') and b.side = s.side""")
+# Order book deltas are stored compactly (sql/050_compact_deltas.sql, docs/storage.md). The writer resolves the books
+# a batch's deltas change (session, connection, subscription, market, side) to their integer keys itself, as it does
+# the markets and feeds of trades and tickers (below): the deltas are staged with their book's key, so the rows'
+# INSERT ... SELECT joins nothing, and a third statement stores the rare extra columns, run only when a staged row
+# has one. The exchange time is stored as whole milliseconds before the receive millisecond when an integer holds
+# that (kalshi.delta_exchange_ts rebuilds it), else exactly in the extras.
 _DELTA_LAG: Final = sql.SQL("s.received_ns / 1000000 - s.ts_ms")
 _DELTA_LAG_FITS: Final = sql.SQL("{lag} between -2147483648 and 2147483647").format(lag=_DELTA_LAG)
-_DELTA_STATEMENTS: Final = (
-    sql.SQL("""
-        insert into kalshi.orderbook_delta_books (session_id, session_date, generation, sid, market_ticker,
-            market_id, side)
-        select distinct %(session_id)s::uuid, %(session_date)s::date, s.generation, s.sid, s.market_ticker,
-            coalesce(s.market_id, ''), s.side
-        from pg_temp.stage_orderbook_deltas s
-        where not exists (
-            select from kalshi.orderbook_delta_books b
-            where b.session_id = %(session_id)s::uuid and b.generation = s.generation and b.sid = s.sid
-              and b.market_ticker = s.market_ticker and b.market_id = coalesce(s.market_id, '') and b.side = s.side)
-        order by 3, 4, 5, 6, 7
-        on conflict do nothing"""),
-    sql.SQL("""
-        insert into kalshi.orderbook_delta_rows (received_at, seq, book_key, session_date, exchange_lag_ms, price,
-            delta)
-        select to_timestamp(0) + s.received_ns / 1000 * interval '1 microsecond', s.seq, b.book_key,
-            %(session_date)s::date, case when {fits} then ({lag})::integer end, s.price, s.delta
-        {join}
-        on conflict do nothing""").format(fits=_DELTA_LAG_FITS, lag=_DELTA_LAG, join=_DELTA_STAGE_JOIN),
-    sql.SQL("""
-        insert into kalshi.orderbook_delta_extras (book_key, session_date, seq, exchange_ts, client_order_id,
-            subaccount)
-        select b.book_key, %(session_date)s::date, s.seq,
-            case when not {fits} then to_timestamp(0) + s.ts_ms * interval '1 millisecond' end,
-            s.client_order_id, s.subaccount
-        {join}
-        where s.client_order_id is not null or s.subaccount is not null or not {fits}
-        on conflict do nothing""").format(fits=_DELTA_LAG_FITS, join=_DELTA_STAGE_JOIN),
-)
 _DELTA_NAMES: Final = [name for name, _, _ in TABLES["orderbook_deltas"].columns]
 _CLIENT_ORDER_ID, _SUBACCOUNT, _TS_MS, _RECEIVED_NS = (
     _DELTA_NAMES.index(name) for name in ("client_order_id", "subaccount", "ts_ms", "received_ns"))
@@ -203,11 +167,6 @@ _GENERATION, _SID, _MARKET_TICKER, _MARKET_ID, _SIDE = (
     _DELTA_NAMES.index(name) for name in ("generation", "sid", "market_ticker", "market_id", "side"))
 
 
-def _delta_books(rows: Sequence[Row], constants: dict[str, Any] | None) -> set[tuple[Any, ...]]:
-    """The books (kalshi.orderbook_delta_books keys) the staged deltas change."""
-    session_id = constants["session_id"] if constants else None
-    return {(session_id, row[_GENERATION], row[_SID], row[_MARKET_TICKER], row[_MARKET_ID] or "", row[_SIDE])
-            for row in rows}
 _INT4: Final = range(-(2**31), 2**31)
 
 
@@ -224,7 +183,7 @@ def _deltas_need_extras(rows: Sequence[Row]) -> bool:
 
 # Trades and ticker updates are stored compactly too (sql/060_compact_trades_tickers.sql, docs/storage.md). The
 # writer resolves the markets and feeds (session, connection, subscription, market_id) a batch needs to their integer
-# keys itself: those it stored or read before are remembered (``CopyWriter._markets``, ``_feeds``), the others are stored
+# keys itself: those it stored or read before are remembered (``CopyWriter._keys``), the others are stored
 # and read by one statement per table for the whole batch (one probe per distinct market or feed, in key order). The
 # rows are then staged with their keys, so the rows' INSERT ... SELECT joins nothing. A trade whose values the flags
 # hold exactly ("plain": a lower-case uuid id, a no_price exactly 1 - yes_price, the usual side values, source ws or
@@ -249,7 +208,7 @@ def _feed_match(a: str, b: str) -> sql.Composed:
 # feeds) and returns (ordinal of the wanted key, its key), found by one index probe each (a join could hash every
 # market or feed ever stored); a key stored by a concurrent transaction that committed after the statement's
 # snapshot is missing from the answer (its insert skipped it): _RESOLVE_*_AGAIN finds it.
-_WANTED_MARKETS: Final = sql.SQL("json_array_elements_text(%s::json) with ordinality w (market_ticker, i)")
+_WANTED_MARKETS: Final = sql.SQL("json_array_elements_text(%(wanted)s::json) with ordinality w (market_ticker, i)")
 _MARKET_PROBE: Final = sql.SQL("""left join lateral (
         select m.market_key from kalshi.market_keys m where m.market_ticker = w.market_ticker) m on true""")
 _RESOLVE_MARKETS: Final = sql.SQL("""
@@ -266,7 +225,7 @@ _RESOLVE_MARKETS_AGAIN: Final = sql.SQL("select w.i, m.market_key from {wanted} 
     wanted=_WANTED_MARKETS, probe=_MARKET_PROBE)
 _WANTED_FEEDS: Final = sql.SQL("""(select (e ->> 0)::uuid as session_id, (e ->> 1)::integer as generation,
         (e ->> 2)::integer as sid, e ->> 3 as market_id, i
-        from jsonb_array_elements(%s::jsonb) with ordinality x (e, i) offset 0) w""")
+        from jsonb_array_elements(%(wanted)s::jsonb) with ordinality x (e, i) offset 0) w""")
 _FEED_PROBE: Final = sql.SQL("""left join lateral (
         select f.feed_key from kalshi.feeds f where {fw} limit 1) f on true""").format(fw=_feed_match("f", "w"))
 _RESOLVE_FEEDS: Final = sql.SQL("""
@@ -281,6 +240,30 @@ _RESOLVE_FEEDS: Final = sql.SQL("""
     left join stored n on {nw}""").format(wanted=_WANTED_FEEDS, probe=_FEED_PROBE, nw=_feed_match("n", "w"))
 _RESOLVE_FEEDS_AGAIN: Final = sql.SQL("select w.i, f.feed_key from {wanted} {probe}").format(
     wanted=_WANTED_FEEDS, probe=_FEED_PROBE)
+# The books of the batch's session (%(session_id)s), found by the books' unique key.
+_WANTED_BOOKS: Final = sql.SQL("""(select (e ->> 0)::integer as generation, (e ->> 1)::integer as sid,
+        e ->> 2 as market_ticker, e ->> 3 as market_id, e ->> 4 as side, i
+        from jsonb_array_elements(%(wanted)s::jsonb) with ordinality x (e, i) offset 0) w""")
+_BOOK_PROBE: Final = sql.SQL("""left join lateral (
+        select b.book_key from kalshi.orderbook_delta_books b
+        where b.session_id = %(session_id)s::uuid and b.generation = w.generation and b.sid = w.sid
+          and b.market_ticker = w.market_ticker and b.market_id = w.market_id and b.side = w.side) b on true""")
+_RESOLVE_BOOKS: Final = sql.SQL("""
+    with w as materialized (select w.*, b.book_key from {wanted} {probe}),
+    stored as (
+        insert into kalshi.orderbook_delta_books (session_id, session_date, generation, sid, market_ticker,
+            market_id, side)
+        select %(session_id)s::uuid, %(session_date)s::date, w.generation, w.sid, w.market_ticker, w.market_id,
+            w.side
+        from w where w.book_key is null
+        order by 3, 4, 5, 6, 7
+        on conflict do nothing
+        returning book_key, generation, sid, market_ticker, market_id, side)
+    select w.i, coalesce(w.book_key, n.book_key) from w
+    left join stored n on n.generation = w.generation and n.sid = w.sid and n.market_ticker = w.market_ticker
+     and n.market_id = w.market_id and n.side = w.side""").format(wanted=_WANTED_BOOKS, probe=_BOOK_PROBE)
+_RESOLVE_BOOKS_AGAIN: Final = sql.SQL("select w.i, b.book_key from {wanted} {probe}").format(
+    wanted=_WANTED_BOOKS, probe=_BOOK_PROBE)
 
 _TRADE_NAMES: Final = [name for name, _, _ in TABLES["trades"].columns]
 _T_ID, _T_TICKER, _T_YES, _T_NO, _T_COUNT, _T_OUTCOME, _T_BOOK, _T_TAKER, _T_BLOCK = (
@@ -346,8 +329,9 @@ def _plain_trade(row: Row) -> int | None:
     return flags
 
 
-def _stage_trades(rows: Sequence[Row], markets: dict[Any, int], feeds: dict[Any, int]) -> tuple[list[Row], bool]:
+def _stage_trades(rows: Sequence[Row], keys: Sequence[dict[Any, int]]) -> tuple[list[Row], bool]:
     """The staged trades, and whether any is not plain (the extras statement may then have work)."""
+    markets, feeds = keys
     staged: list[Row] = []
     append = staged.append
     rare = False
@@ -365,18 +349,80 @@ def _stage_trades(rows: Sequence[Row], markets: dict[Any, int], feeds: dict[Any,
     return staged, rare
 
 
-def _stage_tickers(rows: Sequence[Row], markets: dict[Any, int], feeds: dict[Any, int]) -> tuple[list[Row], bool]:
-    market, feed, values = _TICKER_MARKET, _TICKER_FEED, _TICKER_VALUES
+def _stage_tickers(rows: Sequence[Row], keys: Sequence[dict[Any, int]]) -> tuple[list[Row], bool]:
+    (markets, feeds), market, feed, values = keys, _TICKER_MARKET, _TICKER_FEED, _TICKER_VALUES
     return [(markets[market(row)], feeds[feed(row)], *values(row)) for row in rows], False
 
 
-# The market and feed keys the writer remembers from earlier transactions are still stored (feeds go with the days
-# that used them, kalshi_store.retention; a database can be restored under a connection, rows deleted by hand): once per
-# statement (an init plan: one index probe per distinct key, not per row). When the check fails the statement stores
-# nothing, and the writer finds the keys again (CopyWriter._keyed_insert).
-_REMEMBERED: Final = sql.SQL("""(select count(*) from kalshi.market_keys where market_key = any(%(markets)s::integer[]))
-        + (select count(*) from kalshi.feeds where feed_key = any(%(feeds)s::integer[])) = %(remembered)s""")
-_REMEMBERED_CHECK: Final = sql.SQL("select {}").format(_REMEMBERED)
+def _feed_order(feed: tuple[Any, ...]) -> tuple[Any, ...]:
+    session, generation, sid = feed[:3]
+    return (session or "", -1 if generation is None else generation, -1 if sid is None else sid,
+            (feed[3] if len(feed) > 3 else None) or "")
+
+
+def _feed_element(feed: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (*feed[:3], (feed[3] if len(feed) > 3 else None) or "")
+
+
+def _book_element(book: tuple[Any, ...]) -> tuple[Any, ...]:
+    generation, sid, market_ticker, market_id, side = book
+    return generation, sid, market_ticker, market_id or "", side
+
+
+@dataclass(frozen=True, slots=True)
+class Dimension:
+    """A table of integer keys the compact rows refer to, as the writer resolves them (:meth:`CopyWriter._resolve`):
+    a row's value in it, the statements that store the missing values and find their keys, and the key column."""
+
+    #: The writer's map of remembered keys, and the parameter of the remembered-keys check.
+    name: str
+    table: str
+    key: str
+    #: A row's value (a C-level getter), the key of the writer's map.
+    of: Callable[[Row], Any]
+    #: The JSON element sent for a missing value, and the order they are sent in (key order: two writers never wait
+    #: on each other in a cycle).
+    element: Callable[[Any], Any]
+    order: Callable[[Any], Any]
+    resolve: sql.Composed
+    again: sql.Composed
+    #: Whether a value names a key only within the batch's session (the books): remembered with the session id,
+    #: and the statements take the batch's session_id and session_date.
+    per_session: bool = False
+
+    @property
+    def stored(self) -> sql.Composed:
+        """How many of the remembered keys (a parameter named after the dimension) are stored."""
+        return sql.SQL("(select count(*) from {} where {} = any({}::integer[]))").format(
+            sql.Identifier("kalshi", self.table), sql.Identifier(self.key), sql.Placeholder(self.name))
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+_TRADE_MARKETS: Final = Dimension("markets", "market_keys", "market_key", _TRADE_MARKET, _same, _same,
+                                  _RESOLVE_MARKETS, _RESOLVE_MARKETS_AGAIN)
+_TRADE_FEEDS: Final = Dimension("feeds", "feeds", "feed_key", _TRADE_FEED, _feed_element, _feed_order, _RESOLVE_FEEDS,
+                                _RESOLVE_FEEDS_AGAIN)
+_TICKER_FEEDS: Final = Dimension("feeds", "feeds", "feed_key", _TICKER_FEED, _feed_element, _feed_order,
+                                 _RESOLVE_FEEDS, _RESOLVE_FEEDS_AGAIN)
+_TICKER_MARKETS: Final = Dimension("markets", "market_keys", "market_key", _TICKER_MARKET, _same, _same,
+                                   _RESOLVE_MARKETS, _RESOLVE_MARKETS_AGAIN)
+_BOOKS: Final = Dimension("books", "orderbook_delta_books", "book_key",
+                          itemgetter(_GENERATION, _SID, _MARKET_TICKER, _MARKET_ID, _SIDE), _book_element,
+                          _book_element, _RESOLVE_BOOKS, _RESOLVE_BOOKS_AGAIN, per_session=True)
+
+
+def _remembered(*dimensions: Dimension) -> sql.Composed:
+    """The keys the writer remembers from earlier transactions are still stored (feeds and books go with the days
+    that used them, kalshi_store.retention; a database can be restored under a connection, rows deleted by hand):
+    checked once per statement (an init plan: one index probe per distinct key, not per row). When the check fails
+    the statement stores nothing, and the writer finds the keys again (CopyWriter._keyed_insert)."""
+    return sql.SQL("{} = %(remembered)s").format(sql.SQL(" + ").join(d.stored for d in dimensions))
+
+
+_REMEMBERED: Final = _remembered(_TRADE_MARKETS, _TRADE_FEEDS)
 _TRADE_TIMES: Final = sql.SQL(
     "coalesce({ms_ts_ms}, {s_ts_s}, s.exchange_text::timestamptz) as exchange_ts, {received} as received_at").format(
     ms_ts_ms=_ms("ts_ms"), s_ts_s=_s("ts_s"), received=_RECEIVED)
@@ -428,31 +474,65 @@ def _staging(name: str, columns: Sequence[tuple[str, str]]) -> tuple[sql.Compose
 
 @dataclass(frozen=True, slots=True)
 class KeyedMove:
-    """How the staged rows of a table with market and feed keys are stored (the compact trades and tickers, 060):
-    the writer resolves the keys, stages the rows with them (``stage``) in its own staging table, and inserts."""
+    """How the staged rows of a compact table are stored (order book deltas 050, trades and tickers 060): the writer
+    resolves the keys of the rows' dimensions, stages the rows with them (``stage``) in its own staging table, and
+    inserts."""
 
     staging: str
     create_staging: sql.Composed
     copy: sql.Composed
-    #: A row's market ticker, and its feed: (session_id, generation, sid), and market_id if it has one.
-    market: Callable[[Row], Any]
-    feed: Callable[[Row], Any]
-    #: The staged rows (from the rows and the keys of their markets and feeds), and whether ``rare`` must run.
-    stage: Callable[[Sequence[Row], dict[Any, int], dict[Any, int]], tuple[list[Row], bool]]
-    #: The rows themselves: its row count is the number of new rows.
+    dimensions: tuple[Dimension, ...]
+    #: The staged rows (from the rows and, per dimension, the keys of their values), and whether ``rare`` must run.
+    stage: Callable[[Sequence[Row], Sequence[dict[Any, int]]], tuple[list[Row], bool]]
+    #: The rows themselves, unless a remembered key is gone (``_remembered``): its row count is the number of new
+    #: rows.
     insert: sql.Composed
+    #: The same check alone (run when the insert stored nothing).
+    check: sql.Composed
     rare: sql.Composed | None = None
 
 
-def _keyed_move(staging: str, columns: Sequence[tuple[str, str]], **kwargs: Any) -> KeyedMove:
+def _keyed_move(staging: str, columns: Sequence[tuple[str, str]], dimensions: tuple[Dimension, ...],
+                **kwargs: Any) -> KeyedMove:
     create, copy = _staging(staging, columns)
-    return KeyedMove(staging=staging, create_staging=create, copy=copy, **kwargs)
+    check = sql.SQL("select {}").format(_remembered(*dimensions))
+    return KeyedMove(staging=staging, create_staging=create, copy=copy, dimensions=dimensions, check=check, **kwargs)
 
 
-_TRADE_MOVE: Final = _keyed_move("stage_trade_rows", _TRADE_STAGING, market=_TRADE_MARKET, feed=_TRADE_FEED,
-                                 stage=_stage_trades, insert=_TRADE_INSERT, rare=_TRADE_EXTRAS)
-_TICKER_MOVE: Final = _keyed_move("stage_ticker_rows", _TICKER_STAGING, market=_TICKER_MARKET, feed=_TICKER_FEED,
+_TRADE_MOVE: Final = _keyed_move("stage_trade_rows", _TRADE_STAGING, (_TRADE_MARKETS, _TRADE_FEEDS), stage=_stage_trades,
+                                 insert=_TRADE_INSERT, rare=_TRADE_EXTRAS)
+_TICKER_MOVE: Final = _keyed_move("stage_ticker_rows", _TICKER_STAGING, (_TICKER_MARKETS, _TICKER_FEEDS),
                                   stage=_stage_tickers, insert=_TICKER_INSERT)
+
+#: Staging of the compact deltas: the book's key instead of the connection, market and side columns.
+_DELTA_STAGING: Final = (("book_key", "integer"), ("seq", "bigint"), ("price", "numeric"), ("delta", "numeric"),
+                         ("client_order_id", "text"), ("subaccount", "integer"), ("ts_ms", "bigint"),
+                         ("received_ns", "bigint"))
+_DELTA_VALUES: Final = itemgetter(*(_DELTA_NAMES.index(name) for name, _ in _DELTA_STAGING[1:]))
+
+
+def _stage_deltas(rows: Sequence[Row], keys: Sequence[dict[Any, int]]) -> tuple[list[Row], bool]:
+    (books,), book, values = keys, _BOOKS.of, _DELTA_VALUES
+    return [(books[book(row)], *values(row)) for row in rows], _deltas_need_extras(rows)
+
+
+_DELTA_INSERT: Final = sql.SQL("""
+    insert into kalshi.orderbook_delta_rows (received_at, seq, book_key, session_date, exchange_lag_ms, price, delta)
+    select to_timestamp(0) + s.received_ns / 1000 * interval '1 microsecond', s.seq, s.book_key,
+        %(session_date)s::date, case when {fits} then ({lag})::integer end, s.price, s.delta
+    from pg_temp.stage_delta_rows s
+    where {remembered}
+    on conflict do nothing""").format(fits=_DELTA_LAG_FITS, lag=_DELTA_LAG, remembered=_remembered(_BOOKS))
+_DELTA_EXTRAS: Final = sql.SQL("""
+    insert into kalshi.orderbook_delta_extras (book_key, session_date, seq, exchange_ts, client_order_id, subaccount)
+    select s.book_key, %(session_date)s::date, s.seq,
+        case when not {fits} then to_timestamp(0) + s.ts_ms * interval '1 millisecond' end,
+        s.client_order_id, s.subaccount
+    from pg_temp.stage_delta_rows s
+    where s.client_order_id is not null or s.subaccount is not null or not {fits}
+    on conflict do nothing""").format(fits=_DELTA_LAG_FITS)
+_DELTA_MOVE: Final = _keyed_move("stage_delta_rows", _DELTA_STAGING, (_BOOKS,), stage=_stage_deltas,
+                                 insert=_DELTA_INSERT, rare=_DELTA_EXTRAS)
 
 
 def _int_array(keys: set[int]) -> str:
@@ -460,35 +540,12 @@ def _int_array(keys: set[int]) -> str:
     return "{" + ",".join(map(str, sorted(keys))) + "}"
 
 
-def _feed_order(feed: tuple[Any, ...]) -> tuple[Any, ...]:
-    session, generation, sid = feed[:3]
-    return (session or "", -1 if generation is None else generation, -1 if sid is None else sid,
-            (feed[3] if len(feed) > 3 else None) or "")
-
-
-@dataclass(frozen=True, slots=True)
-class StagedMove:
-    """How the staged rows of a table are stored when one INSERT does not do it (the compact deltas, 050)."""
-
-    #: Run first (the dimension rows the batch needs), unless this writer stored all of ``keys(rows, constants)``
-    #: in a committed transaction before. Dimension rows can go since (the archive and retention delete a day's
-    #: unused books): when the insert then stores fewer rows than staged, ``prepare`` runs and the insert again.
-    prepare: tuple[sql.SQL | sql.Composed, ...]
-    keys: Callable[[Sequence[Row], dict[str, Any] | None], set[tuple[Any, ...]]]
-    #: The rows themselves: its row count is the number of new rows.
-    insert: sql.SQL | sql.Composed
-    #: Run last, only when ``needs_rare(rows)``: the rare columns kept apart (``None``: none are).
-    rare: sql.SQL | sql.Composed | None
-    needs_rare: Callable[[Sequence[Row]], bool]
-
-
-#: Bound of the keys a writer remembers (a session follows thousands of markets: two books each per connection).
+#: Bound of the keys a writer remembers per dimension (a session follows thousands of markets: two books each per
+#: connection).
 _MAX_KNOWN_KEYS: Final = 200_000
-#: Tables whose staged rows are stored by a :class:`StagedMove` or :class:`KeyedMove` instead of their
-#: ``TableSpec.insert``.
-_MOVES: Final[dict[str, StagedMove | KeyedMove]] = {
-    "orderbook_deltas": StagedMove(prepare=_DELTA_STATEMENTS[:1], keys=_delta_books, insert=_DELTA_STATEMENTS[1],
-                                   rare=_DELTA_STATEMENTS[2], needs_rare=_deltas_need_extras),
+#: Tables whose staged rows are stored by a :class:`KeyedMove` instead of their ``TableSpec.insert``.
+_MOVES: Final[dict[str, KeyedMove]] = {
+    "orderbook_deltas": _DELTA_MOVE,
     "trades": _TRADE_MOVE,
     "tickers": _TICKER_MOVE,
 }
@@ -499,7 +556,7 @@ class CopyWriter:
 
     #: Tables moved from staging by several statements (the compact order book deltas, trades and tickers); the
     #: others by their ``TableSpec.insert``. ``bench/storage_scale.py`` empties it to write the layout of before 050.
-    moves: dict[str, StagedMove | KeyedMove] = _MOVES
+    moves: dict[str, KeyedMove] = _MOVES
 
     def __init__(self, conn: psycopg.AsyncConnection) -> None:
         self.conn = conn
@@ -509,18 +566,12 @@ class CopyWriter:
         # Sessions whose manifest the database rejected and which were stored cleaned: later batches of the session
         # carry the same manifest, and upsert the cleaned one instead of failing (and isolating) every time.
         self._cleaned_sessions: set[str] = set()
-        # Dimension rows of StagedMoves (order book delta books) stored by a committed transaction of this writer:
-        # their prepare statements are skipped for batches that need no others. Pending until the commit.
-        self._known_keys: set[tuple[Any, ...]] = set()
-        self._pending_keys: set[tuple[Any, ...]] = set()
-        # Market and feed keys (KeyedMove) this writer stored or read in a committed transaction, and those of the
-        # open transaction (its rows may be rolled back). Markets are never deleted, a feed only once its session
-        # was last heard of a day before the days dropped (kalshi_store.retention); a rows insert that finds a
-        # remembered key gone stores nothing, and the keys are resolved again (docs/storage.md, "Writing").
-        self._markets: dict[Any, int] = {}
-        self._feeds: dict[Any, int] = {}
-        self._pending_markets: dict[Any, int] = {}
-        self._pending_feeds: dict[Any, int] = {}
+        # The keys of each Dimension (books, markets, feeds) this writer stored or read in a committed transaction,
+        # and those of the open transaction (its rows may be rolled back). Markets are never deleted, books and
+        # feeds only with the days that used them (kalshi_store.retention); a rows insert that finds a remembered
+        # key gone stores nothing, and the keys are resolved again (docs/storage.md, "Writing").
+        self._keys: dict[str, dict[Any, int]] = {name: {} for name in ("books", "markets", "feeds")}
+        self._pending: dict[str, dict[Any, int]] = {name: {} for name in self._keys}
 
     @classmethod
     async def connect(cls, url: str, *, connect_timeout: float = 5.0, application_name: str = "kalshi-recorder"
@@ -594,11 +645,8 @@ class CopyWriter:
         return await self._write_isolating(batch)
 
     def _committed(self) -> None:
-        if len(self._known_keys) > _MAX_KNOWN_KEYS:
-            self._known_keys.clear()
-        self._known_keys |= self._pending_keys
-        self._pending_keys.clear()
-        for known, pending in ((self._markets, self._pending_markets), (self._feeds, self._pending_feeds)):
+        for name, pending in self._pending.items():
+            known = self._keys[name]
             if len(known) > _MAX_KNOWN_KEYS:
                 known.clear()
             known |= pending
@@ -606,9 +654,8 @@ class CopyWriter:
 
     def _rolled_back(self) -> None:
         self._staged.clear()  # staging tables created in the rolled-back transaction are gone
-        self._pending_keys.clear()
-        self._pending_markets.clear()
-        self._pending_feeds.clear()
+        for pending in self._pending.values():
+            pending.clear()
 
     async def _write_all(self, batch: Batch) -> WriteResult:
         result = WriteResult()
@@ -725,9 +772,9 @@ class CopyWriter:
 
     async def _copy_insert(self, spec: TableSpec, rows: Sequence[Row], constants: dict[str, Any] | None = None
                            ) -> int:
-        moves = self.moves.get(spec.name)
-        if isinstance(moves, KeyedMove):
-            return await self._keyed_insert(moves, rows)
+        move = self.moves.get(spec.name)
+        if move is not None:
+            return await self._keyed_insert(move, rows, constants)
         async with self.conn.cursor() as cur:
             if spec.name not in self._staged:
                 await cur.execute(spec.create_staging)
@@ -740,38 +787,17 @@ class CopyWriter:
                 for row in rows:
                     if data := format_row(row):
                         await copy.write(data)
-            if moves is None:
-                await cur.execute(spec.insert, constants)
-                return max(cur.rowcount, 0)
-            keys = moves.keys(rows, constants)
-            known = keys <= self._known_keys
-            rare = moves.rare is not None and moves.needs_rare(rows)
-            insert = moves.insert
-            if not known:
-                for statement in moves.prepare:
-                    await cur.execute(statement, constants)
-                self._pending_keys |= keys
-            await cur.execute(insert, constants)
-            inserted = max(cur.rowcount, 0)
-            if known and inserted < len(rows):
-                # Duplicates (a replay), or dimension rows gone since (a restored database): a row without its
-                # dimension row would be skipped silently, so store them and insert again.
-                for statement in moves.prepare:
-                    await cur.execute(statement, constants)
-                await cur.execute(insert, constants)
-                inserted += max(cur.rowcount, 0)
-            if rare and moves.rare is not None:
-                await cur.execute(moves.rare, constants)
-            return inserted
+            await cur.execute(spec.insert, constants)
+            return max(cur.rowcount, 0)
 
-    async def _keyed_insert(self, move: KeyedMove, rows: Sequence[Row]) -> int:
+    async def _keyed_insert(self, move: KeyedMove, rows: Sequence[Row], constants: dict[str, Any] | None) -> int:
         async with self.conn.cursor() as cur:
             if move.staging not in self._staged:
                 await cur.execute(move.create_staging)
                 self._staged.add(move.staging)
             for attempt in range(2):
-                markets, feeds, remembered_markets, remembered_feeds = await self._resolve(rows, move)
-                staged, rare = move.stage(rows, markets, feeds)
+                keys, remembered = await self._resolve(rows, move, constants)
+                staged, rare = move.stage(rows, keys)
                 if attempt:
                     await cur.execute(sql.SQL("delete from pg_temp.{}").format(sql.Identifier(move.staging)))
                 async with cur.copy(move.copy) as copy:
@@ -779,68 +805,75 @@ class CopyWriter:
                     for row in staged:
                         if data := format_row(row):
                             await copy.write(data)
-                check = {"markets": _int_array(remembered_markets), "feeds": _int_array(remembered_feeds),
-                         "remembered": len(remembered_markets) + len(remembered_feeds)}
-                await cur.execute(move.insert, check)
+                check: dict[str, Any] = {d.name: _int_array(r) for d, r in zip(move.dimensions, remembered, strict=True)}
+                check["remembered"] = sum(map(len, remembered))
+                await cur.execute(move.insert, {**constants, **check} if constants else check)
                 inserted = max(cur.rowcount, 0)
                 if inserted == 0 and check["remembered"]:
                     # Every row a duplicate (a replay), or remembered keys gone: forget them and find them again.
-                    await cur.execute(_REMEMBERED_CHECK, check)
+                    await cur.execute(move.check, check)
                     answer = await cur.fetchone()
                     if answer is None or not answer[0]:
-                        self._markets.clear()
-                        self._feeds.clear()
+                        for dimension in move.dimensions:
+                            self._keys[dimension.name].clear()
                         continue
                 break
             if rare and move.rare is not None:
-                await cur.execute(move.rare)
+                await cur.execute(move.rare, constants)
             return inserted
 
-    async def _resolve(self, rows: Sequence[Row], move: KeyedMove
-                       ) -> tuple[dict[Any, int], dict[Any, int], set[int], set[int]]:
-        """The keys of the rows' markets and feeds, and which of them were remembered from committed transactions
-        (the others were stored or read in this one): remembered ones, the others stored (when new) and read by one
-        statement per table, in key order (two writers never wait on each other in a cycle)."""
-        found: list[tuple[dict[Any, int], set[int], list[Any]]] = []
-        for wanted, known, pending in ((set(map(move.market, rows)), self._markets, self._pending_markets),
-                                       (set(map(move.feed, rows)), self._feeds, self._pending_feeds)):
+    async def _resolve(self, rows: Sequence[Row], move: KeyedMove, constants: dict[str, Any] | None
+                       ) -> tuple[list[dict[Any, int]], list[set[int]]]:
+        """Per dimension of ``move``, the keys of the rows' values, and which of them were remembered from committed
+        transactions (the others were stored or read in this one): remembered ones, the others stored (when new)
+        and read by one statement per dimension, in key order (two writers never wait on each other in a cycle)."""
+        session_id = constants.get("session_id") if constants else None
+        found: list[dict[Any, int]] = []
+        remembered_keys: list[set[int]] = []
+        for dimension in move.dimensions:
+            known, pending = self._keys[dimension.name], self._pending[dimension.name]
+            per_session = dimension.per_session
             keys: dict[Any, int] = {}
             remembered: set[int] = set()
             unknown: list[Any] = []
-            for dimension in wanted:
-                key = pending.get(dimension)
+            for value in set(map(dimension.of, rows)):
+                name = (session_id, value) if per_session else value
+                key = pending.get(name)
                 if key is None:
-                    key = known.get(dimension)
+                    key = known.get(name)
                     if key is None:
-                        unknown.append(dimension)
+                        unknown.append(value)
                         continue
                     remembered.add(key)
-                keys[dimension] = key
-            found.append((keys, remembered, unknown))
-        (markets, remembered_markets, new_markets), (feeds, remembered_feeds, new_feeds) = found
-        if new_markets or new_feeds:
-            new_markets.sort()
-            new_feeds.sort(key=_feed_order)
-            async with self.conn.cursor() as cur:
-                for unknown, keys, pending, first, again, params in (
-                    (new_markets, markets, self._pending_markets, _RESOLVE_MARKETS, _RESOLVE_MARKETS_AGAIN,
-                     lambda w: w),
-                    (new_feeds, feeds, self._pending_feeds, _RESOLVE_FEEDS, _RESOLVE_FEEDS_AGAIN,
-                     lambda w: [(*f[:3], (f[3] if len(f) > 3 else None) or "") for f in w]),
-                ):
-                    statement = first
-                    while unknown:
-                        await cur.execute(statement, (_plain_json.encode(params(unknown)).decode(),))
-                        answer = {int(i): key for i, key in await cur.fetchall() if key is not None}
-                        for i, dimension in enumerate(unknown, start=1):
-                            if i in answer:
-                                keys[dimension] = pending[dimension] = answer[i]
-                        missing = [d for i, d in enumerate(unknown, start=1) if i not in answer]
-                        if len(missing) == len(unknown) and statement is again:
-                            raise RuntimeError(f"{len(missing)} markets or feeds could not be stored or found")
-                        # Stored by a transaction that committed after the statement began: a new one sees them.
-                        unknown, statement = missing, again
-        return markets, feeds, remembered_markets, remembered_feeds
+                keys[value] = key
+            if unknown:
+                await self._store(dimension, unknown, keys, constants)
+            found.append(keys)
+            remembered_keys.append(remembered)
+        return found, remembered_keys
+
+    async def _store(self, dimension: Dimension, unknown: list[Any], keys: dict[Any, int],
+                     constants: dict[str, Any] | None) -> None:
+        """Store the values of ``dimension`` not stored yet and read the keys of all of ``unknown`` into ``keys``
+        (and the open transaction's map)."""
+        session = constants.get("session_id") if constants else None
+        params: dict[str, Any] = dict(constants or {}) if dimension.per_session else {}
+        pending = self._pending[dimension.name]
+        unknown.sort(key=dimension.order)
+        statement = dimension.resolve
+        async with self.conn.cursor() as cur:
+            while unknown:
+                params["wanted"] = _plain_json.encode([dimension.element(v) for v in unknown]).decode()
+                await cur.execute(statement, params)
+                answer = {int(i): key for i, key in await cur.fetchall() if key is not None}
+                for i, value in enumerate(unknown, start=1):
+                    if i in answer:
+                        keys[value] = pending[(session, value) if dimension.per_session else value] = answer[i]
+                missing = [v for i, v in enumerate(unknown, start=1) if i not in answer]
+                if len(missing) == len(unknown) and statement is dimension.again:
+                    raise RuntimeError(f"{len(missing)} {dimension.name} could not be stored or found")
+                # Stored by a transaction that committed after the statement began: a new one sees them.
+                unknown, statement = missing, dimension.again
 
     async def _upsert_session(self, manifest: SessionManifest) -> None:
         params = msgspec.structs.asdict(manifest)

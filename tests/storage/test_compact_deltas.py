@@ -141,3 +141,29 @@ def test_compacting_packs_finished_days_only(db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
         assert select(conn, "select partition_name from kalshi.compact_delta_partitions(current_date)") == []
     assert after == before and len(after) == len(OLD_ROWS)
+
+
+@pytest.mark.asyncio
+async def test_deltas_without_a_market_id_and_with_an_empty_one_share_their_book(db_url: str) -> None:
+    """The writer resolves books itself: a market_id of None and of '' are the same book ('' is stored), found
+    in one statement even when both are new in the same batch."""
+    received_ns = time.time_ns()
+    rows = [(1, 2, seq, "M-1", market_id, "yes", Decimal("0.4200"), Decimal(seq), None, None, None,
+             received_ns + seq) for seq, market_id in ((1, None), (2, ""), (3, None))]
+    session_id, today = str(uuid.uuid4()), datetime.now(UTC).date()
+    writer = await CopyWriter.connect(db_url)
+    try:
+        first = await writer.write(Batch(batch_id=1, session_id=session_id, session_date=today,
+                                         tables={"orderbook_deltas": rows[:2]}))
+        second = await writer.write(Batch(batch_id=2, session_id=session_id, session_date=today,
+                                          tables={"orderbook_deltas": rows}))
+    finally:
+        await writer.close()
+    assert first.inserted["orderbook_deltas"] == 2 and second.inserted["orderbook_deltas"] == 1
+    with psycopg.connect(db_url) as conn:
+        books = conn.execute("select market_id from kalshi.orderbook_delta_books where session_id = %s",
+                             (session_id,)).fetchall()
+        stored = conn.execute("select seq, market_id, delta from kalshi.orderbook_deltas where session_id = %s "
+                              "order by seq", (session_id,)).fetchall()
+    assert books == [("",)]
+    assert stored == [(1, None, Decimal(1)), (2, None, Decimal(2)), (3, None, Decimal(3))]
