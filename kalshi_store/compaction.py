@@ -8,7 +8,7 @@ about 70-75 % full. A day nothing writes to any more is packed once by rebuildin
 full (fillfactor 100). The rules live in SQL: ``kalshi.day_partitions_to_pack`` (sql/070) lists the indexes to pack
 (day partitions of the three tables before a given day, holding rows, with an index not packed yet, no running
 session started that day) and ``kalshi.compact_day_partitions`` packs them (for one day, or all). sql/050's
-``delta_days_to_pack`` and ``compact_delta_partitions`` (the delta rows only) still work and share the lock.
+``delta_days_to_pack`` and ``compact_delta_partitions`` (the delta rows only) still work, over 070's.
 
 :func:`compact_finished_days` packs one day per transaction, for the archive flow and ``kalshi-ingest db archive``,
 the days being those before ``today`` and before the database's UTC date. The marker of a packed index is its

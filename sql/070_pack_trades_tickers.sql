@@ -6,7 +6,8 @@
 -- problem: the trade key (trade_uuid, trade_date) is written in random order (the ids are random uuids), the ticker
 -- key (market_key, exchange_ts, content_key) and the trade index (market_key, exchange_ts) in every market at once,
 -- so their pages settle about 70-75 % full. The functions below generalise 050's to the three tables and every index
--- of a partition; 050's functions stay (same rules, the delta rows only) and share the advisory lock.
+-- of a partition; 050's functions keep their names and results and are redefined over them at the end (the delta
+-- rows only), so the rules are written once.
 
 create function kalshi.day_partitions_to_pack(before date)
 returns table (day date, table_name text, partition_name text, index_name regclass)
@@ -58,7 +59,8 @@ comment on function kalshi.day_partitions_to_pack(date) is
     'kalshi.trade_rows and kalshi.ticker_rows before the given day that hold rows and whose day no running session '
     'started on; oldest day first.';
 
-create function kalshi.compact_day_partitions(before date, just_day date default null)
+create function kalshi.compact_day_partitions(before date, just_day date default null,
+                                              just_table text default null)
 returns table (day date, table_name text, partition_name text, bytes_before bigint, bytes_after bigint,
                seconds double precision)
 language plpgsql
@@ -74,7 +76,7 @@ begin
         select p.day as part_day, p.table_name as parent, p.partition_name as relation,
                array_agg(p.index_name order by p.index_name::text) as indexes
         from kalshi.day_partitions_to_pack(before) p
-        where just_day is null or p.day = just_day
+        where (just_day is null or p.day = just_day) and (just_table is null or p.table_name = just_table)
         group by p.day, p.table_name, p.partition_name
         order by p.day, p.table_name
     loop
@@ -95,9 +97,29 @@ begin
     end loop;
 end;
 $$;
-comment on function kalshi.compact_day_partitions(date, date) is
+comment on function kalshi.compact_day_partitions(date, date, text) is
     'Rebuilds full, and marks packed (fillfactor 100), every index listed by kalshi.day_partitions_to_pack(before) '
-    '(only those of the day just_day when given): the day partitions of the delta rows, trades and ticker updates. '
+    '(only those of the day just_day, of the table just_table, e.g. ''kalshi.trade_rows'', when given): the day '
+    'partitions of the delta rows, trades and ticker updates. '
     'Returns each partition packed with the size of all its indexes before and after and the seconds it took. The '
     'archive flow runs it daily for the finished days, one day per transaction; by hand: '
     'select * from kalshi.compact_day_partitions(current_date).';
+
+-- 050's functions, same names, arguments and results, now over the ones above (the delta rows only).
+create or replace function kalshi.delta_days_to_pack(before date)
+returns table (day date, partition_name text, index_name regclass)
+language sql
+stable
+as $$
+    select p.day, p.partition_name, p.index_name
+    from kalshi.day_partitions_to_pack(before) p
+    where p.table_name = 'kalshi.orderbook_delta_rows'
+$$;
+
+create or replace function kalshi.compact_delta_partitions(before date, just_day date default null)
+returns table (day date, partition_name text, bytes_before bigint, bytes_after bigint)
+language sql
+as $$
+    select p.day, p.partition_name, p.bytes_before, p.bytes_after
+    from kalshi.compact_day_partitions(before, just_day, 'kalshi.orderbook_delta_rows') p
+$$;
