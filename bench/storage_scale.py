@@ -208,19 +208,23 @@ def sizes(url: str, layout: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def live_sizes(url: str, layout: str) -> dict[str, float]:
-    """Bytes per delta of today's partition: written by the CopyWriter only (the ingest runs), not by a bulk move.
-    Books (050) are not counted here; their share is in the whole-table figure."""
-    relation = "orderbook_deltas" if layout == OLD else "orderbook_delta_rows"
+def _today_per_row(conn: psycopg.Connection[Any], relation: str) -> dict[str, float]:
+    """Rows and bytes per row (heap, indexes, total) of today's day partition of ``kalshi.<relation>``."""
     part = sql.Identifier("kalshi", f"{relation}_p{datetime.now(UTC):%Y%m%d}")
-    with psycopg.connect(url) as conn:
-        got = conn.execute(sql.SQL("select count(*), pg_table_size({name}::regclass), "
-                                   "pg_indexes_size({name}::regclass) from {part}").format(
-            name=sql.Literal(part.as_string(conn)), part=part)).fetchone()
+    got = conn.execute(sql.SQL("select count(*), pg_table_size({name}::regclass), "
+                               "pg_indexes_size({name}::regclass) from {part}").format(
+        name=sql.Literal(part.as_string(conn)), part=part)).fetchone()
     assert got is not None
     n = max(int(got[0]), 1)
     return {"rows": int(got[0]), "heap_per_row": got[1] / n, "index_per_row": got[2] / n,
             "total_per_row": (got[1] + got[2]) / n}
+
+
+def live_sizes(url: str, layout: str) -> dict[str, float]:
+    """Bytes per delta of today's partition: written by the CopyWriter only (the ingest runs), not by a bulk move.
+    Books (050) are not counted here; their share is in the whole-table figure."""
+    with psycopg.connect(url) as conn:
+        return _today_per_row(conn, "orderbook_deltas" if layout == OLD else "orderbook_delta_rows")
 
 
 #: The relations holding today's trades and ticker updates, per layout (the rows only: not the markets and feeds).
@@ -231,18 +235,8 @@ LIVE_TRADES_TICKERS: dict[str, dict[str, str]] = {OLD: {"trades": "trades", "tic
 def live_trades_tickers(url: str, layout: str) -> dict[str, dict[str, float]]:
     """Bytes per row of today's partitions of the trades and ticker updates (written by the CopyWriter only: the
     ingest runs); the rows' relation only, not the markets and feeds."""
-    out: dict[str, dict[str, float]] = {}
     with psycopg.connect(url) as conn:
-        for table, relation in LIVE_TRADES_TICKERS[layout].items():
-            name = f"kalshi.{relation}_p{datetime.now(UTC):%Y%m%d}"
-            got = conn.execute(sql.SQL("select count(*), pg_table_size({name}::regclass), "
-                                       "pg_indexes_size({name}::regclass) from {part}").format(
-                name=sql.Literal(name), part=sql.Identifier("kalshi", name.removeprefix("kalshi.")))).fetchone()
-            assert got is not None
-            n = max(int(got[0]), 1)
-            out[table] = {"rows": int(got[0]), "heap_per_row": got[1] / n, "index_per_row": got[2] / n,
-                          "total_per_row": (got[1] + got[2]) / n}
-    return out
+        return {table: _today_per_row(conn, relation) for table, relation in LIVE_TRADES_TICKERS[layout].items()}
 
 
 def probes(markets: int, days: int, first: date, count: int) -> list[tuple[str, datetime]]:
