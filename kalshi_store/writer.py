@@ -847,18 +847,17 @@ class CopyWriter:
                     remembered.add(key)
                 keys[value] = key
             if unknown:
-                await self._store(dimension, unknown, keys, constants)
+                for value, key in (await self._store(dimension, unknown, constants)).items():
+                    keys[value] = pending[(session_id, value) if per_session else value] = key
             found.append(keys)
             remembered_keys.append(remembered)
         return found, remembered_keys
 
-    async def _store(self, dimension: Dimension, unknown: list[Any], keys: dict[Any, int],
-                     constants: dict[str, Any] | None) -> None:
-        """Store the values of ``dimension`` not stored yet and read the keys of all of ``unknown`` into ``keys``
-        (and the open transaction's map)."""
-        session = constants.get("session_id") if constants else None
+    async def _store(self, dimension: Dimension, unknown: list[Any], constants: dict[str, Any] | None
+                     ) -> dict[Any, int]:
+        """Store the values of ``dimension`` among ``unknown`` not stored yet; the keys of all of them."""
         params: dict[str, Any] = dict(constants or {}) if dimension.per_session else {}
-        pending = self._pending[dimension.name]
+        keys: dict[Any, int] = {}
         unknown.sort(key=dimension.order)
         statement = dimension.resolve
         async with self.conn.cursor() as cur:
@@ -868,12 +867,13 @@ class CopyWriter:
                 answer = {int(i): key for i, key in await cur.fetchall() if key is not None}
                 for i, value in enumerate(unknown, start=1):
                     if i in answer:
-                        keys[value] = pending[(session, value) if dimension.per_session else value] = answer[i]
+                        keys[value] = answer[i]
                 missing = [v for i, v in enumerate(unknown, start=1) if i not in answer]
                 if len(missing) == len(unknown) and statement is dimension.again:
                     raise RuntimeError(f"{len(missing)} {dimension.name} could not be stored or found")
                 # Stored by a transaction that committed after the statement began: a new one sees them.
                 unknown, statement = missing, dimension.again
+        return keys
 
     async def _upsert_session(self, manifest: SessionManifest) -> None:
         params = msgspec.structs.asdict(manifest)
