@@ -341,48 +341,63 @@ async def ingest_rate(url: str, layout: str, markets: int, count: int, size: int
         await writer.close()
 
 
-def trade_ticker_batches(markets: int, count: int, size: int) -> list[tuple[list[Any], list[Any]]]:
-    """``count`` batches of ``size`` trades and ``size`` ticker updates (the writer's staging tuples) of one new
-    session, over ``markets`` markets."""
+def trade_ticker_batches(markets: int, count: int, size: int) -> tuple[list[tuple[list[Any], list[Any]]],
+                                                                         list[tuple[list[Any], list[Any]]]]:
+    """Trades and ticker updates (the writer's staging tuples) of one new session, over ``markets`` markets:
+    warm-up batches with one trade and one update per market (its first seconds: the markets and feeds are stored),
+    then ``count`` batches of ``size`` trades and ``size`` updates, as for the deltas (:func:`delta_batches`)."""
     session_id = str(uuid.uuid4())
     now_ns = time.time_ns()
+
+    def rows(seq: int, m: int) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        h = (seq * 2654435761) % 4294967291
+        ns = now_ns + seq * 1000
+        yes = Decimal(h % 98 + 1).scaleb(-2).quantize(Decimal("0.0001"))
+        side = "yes" if h % 2 else "no"
+        trade = (str(uuid.uuid4()), ticker_of(m), yes, 1 - yes, Decimal(h // 100 % 500 + 1).quantize(
+            Decimal("0.01")), side, "bid" if h % 2 else "ask", side, False, ns // 1_000_000, None, None, ns,
+            "ws", session_id, 1, 3, seq)
+        ticker = (ticker_of(m), f"{uuid.UUID(int=m + 1)}", yes, yes - Decimal("0.0100"), yes, Decimal(
+            h % 100000).quantize(Decimal("0.01")), Decimal(h % 50000).quantize(Decimal("0.01")), h % 100000,
+            h % 50000, Decimal(h % 900).quantize(Decimal("0.01")), Decimal(h % 800).quantize(Decimal("0.01")),
+            Decimal(h % 70).quantize(Decimal("0.01")), ns // 1_000_000, None, None, ns, session_id, 1, 2)
+        return trade, ticker
+
+    def batch(pairs: list[tuple[tuple[Any, ...], tuple[Any, ...]]]) -> tuple[list[Any], list[Any]]:
+        return [t for t, _ in pairs], [u for _, u in pairs]
+
+    first = [rows(m + 1, m) for m in range(markets)]
+    warm_up = [batch(first[i:i + size]) for i in range(0, len(first), size)]
+    seq = len(first)
     batches = []
-    for b in range(count):
-        trades, tickers = [], []
-        for i in range(size):
-            seq = b * size + i + 1
-            h = (seq * 2654435761) % 4294967291
-            m, ns = (h // 7) % markets, now_ns + seq * 1000
-            yes = Decimal(h % 98 + 1).scaleb(-2).quantize(Decimal("0.0001"))
-            side = "yes" if h % 2 else "no"
-            trades.append((str(uuid.uuid4()), ticker_of(m), yes, 1 - yes, Decimal(h // 100 % 500 + 1).quantize(
-                Decimal("0.01")), side, "bid" if h % 2 else "ask", side, False, ns // 1_000_000, None, None, ns,
-                "ws", session_id, 1, 3, seq))
-            tickers.append((ticker_of(m), f"{uuid.UUID(int=m + 1)}", yes, yes - Decimal("0.0100"), yes, Decimal(
-                h % 100000).quantize(Decimal("0.01")), Decimal(h % 50000).quantize(Decimal("0.01")), h % 100000,
-                h % 50000, Decimal(h % 900).quantize(Decimal("0.01")), Decimal(h % 800).quantize(Decimal("0.01")),
-                Decimal(h % 70).quantize(Decimal("0.01")), ns // 1_000_000, None, None, ns, session_id, 1, 2))
-        batches.append((trades, tickers))
-    return batches
+    for _ in range(count):
+        pairs = []
+        for _ in range(size):
+            seq += 1
+            pairs.append(rows(seq, ((seq * 2654435761) % 4294967291 // 7) % markets))
+        batches.append(batch(pairs))
+    return warm_up, batches
 
 
-async def trade_ticker_rate(url: str, layout: str, markets: int, count: int, size: int) -> float:
-    """Trades and ticker updates per second written by the real writer (one transaction per batch of both); the
-    first batch (the markets and feeds stored) is not timed."""
-    batches = trade_ticker_batches(markets, count + 1, size)
+async def trade_ticker_rate(url: str, layout: str, markets: int, count: int, size: int) -> tuple[float, float]:
+    """Trades and ticker updates per second written by the real writer (one transaction per batch of both) after
+    the warm-up batches, and the seconds the warm-up took (every market seen for the first time)."""
+    warm_up, batches = trade_ticker_batches(markets, count, size)
     conn = await psycopg.AsyncConnection.connect(url)
     writer = (LegacyWriter if layout == OLD else CopyWriter)(conn)
     try:
         await conn.execute("set time zone 'UTC'")
         await conn.commit()
-        started = 0.0
+        started = time.perf_counter()
+        for i, (trades, tickers) in enumerate(warm_up):
+            await writer.write(Batch(batch_id=-1 - i, tables={"trades": trades, "tickers": tickers}))
+        warm_up_seconds = time.perf_counter() - started
+        started = time.perf_counter()
         for i, (trades, tickers) in enumerate(batches):
-            if i == 1:
-                started = time.perf_counter()
             result = await writer.write(Batch(batch_id=i, tables={"trades": trades, "tickers": tickers}))
             assert result.inserted.get("trades") == len(trades), result
             assert result.inserted.get("tickers") == len(tickers), result
-        return count * 2 * size / (time.perf_counter() - started)
+        return count * 2 * size / (time.perf_counter() - started), warm_up_seconds
     finally:
         await writer.close()
 
@@ -442,12 +457,17 @@ def main() -> None:
         report["ingest_deltas_per_s"] = {layout: {"runs": r, "median": statistics.median(r)}
                                          for layout, r in rates.items()}
         rates = {OLD: [], NEW: []}
+        warm_ups: dict[str, list[float]] = {OLD: [], NEW: []}
         for run in range(args.ingest_runs):
             for layout in (OLD, NEW) if run % 2 == 0 else (NEW, OLD):
-                rates[layout].append(asyncio.run(trade_ticker_rate(urls[layout], layout, args.markets,
-                                                                   args.ingest_batches, args.batch // 2)))
+                rate, warm_up = asyncio.run(trade_ticker_rate(urls[layout], layout, args.markets,
+                                                              args.ingest_batches, args.batch // 2))
+                rates[layout].append(rate)
+                warm_ups[layout].append(warm_up)
         report["ingest_trades_tickers_per_s"] = {layout: {"runs": r, "median": statistics.median(r)}
                                                  for layout, r in rates.items()}
+        report["ingest_trades_tickers_warm_up_s"] = {layout: {"runs": r, "median": statistics.median(r)}
+                                                     for layout, r in warm_ups.items()}
         report["ingest_trades_tickers_ratio_new_over_old"] = (
             report["ingest_trades_tickers_per_s"][NEW]["median"] / report["ingest_trades_tickers_per_s"][OLD]["median"])
         for url in urls.values():
@@ -529,6 +549,9 @@ def print_report(report: dict[str, Any]) -> None:
     ingest = report["ingest_trades_tickers_per_s"]
     print(f"ingest (CopyWriter, trades + tickers/s, median): 040 {ingest[OLD]['median']:,.0f}, "
           f"060 {ingest[NEW]['median']:,.0f}, ratio {report['ingest_trades_tickers_ratio_new_over_old']:.3f}")
+    warm_up = report["ingest_trades_tickers_warm_up_s"]
+    print(f"  warm-up (one trade and one update per market, every market new to the session; not in the rates), "
+          f"median s: 040 {warm_up[OLD]['median']:.3f}, 060 {warm_up[NEW]['median']:.3f}")
     print(f"050 migration moved the deltas in {report['migrate_050_seconds']:.1f} s, "
           f"060 the trades and tickers in {report['migrate_060_seconds']:.1f} s")
 
