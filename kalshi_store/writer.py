@@ -22,10 +22,11 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, Inexact, InvalidOperation, Rounded
+from functools import partial
 from operator import itemgetter
 from typing import Any, Final
 
@@ -156,18 +157,19 @@ _LEDGER_ANNOTATE: Final = sql.SQL("""
 # a batch's deltas change (session, connection, subscription, market, side) to their integer keys itself, as it does
 # the markets and feeds of trades and tickers (below): the deltas are staged with their book's key, so the rows'
 # INSERT ... SELECT joins nothing, and a third statement stores the rare extra columns, run only when a staged row
-# has one. The exchange time is stored as whole milliseconds before the receive millisecond when an integer holds
-# that (kalshi.delta_exchange_ts rebuilds it), else exactly in the extras.
+# has one. The exchange time is stored as whole milliseconds before the receive millisecond when a smallint holds
+# that (kalshi.delta_exchange_ts rebuilds it; sql/080), else exactly in the extras. A row keeps the low 31 bits of
+# seq; the rest (seq >> 31, zero unless a stream passes 2^31 messages) is part of the book.
 _DELTA_LAG: Final = sql.SQL("s.received_ns / 1000000 - s.ts_ms")
-_DELTA_LAG_FITS: Final = sql.SQL("{lag} between -2147483648 and 2147483647").format(lag=_DELTA_LAG)
+_DELTA_LAG_FITS: Final = sql.SQL("{lag} between -32768 and 32767").format(lag=_DELTA_LAG)
 _DELTA_NAMES: Final = [name for name, _, _ in TABLES["orderbook_deltas"].columns]
 _CLIENT_ORDER_ID, _SUBACCOUNT, _TS_MS, _RECEIVED_NS = (
     _DELTA_NAMES.index(name) for name in ("client_order_id", "subaccount", "ts_ms", "received_ns"))
-_GENERATION, _SID, _MARKET_TICKER, _MARKET_ID, _SIDE = (
-    _DELTA_NAMES.index(name) for name in ("generation", "sid", "market_ticker", "market_id", "side"))
+_GENERATION, _SID, _MARKET_TICKER, _MARKET_ID, _SIDE, _SEQ = (
+    _DELTA_NAMES.index(name) for name in ("generation", "sid", "market_ticker", "market_id", "side", "seq"))
 
 
-_INT4: Final = range(-(2**31), 2**31)
+_INT2: Final = range(-(2**15), 2**15)
 
 
 def _deltas_need_extras(rows: Sequence[Row]) -> bool:
@@ -176,7 +178,7 @@ def _deltas_need_extras(rows: Sequence[Row]) -> bool:
         if row[_CLIENT_ORDER_ID] is not None or row[_SUBACCOUNT] is not None:
             return True
         ts_ms, received_ns = row[_TS_MS], row[_RECEIVED_NS]
-        if ts_ms is not None and (received_ns < 0 or received_ns // 1_000_000 - ts_ms not in _INT4):
+        if ts_ms is not None and (received_ns < 0 or received_ns // 1_000_000 - ts_ms not in _INT2):
             return True
     return False
 
@@ -242,26 +244,27 @@ _RESOLVE_FEEDS_AGAIN: Final = sql.SQL("select w.i, f.feed_key from {wanted} {pro
     wanted=_WANTED_FEEDS, probe=_FEED_PROBE)
 # The books of the batch's session (%(session_id)s), found by the books' unique key.
 _WANTED_BOOKS: Final = sql.SQL("""(select (e ->> 0)::integer as generation, (e ->> 1)::integer as sid,
-        e ->> 2 as market_ticker, e ->> 3 as market_id, e ->> 4 as side, i
+        e ->> 2 as market_ticker, e ->> 3 as market_id, e ->> 4 as side, (e ->> 5)::bigint as seq_high, i
         from jsonb_array_elements(%(wanted)s::jsonb) with ordinality x (e, i) offset 0) w""")
 _BOOK_PROBE: Final = sql.SQL("""left join lateral (
         select b.book_key from kalshi.orderbook_delta_books b
         where b.session_id = %(session_id)s::uuid and b.generation = w.generation and b.sid = w.sid
-          and b.market_ticker = w.market_ticker and b.market_id = w.market_id and b.side = w.side) b on true""")
+          and b.market_ticker = w.market_ticker and b.market_id = w.market_id and b.side = w.side
+          and b.seq_high = w.seq_high) b on true""")
 _RESOLVE_BOOKS: Final = sql.SQL("""
     with w as materialized (select w.*, b.book_key from {wanted} {probe}),
     stored as (
         insert into kalshi.orderbook_delta_books (session_id, session_date, generation, sid, market_ticker,
-            market_id, side)
+            market_id, side, seq_high)
         select %(session_id)s::uuid, %(session_date)s::date, w.generation, w.sid, w.market_ticker, w.market_id,
-            w.side
+            w.side, w.seq_high
         from w where w.book_key is null
-        order by 3, 4, 5, 6, 7
+        order by 3, 4, 5, 6, 7, 8
         on conflict do nothing
-        returning book_key, generation, sid, market_ticker, market_id, side)
+        returning book_key, generation, sid, market_ticker, market_id, side, seq_high)
     select w.i, coalesce(w.book_key, n.book_key) from w
     left join stored n on n.generation = w.generation and n.sid = w.sid and n.market_ticker = w.market_ticker
-     and n.market_id = w.market_id and n.side = w.side""").format(wanted=_WANTED_BOOKS, probe=_BOOK_PROBE)
+     and n.market_id = w.market_id and n.side = w.side and n.seq_high = w.seq_high""").format(wanted=_WANTED_BOOKS, probe=_BOOK_PROBE)
 _RESOLVE_BOOKS_AGAIN: Final = sql.SQL("select w.i, b.book_key from {wanted} {probe}").format(
     wanted=_WANTED_BOOKS, probe=_BOOK_PROBE)
 
@@ -364,9 +367,31 @@ def _feed_element(feed: tuple[Any, ...]) -> tuple[Any, ...]:
     return (*feed[:3], (feed[3] if len(feed) > 3 else None) or "")
 
 
+#: A delta's book as the writer remembers it: (generation, sid, market_ticker, market_id, side), and seq >> 31 after
+#: them when it is not 0 (a stream past 2^31 messages).
+_BOOK_OF: Final = itemgetter(_GENERATION, _SID, _MARKET_TICKER, _MARKET_ID, _SIDE)
+_SEQ_OF: Final = itemgetter(_SEQ)
+_LOW_SEQ: Final = 2**31
+
+
+def _low_seqs(rows: Sequence[Row]) -> bool:
+    """Whether every delta's seq is below 2^31 (its book's seq_high is 0): the usual case, checked at C speed."""
+    seqs = list(map(_SEQ_OF, rows))
+    return min(seqs) >= 0 and max(seqs) < _LOW_SEQ
+
+
+def _book_of(row: Row) -> tuple[Any, ...]:
+    book, seq = _BOOK_OF(row), row[_SEQ]
+    return book if 0 <= seq < _LOW_SEQ else (*book, seq >> 31)
+
+
+def _books_of(rows: Sequence[Row]) -> Iterable[tuple[Any, ...]]:
+    return map(_BOOK_OF if _low_seqs(rows) else _book_of, rows)
+
+
 def _book_element(book: tuple[Any, ...]) -> tuple[Any, ...]:
-    generation, sid, market_ticker, market_id, side = book
-    return generation, sid, market_ticker, market_id or "", side
+    generation, sid, market_ticker, market_id, side = book[:5]
+    return generation, sid, market_ticker, market_id or "", side, book[5] if len(book) > 5 else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,8 +403,8 @@ class Dimension:
     name: str
     table: str
     key: str
-    #: A row's value (a C-level getter), the key of the writer's map.
-    of: Callable[[Row], Any]
+    #: The rows' values, one per row (at C speed: ``map`` of a getter), the keys of the writer's map.
+    of: Callable[[Sequence[Row]], Iterable[Any]]
     #: The JSON element sent for a missing value, and the order they are sent in (key order: two writers never wait
     #: on each other in a cycle).
     element: Callable[[Any], Any]
@@ -401,17 +426,16 @@ def _same(value: Any) -> Any:
     return value
 
 
-_TRADE_MARKETS: Final = Dimension("markets", "market_keys", "market_key", _TRADE_MARKET, _same, _same,
+_TRADE_MARKETS: Final = Dimension("markets", "market_keys", "market_key", partial(map, _TRADE_MARKET), _same, _same,
                                   _RESOLVE_MARKETS, _RESOLVE_MARKETS_AGAIN)
-_TRADE_FEEDS: Final = Dimension("feeds", "feeds", "feed_key", _TRADE_FEED, _feed_element, _feed_order, _RESOLVE_FEEDS,
-                                _RESOLVE_FEEDS_AGAIN)
-_TICKER_FEEDS: Final = Dimension("feeds", "feeds", "feed_key", _TICKER_FEED, _feed_element, _feed_order,
+_TRADE_FEEDS: Final = Dimension("feeds", "feeds", "feed_key", partial(map, _TRADE_FEED), _feed_element, _feed_order,
+                                _RESOLVE_FEEDS, _RESOLVE_FEEDS_AGAIN)
+_TICKER_FEEDS: Final = Dimension("feeds", "feeds", "feed_key", partial(map, _TICKER_FEED), _feed_element, _feed_order,
                                  _RESOLVE_FEEDS, _RESOLVE_FEEDS_AGAIN)
-_TICKER_MARKETS: Final = Dimension("markets", "market_keys", "market_key", _TICKER_MARKET, _same, _same,
+_TICKER_MARKETS: Final = Dimension("markets", "market_keys", "market_key", partial(map, _TICKER_MARKET), _same, _same,
                                    _RESOLVE_MARKETS, _RESOLVE_MARKETS_AGAIN)
-_BOOKS: Final = Dimension("books", "orderbook_delta_books", "book_key",
-                          itemgetter(_GENERATION, _SID, _MARKET_TICKER, _MARKET_ID, _SIDE), _book_element,
-                          _book_element, _RESOLVE_BOOKS, _RESOLVE_BOOKS_AGAIN, per_session=True)
+_BOOKS: Final = Dimension("books", "orderbook_delta_books", "book_key", _books_of, _book_element, _book_element,
+                          _RESOLVE_BOOKS, _RESOLVE_BOOKS_AGAIN, per_session=True)
 
 
 def _remembered(*dimensions: Dimension) -> sql.Composed:
@@ -504,22 +528,30 @@ _TRADE_MOVE: Final = _keyed_move("stage_trade_rows", _TRADE_STAGING, (_TRADE_MAR
 _TICKER_MOVE: Final = _keyed_move("stage_ticker_rows", _TICKER_STAGING, (_TICKER_MARKETS, _TICKER_FEEDS),
                                   stage=_stage_tickers, insert=_TICKER_INSERT)
 
-#: Staging of the compact deltas: the book's key instead of the connection, market and side columns.
-_DELTA_STAGING: Final = (("book_key", "integer"), ("seq", "bigint"), ("price", "numeric"), ("delta", "numeric"),
+#: Staging of the compact deltas: the book's key instead of the connection, market and side columns, and the low 31
+#: bits of seq (the book has the rest).
+_DELTA_STAGING: Final = (("book_key", "integer"), ("seq", "integer"), ("price", "numeric"), ("delta", "numeric"),
                          ("client_order_id", "text"), ("subaccount", "integer"), ("ts_ms", "bigint"),
                          ("received_ns", "bigint"))
 _DELTA_VALUES: Final = itemgetter(*(_DELTA_NAMES.index(name) for name, _ in _DELTA_STAGING[1:]))
+_DELTA_AFTER_SEQ: Final = itemgetter(*(_DELTA_NAMES.index(name) for name, _ in _DELTA_STAGING[2:]))
 
 
 def _stage_deltas(rows: Sequence[Row], keys: Sequence[dict[Any, int]]) -> tuple[list[Row], bool]:
-    (books,), book, values = keys, _BOOKS.of, _DELTA_VALUES
-    return [(books[book(row)], *values(row)) for row in rows], _deltas_need_extras(rows)
+    (books,), values = keys, _DELTA_VALUES
+    if _low_seqs(rows):
+        book = _BOOK_OF
+        staged = [(books[book(row)], *values(row)) for row in rows]
+    else:
+        after_seq = _DELTA_AFTER_SEQ
+        staged = [(books[_book_of(row)], row[_SEQ] & (_LOW_SEQ - 1), *after_seq(row)) for row in rows]
+    return staged, _deltas_need_extras(rows)
 
 
 _DELTA_INSERT: Final = sql.SQL("""
     insert into kalshi.orderbook_delta_rows (received_at, seq, book_key, session_date, exchange_lag_ms, price, delta)
     select to_timestamp(0) + s.received_ns / 1000 * interval '1 microsecond', s.seq, s.book_key,
-        %(session_date)s::date, case when {fits} then ({lag})::integer end, s.price, s.delta
+        %(session_date)s::date, case when {fits} then ({lag})::smallint end, s.price, s.delta
     from pg_temp.stage_delta_rows s
     where {remembered}
     on conflict do nothing""").format(fits=_DELTA_LAG_FITS, lag=_DELTA_LAG, remembered=_remembered(_BOOKS))
@@ -836,7 +868,7 @@ class CopyWriter:
             keys: dict[Any, int] = {}
             remembered: set[int] = set()
             unknown: list[Any] = []
-            for value in set(map(dimension.of, rows)):
+            for value in set(dimension.of(rows)):
                 name = (session_id, value) if per_session else value
                 key = pending.get(name)
                 if key is None:

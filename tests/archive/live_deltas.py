@@ -52,7 +52,7 @@ def key_state(url: str, day: date) -> tuple[int, list[str] | None]:
     with psycopg.connect(url) as conn:
         row = conn.execute(
             "select pg_relation_size(i.indexrelid), ic.reloptions from pg_index i join pg_class ic "
-            "on ic.oid = i.indexrelid where i.indrelid = %s::regclass and i.indisprimary",
+            "on ic.oid = i.indexrelid where i.indrelid = %s::regclass and i.indisunique",
             (f"kalshi.orderbook_delta_rows_p{day:%Y%m%d}",)).fetchone()
     assert row is not None
     return int(row[0]), row[1]
