@@ -1,4 +1,4 @@
-"""Hot storage at month scale: the layout of 040 against the compact one (050 deltas, 060 trades and tickers).
+"""Hot storage at month scale: the layout of 040 against the compact one (050 and 080 deltas, 060 trades, tickers).
 
     python -m bench.storage_scale --deltas 1000000            # quick (a few minutes)
     python -m bench.storage_scale --deltas 20000000           # the month-scale figure (docs/storage.md)
@@ -11,7 +11,7 @@ One embedded PostgreSQL in a temporary folder (or ``--data-dir``), two databases
    a side per market and day), ``--deltas`` order book deltas spread over the days, markets and both sides (4-dp
    prices, 2-dp sizes, exchange times in whole milliseconds), and a tenth as many trades and tickers;
 2. ``layout_060``: a copy of it (``create database ... template``) brought to the current migrations, so 050 moves
-   the deltas and 060 the trades and tickers (their durations are reported).
+   the deltas, 060 the trades and tickers and 080 narrows the delta rows (their durations are reported).
 
 Then, after ``vacuum analyze``: bytes per row (heap, indexes, total) per logical table; ``book_at``, ``trade_bars``
 (5-minute bars over 12 hours of one market) and ``spread_bars`` (the same over ticker updates) latency, medians over
@@ -222,9 +222,18 @@ def _today_per_row(conn: psycopg.Connection[Any], relation: str) -> dict[str, fl
 
 def live_sizes(url: str, layout: str) -> dict[str, float]:
     """Bytes per delta of today's partition: written by the CopyWriter only (the ingest runs), not by a bulk move.
-    Books (050) are not counted here; their share is in the whole-table figure."""
+    For the compact layout, ``books_per_row`` is the share of the books (050) of today's sessions: the books table's
+    bytes times their fraction of its rows, per delta of today."""
     with psycopg.connect(url) as conn:
-        return _today_per_row(conn, "orderbook_deltas" if layout == OLD else "orderbook_delta_rows")
+        if layout == OLD:
+            return _today_per_row(conn, "orderbook_deltas")
+        out = _today_per_row(conn, "orderbook_delta_rows")
+        got = conn.execute("select count(*) filter (where session_date = %s), count(*), "
+                           "pg_total_relation_size('kalshi.orderbook_delta_books') from kalshi.orderbook_delta_books",
+                           (datetime.now(UTC).date(),)).fetchone()
+        assert got is not None
+        out["books_per_row"] = got[2] * got[0] / max(got[1], 1) / max(out["rows"], 1)
+        return out
 
 
 #: The relations holding today's trades and ticker updates, per layout (the rows only: not the markets and feeds).
@@ -441,9 +450,13 @@ def main() -> None:
         report["migrate_050_seconds"] = time.perf_counter() - started
         print(f"050 moved the deltas in {report['migrate_050_seconds']:.1f} s", flush=True)
         started = time.perf_counter()
-        migrate(new_url)
+        migrate(new_url, before=80)
         report["migrate_060_seconds"] = time.perf_counter() - started
         print(f"060 moved the trades and tickers in {report['migrate_060_seconds']:.1f} s", flush=True)
+        started = time.perf_counter()
+        migrate(new_url)
+        report["migrate_080_seconds"] = time.perf_counter() - started
+        print(f"080 narrowed the delta rows in {report['migrate_080_seconds']:.1f} s", flush=True)
         urls = {OLD: old_url, NEW: new_url}
         for url in urls.values():
             vacuum(url)
@@ -519,6 +532,9 @@ def print_report(report: dict[str, Any]) -> None:
             s = report[key][layout]
             print(f"| orderbook_deltas, today's partition ({what}) | {layout} | {s['rows']:,} | "
                   f"{s['heap_per_row']:.1f} | {s['index_per_row']:.1f} | {s['total_per_row']:.1f} |")
+        books = report[key][NEW]["books_per_row"]
+        print(f"|   with today's books ({books:.1f} B/delta) | {NEW} | | | | "
+              f"{report[key][NEW]['total_per_row'] + books:.1f} |")
     for key, what in (("live_trades_tickers", "written by CopyWriter"),
                       ("live_trades_tickers_packed", "the same, indexes packed")):
         for table in ("trades", "tickers"):
@@ -553,7 +569,8 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"  warm-up (one trade and one update per market, every market new to the session; not in the rates), "
           f"median s: 040 {warm_up[OLD]['median']:.3f}, 060 {warm_up[NEW]['median']:.3f}")
     print(f"050 migration moved the deltas in {report['migrate_050_seconds']:.1f} s, "
-          f"060 the trades and tickers in {report['migrate_060_seconds']:.1f} s")
+          f"060 the trades and tickers in {report['migrate_060_seconds']:.1f} s, "
+          f"080 narrowed the delta rows in {report['migrate_080_seconds']:.1f} s")
 
 
 if __name__ == "__main__":
