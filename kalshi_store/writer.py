@@ -372,17 +372,26 @@ def _feed_element(feed: tuple[Any, ...]) -> tuple[Any, ...]:
 _BOOK_OF: Final = itemgetter(_GENERATION, _SID, _MARKET_TICKER, _MARKET_ID, _SIDE)
 _SEQ_OF: Final = itemgetter(_SEQ)
 _LOW_SEQ: Final = 2**31
+_INT8_MIN, _INT8_MAX = -(2**63), 2**63 - 1
 
 
 def _low_seqs(rows: Sequence[Row]) -> bool:
     """Whether every delta's seq is below 2^31 (its book's seq_high is 0): the usual case, checked at C speed."""
-    seqs = list(map(_SEQ_OF, rows))
-    return min(seqs) >= 0 and max(seqs) < _LOW_SEQ
+    try:
+        return min(map(_SEQ_OF, rows)) >= 0 and max(map(_SEQ_OF, rows)) < _LOW_SEQ
+    except (TypeError, ValueError):  # no rows, or a seq that is no number (the database refuses its row)
+        return False
 
 
 def _book_of(row: Row) -> tuple[Any, ...]:
     book, seq = _BOOK_OF(row), row[_SEQ]
+    if type(seq) is not int or not _INT8_MIN <= seq <= _INT8_MAX:
+        return (*book, None)  # not a bigint seq: the book cannot be stored, and the row goes to dead_letter
     return book if 0 <= seq < _LOW_SEQ else (*book, seq >> 31)
+
+
+def _low_bits(seq: Any) -> Any:
+    return seq & (_LOW_SEQ - 1) if type(seq) is int else seq
 
 
 def _books_of(rows: Sequence[Row]) -> Iterable[tuple[Any, ...]]:
@@ -544,7 +553,7 @@ def _stage_deltas(rows: Sequence[Row], keys: Sequence[dict[Any, int]]) -> tuple[
         staged = [(books[book(row)], *values(row)) for row in rows]
     else:
         after_seq = _DELTA_AFTER_SEQ
-        staged = [(books[_book_of(row)], row[_SEQ] & (_LOW_SEQ - 1), *after_seq(row)) for row in rows]
+        staged = [(books[_book_of(row)], _low_bits(row[_SEQ]), *after_seq(row)) for row in rows]
     return staged, _deltas_need_extras(rows)
 
 
@@ -890,7 +899,10 @@ class CopyWriter:
         """Store the values of ``dimension`` among ``unknown`` not stored yet; the keys of all of them."""
         params: dict[str, Any] = dict(constants or {}) if dimension.per_session else {}
         keys: dict[Any, int] = {}
-        unknown.sort(key=dimension.order)
+        try:
+            unknown.sort(key=dimension.order)
+        except TypeError:  # a value of the wrong type: the database refuses it, and its row goes to dead_letter
+            unknown.sort(key=repr)
         statement = dimension.resolve
         async with self.conn.cursor() as cur:
             while unknown:
@@ -975,24 +987,30 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _integer(value: Any, bits: int) -> int | None:
+    """``value`` if it is an int a signed integer of ``bits`` holds, else None: the dead_letter row's own columns
+    (generation, sid, seq, time) must be storable whatever the rejected row held (its raw JSON keeps it as is)."""
+    return value if type(value) is int and -(1 << (bits - 1)) <= value < 1 << (bits - 1) else None
+
+
 def _unstorable_record(kind: str, values: dict[str, Any], error: str, session_id: str | None) -> Row:
     """A dead_letter row keeping a session manifest or ledger operation that could not be stored as is."""
     raw = _json.encode(values)
     row_id = uuid.uuid5(_UNSTORABLE_NAMESPACE, kind + "\0" + raw.decode("utf-8", "replace"))
-    return (str(row_id), session_id, values.get("generation"), values.get("at_ns") or time.time_ns(), "unstorable", kind,
-            values.get("sid"), None, redact(error).replace("\x00", "\\0")[:2000], raw)
+    return (str(row_id), session_id, _integer(values.get("generation"), 32),
+            _integer(values.get("at_ns"), 64) or time.time_ns(), "unstorable", kind, _integer(values.get("sid"), 32),
+            None, redact(error).replace("\x00", "\\0")[:2000], raw)
 
 
 def _unstorable_row(spec: TableSpec, row: Row, error: str, session_id: str | None) -> Row:
     names = [name for name, _, _ in spec.columns]
     values = dict(zip(names, row, strict=True))
     raw = _json.encode(values)
-    received_ns = values.get("received_ns")
     # Derived from the row, so replaying the batch never stores the rejection twice.
     row_id = uuid.uuid5(_UNSTORABLE_NAMESPACE, spec.name + "\0" + raw.decode("utf-8", "replace"))
     return (
-        str(row_id), session_id, values.get("generation"),
-        received_ns if isinstance(received_ns, int) else 0, "unstorable", spec.name, values.get("sid"),
-        values.get("seq"), redact(error).replace("\x00", "\\0")[:2000], raw,
+        str(row_id), session_id, _integer(values.get("generation"), 32), _integer(values.get("received_ns"), 64) or 0,
+        "unstorable", spec.name, _integer(values.get("sid"), 32), _integer(values.get("seq"), 64),
+        redact(error).replace("\x00", "\\0")[:2000], raw,
     )
 

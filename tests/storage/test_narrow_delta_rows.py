@@ -145,3 +145,37 @@ def test_new_partitions_of_the_delta_rows_get_their_key(db_url: str) -> None:
     assert keys and all(definition is not None and definition.endswith("USING btree (book_key, seq)")
                         for _, definition in keys), keys
     assert stored == (1,)
+
+
+@pytest.mark.asyncio
+async def test_a_delta_whose_seq_is_no_bigint_goes_to_dead_letter_alone(db_url: str) -> None:
+    received_ns = time.time_ns()
+    good = [staged(seq, ts_ms=received_ns // 1_000_000, received_ns=received_ns + seq) for seq in (1, 2**31 + 1)]
+    poison = [staged(2**63, ts_ms=None, received_ns=received_ns), staged(-(2**63) - 1, ts_ms=None, received_ns=1),
+              (*staged(0, ts_ms=None, received_ns=received_ns)[:2], None, *staged(0, ts_ms=None, received_ns=1)[3:])]
+    session_id, today = str(uuid.uuid4()), datetime.now(UTC).date()
+    dead_before = dead_deltas(db_url)
+    writer = await CopyWriter.connect(db_url)
+    try:
+        result = await writer.write(Batch(batch_id=1, session_id=session_id, session_date=today,
+                                          tables={"orderbook_deltas": [poison[0], good[0], poison[1], good[1],
+                                                                       poison[2]]}))
+    finally:
+        await writer.close()
+    assert (result.inserted["orderbook_deltas"], result.unstorable) == (2, 3)
+    with psycopg.connect(db_url) as conn:
+        stored = conn.execute("select seq from kalshi.orderbook_deltas where session_id = %s order by seq",
+                              (session_id,)).fetchall()
+    assert stored == [(1,), (2**31 + 1,)]
+    # Each kept whole in dead_letter (its seq column empty: no bigint holds it; the raw row has it).
+    dead = dead_deltas(db_url)
+    assert sorted(v for k, v in dead.items() if k not in dead_before) == sorted(
+        [(None, f'"seq":{2**63}'), (None, f'"seq":{-(2**63) - 1}'), (None, '"seq":null')])
+
+
+def dead_deltas(url: str) -> dict[Any, tuple[Any, str]]:
+    """The dead_letter rows of deltas: id -> (seq column, the raw row's seq)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("select id, seq, convert_from(raw, 'UTF8') from kalshi.dead_letter "
+                            "where type = 'orderbook_deltas'").fetchall()
+    return {r[0]: (r[1], next(part for part in r[2].split(",") if part.startswith('"seq"'))) for r in rows}
