@@ -19,6 +19,11 @@ What one invocation does:
    pipeline stored) and the process's RSS over the run;
 5. prints a table and writes everything to ``bench/results/<UTC time>.json``.
 
+With ``--compare-layouts`` steps 3-4 are replaced: the production pipeline runs on both streams into two databases
+of the same server, one with the storage layout of before 050 (migrations below 050, every ``CopyWriter`` of the
+pipeline process without moves) and one with today's, alternating run by run; per layout the medians, the ratios
+today's / 040, and a check that both stored the same rows per table (``bench/README.md``, "End to end").
+
 Throughput of a run = frames / (commit time of the stream's last frame - time the source wrote the first
 byte). CPU per message = CPU time of the pipeline process (all threads), from just before it connects
 until it saw its last frame committed, divided by the frames. Medians over runs are reported.
