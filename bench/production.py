@@ -26,6 +26,18 @@ DATA_TABLES = ("trade_rows", "orderbook_snapshots", "orderbook_delta_rows", "tic
 BOOKKEEPING_TABLES = ("sessions", "gap_ledger", "dead_letter", "orderbook_delta_books", "orderbook_delta_extras",
                       "trade_extras", "ticker_extras", "market_keys", "feeds")
 
+#: ``bench.run --compare-layouts``: the layout of before 050 ("040": wide rows, text keys; a database migrated with
+#: ``migrate(dsn, before=50)``, written by a ``CopyWriter`` without moves) against today's ("current").
+OLD_LAYOUT = "040"
+NEW_LAYOUT = "current"
+#: The tables that hold the rows in the 040 layout (tables there, views since 050 and 060).
+DATA_TABLES_040 = ("trades", "orderbook_snapshots", "orderbook_deltas", "tickers")
+#: The logical tables the streams fill, read through the names both layouts have (tables in 040, views since).
+VIEWS = ("orderbook_snapshots", "orderbook_deltas", "trades", "tickers")
+#: Relations added by 050 and 060, which CopyWriter's connect-time privilege check requires and the 040 layout lacks.
+_TABLES_SINCE_050 = frozenset({"orderbook_delta_books", "orderbook_delta_rows", "orderbook_delta_extras", "market_keys",
+                               "feeds", "trade_rows", "trade_extras", "ticker_rows", "ticker_extras"})
+
 
 def available() -> str | None:
     """``None`` when the production path can run, else what is missing."""
@@ -40,29 +52,61 @@ def client_available() -> str | None:
     return f"not available yet: {', '.join(missing)}" if missing else None
 
 
-def prepare(dsn: str) -> None:
-    """Apply the storage migrations (creates the ``kalshi`` schema and today's partitions)."""
+def prepare(dsn: str, layout: str | None = None) -> None:
+    """Apply the storage migrations (creates the ``kalshi`` schema and today's partitions); with
+    ``layout=OLD_LAYOUT`` only those before 050."""
     from kalshi_store.migrations import migrate
 
-    migrate(dsn)
+    migrate(dsn, before=50 if layout == OLD_LAYOUT else None)
 
 
-def truncate(conn: Any) -> None:
+def use_old_layout() -> None:
+    """Make every ``CopyWriter`` of this process write the 040 layout, as ``bench.storage_scale.LegacyWriter`` does:
+    no moves (each table stored by its ``TableSpec.insert``, into the 040 tables), and a connect-time privilege
+    check without the relations of 050 and 060 (``CopyWriter.connect`` would refuse the database otherwise: "kalshi.feeds
+    is missing ... (run `kalshi-ingest db migrate`)"). For a pipeline process, before it connects."""
+    from kalshi_store import writer
+
+    writer.CopyWriter.moves = {}
+    writer._NEEDED_PRIVILEGES = tuple(  # type: ignore[misc]
+        (table, privilege) for table, privilege in writer._NEEDED_PRIVILEGES
+        if table.removeprefix("kalshi.") not in _TABLES_SINCE_050)
+
+
+def _data_tables(layout: str | None) -> tuple[str, ...]:
+    return DATA_TABLES_040 if layout == OLD_LAYOUT else DATA_TABLES
+
+
+def truncate(conn: Any, layout: str | None = None) -> None:
     """Empty the recorder's tables between runs, so every run starts from the same database size."""
-    names = [sql.Identifier("kalshi", t) for t in (*DATA_TABLES, *BOOKKEEPING_TABLES)]
+    tables = (*_data_tables(layout), *BOOKKEEPING_TABLES)
+    names = [sql.Identifier("kalshi", t) for t in tables]
     existing = {r[0] for r in conn.execute("select tablename from pg_tables where schemaname = 'kalshi'")}
-    names = [n for n, t in zip(names, (*DATA_TABLES, *BOOKKEEPING_TABLES), strict=True) if t in existing]
+    names = [n for n, t in zip(names, tables, strict=True) if t in existing]
     if names:
         conn.execute(sql.SQL("truncate {} cascade").format(sql.SQL(", ").join(names)))
     conn.execute("checkpoint")
 
 
-def measure_queries() -> tuple[sql.Composable, sql.Composable]:
+def _end_trade_query(layout: str | None) -> str:
+    if layout == OLD_LAYOUT:
+        return "select {} from kalshi.trades where trade_id = %s"
+    return "select {} from kalshi.trade_rows where trade_uuid = %s::uuid"
+
+
+def measure_queries(layout: str | None = None) -> tuple[sql.Composable, sql.Composable]:
     """(commit time of the end trade, every stored row's receive time in ns and xmin)."""
-    end_q = sql.SQL("select pg_xact_commit_timestamp(xmin) from kalshi.trade_rows where trade_uuid = %s::uuid")
+    end_q = sql.SQL(_end_trade_query(layout).format("pg_xact_commit_timestamp(xmin)"))
     parts = [sql.SQL("select (extract(epoch from received_at) * 1e9)::bigint as received_ns, xmin from {}").format(
-        sql.Identifier("kalshi", t)) for t in DATA_TABLES]
+        sql.Identifier("kalshi", t)) for t in _data_tables(layout)]
     return end_q, sql.SQL(" union all ").join(parts)
+
+
+def view_counts(conn: Any) -> dict[str, int]:
+    """Rows per logical table, read through the names both layouts have (``--compare-layouts`` checks that both
+    stored the same)."""
+    return {name: conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier("kalshi", name))).fetchone()[0]
+            for name in VIEWS}
 
 
 def health(conn: Any) -> dict[str, Any]:
@@ -145,6 +189,10 @@ async def run(cfg: dict[str, Any], child_stats: Callable[[float], dict[str, Any]
     from kalshi_store.recorder import Recorder
 
     end_id = cfg["end_trade_id"]
+    layout = cfg.get("layout")
+    if layout == OLD_LAYOUT:
+        use_old_layout()
+    end_poll = _end_trade_query(layout).format("1")
     with tempfile.TemporaryDirectory(prefix="kalshi-bench-spill-") as spill:
         async with Recorder(cfg["dsn"], spill_dir=spill, **cfg.get("recorder_options", {})) as recorder:
             await recorder.open_session("bench", "bench", cfg["tickers"], cfg["channels"])
@@ -155,7 +203,7 @@ async def run(cfg: dict[str, Any], child_stats: Callable[[float], dict[str, Any]
             done_ns = 0
             try:
                 while not runner.done():
-                    cur = await poll.execute("select 1 from kalshi.trade_rows where trade_uuid = %s::uuid", (end_id,))
+                    cur = await poll.execute(end_poll, (end_id,))
                     if await cur.fetchone() is not None:
                         done_ns = time.time_ns()
                         break

@@ -19,6 +19,11 @@ What one invocation does:
    pipeline stored) and the process's RSS over the run;
 5. prints a table and writes everything to ``bench/results/<UTC time>.json``.
 
+With ``--compare-layouts`` steps 3-4 are replaced: the production pipeline runs on both streams into two databases
+of the same server, one with the storage layout of before 050 (migrations below 050, every ``CopyWriter`` of the
+pipeline process without moves) and one with today's, alternating run by run; per layout the medians, the ratios
+today's / 040, and a check that both stored the same rows per table (``bench/README.md``, "End to end").
+
 Throughput of a run = frames / (commit time of the stream's last frame - time the source wrote the first
 byte). CPU per message = CPU time of the pipeline process (all threads), from just before it connects
 until it saw its last frame committed, divided by the frames. Medians over runs are reported.
@@ -61,6 +66,10 @@ GC_THRESHOLD: int | None = None
 COMPRESS = False
 #: Experiment knob (--recorder KEY=VALUE): keyword arguments for kalshi_store.recorder.Recorder.
 RECORDER_OPTIONS: dict[str, Any] = {}
+#: --compare-layouts: the pipeline label of each storage layout's runs, and the table each message type fills.
+LAYOUT_LABELS = {production.OLD_LAYOUT: "production[040]", production.NEW_LAYOUT: "production[current]"}
+_SOURCE_TABLES = {"orderbook_snapshot": "orderbook_snapshots", "orderbook_delta": "orderbook_deltas",
+                  "ticker": "tickers", "trade": "trades"}
 
 
 @dataclass
@@ -119,6 +128,7 @@ class Database:
         self._server: Any = None
         self._admin_url: str | None = None
         self._scratch: str | None = None
+        self._extra: list[str] = []  # more databases on the same server (--compare-layouts), dropped by close()
         if url:
             self.dsn = self._create_scratch(url)
         else:
@@ -157,6 +167,16 @@ class Database:
         server._postmaster_info = PostmasterInfo.read_from_pgdata(server.pgdata)
         return str(server.get_uri())
 
+    def add_database(self, suffix: str) -> str:
+        """Create another database on the same server for this run (dropped by :meth:`close`); its DSN."""
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        name = f"{self._scratch or conninfo_to_dict(self.dsn).get('dbname') or 'kalshi_bench'}_{suffix}"
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        self._extra.append(name)
+        return make_conninfo(self.dsn, dbname=name)
+
     def cpu_seconds(self) -> float | None:
         """CPU time of the postmaster and all its children so far, live or exited (embedded server only)."""
         if self._server is None:
@@ -174,6 +194,10 @@ class Database:
         return None
 
     def close(self) -> None:
+        for name in self._extra:
+            with contextlib.suppress(psycopg.Error), psycopg.connect(self.dsn, autocommit=True) as conn:
+                conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        self._extra = []
         if self._scratch is not None and self._admin_url is not None:
             with contextlib.suppress(psycopg.Error), psycopg.connect(self._admin_url, autocommit=True) as conn:
                 conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(self._scratch)))
@@ -191,20 +215,21 @@ class Database:
 # Per-pipeline database knowledge: what to truncate, where the end trade is, where receive times are.
 
 
-def _truncate(dsn: str, kind: str) -> None:
+def _truncate(dsn: str, kind: str, layout: str | None = None) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         if kind == "bare":
             tables = [sql.Identifier(pipelines.BARE_SCHEMA, t) for t in pipelines.BARE_TABLES]
         elif kind == "naive":
             tables = [sql.Identifier(pipelines.NAIVE_SCHEMA, t) for t in pipelines.NAIVE_TABLES]
         else:
-            production.truncate(conn)
+            production.truncate(conn, layout)
             return
         conn.execute(sql.SQL("truncate {}").format(sql.SQL(", ").join(tables)))
         conn.execute("checkpoint")
 
 
-def _measure_db(dsn: str, kind: str, end_trade_id: str, commit_ts: bool, skip_s: float) -> dict[str, Any]:
+def _measure_db(dsn: str, kind: str, end_trade_id: str, commit_ts: bool, skip_s: float,
+                layout: str | None = None) -> dict[str, Any]:
     """Commit time of the end trade, rows stored, and receive->commit latency percentiles."""
     if kind == "bare":
         end_q = sql.SQL("select pg_xact_commit_timestamp(xmin) from bench_bare.trade where trade_id = %s")
@@ -215,12 +240,14 @@ def _measure_db(dsn: str, kind: str, end_trade_id: str, commit_ts: bool, skip_s:
         end_q = sql.SQL("select pg_xact_commit_timestamp(xmin) from bench_naive.message where trade_id = %s")
         rows_q = sql.SQL("select received_ns, xmin from bench_naive.message")
     else:
-        end_q, rows_q = production.measure_queries()
+        end_q, rows_q = production.measure_queries(layout)
     out: dict[str, Any] = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
         out["stored"] = conn.execute(sql.SQL("select count(*) from ({}) r").format(rows_q)).fetchone()[0]  # type: ignore[index]
         if kind == "production":
             out["health"] = production.health(conn)
+            if layout is not None:
+                out["rows_by_table"] = production.view_counts(conn)
         if not commit_ts:
             return out
         row = conn.execute(end_q, (end_trade_id,)).fetchone()
@@ -267,17 +294,21 @@ def _cpu_of(pid: int | None) -> float | None:
 
 def run_once(db: Database, src: FrameSource, kind: str, spec: StreamSpec, n: int, *, rate: float | None = None,
              profile: str | None = None, timeout: float | None = None, latency_skip_s: float = 1.0,
-             py_spy_out: Path | None = None) -> RunResult:
+             py_spy_out: Path | None = None, dsn: str | None = None, layout: str | None = None) -> RunResult:
+    """One run of ``kind`` in a fresh process. ``dsn``: another database of ``db``'s server (default ``db.dsn``);
+    ``layout`` (``--compare-layouts``, production only): the storage layout of that database, whose rows per table
+    are then counted into ``child["rows_by_table"]``."""
     res = RunResult(pipeline=kind, stream=spec.kind, frames=n, rate=rate)
+    dsn = dsn or db.dsn
     uses_db = kind not in ("recv", "rawrecv", "sansio", "client")
     if uses_db:
-        _truncate(db.dsn, kind)
+        _truncate(dsn, kind, layout)
     info = src.prepare(spec, n, rate, compress=COMPRESS)
     cfg = {"ws_url": src.ws_url, "base_url": src.base_url, "key_id": src.key_id,
            "private_key_path": str(src.private_key_path), "channels": list(spec.channels), "tickers": spec.tickers,
-           "end_trade_id": info["end_trade_id"], "frames": n, "dsn": db.dsn, "profile": profile,
+           "end_trade_id": info["end_trade_id"], "frames": n, "dsn": dsn, "profile": profile,
            "stream": spec.kind, "py_spy": py_spy_out is not None, "gc_threshold": GC_THRESHOLD,
-           "recorder_options": RECORDER_OPTIONS, "compress": COMPRESS}
+           "recorder_options": RECORDER_OPTIONS, "compress": COMPRESS, "layout": layout}
     db_cpu0 = db.cpu_seconds()
     src_cpu0 = _cpu_of(src.process.pid)
     ctx = mp.get_context("spawn")
@@ -320,7 +351,7 @@ def run_once(db: Database, src: FrameSource, kind: str, spec: StreamSpec, n: int
     except TimeoutError:
         sent = {"first_write_ns": 0, "error": "source never started streaming"}
     if db_cpu0 is not None:
-        _wait_backends_gone(db.dsn)
+        _wait_backends_gone(dsn)
     db_cpu1 = db.cpu_seconds()
     src_cpu1 = _cpu_of(src.process.pid)
     if db_cpu0 is not None and db_cpu1 is not None:
@@ -336,8 +367,13 @@ def run_once(db: Database, src: FrameSource, kind: str, spec: StreamSpec, n: int
     res.child = {k: v for k, v in payload.items() if k not in ("cpu_s",)}
     res.cpu_us_per_msg = round(payload["cpu_s"] * 1e6 / n, 2)
     res.maxrss_mb = round(payload["maxrss_kb"] / 1024, 1)
-    dbm = _measure_db(db.dsn, kind, info["end_trade_id"], db.commit_ts, latency_skip_s) if uses_db else {}
+    dbm = _measure_db(dsn, kind, info["end_trade_id"], db.commit_ts, latency_skip_s, layout) if uses_db else {}
     res.stored = dbm.get("stored")
+    if layout is not None:
+        res.child["layout"] = layout
+        res.child["rows_by_table"] = dbm.get("rows_by_table")
+        res.child["expected_by_table"] = {_SOURCE_TABLES[k]: v for k, v in info.get("counts", {}).items()
+                                          if k in _SOURCE_TABLES}
     if "health" in dbm:
         res.child["db_health"] = dbm["health"]
         ledger = dict(dbm["health"]["gap_ledger"])
@@ -421,6 +457,82 @@ def summarize(results: list[RunResult]) -> dict[str, Any]:
                                             "maxrss_mb": r.maxrss_mb, "rss": _rss_summary(r.rss_samples),
                                             "error": r.error}
     return summary
+
+
+def _ratio(new: float | None, old: float | None) -> float | None:
+    return round(new / old, 3) if new and old else None
+
+
+def _same_rows(counts: dict[str, dict[str, int] | None]) -> bool:
+    """Both layouts counted, the same rows per table, and rows in every table the source sent messages for."""
+    old, new, sent = counts[production.OLD_LAYOUT], counts[production.NEW_LAYOUT], counts["sent"]
+    return old is not None and old == new and all(old.get(t, 0) > 0 for t, n in (sent or {}).items() if n > 0)
+
+
+def summarize_layouts(results: list[RunResult]) -> dict[str, Any]:
+    """``--compare-layouts``: per stream and layout the runs and their medians, the ratios new/old (of the medians,
+    and run by run: the i-th run of each layout ran in the same round), and whether both layouts stored the same
+    rows per table in every round (and rows at all in every table the stream fills)."""
+    old, new = production.OLD_LAYOUT, production.NEW_LAYOUT
+    out: dict[str, Any] = {}
+    for stream in ("mixed", "trades"):
+        runs = {layout: [r for r in results if r.stream == stream and r.pipeline == label]
+                for layout, label in LAYOUT_LABELS.items()}
+        if not any(runs.values()):
+            continue
+        entry: dict[str, Any] = {}
+        for layout, rs in runs.items():
+            ok = [r for r in rs if r.error is None]
+            entry[layout] = {"runs": len(rs), "failed": len(rs) - len(ok),
+                             "msgs_per_s_median": _median([r.msgs_per_s for r in ok]),
+                             "msgs_per_s_all": [r.msgs_per_s for r in ok],
+                             "cpu_us_per_msg_median": _median([r.cpu_us_per_msg for r in ok]),
+                             "cpu_us_per_msg_all": [r.cpu_us_per_msg for r in ok],
+                             "db_cpu_us_per_msg_median": _median([r.db_cpu_us_per_msg for r in ok]),
+                             "errors": [r.error for r in rs if r.error]}
+        for key in ("msgs_per_s", "cpu_us_per_msg", "db_cpu_us_per_msg"):
+            entry[f"ratio_{key}_new_over_old"] = _ratio(entry[new][f"{key}_median"], entry[old][f"{key}_median"])
+        pairs = list(zip(runs[old], runs[new], strict=False))
+        pairwise = [_ratio(n.msgs_per_s, o.msgs_per_s) for o, n in pairs]
+        entry["ratio_msgs_per_s_pairwise"] = pairwise
+        entry["ratio_msgs_per_s_pairwise_median"] = _median(pairwise)
+        rows = [{old: o.child.get("rows_by_table"), new: n.child.get("rows_by_table"),
+                 "sent": n.child.get("expected_by_table")} for o, n in pairs]
+        entry["rows_by_table"] = rows
+        entry["rows_equal"] = bool(rows) and len(runs[old]) == len(runs[new]) and all(_same_rows(r) for r in rows)
+        entry["rows_equal_sent"] = bool(rows) and all(r[new] == r["sent"] for r in rows)
+        out[stream] = entry
+    return out
+
+
+def print_layouts(summary: dict[str, Any], machine: dict[str, Any], out: Path | None) -> None:
+    p = print
+    old, new = production.OLD_LAYOUT, production.NEW_LAYOUT
+    p(f"\nKalshi ingest benchmark ({summary['mode']}, --compare-layouts) on {machine['nproc']} x {machine['cpu']}, "
+      f"PostgreSQL {machine['postgres']}, Python {machine['python']}")
+    p(f"production pipeline; {old}: migrations before 050, CopyWriter without moves; {new}: every migration")
+    p(f"{'stream':<8}{'layout':<9}{'runs':>5}{'msgs/s (median)':>17}{'CPU us/msg':>12}{'DB CPU us/msg':>15}   all runs")
+    for stream, e in summary["layouts"].items():
+        for layout in (old, new):
+            t = e[layout]
+            p(f"{stream:<8}{layout:<9}{t['runs']:>5}{_fmt(t['msgs_per_s_median']):>17}"
+              f"{_fmt(t['cpu_us_per_msg_median'], '.2f'):>12}{_fmt(t['db_cpu_us_per_msg_median'], '.2f'):>15}   "
+              f"{t['msgs_per_s_all']}" + (f"  ERRORS: {t['errors'][0][:200]}" if t["errors"] else ""))
+    for stream, e in summary["layouts"].items():
+        pairwise = [r for r in e["ratio_msgs_per_s_pairwise"] if r is not None]
+        first = (e["rows_by_table"] or [{}])[0].get(new) or {}
+        p(f"{stream}: {new}/{old} msgs/s {_fmt(e['ratio_msgs_per_s_new_over_old'], '.3f')} (run by run "
+          f"{_fmt(min(pairwise, default=None), '.3f')}-{_fmt(max(pairwise, default=None), '.3f')}, median "
+          f"{_fmt(e['ratio_msgs_per_s_pairwise_median'], '.3f')}), client CPU/msg "
+          f"{_fmt(e['ratio_cpu_us_per_msg_new_over_old'], '.3f')}, DB CPU/msg "
+          f"{_fmt(e['ratio_db_cpu_us_per_msg_new_over_old'], '.3f')}; rows per table "
+          f"{'equal in both layouts' if e['rows_equal'] else 'DIFFER between the layouts (or none stored)'}"
+          f" in {len(e['rows_by_table'])} rounds{'' if e['rows_equal_sent'] else ' (not all frames stored)'}: "
+          + ", ".join(f"{k} {v:,}" for k, v in first.items()))
+    p("targets: " + ", ".join(f"{k}={'-' if v is None else ('PASS' if v else 'MISS')}"
+                              for k, v in summary["targets"].items()))
+    if out is not None:
+        p(f"results: {out}")
 
 
 def _targets(summary: dict[str, Any]) -> dict[str, Any]:
@@ -508,6 +620,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--rate", type=float, help="paced rate, msgs/s")
     ap.add_argument("--no-trades", action="store_true", help="skip the trades-only stream")
     ap.add_argument("--no-paced", action="store_true", help="skip the paced (latency/RSS) runs")
+    ap.add_argument("--compare-layouts", action="store_true",
+                    help="instead of the pipelines: the production pipeline on the mixed and trades-only streams "
+                         "against two databases of the same server, the storage layout of before 050 (migrations "
+                         "below 050, CopyWriter without moves) and today's, alternating run by run; --runs runs per "
+                         "layout and stream; medians and ratios new/old, rows per table checked equal")
     ap.add_argument("--profile", action="store_true",
                     help="also run the production pipeline once under pyinstrument (bench/results/profile-*.txt)")
     ap.add_argument("--compress", action="store_true",
@@ -558,6 +675,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown pipeline(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
+    if args.compare_layouts and (why := production.available()):
+        print(f"--compare-layouts: the production pipeline cannot run: {why}", file=sys.stderr)
+        return 2
     if "production" in kinds and (why := production.available()):
         print(f"production pipeline skipped: {why}", file=sys.stderr)
         kinds.remove("production")
@@ -599,6 +719,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"(DB {r.db_cpu_us_per_msg}, source {r.source_cpu_us_per_msg}), "
                   f"peak RSS {r.maxrss_mb} MB, stored {r.stored}/{r.frames}{lat}", flush=True)
 
+    if args.compare_layouts:
+        try:
+            return _compare_layouts(args, mode, db, spec, log, results, started, t_start, out)
+        finally:
+            db.close()
     try:
         pipelines.prepare_schemas(db.dsn)
         if "production" in kinds:
@@ -674,6 +799,58 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         db.close()
     failed = any(r.error for r in results)
+    return 1 if failed else 0
+
+
+def _compare_layouts(args: argparse.Namespace, mode: Mode, db: Database, spec: Any, log: Any,
+                     results: list[RunResult], started: datetime, t_start: float, out: Path) -> int:
+    """``--compare-layouts``: the production pipeline into today's layout (``db.dsn``, every migration) and into
+    the layout of before 050 (a second database of the same server, migrations below 050, every CopyWriter of the
+    pipeline process without moves), ``mode.runs`` runs per layout on each stream, the layouts' order alternating
+    round by round (old/new, new/old, ...)."""
+    old, new = production.OLD_LAYOUT, production.NEW_LAYOUT
+    dsns = {new: db.dsn, old: db.add_database("layout_040")}
+    for layout, dsn in dsns.items():
+        production.prepare(dsn, layout)
+        if args.experiment_sql:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                for statement in args.experiment_sql:
+                    print(f"experiment ({layout}): {statement}")
+                    conn.execute(statement.encode())
+    machine = machine_info(db)
+    streams = ["mixed"] + ([] if args.no_trades else ["trades"])
+    with FrameSource() as src:
+        print(f"bench ({mode.name}, --compare-layouts): source {src.ws_url}, database "
+              f"{'embedded' if not args.database_url else 'given'} (commit timestamps {'on' if db.commit_ts else 'OFF'}),"
+              f" frames {'permessage-deflate' if COMPRESS else 'uncompressed'}, {mode.runs} runs per layout and stream"
+              f" of {mode.frames:,} frames", flush=True)
+        for i in range(mode.runs):
+            order = (old, new) if i % 2 == 0 else (new, old)
+            for stream in streams:
+                for layout in order:
+                    r = run_once(db, src, "production", spec(stream, mode.frames), mode.frames, dsn=dsns[layout],
+                                 layout=layout)
+                    r.pipeline = LAYOUT_LABELS[layout]
+                    log(r)
+                    if r.child.get("rows_by_table") is not None:
+                        print("    rows: " + ", ".join(f"{k} {v:,}" for k, v in r.child["rows_by_table"].items()),
+                              flush=True)
+    summary = summarize(results)
+    summary["layouts"] = layouts = summarize_layouts(results)
+    summary["mode"] = mode.name
+    summary["targets"] = {f"{stream}_{new}_over_{old}_ge_0.95": None if e["ratio_msgs_per_s_new_over_old"] is None
+                          else e["ratio_msgs_per_s_new_over_old"] >= 0.95 for stream, e in layouts.items()}
+    doc = {"started": started.isoformat(), "duration_s": round(time.monotonic() - t_start, 1),
+           "compress": COMPRESS, "compare_layouts": True,
+           "experiment": {"recorder_options": RECORDER_OPTIONS, "gc_threshold": GC_THRESHOLD,
+                          "sql": args.experiment_sql},
+           "mode": asdict(mode), "machine": machine, "summary": summary,
+           "runs": [asdict(r) for r in results]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1, default=str))
+    print_layouts(summary, machine, out)
+    print(f"total {time.monotonic() - t_start:.1f} s")
+    failed = any(r.error for r in results) or not all(e["rows_equal"] for e in layouts.values())
     return 1 if failed else 0
 
 
