@@ -88,15 +88,16 @@ def truncate(conn: Any, layout: str | None = None) -> None:
     conn.execute("checkpoint")
 
 
-def _end_trade_query(layout: str | None) -> str:
+def _end_trade_query(layout: str | None, what: str) -> sql.Composed:
+    """``what`` (a constant expression) of the stream's end trade, found by its id in the layout's table."""
     if layout == OLD_LAYOUT:
-        return "select {} from kalshi.trades where trade_id = %s"
-    return "select {} from kalshi.trade_rows where trade_uuid = %s::uuid"
+        return sql.SQL("select {} from kalshi.trades where trade_id = %s").format(sql.SQL(what))
+    return sql.SQL("select {} from kalshi.trade_rows where trade_uuid = %s::uuid").format(sql.SQL(what))
 
 
 def measure_queries(layout: str | None = None) -> tuple[sql.Composable, sql.Composable]:
     """(commit time of the end trade, every stored row's receive time in ns and xmin)."""
-    end_q = sql.SQL(_end_trade_query(layout).format("pg_xact_commit_timestamp(xmin)"))
+    end_q = _end_trade_query(layout, "pg_xact_commit_timestamp(xmin)")
     parts = [sql.SQL("select (extract(epoch from received_at) * 1e9)::bigint as received_ns, xmin from {}").format(
         sql.Identifier("kalshi", t)) for t in _data_tables(layout)]
     return end_q, sql.SQL(" union all ").join(parts)
@@ -192,7 +193,7 @@ async def run(cfg: dict[str, Any], child_stats: Callable[[float], dict[str, Any]
     layout = cfg.get("layout")
     if layout == OLD_LAYOUT:
         use_old_layout()
-    end_poll = _end_trade_query(layout).format("1")
+    end_poll = _end_trade_query(layout, "1")
     with tempfile.TemporaryDirectory(prefix="kalshi-bench-spill-") as spill:
         async with Recorder(cfg["dsn"], spill_dir=spill, **cfg.get("recorder_options", {})) as recorder:
             await recorder.open_session("bench", "bench", cfg["tickers"], cfg["channels"])
