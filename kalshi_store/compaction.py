@@ -2,8 +2,8 @@
 retention, packing").
 
 While a session records, its B-tree pages fill in no particular order: every book of the session grows at once in
-the primary key of ``kalshi.orderbook_delta_rows``, every market at once in those of ``kalshi.ticker_rows`` and in
-the market index of ``kalshi.trade_rows``, and the trade key is a random uuid. Pages split half full and settle
+the key (book_key, seq) of ``kalshi.orderbook_delta_rows``, every market at once in those of ``kalshi.ticker_rows``
+and in the market index of ``kalshi.trade_rows``, and the trade key is a random uuid. Pages split half full and settle
 about 70-75 % full. A day nothing writes to any more is packed once by rebuilding every index of its day partitions
 full (fillfactor 100). The rules live in SQL: ``kalshi.day_partitions_to_pack`` (sql/070) lists the indexes to pack
 (day partitions of the three tables before a given day, holding rows, with an index not packed yet, no running
