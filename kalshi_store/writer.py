@@ -157,11 +157,11 @@ _LEDGER_ANNOTATE: Final = sql.SQL("""
 # a batch's deltas change (session, connection, subscription, market, side) to their integer keys itself, as it does
 # the markets and feeds of trades and tickers (below): the deltas are staged with their book's key, so the rows'
 # INSERT ... SELECT joins nothing, and a third statement stores the rare extra columns, run only when a staged row
-# has one. The exchange time is stored as whole milliseconds before the receive millisecond when a smallint holds
-# that (kalshi.delta_exchange_ts rebuilds it; sql/080), else exactly in the extras. A row keeps the low 31 bits of
-# seq; the rest (seq >> 31, zero unless a stream passes 2^31 messages) is part of the book.
+# has one. The exchange time is stored as whole milliseconds before the receive millisecond when an integer holds
+# that (kalshi.delta_exchange_ts rebuilds it), else exactly in the extras. A row keeps the low 31 bits of seq; the
+# rest (seq >> 31, zero unless a stream passes 2^31 messages) is part of the book (sql/080).
 _DELTA_LAG: Final = sql.SQL("s.received_ns / 1000000 - s.ts_ms")
-_DELTA_LAG_FITS: Final = sql.SQL("{lag} between -32768 and 32767").format(lag=_DELTA_LAG)
+_DELTA_LAG_FITS: Final = sql.SQL("{lag} between -2147483648 and 2147483647").format(lag=_DELTA_LAG)
 _DELTA_NAMES: Final = [name for name, _, _ in TABLES["orderbook_deltas"].columns]
 _CLIENT_ORDER_ID, _SUBACCOUNT, _TS_MS, _RECEIVED_NS = (
     _DELTA_NAMES.index(name) for name in ("client_order_id", "subaccount", "ts_ms", "received_ns"))
@@ -169,7 +169,7 @@ _GENERATION, _SID, _MARKET_TICKER, _MARKET_ID, _SIDE, _SEQ = (
     _DELTA_NAMES.index(name) for name in ("generation", "sid", "market_ticker", "market_id", "side", "seq"))
 
 
-_INT2: Final = range(-(2**15), 2**15)
+_INT4: Final = range(-(2**31), 2**31)
 
 
 def _deltas_need_extras(rows: Sequence[Row]) -> bool:
@@ -178,7 +178,7 @@ def _deltas_need_extras(rows: Sequence[Row]) -> bool:
         if row[_CLIENT_ORDER_ID] is not None or row[_SUBACCOUNT] is not None:
             return True
         ts_ms, received_ns = row[_TS_MS], row[_RECEIVED_NS]
-        if ts_ms is not None and (received_ns < 0 or received_ns // 1_000_000 - ts_ms not in _INT2):
+        if ts_ms is not None and (received_ns < 0 or received_ns // 1_000_000 - ts_ms not in _INT4):
             return True
     return False
 
@@ -560,7 +560,7 @@ def _stage_deltas(rows: Sequence[Row], keys: Sequence[dict[Any, int]]) -> tuple[
 _DELTA_INSERT: Final = sql.SQL("""
     insert into kalshi.orderbook_delta_rows (received_at, seq, book_key, session_date, exchange_lag_ms, price, delta)
     select to_timestamp(0) + s.received_ns / 1000 * interval '1 microsecond', s.seq, s.book_key,
-        %(session_date)s::date, case when {fits} then ({lag})::smallint end, s.price, s.delta
+        %(session_date)s::date, case when {fits} then ({lag})::integer end, s.price, s.delta
     from pg_temp.stage_delta_rows s
     where {remembered}
     on conflict do nothing""").format(fits=_DELTA_LAG_FITS, lag=_DELTA_LAG, remembered=_remembered(_BOOKS))

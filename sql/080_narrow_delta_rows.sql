@@ -1,20 +1,19 @@
--- 080: order book delta rows in 56 bytes with a 16-byte key (issue 14). See docs/storage.md, "Order book deltas".
+-- 080: order book delta rows with a 16-byte key (issue 14). See docs/storage.md, "Layout".
 --
--- 050 stored a delta in a 64-byte heap tuple (24 header + 38 data, aligned to 8) and a 24-byte primary key entry
--- (book_key, session_date, seq): about 106 B a delta on the day being written, 97 once packed. Two changes:
+-- 050 keyed a delta by a 24-byte primary key entry (book_key int4, session_date, seq int8: 20 bytes of data, aligned
+-- to 8): about 40 B a delta on the day being written, 28 once packed. Two changes make the entry 16 bytes:
 --
 --   seq               int4 in the rows; its high bits (seq >> 31, zero unless a stream passes 2^31 messages) are
 --                     part of the book (kalshi.orderbook_delta_books.seq_high), so the view rebuilds the bigint
 --                     exactly (kalshi.delta_seq) and a stream that passes 2^31 simply opens a second book
---   exchange_lag_ms   int2: the exchange time as whole milliseconds before the receive millisecond when it is within
---                     32.767 s of it (every delta of a healthy connection); other exchange times are kept exactly in
---                     kalshi.orderbook_delta_extras, as 050 did beyond 24 days
+--   the key           (book_key, seq), kept per day partition: a unique index on a partitioned table must hold the
+--                     partition key (session_date), but a book belongs to one session_date, so (book_key, seq) is
+--                     unique across partitions as well. kalshi.ensure_partitions creates it with every partition of
+--                     the delta rows; INSERT ... ON CONFLICT DO NOTHING (the writer, the view's trigger) checks the
+--                     partition's unique indexes.
 --
--- The data then takes 32 bytes: a 56-byte tuple. And the idempotency key is (book_key, seq), 16 bytes an entry,
--- kept per day partition: a unique index on a partitioned table must hold the partition key (session_date, which
--- would make the entry 24 bytes with alignment), but a book belongs to one session_date, so (book_key, seq) is
--- unique across partitions as well. kalshi.ensure_partitions creates the index with every partition of the delta
--- rows; INSERT ... ON CONFLICT DO NOTHING (the writer, the view's trigger) checks the partition's unique indexes.
+-- The heap tuple stays 64 bytes (34 bytes of data now; 32 would make it 56, but only with the exchange time in two
+-- bytes, which a clock more than 32 s off the exchange's would push out of every row).
 --
 -- Existing deltas and extras are moved to new tables, which then take the old names; the views keep their names and
 -- columns (their dependents are untouched) and the migration checks that every row arrived.
@@ -46,29 +45,12 @@ $$;
 comment on function kalshi.delta_seq(bigint, integer) is
     'A delta''s sequence number from its book''s seq_high and the row''s seq (the low 31 bits).';
 
--- Whole milliseconds of exchange time before the receive millisecond, now only when a smallint holds them.
-create or replace function kalshi.delta_exchange_lag(received_at timestamptz, exchange_ts timestamptz)
-returns integer
-language sql
-immutable
-parallel safe
-as $$
-    select case when extract(epoch from exchange_ts) * 1000 = trunc(extract(epoch from exchange_ts) * 1000)
-                 and trunc(extract(epoch from received_at) * 1000) - extract(epoch from exchange_ts) * 1000
-                     between -32768 and 32767
-                then (trunc(extract(epoch from received_at) * 1000) - extract(epoch from exchange_ts) * 1000)::integer
-           end
-$$;
-comment on function kalshi.delta_exchange_lag(timestamptz, timestamptz) is
-    'exchange_ts as whole milliseconds before the millisecond of received_at; null when exchange_ts is null, not a '
-    'whole millisecond or more than 32.767 s away (080; such times are kept in kalshi.orderbook_delta_extras).';
-
 create table kalshi.orderbook_delta_rows_080 (
     received_at     timestamptz not null,
     seq             integer not null,
     book_key        integer not null,
     session_date    date not null,
-    exchange_lag_ms smallint,
+    exchange_lag_ms integer,
     price           numeric not null,
     delta           numeric not null
 ) partition by range (session_date);
@@ -125,7 +107,7 @@ where b.seq_high = 0 and s.seq_high <> 0;
 
 insert into kalshi.orderbook_delta_rows_080 (received_at, seq, book_key, session_date, exchange_lag_ms, price, delta)
 select d.received_at, (d.seq & 2147483647)::integer, coalesce(k.new_key, d.book_key), d.session_date,
-       case when d.exchange_lag_ms between -32768 and 32767 then d.exchange_lag_ms::smallint end, d.price, d.delta
+       d.exchange_lag_ms, d.price, d.delta
 from kalshi.orderbook_delta_rows d
 left join delta_keys_080 k on k.old_key = d.book_key and k.session_date = d.session_date and k.seq_high = d.seq >> 31
 order by d.session_date, 3, 2;
@@ -135,15 +117,6 @@ select coalesce(k.new_key, x.book_key), x.session_date, (x.seq & 2147483647)::in
        x.client_order_id, x.subaccount
 from kalshi.orderbook_delta_extras x
 left join delta_keys_080 k on k.old_key = x.book_key and k.session_date = x.session_date and k.seq_high = x.seq >> 31;
-
--- The exchange times a smallint no longer holds: kept exactly in the extras.
-insert into kalshi.orderbook_delta_extras_080 as x (book_key, session_date, seq, exchange_ts)
-select coalesce(k.new_key, d.book_key), d.session_date, (d.seq & 2147483647)::integer,
-       kalshi.delta_exchange_ts(d.received_at, d.exchange_lag_ms)
-from kalshi.orderbook_delta_rows d
-left join delta_keys_080 k on k.old_key = d.book_key and k.session_date = d.session_date and k.seq_high = d.seq >> 31
-where d.exchange_lag_ms not between -32768 and 32767
-on conflict (book_key, session_date, seq) do update set exchange_ts = excluded.exchange_ts;
 
 do $$
 declare
@@ -315,9 +288,9 @@ end;
 $$;
 
 comment on table kalshi.orderbook_delta_rows is
-    'Order book deltas, compact (about 90 B a row with its key, 080): read kalshi.orderbook_deltas, the same rows with '
-    'the session, stream, market and side spelled out. Partitioned by session_date; each partition has the unique '
-    'key (book_key, seq).';
+    'Order book deltas, compact (about 90-97 B a row with its key, 080): read kalshi.orderbook_deltas, the same rows '
+    'with the session, stream, market and side spelled out. Partitioned by session_date; each partition has the '
+    'unique key (book_key, seq).';
 comment on column kalshi.orderbook_delta_rows.received_at is 'When we received the delta.';
 comment on column kalshi.orderbook_delta_rows.seq is
     'Sequence number within the subscription, its low 31 bits (the book has the rest: kalshi.delta_seq).';
@@ -335,7 +308,7 @@ comment on column kalshi.orderbook_delta_extras.book_key is 'The book changed (k
 comment on column kalshi.orderbook_delta_extras.session_date is 'UTC day the session started (partition key).';
 comment on column kalshi.orderbook_delta_extras.seq is 'Sequence number within the subscription, its low 31 bits.';
 comment on column kalshi.orderbook_delta_extras.exchange_ts is
-    'Exchange time, when it is not a whole millisecond or not within 32.767 s of the receive time.';
+    'Exchange time, when it is not a whole millisecond or not within 24 days of the receive time.';
 comment on column kalshi.orderbook_delta_extras.client_order_id is 'Our client_order_id when our own order caused the change.';
 comment on column kalshi.orderbook_delta_extras.subaccount is 'Our sub-account when our own order caused the change.';
 

@@ -1,4 +1,4 @@
-"""080: order book delta rows narrowed to a 56-byte tuple and a 16-byte key, exactly and idempotently."""
+"""080: order book delta rows keyed by a 16-byte (book_key, seq) per partition, exactly and idempotently."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def delta(seq: int, *, exchange_ts: datetime | None, side: str = "yes", client_o
 
 
 #: What the 050 layout held and the 080 one must keep exactly: exchange times 7 ms, 32.767 s, 32.768 s, a minute
-#: and 40 days before the receive time, one after it, none; our own order with a far exchange time; seqs beyond
-#: 2^31 (three books of one stream: seq >> 31 = 0, 1 and 2^9) and below 0.
+#: and 40 days before the receive time, one after it, none; our own order; seqs beyond 2^31 (three books of one
+#: stream: seq >> 31 = 0, 1 and 2^9) and below 0.
 OLD_ROWS: list[tuple[Any, ...]] = [
     delta(10, exchange_ts=RECEIVED.replace(microsecond=116000)),
     delta(11, exchange_ts=RECEIVED.replace(microsecond=0) - timedelta(milliseconds=32767 - 123)),
@@ -83,10 +83,9 @@ def test_080_moves_every_delta_exactly(empty_db_url: str) -> None:
     assert [str(a[9]) for a in after] == ["-54.00"] * len(OLD_ROWS)
     assert again == after
     assert books == [(0,), (0,), (1,), (512,)]  # yes and no at 0, then yes
-    # Exchange times a smallint of milliseconds cannot hold are kept exactly in the extras (seq: the low 31 bits).
-    assert kept == [(5, True, "mine too"), (12, True, None), (13, True, None), (14, True, None),
-                    (17, True, "mine")]
-    assert widest == (56,)
+    # The extras moved with the new seq (the low 31 bits): our own orders, an exchange time 40 days away.
+    assert kept == [(5, False, "mine too"), (14, True, None), (17, False, "mine")]
+    assert widest == (58,)  # 24 header + 34 data: a 64-byte tuple once aligned in the page
 
 
 def staged(seq: int, *, ts_ms: int | None, received_ns: int, side: str = "yes") -> tuple[Any, ...]:
@@ -99,7 +98,8 @@ async def test_the_writer_stores_seqs_past_2_31_and_far_exchange_times_exactly_a
     received_ns = time.time_ns()
     now_ms = received_ns // 1_000_000
     low = [staged(2**31 - 2 + i, ts_ms=now_ms - 5 * i, received_ns=received_ns + i * 1000) for i in range(2)]
-    mixed = [staged(2**31 + i, ts_ms=now_ms - 40_000 if i == 1 else now_ms, received_ns=received_ns + i * 1000)
+    far = 86_400_000 * 40  # 40 days: kept in the extras
+    mixed = [staged(2**31 + i, ts_ms=now_ms - far if i == 1 else now_ms, received_ns=received_ns + i * 1000)
              for i in range(3)] + [staged(7, ts_ms=now_ms + 33_000, received_ns=received_ns, side="no")]
     session_id, today = str(uuid.uuid4()), datetime.now(UTC).date()
     writer = await CopyWriter.connect(db_url)
