@@ -264,7 +264,8 @@ _RESOLVE_BOOKS: Final = sql.SQL("""
         returning book_key, generation, sid, market_ticker, market_id, side, seq_high)
     select w.i, coalesce(w.book_key, n.book_key) from w
     left join stored n on n.generation = w.generation and n.sid = w.sid and n.market_ticker = w.market_ticker
-     and n.market_id = w.market_id and n.side = w.side and n.seq_high = w.seq_high""").format(wanted=_WANTED_BOOKS, probe=_BOOK_PROBE)
+     and n.market_id = w.market_id and n.side = w.side and n.seq_high = w.seq_high""").format(
+    wanted=_WANTED_BOOKS, probe=_BOOK_PROBE)
 _RESOLVE_BOOKS_AGAIN: Final = sql.SQL("select w.i, b.book_key from {wanted} {probe}").format(
     wanted=_WANTED_BOOKS, probe=_BOOK_PROBE)
 
