@@ -559,6 +559,19 @@ def _fmt(v: Any, spec: str = ",.0f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _write_results(out: Path, started: datetime, t_start: float, args: argparse.Namespace, mode: Any,
+                   machine: dict[str, Any], summary: dict[str, Any], results: list[RunResult], **extra: Any) -> None:
+    """The JSON document of an invocation: every run, the summary, the machine and the experiment knobs."""
+    doc = {"started": started.isoformat(), "duration_s": round(time.monotonic() - t_start, 1),
+           "compress": COMPRESS, **extra,
+           "experiment": {"recorder_options": RECORDER_OPTIONS, "gc_threshold": GC_THRESHOLD,
+                          "sql": args.experiment_sql},
+           "mode": asdict(mode), "machine": machine, "summary": summary,
+           "runs": [asdict(r) for r in results]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1, default=str))
+
+
 def print_report(summary: dict[str, Any], machine: dict[str, Any], out: Path | None) -> None:
     p = print
     p(f"\nKalshi ingest benchmark ({summary['mode']}) on {machine['nproc']} x {machine['cpu']}, "
@@ -786,14 +799,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["profiles"] = profiles
         summary["mode"] = mode.name
         summary["targets"] = _targets(summary)
-        doc = {"started": started.isoformat(), "duration_s": round(time.monotonic() - t_start, 1),
-               "compress": COMPRESS,
-               "experiment": {"recorder_options": RECORDER_OPTIONS, "gc_threshold": GC_THRESHOLD,
-                              "sql": args.experiment_sql},
-               "mode": asdict(mode), "machine": machine, "summary": summary,
-               "runs": [asdict(r) for r in results]}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(doc, indent=1, default=str))
+        _write_results(out, started, t_start, args, mode, machine, summary, results)
         print_report(summary, machine, out)
         print(f"total {time.monotonic() - t_start:.1f} s")
     finally:
@@ -840,14 +846,7 @@ def _compare_layouts(args: argparse.Namespace, mode: Mode, db: Database, spec: A
     summary["mode"] = mode.name
     summary["targets"] = {f"{stream}_{new}_over_{old}_ge_0.95": None if e["ratio_msgs_per_s_new_over_old"] is None
                           else e["ratio_msgs_per_s_new_over_old"] >= 0.95 for stream, e in layouts.items()}
-    doc = {"started": started.isoformat(), "duration_s": round(time.monotonic() - t_start, 1),
-           "compress": COMPRESS, "compare_layouts": True,
-           "experiment": {"recorder_options": RECORDER_OPTIONS, "gc_threshold": GC_THRESHOLD,
-                          "sql": args.experiment_sql},
-           "mode": asdict(mode), "machine": machine, "summary": summary,
-           "runs": [asdict(r) for r in results]}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1, default=str))
+    _write_results(out, started, t_start, args, mode, machine, summary, results, compare_layouts=True)
     print_layouts(summary, machine, out)
     print(f"total {time.monotonic() - t_start:.1f} s")
     failed = any(r.error for r in results) or not all(e["rows_equal"] for e in layouts.values())
