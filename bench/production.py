@@ -34,9 +34,6 @@ NEW_LAYOUT = "current"
 DATA_TABLES_040 = ("trades", "orderbook_snapshots", "orderbook_deltas", "tickers")
 #: The logical tables the streams fill, read through the names both layouts have (tables in 040, views since).
 VIEWS = ("orderbook_snapshots", "orderbook_deltas", "trades", "tickers")
-#: Relations added by 050 and 060, which CopyWriter's connect-time privilege check requires and the 040 layout lacks.
-_TABLES_SINCE_050 = frozenset({"orderbook_delta_books", "orderbook_delta_rows", "orderbook_delta_extras", "market_keys",
-                               "feeds", "trade_rows", "trade_extras", "ticker_rows", "ticker_extras"})
 
 
 def available() -> str | None:
@@ -62,15 +59,11 @@ def prepare(dsn: str, layout: str | None = None) -> None:
 
 def use_old_layout() -> None:
     """Make every ``CopyWriter`` of this process write the 040 layout, as ``bench.storage_scale.LegacyWriter`` does:
-    no moves (each table stored by its ``TableSpec.insert``, into the 040 tables), and a connect-time privilege
-    check without the relations of 050 and 060 (``CopyWriter.connect`` would refuse the database otherwise: "kalshi.feeds
-    is missing ... (run `kalshi-ingest db migrate`)"). For a pipeline process, before it connects."""
+    no moves (each table stored by its ``TableSpec.insert``, into the 040 tables; its connect-time privilege check
+    then asks for none of the compact tables of 050 and 060). For a pipeline process, before it connects."""
     from kalshi_store import writer
 
     writer.CopyWriter.moves = {}
-    writer._NEEDED_PRIVILEGES = tuple(  # type: ignore[misc]
-        (table, privilege) for table, privilege in writer._NEEDED_PRIVILEGES
-        if table.removeprefix("kalshi.") not in _TABLES_SINCE_050)
 
 
 def _data_tables(layout: str | None) -> tuple[str, ...]:

@@ -54,12 +54,9 @@ class _AccessProblem(Exception):
 
 
 #: (table, privilege) pairs the recorder needs: checked at connect so a role without them fails before recording.
+#: Besides those of the writer's moves (KeyedMove.privileges: the compact tables and their keys).
 _NEEDED_PRIVILEGES: Final = (
-    *((f"kalshi.{name}", "INSERT") for name in ("market_keys", "feeds", "trade_rows", "trade_extras",
-                                                  "orderbook_snapshots", "orderbook_delta_books",
-                                                  "orderbook_delta_rows", "orderbook_delta_extras", "ticker_rows",
-                                                  "fills", "dead_letter")),
-    ("kalshi.orderbook_delta_books", "SELECT"), ("kalshi.market_keys", "SELECT"), ("kalshi.feeds", "SELECT"),
+    *((f"kalshi.{name}", "INSERT") for name in ("orderbook_snapshots", "fills", "dead_letter")),
     ("kalshi.sessions", "INSERT"), ("kalshi.sessions", "UPDATE"),
     ("kalshi.gap_ledger", "INSERT"), ("kalshi.gap_ledger", "UPDATE"),
 )
@@ -524,6 +521,14 @@ class KeyedMove:
     #: The same check alone (run when the insert stored nothing).
     check: sql.Composed
     rare: sql.Composed | None = None
+    #: The tables ``insert`` and ``rare`` store into.
+    targets: tuple[str, ...] = ()
+
+    @property
+    def privileges(self) -> tuple[tuple[str, str], ...]:
+        """What the role needs for this move: INSERT on its tables, INSERT and SELECT on its dimensions'."""
+        return (*((f"kalshi.{t}", "INSERT") for t in self.targets),
+                *((f"kalshi.{d.table}", p) for d in self.dimensions for p in ("INSERT", "SELECT")))
 
 
 def _keyed_move(staging: str, columns: Sequence[tuple[str, str]], dimensions: tuple[Dimension, ...],
@@ -534,9 +539,9 @@ def _keyed_move(staging: str, columns: Sequence[tuple[str, str]], dimensions: tu
 
 
 _TRADE_MOVE: Final = _keyed_move("stage_trade_rows", _TRADE_STAGING, (_TRADE_MARKETS, _TRADE_FEEDS), stage=_stage_trades,
-                                 insert=_TRADE_INSERT, rare=_TRADE_EXTRAS)
+                                 insert=_TRADE_INSERT, rare=_TRADE_EXTRAS, targets=("trade_rows", "trade_extras"))
 _TICKER_MOVE: Final = _keyed_move("stage_ticker_rows", _TICKER_STAGING, (_TICKER_MARKETS, _TICKER_FEEDS),
-                                  stage=_stage_tickers, insert=_TICKER_INSERT)
+                                  stage=_stage_tickers, insert=_TICKER_INSERT, targets=("ticker_rows",))
 
 #: Staging of the compact deltas: the book's key instead of the connection, market and side columns, and the low 31
 #: bits of seq (the book has the rest).
@@ -574,7 +579,8 @@ _DELTA_EXTRAS: Final = sql.SQL("""
     where s.client_order_id is not null or s.subaccount is not null or not {fits}
     on conflict do nothing""").format(fits=_DELTA_LAG_FITS)
 _DELTA_MOVE: Final = _keyed_move("stage_delta_rows", _DELTA_STAGING, (_BOOKS,), stage=_stage_deltas,
-                                 insert=_DELTA_INSERT, rare=_DELTA_EXTRAS)
+                                 insert=_DELTA_INSERT, rare=_DELTA_EXTRAS,
+                                 targets=("orderbook_delta_rows", "orderbook_delta_extras"))
 
 
 def _int_array(keys: set[int]) -> str:
@@ -655,7 +661,7 @@ class CopyWriter:
             await self.conn.execute("set synchronous_commit = on")
         # A missing schema or a role without privileges is a configuration error, found here before recording
         # starts rather than at the first batch (see kalshi_store.dberrors).
-        tables = sorted(set(_NEEDED_PRIVILEGES))
+        tables = sorted({*_NEEDED_PRIVILEGES, *(p for move in self.moves.values() for p in move.privileges)})
         async with self.conn.transaction():
             cur = await self.conn.execute(_ACCESS_CHECK, ([t for t, _ in tables], [p for _, p in tables]))
             row = await cur.fetchone()
